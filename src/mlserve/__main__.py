@@ -1,0 +1,5 @@
+"""``python -m mlserve``."""
+
+from .cli import main
+
+raise SystemExit(main())

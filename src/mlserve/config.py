@@ -1,0 +1,289 @@
+"""Server settings and per-model configuration (``model.toml``).
+
+Both are validated once into frozen dataclasses. Server settings come from the
+command line, then ``MLSERVE_*`` environment variables, then defaults. A
+``model.toml`` has one section per concern; an unknown section or key is an
+error that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "MLSERVE_"
+MODEL_CONFIG_FILE = "model.toml"
+
+# ----------------------------------------------------------------------------------------------
+# Server settings
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Process-wide settings; see the README's configuration reference."""
+
+    registry: Path = Path("registry")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    log_level: str = "info"
+    # Largest request body accepted, in bytes (413 beyond).
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Largest tensor accepted, in elements, checked on the claimed shape before allocating.
+    max_elements: int = 16 * 1024 * 1024
+    # Seconds given to in-flight requests on shutdown.
+    drain_seconds: float = 30.0
+    # Threads that run inference for versions in "thread" mode (0: one per core).
+    inference_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be in 1..65535, got {self.port}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.log_level not in {"critical", "error", "warning", "info", "debug", "trace"}:
+            raise ConfigError(
+                f"log_level must be one of critical/error/warning/info/debug/trace, "
+                f"got {self.log_level!r}"
+            )
+        for name in ("max_body_bytes", "max_elements"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.drain_seconds >= 0:  # also rejects NaN
+            raise ConfigError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
+        if self.inference_threads < 0:
+            raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> ServerSettings:
+        """Settings from ``overrides`` (the CLI; ``None`` values ignored) > env > defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, f.type, raw)
+        for key, value in (overrides or {}).items():
+            if value is None:
+                continue
+            if key not in {f.name for f in fields(cls)}:
+                raise ConfigError(f"unknown setting {key!r}")
+            values[key] = value
+        for f in fields(cls):  # overrides arrive typed from argparse or callers: check them
+            if f.name in values and f.name != "registry":
+                want = _OVERRIDE_TYPES[str(f.type)]
+                value = values[f.name]
+                if isinstance(value, bool) or not isinstance(value, want):
+                    raise ConfigError(f"setting {f.name} must be {f.type}, got {value!r}")
+        if "registry" in values:
+            values["registry"] = Path(values["registry"])
+        return cls(**values)
+
+    def to_environ(self) -> dict[str, str]:
+        """The settings as ``MLSERVE_*`` variables, so worker processes rebuild them."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+_OVERRIDE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "str": str,
+}
+
+
+def _coerce(name: str, annotation: Any, raw: str) -> Any:
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be a {kind}, got {raw!r}") from None
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------
+# model.toml
+
+POLICIES = ("latest", "all", "specific")
+EXEC_MODES = ("auto", "inline", "thread")
+GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions of a model are loaded: ``latest`` n, ``all``, or ``specific``."""
+
+    policy: str = "latest"
+    latest: int = 1
+    specific: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to load among ``available``, ascending."""
+        ordered = sorted(available)
+        if self.policy == "all":
+            return ordered
+        if self.policy == "specific":
+            wanted = set(self.specific)
+            return [v for v in ordered if v in wanted]
+        return ordered[-self.latest :]
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How a version's onnxruntime session is built and called."""
+
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"
+    # auto: inline on the event loop when warm-up shows the model is fast, else a thread.
+    mode: str = "auto"
+    inline_threshold_us: float = 300.0
+    warmup_runs: int = 5
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """What a request may send."""
+
+    allow_nan: bool = False
+    max_rows: int = 10_000
+    # Per-tensor element cap for this model; the server-wide cap applies when unset (0).
+    max_elements: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model's ``model.toml``, validated."""
+
+    versions: VersionPolicy = field(default_factory=VersionPolicy)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    inputs: InputPolicy = field(default_factory=InputPolicy)
+
+
+def load_model_config(model_dir: Path) -> ModelConfig:
+    """Parse ``model_dir/model.toml``; defaults when the file is absent."""
+    path = model_dir / MODEL_CONFIG_FILE
+    if not path.is_file():
+        return ModelConfig()
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: {exc}") from exc
+    return parse_model_config(doc)
+
+
+def parse_model_config(doc: Mapping[str, Any]) -> ModelConfig:
+    """Validate a parsed ``model.toml`` document."""
+    sections = {"versions": VersionPolicy, "execution": ExecutionConfig, "inputs": InputPolicy}
+    for name in doc:
+        if name not in sections:
+            raise ConfigError(
+                f"{MODEL_CONFIG_FILE}: unknown section [{name}] (known: {', '.join(sections)})"
+            )
+    parts = {}
+    for name, cls in sections.items():
+        table = doc.get(name, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{MODEL_CONFIG_FILE}: [{name}] must be a table")
+        parts[name] = _section(name, cls, table)
+    config = ModelConfig(**parts)
+    _check(config)
+    return config
+
+
+def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
+    defaults = cls()
+    values: dict[str, Any] = {}
+    known = {f.name for f in fields(cls)}
+    for key, value in table.items():
+        where = f"{MODEL_CONFIG_FILE}: [{name}] {key}"
+        if key not in known:
+            raise ConfigError(
+                f"{MODEL_CONFIG_FILE}: unknown key {key!r} in [{name}] "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where} must be an integer, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} must be a string, got {value!r}")
+        elif isinstance(default, tuple):
+            if not isinstance(value, list):
+                raise ConfigError(f"{where} must be a list, got {value!r}")
+            value = tuple(value)
+        values[key] = value
+    return replace(defaults, **values)
+
+
+def _check(config: ModelConfig) -> None:
+    v, e, i = config.versions, config.execution, config.inputs
+    if v.policy not in POLICIES:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [versions] policy must be one of "
+            f"{', '.join(POLICIES)}, got {v.policy!r}"
+        )
+    if v.latest < 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [versions] latest must be >= 1, got {v.latest}")
+    if v.policy == "specific" and not v.specific:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [versions] policy 'specific' needs a "
+            "non-empty 'specific' list"
+        )
+    if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v.specific):
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [versions] specific must list positive "
+            f"integers, got {list(v.specific)!r}"
+        )
+    if not e.providers or any(not isinstance(p, str) for p in e.providers):
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [execution] providers must be a non-empty list of provider names"
+        )
+    if e.mode not in EXEC_MODES:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [execution] mode must be one of "
+            f"{', '.join(EXEC_MODES)}, got {e.mode!r}"
+        )
+    if e.graph_optimization not in GRAPH_OPTIMIZATIONS:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [execution] graph_optimization must be one of "
+            f"{', '.join(GRAPH_OPTIMIZATIONS)}, got {e.graph_optimization!r}"
+        )
+    for key in ("intra_op_threads", "inter_op_threads"):
+        if getattr(e, key) < 0:
+            raise ConfigError(
+                f"{MODEL_CONFIG_FILE}: [execution] {key} must be >= 0 (0: onnxruntime's default)"
+            )
+    if e.warmup_runs < 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [execution] warmup_runs must be >= 1")
+    if not e.inline_threshold_us >= 0:  # also rejects NaN
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [execution] inline_threshold_us must be >= 0")
+    if i.max_rows < 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [inputs] max_rows must be >= 1")
+    if i.max_elements < 0:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [inputs] max_elements must be >= 0")

@@ -1,0 +1,112 @@
+"""The mlserve exception tree.
+
+Every error a client can see carries its HTTP ``status_code`` and a stable ``code``
+as class attributes; one handler (``http/errors.py``) renders them all as
+``{"error": message, "code": code}``. This module imports no web framework.
+
+    MLServeError                  500 internal
+    ├── InvalidInput              400 invalid_input
+    ├── PayloadTooLarge           413 payload_too_large
+    ├── NotFound                  404 not_found
+    │   ├── ModelNotFound         404 model_not_found
+    │   └── VersionNotFound       404 version_not_found
+    ├── Unavailable               503 unavailable
+    │   ├── ModelNotReady         503 model_not_ready
+    │   ├── Overloaded            503 overloaded
+    │   └── ServerNotReady        503 server_not_ready
+    └── InferenceFailed           500 inference_failed
+
+    ConfigError (ValueError)      a bad setting or model.toml; never reaches a client as such
+    ModelLoadError                a version that cannot be loaded; recorded, never sent as such
+"""
+
+from __future__ import annotations
+
+
+class MLServeError(Exception):
+    """Base of every error that is rendered to a client."""
+
+    status_code: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(MLServeError):
+    """The request is malformed or does not fit the model's inputs."""
+
+    status_code = 400
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        # A short machine label (shape, dtype, nan, rows, json, ...) for metrics.
+        self.reason = reason
+
+
+class PayloadTooLarge(MLServeError):
+    """The request body exceeds the server's limit."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class NotFound(MLServeError):
+    """An unknown route or resource."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """No model of that name in the registry."""
+
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    """The model exists but not that version."""
+
+    code = "version_not_found"
+
+
+class Unavailable(MLServeError):
+    """The server cannot answer now; the client may retry."""
+
+    status_code = 503
+    code = "unavailable"
+
+
+class ModelNotReady(Unavailable):
+    """The model or version exists but is loading, failed or draining."""
+
+    code = "model_not_ready"
+
+
+class Overloaded(Unavailable):
+    """A queue is full; the request was not admitted."""
+
+    code = "overloaded"
+
+
+class ServerNotReady(Unavailable):
+    """The server is starting or shutting down."""
+
+    code = "server_not_ready"
+
+
+class InferenceFailed(MLServeError):
+    """The runtime failed on an input that passed validation."""
+
+    status_code = 500
+    code = "inference_failed"
+
+
+class ConfigError(ValueError):
+    """A setting or a ``model.toml`` value is invalid; the message names the key."""
+
+
+class ModelLoadError(Exception):
+    """A model version could not be loaded; the message is the recorded reason."""

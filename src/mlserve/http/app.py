@@ -1,0 +1,82 @@
+"""The ASGI application: the lean infer handler in front of a Starlette app.
+
+``create_app`` wires settings → store → service → transport. The top-level
+callable sends infer requests straight to ``InferHandler`` and everything else
+(health, metadata, lifespan) to Starlette.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from ..config import ServerSettings
+from ..errors import MLServeError
+from ..registry.store import ModelStore
+from ..service import InferenceService
+from .errors import error_response
+from .infer import InferHandler, is_infer_path
+from .v2 import routes
+
+log = logging.getLogger("mlserve.http")
+
+
+class MLServeApp:
+    """ASGI entry point; ``service`` and ``store`` are exposed for embedding and tests."""
+
+    def __init__(self, settings: ServerSettings, store: ModelStore | None = None) -> None:
+        self.settings = settings
+        self.store = store if store is not None else ModelStore(settings)
+        self.service = InferenceService(settings, self.store)
+        self.infer = InferHandler(self.service, settings.max_body_bytes)
+        self.starlette = Starlette(
+            routes=routes(self.service),
+            exception_handlers={
+                HTTPException: error_response,
+                MLServeError: error_response,
+                Exception: error_response,
+            },
+            lifespan=self._lifespan,
+        )
+        self._loading: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and is_infer_path(scope["path"]):
+            await self.infer(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        # Load in the background so liveness answers while big models load; readiness
+        # turns true when the initial load has finished.
+        self._loading = asyncio.create_task(asyncio.to_thread(self.store.load_all))
+        self._loading.add_done_callback(_log_load_result)
+        try:
+            yield
+        finally:
+            self.service.shutting_down = True
+            if not self._loading.done():
+                self._loading.cancel()
+            self.service.close()
+
+
+def _log_load_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("registry load failed", exc_info=task.exception())
+
+
+def create_app(settings: ServerSettings) -> MLServeApp:
+    """Build the application for ``settings`` (models load when the lifespan starts)."""
+    return MLServeApp(settings)
+
+
+def app_from_environ() -> MLServeApp:
+    """Factory for ``uvicorn --factory``: settings from ``MLSERVE_*`` (used by each worker)."""
+    return create_app(ServerSettings.load())

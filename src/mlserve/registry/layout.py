@@ -1,0 +1,156 @@
+"""The registry directory: ``<registry>/<model>/<version>/model.onnx``.
+
+Scanning only: which model and version directories exist, whether a version is
+complete, and which names are acceptable. Building sessions is the store's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidInput
+
+log = logging.getLogger("mlserve.registry")
+
+MODEL_FILE = "model.onnx"
+LINEAGE_FILE = "lineage.json"
+SAMPLES_FILE = "samples.npz"
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_VERSION_RE = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def is_valid_model_name(name: str) -> bool:
+    """``[A-Za-z0-9_.-]+``, at most 128 characters, not starting with a dot (no ``..``)."""
+    return _NAME_RE.fullmatch(name) is not None and not name.startswith(".")
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` or raise ``InvalidInput`` for a name that could escape the registry."""
+    if not is_valid_model_name(name):
+        raise InvalidInput(
+            f"invalid model name {name[:130]!r}: use letters, digits, '_', '.', '-' "
+            "(not starting with '.')",
+            reason="name",
+        )
+    return name
+
+
+def parse_version(text: str) -> int:
+    """A version is a positive integer written without leading zeros."""
+    if _VERSION_RE.fullmatch(text) is None:
+        raise InvalidInput(
+            f"invalid version {text[:40]!r}: versions are positive integers", reason="version"
+        )
+    return int(text)
+
+
+@dataclass(frozen=True)
+class VersionDir:
+    """One ``<model>/<version>/`` directory as found on disk."""
+
+    model: str
+    version: int
+    path: Path
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    def incomplete_reason(self) -> str | None:
+        """Why this version cannot be loaded yet, or ``None`` when it is complete."""
+        if not self.model_file.is_file():
+            return f"incomplete: no {MODEL_FILE} in the version directory"
+        expected = self.expected_sha256()
+        if expected is not None:
+            actual = sha256_file(self.model_file)
+            if actual != expected:
+                return (
+                    f"{MODEL_FILE} sha256 {actual[:12]}… does not match "
+                    f"{LINEAGE_FILE} ({expected[:12]}…)"
+                )
+        return None
+
+    def lineage(self) -> dict[str, object] | None:
+        """The parsed ``lineage.json``, or ``None`` when absent."""
+        path = self.path / LINEAGE_FILE
+        if not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{LINEAGE_FILE} is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ValueError(f"{LINEAGE_FILE} must hold a JSON object")
+        return doc
+
+    def expected_sha256(self) -> str | None:
+        lineage = self.lineage()
+        if lineage is None:
+            return None
+        value = lineage.get("model_sha256")
+        return value.lower() if isinstance(value, str) else None
+
+
+@dataclass
+class ModelDir:
+    """One ``<model>/`` directory and the version directories in it."""
+
+    name: str
+    path: Path
+    versions: dict[int, VersionDir] = field(default_factory=dict)
+
+
+def scan_registry(root: Path) -> dict[str, ModelDir]:
+    """Find models and versions under ``root``; odd entries are skipped with a warning.
+
+    Hidden entries (a leading dot) are skipped silently: publishers write there first.
+    Symlinks that resolve outside the registry are refused.
+    """
+    root_resolved = root.resolve()
+    models: dict[str, ModelDir] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if not is_valid_model_name(entry.name):
+            log.warning("registry: skipping %r: not a valid model name", entry.name)
+            continue
+        if not _inside(entry, root_resolved):
+            log.warning("registry: skipping %r: it leaves the registry directory", entry.name)
+            continue
+        model = ModelDir(entry.name, entry)
+        for sub in sorted(entry.iterdir()):
+            if sub.name.startswith(".") or not sub.is_dir():
+                continue
+            if _VERSION_RE.fullmatch(sub.name) is None:
+                log.warning(
+                    "registry: skipping %s/%s: versions are positive integers", entry.name, sub.name
+                )
+                continue
+            if not _inside(sub, root_resolved):
+                log.warning(
+                    "registry: skipping %s/%s: it leaves the registry directory",
+                    entry.name,
+                    sub.name,
+                )
+                continue
+            model.versions[int(sub.name)] = VersionDir(entry.name, int(sub.name), sub)
+        models[entry.name] = model
+    return models
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _inside(path: Path, root_resolved: Path) -> bool:
+    return path.resolve().is_relative_to(root_resolved)

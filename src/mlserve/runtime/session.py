@@ -1,0 +1,280 @@
+"""One model version's onnxruntime session: providers, threads, IO schema, warm-up.
+
+Sessions are built and warmed up entirely at load; a version is ready only after
+warm-up passed (and, when ``samples.npz`` holds golden outputs, matched them). The
+execution mode (inline on the event loop, or on a worker thread) is decided here,
+once, from warm-up timing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ..config import ExecutionConfig, InputPolicy
+from ..errors import InferenceFailed, InvalidInput, ModelLoadError
+from .tensors import ONNX_TO_V2, InputLimits, TensorSpec
+
+log = logging.getLogger("mlserve.runtime")
+
+_OPT_LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+try:  # onnxruntime's exception classes, translated at this boundary
+    from onnxruntime.capi.onnxruntime_pybind11_state import (
+        Fail as _OrtFail,
+    )
+    from onnxruntime.capi.onnxruntime_pybind11_state import (
+        InvalidArgument as _OrtInvalidArgument,
+    )
+except ImportError:  # pragma: no cover - layout of very old onnxruntime builds
+    _OrtInvalidArgument = _OrtFail = RuntimeError
+
+
+@dataclass(frozen=True)
+class WarmupReport:
+    """What warm-up measured: runs, median and worst seconds per call at one row."""
+
+    source: str
+    runs: int
+    median_s: float
+    max_s: float
+    golden_checked: bool
+
+
+class ModelSession:
+    """A loaded, warmed-up version: call ``run`` with validated numpy feeds."""
+
+    def __init__(
+        self,
+        model: str,
+        version: int,
+        path: Path,
+        execution: ExecutionConfig,
+        inputs_policy: InputPolicy,
+        server_max_elements: int,
+    ) -> None:
+        self.model = model
+        self.version = version
+        self.path = path
+        self.execution = execution
+        self.requested_providers = tuple(execution.providers)
+        providers, self.provider_note = choose_providers(execution.providers)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = execution.intra_op_threads
+        options.inter_op_num_threads = execution.inter_op_threads
+        options.graph_optimization_level = _OPT_LEVELS[execution.graph_optimization]
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises several unrelated classes here
+            raise ModelLoadError(f"onnxruntime could not load the model: {_short(exc)}") from exc
+        self.providers = tuple(self.session.get_providers())
+        self.inputs = tuple(_spec(arg, "input") for arg in self.session.get_inputs())
+        self.outputs = tuple(_spec(arg, "output") for arg in self.session.get_outputs())
+        self.input_specs = {s.name: s for s in self.inputs}
+        self.output_names = [s.name for s in self.outputs]
+        self.output_set = frozenset(self.output_names)
+        max_elements = inputs_policy.max_elements or server_max_elements
+        self.limits = InputLimits(
+            max_elements=min(max_elements, server_max_elements),
+            max_rows=inputs_policy.max_rows,
+            allow_nan=inputs_policy.allow_nan,
+        )
+        self.inline = True
+        self.warmup: WarmupReport | None = None
+
+    def run(
+        self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
+        """Run the session; onnxruntime failures become ``InvalidInput``/``InferenceFailed``."""
+        try:
+            return self.session.run(output_names or self.output_names, feeds)  # type: ignore[no-any-return]
+        except _OrtInvalidArgument as exc:
+            raise InvalidInput(
+                f"the model rejected the input: {_short(exc)}", reason="runtime"
+            ) from exc
+        except Exception as exc:
+            raise InferenceFailed(f"inference failed in onnxruntime: {_short(exc)}") from exc
+
+    def warm_up(self, samples: Path | None) -> WarmupReport:
+        """Run the model a few times; check golden outputs when the samples hold them.
+
+        Raises ``ModelLoadError`` when a run fails or golden outputs differ.
+        """
+        feeds, golden, source = self._warmup_feeds(samples)
+        runs = max(1, self.execution.warmup_runs)
+        timings = []
+        outputs: list[np.ndarray] = []
+        try:
+            for _ in range(runs):
+                start = time.perf_counter()
+                outputs = self.session.run(self.output_names, feeds)
+                timings.append(time.perf_counter() - start)
+        except Exception as exc:
+            raise ModelLoadError(f"warm-up failed on {source} inputs: {_short(exc)}") from exc
+        for name, value in zip(self.output_names, outputs, strict=True):
+            expected = golden.get(name)
+            if expected is None:
+                continue
+            if not _close(np.asarray(value), expected):
+                raise ModelLoadError(
+                    f"warm-up output {name!r} differs from the golden output in samples.npz"
+                )
+        # Timing at one row decides the mode: what runs on the event loop must be short.
+        single = {
+            s.name: feeds[s.name][:1] if s.shape and s.shape[0] == -1 else feeds[s.name]
+            for s in self.inputs
+        }
+        one_row = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.session.run(self.output_names, single)
+            one_row.append(time.perf_counter() - start)
+        median = float(np.median(one_row))
+        mode = self.execution.mode
+        self.inline = mode == "inline" or (
+            mode == "auto" and median * 1e6 <= self.execution.inline_threshold_us
+        )
+        self.warmup = WarmupReport(source, runs, median, float(max(one_row)), bool(golden))
+        return self.warmup
+
+    def _warmup_feeds(
+        self, samples: Path | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
+        if samples is not None and samples.is_file():
+            try:
+                with np.load(samples, allow_pickle=False) as npz:
+                    data = {k: npz[k] for k in npz.files}
+            except Exception as exc:
+                raise ModelLoadError(f"samples.npz could not be read: {_short(exc)}") from exc
+            feeds = {}
+            for spec in self.inputs:
+                value = data.get(f"inputs.{spec.name}")
+                if value is None:
+                    raise ModelLoadError(f"samples.npz has no 'inputs.{spec.name}'")
+                if spec.datatype == "BYTES":
+                    value = value.astype(object)
+                feeds[spec.name] = value.astype(spec.dtype, copy=False)
+            golden = {k[len("outputs.") :]: v for k, v in data.items() if k.startswith("outputs.")}
+            return feeds, golden, "samples.npz"
+        return {spec.name: _generated(spec) for spec in self.inputs}, {}, "generated"
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime facts for model metadata ``parameters``."""
+        info: dict[str, Any] = {
+            "providers": list(self.providers),
+            "requested_providers": list(self.requested_providers),
+            "execution_mode": "inline" if self.inline else "thread",
+        }
+        if self.provider_note:
+            info["provider_note"] = self.provider_note
+        if self.warmup is not None:
+            info["warmup"] = {
+                "source": self.warmup.source,
+                "runs": self.warmup.runs,
+                "median_us": round(self.warmup.median_s * 1e6, 1),
+                "golden_checked": self.warmup.golden_checked,
+            }
+        return info
+
+
+def choose_providers(requested: Sequence[str]) -> tuple[list[str], str | None]:
+    """Keep the requested providers that this onnxruntime build has; CPU is always last.
+
+    Returns the list and a note describing any fallback (also logged as a warning).
+    """
+    available = set(ort.get_available_providers())
+    chosen = [p for p in requested if p in available]
+    missing = [p for p in requested if p not in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    note = None
+    if missing:
+        note = (
+            f"{', '.join(missing)} not available in this onnxruntime build "
+            f"(available: {', '.join(sorted(available))}); falling back to "
+            f"{', '.join(chosen)}"
+        )
+        log.warning(note)
+    return chosen, note
+
+
+def load_version(
+    model: str,
+    version: int,
+    version_dir: Path,
+    execution: ExecutionConfig,
+    inputs_policy: InputPolicy,
+    server_max_elements: int,
+) -> ModelSession:
+    """Build and warm up ``version_dir/model.onnx``; raises ``ModelLoadError`` with the reason."""
+    session = ModelSession(
+        model, version, version_dir / "model.onnx", execution, inputs_policy, server_max_elements
+    )
+    report = session.warm_up(version_dir / "samples.npz")
+    log.info(
+        "loaded %s v%s on %s: %s warm-up, %.1f µs at one row, %s mode",
+        model,
+        version,
+        session.providers[0],
+        report.source,
+        report.median_s * 1e6,
+        "inline" if session.inline else "thread",
+    )
+    return session
+
+
+def _spec(arg: Any, kind: str) -> TensorSpec:
+    datatype = ONNX_TO_V2.get(arg.type)
+    if datatype is None:
+        hint = (
+            " (for scikit-learn classifiers export with zipmap=False)" if "map" in arg.type else ""
+        )
+        raise ModelLoadError(
+            f"{kind} {arg.name!r} has type {arg.type}: only tensors of V2 "
+            f"datatypes are supported{hint}"
+        )
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or []))
+    return TensorSpec(arg.name, datatype, shape)
+
+
+def _generated(spec: TensorSpec) -> np.ndarray:
+    shape = tuple(1 if d == -1 else d for d in spec.shape)
+    if spec.datatype == "BYTES":
+        return np.full(shape, "", dtype=object)
+    rng = np.random.default_rng(0)
+    if spec.dtype.kind == "f":
+        return rng.standard_normal(shape).astype(spec.dtype)
+    if spec.dtype.kind == "b":
+        return np.zeros(shape, dtype=np.bool_)
+    return np.zeros(shape, dtype=spec.dtype)
+
+
+def _close(actual: np.ndarray, expected: np.ndarray) -> bool:
+    if actual.shape != expected.shape:
+        return False
+    if actual.dtype.kind == "f" or expected.dtype.kind == "f":
+        return bool(np.allclose(actual, expected, rtol=1e-4, atol=1e-5, equal_nan=True))
+    return bool(np.array_equal(actual, expected))
+
+
+def _short(exc: BaseException) -> str:
+    """onnxruntime messages start with a bracketed code and may run long: keep the gist."""
+    text = str(exc).strip() or type(exc).__name__
+    if text.startswith("[ONNXRuntimeError]"):
+        text = text.split(":", 3)[-1].strip()
+    return text.splitlines()[0][:300]

@@ -1,0 +1,240 @@
+"""Open Inference Protocol tensors ↔ numpy: datatypes, shapes, limits, NaN policy.
+
+Decoding checks a request tensor against the model's declared input before and
+after conversion, and raises ``InvalidInput`` with a message that names the input,
+what was expected and what was sent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInput
+
+# V2 datatype → numpy dtype (BYTES: numpy object arrays of str, as onnxruntime wants).
+V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+
+# onnxruntime's type strings → V2 datatype.
+ONNX_TO_V2: dict[str, str] = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+NUMPY_TO_V2: dict[np.dtype[Any], str] = {v: k for k, v in V2_TO_NUMPY.items()}
+
+# Which kinds of JSON values numpy may infer for each datatype family.
+_ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b", "O": "U"}
+_KIND_WORDS = {"f": "numbers", "i": "integers", "u": "integers", "b": "booleans", "O": "strings"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as declared in the ONNX graph; ``-1`` marks a free dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return V2_TO_NUMPY[self.datatype]
+
+    def shape_text(self) -> str:
+        return "[" + ", ".join(str(d) for d in self.shape) + "]"
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Limits applied to every request tensor of one model version."""
+
+    max_elements: int
+    max_rows: int
+    allow_nan: bool
+
+
+def check_header(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -> tuple[int, ...]:
+    """Validate datatype and claimed shape (before any data is touched); return the shape."""
+    datatype = tensor.get("datatype")
+    if datatype != spec.datatype:
+        if not isinstance(datatype, str):
+            raise InvalidInput(
+                f"input {spec.name!r}: 'datatype' is missing or not a string", reason="datatype"
+            )
+        raise InvalidInput(
+            f"input {spec.name!r} expects datatype {spec.datatype}, got {datatype[:32]}",
+            reason="datatype",
+        )
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidInput(
+            f"input {spec.name!r}: 'shape' must be a list of non-negative integers", reason="shape"
+        )
+    if len(shape) != len(spec.shape) or any(
+        want != -1 and want != got for want, got in zip(spec.shape, shape, strict=True)
+    ):
+        raise InvalidInput(
+            f"input {spec.name!r} expects shape {spec.shape_text()}, got {_shape_text(shape)}",
+            reason="shape",
+        )
+    count = math.prod(shape)
+    if count > limits.max_elements:
+        raise InvalidInput(
+            f"input {spec.name!r} claims {count} elements, over the limit of {limits.max_elements}",
+            reason="size",
+        )
+    if shape and shape[0] > limits.max_rows:
+        raise InvalidInput(
+            f"input {spec.name!r} has {shape[0]} rows, over the limit of {limits.max_rows}",
+            reason="rows",
+        )
+    return tuple(shape)
+
+
+def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -> np.ndarray:
+    """A V2 JSON tensor (flat or nested ``data``) as a numpy array of the model's dtype."""
+    shape = check_header(spec, tensor, limits)
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {spec.name!r}: 'data' must be a JSON array", reason="data")
+    target = spec.dtype
+    try:
+        # Infer first, then check the kind: np.array(["1.5"], dtype=float32) would accept
+        # strings silently; a V2 FP32 tensor must carry JSON numbers.
+        raw = np.array(data)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise InvalidInput(
+            f"input {spec.name!r}: 'data' is ragged or mixed ({_first_line(exc)})", reason="data"
+        ) from None
+    count = math.prod(shape)
+    if raw.size != count:
+        raise InvalidInput(
+            f"input {spec.name!r}: shape {_shape_text(list(shape))} needs "
+            f"{count} values, 'data' holds {raw.size}",
+            reason="data",
+        )
+    if raw.ndim != 1 and raw.shape != shape:
+        raise InvalidInput(
+            f"input {spec.name!r}: nested 'data' has shape "
+            f"{_shape_text(list(raw.shape))}, 'shape' says "
+            f"{_shape_text(list(shape))}",
+            reason="data",
+        )
+    if count and target.kind in "iu" and raw.dtype.kind in "fO":
+        # numpy infers float64 or object for integers beyond int64: convert those exactly.
+        raw = _big_integers(spec, data)
+    if count and raw.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
+        raise InvalidInput(
+            f"input {spec.name!r} ({spec.datatype}) must hold JSON {_KIND_WORDS[target.kind]}",
+            reason="data",
+        )
+    if target.kind in "iu" and count:
+        info = np.iinfo(target)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise _out_of_range(spec)
+    if target.kind == "O":
+        # numpy turns numbers among strings into strings: check each element instead.
+        array = np.array(_flatten(spec, data, str), dtype=object).reshape(shape)
+    else:
+        with np.errstate(over="ignore"):  # overflow → ±inf, judged by the NaN policy below
+            array = raw.astype(target, copy=False).reshape(shape)
+        if target.kind == "f" and not limits.allow_nan and count and not np.isfinite(array).all():
+            raise InvalidInput(
+                f"input {spec.name!r} holds NaN or infinite values (out of "
+                f"{spec.datatype} range), which this model does not allow",
+                reason="nan",
+            )
+    return array
+
+
+def encode_json(name: str, array: np.ndarray) -> dict[str, Any]:
+    """An output array as a V2 JSON tensor; numeric data goes to orjson as a numpy array."""
+    datatype = NUMPY_TO_V2.get(array.dtype)
+    if datatype is None:
+        if array.dtype.kind in "US":
+            datatype = "BYTES"
+        else:
+            raise TypeError(f"output {name!r} has unsupported dtype {array.dtype}")
+    flat = np.ascontiguousarray(array).reshape(-1)
+    # orjson serialises numeric and bool arrays natively (OPT_SERIALIZE_NUMPY); not strings.
+    data: Any = [_text(x) for x in flat.tolist()] if datatype == "BYTES" else flat
+    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+
+
+def _big_integers(spec: TensorSpec, data: list[Any]) -> np.ndarray:
+    try:
+        return np.array(_flatten(spec, data, int), dtype=spec.dtype)
+    except OverflowError:
+        raise _out_of_range(spec) from None
+
+
+def _flatten(spec: TensorSpec, data: list[Any], kind: type) -> list[Any]:
+    """The leaves of nested ``data`` in order, each of exactly type ``kind``."""
+    flat: list[Any] = []
+
+    def walk(items: list[Any]) -> None:  # JSON nesting depth is bounded by the parser
+        for item in items:
+            if isinstance(item, list):
+                walk(item)
+            elif type(item) is kind:
+                flat.append(item)
+            else:
+                raise InvalidInput(
+                    f"input {spec.name!r} ({spec.datatype}) must hold JSON "
+                    f"{_KIND_WORDS[spec.dtype.kind]}",
+                    reason="data",
+                )
+
+    walk(data)
+    return flat
+
+
+def _out_of_range(spec: TensorSpec) -> InvalidInput:
+    info = np.iinfo(spec.dtype)
+    return InvalidInput(
+        f"input {spec.name!r}: values outside the {spec.datatype} range [{info.min}, {info.max}]",
+        reason="data",
+    )
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _shape_text(shape: list[int] | tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__

@@ -1,0 +1,50 @@
+"""Running the application under uvicorn, with one or several worker processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from types import FrameType
+
+import uvicorn
+
+from .config import ServerSettings
+
+log = logging.getLogger("mlserve")
+
+
+def serve(settings: ServerSettings) -> int:
+    """Serve until SIGINT/SIGTERM; in-flight requests get ``drain_seconds`` to finish.
+
+    Workers rebuild the settings from ``MLSERVE_*`` variables, so the parent exports them.
+    """
+    os.environ.update(settings.to_environ())
+    os.environ["MLSERVE_REGISTRY"] = str(settings.registry.resolve())
+    logging.basicConfig(
+        level=settings.log_level.upper() if settings.log_level != "trace" else logging.DEBUG,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler that was
+    # installed before it; make that handler a clean exit so a graceful stop exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
+    uvicorn.run(
+        "mlserve.http.app:app_from_environ",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.drain_seconds) or None,
+    )
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

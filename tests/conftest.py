@@ -1,0 +1,238 @@
+"""Shared fixtures: registries made of real ONNX models, and real servers on loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+# V2 datatype → ONNX element type, for models that echo every datatype.
+ONNX_TYPES = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+
+
+def _save(model: onnx.ModelProto, path: Path) -> bytes:
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = model.SerializeToString()
+    path.write_bytes(data)
+    return data
+
+
+def echo_model() -> onnx.ModelProto:
+    """Inputs ``in_<DT>`` of every V2 datatype, outputs ``out_<DT>`` = Identity."""
+    nodes, inputs, outputs = [], [], []
+    for dt, et in ONNX_TYPES.items():
+        inputs.append(helper.make_tensor_value_info(f"in_{dt}", et, ["N", 3]))
+        outputs.append(helper.make_tensor_value_info(f"out_{dt}", et, ["N", 3]))
+        nodes.append(helper.make_node("Identity", [f"in_{dt}"], [f"out_{dt}"]))
+    graph = helper.make_graph(nodes, "echo", inputs, outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def linear_model(n_features: int = 20, seed: int = 0) -> onnx.ModelProto:
+    """``y = X @ W + b`` and ``label = argmax``: a small real FP32 model with 2 outputs."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n_features, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["X", "W"], ["XW"]),
+            helper.make_node("Add", ["XW", "B"], ["scores"]),
+            helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n_features])],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+        ],
+        initializer=[
+            helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.ravel()),
+            helper.make_tensor("B", TensorProto.FLOAT, b.shape, b),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def write_version(
+    root: Path, model: str, version: int, proto: onnx.ModelProto, *, lineage: bool = True
+) -> Path:
+    vdir = root / model / str(version)
+    data = _save(proto, vdir / "model.onnx")
+    if lineage:
+        (vdir / "lineage.json").write_text(
+            json.dumps({"model_sha256": hashlib.sha256(data).hexdigest(), "parent_version": None})
+        )
+    return vdir
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with good models beside broken ones.
+
+    - ``linear``: versions 1 and 2 good (different weights), policy all.
+    - ``echo``: every V2 datatype.
+    - ``mixed``: version 1 good, 2 corrupt bytes, 3 an empty directory, 4 sha256 mismatch;
+      policy all.
+    - ``latest2``: versions 1–3 with policy latest(2): 2 and 3 load.
+    - ``badconfig``: a model.toml with an unknown key.
+    - ``strict``: max_rows 4 and allow_nan false; ``lenient``: allow_nan true.
+    """
+    root = tmp_path_factory.mktemp("registry")
+    write_version(root, "linear", 1, linear_model(seed=1))
+    write_version(root, "linear", 2, linear_model(seed=2))
+    (root / "linear" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    write_version(root, "echo", 1, echo_model())
+    write_version(root, "mixed", 1, linear_model(seed=3))
+    (root / "mixed" / "2").mkdir(parents=True)
+    (root / "mixed" / "2" / "model.onnx").write_bytes(b"\x08\x07garbage, not a protobuf")
+    (root / "mixed" / "3").mkdir()
+    vdir = write_version(root, "mixed", 4, linear_model(seed=4))
+    (vdir / "lineage.json").write_text(json.dumps({"model_sha256": "0" * 64}))
+    (root / "mixed" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    for v in (1, 2, 3):
+        write_version(root, "latest2", v, linear_model(seed=10 + v))
+    (root / "latest2" / "model.toml").write_text('[versions]\npolicy = "latest"\nlatest = 2\n')
+    write_version(root, "badconfig", 1, linear_model())
+    (root / "badconfig" / "model.toml").write_text("[inputs]\nmax_rowz = 3\n")
+    write_version(root, "strict", 1, linear_model(n_features=4))
+    (root / "strict" / "model.toml").write_text("[inputs]\nmax_rows = 4\nallow_nan = false\n")
+    write_version(root, "lenient", 1, linear_model(n_features=4))
+    (root / "lenient" / "model.toml").write_text("[inputs]\nallow_nan = true\n")
+    (root / ".tmp-publish").mkdir()  # hidden: a publisher's temporary directory, ignored
+    return root
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``python -m mlserve serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, registry: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = registry.parent / f"server-{self.port}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlserve",
+            "serve",
+            "--registry",
+            str(registry),
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            *args,
+        ]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
+        full_env.update(env or {})
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def running_server(
+    registry: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(registry, *args, env=env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(registry: Path) -> Iterator[ServerProcess]:
+    with running_server(registry) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+def matmul_model(fixed: int | None) -> onnx.ModelProto:
+    """A CPU-heavy model: two n×n MatMuls, n fixed or taken from an INT64 ``size`` input."""
+    value = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])]
+    initializers = []
+    if fixed is None:
+        inputs.append(helper.make_tensor_value_info("size", TensorProto.INT64, [2]))
+    else:
+        initializers.append(helper.make_tensor("size", TensorProto.INT64, [2], [fixed, fixed]))
+    graph = helper.make_graph(
+        [
+            helper.make_node("ConstantOfShape", ["size"], ["ones"], value=value),
+            helper.make_node("Mul", ["ones", "x"], ["a"]),  # depends on x: no constant folding
+            helper.make_node("MatMul", ["a", "a"], ["b"]),
+            helper.make_node("MatMul", ["b", "a"], ["c"]),
+            helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0),
+        ],
+        "matmul",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        initializer=initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
