@@ -236,3 +236,43 @@ def matmul_model(fixed: int | None) -> onnx.ModelProto:
         initializer=initializers,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def slow_batch_model(n: int, n_features: int = 4) -> onnx.ModelProto:
+    """``y = X @ W`` with a free batch dimension, plus an n×n MatMul per call (cost, no rows)."""
+    w = np.arange(n_features * 2, dtype=np.float32).reshape(n_features, 2)
+    value = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["X", "W"], ["xw"]),
+            helper.make_node("ReduceSum", ["X"], ["s"], keepdims=0),
+            helper.make_node("ConstantOfShape", ["size"], ["ones"], value=value),
+            helper.make_node("Mul", ["ones", "s"], ["a"]),
+            helper.make_node("MatMul", ["a", "a"], ["b"]),
+            helper.make_node("ReduceSum", ["b"], ["heavy"], keepdims=0),
+            helper.make_node("Mul", ["heavy", "zero"], ["nothing"]),
+            helper.make_node("Add", ["xw", "nothing"], ["y"]),
+        ],
+        "slow_batch",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n_features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        initializer=[
+            helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.ravel()),
+            helper.make_tensor("size", TensorProto.INT64, [2], [n, n]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def gather_model() -> onnx.ModelProto:
+    """``y = table[idx]``: valid requests pass validation, an index ≥ 10 fails in onnxruntime."""
+    table = np.arange(10, dtype=np.float32) * 1.5
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)],
+        "gather",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+        initializer=[helper.make_tensor("table", TensorProto.FLOAT, [10], table)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -168,12 +168,25 @@ class InputPolicy:
 
 
 @dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching of concurrent requests into one session run (off at size 1)."""
+
+    max_batch_size: int = 1
+    max_delay_us: int = 500
+    # Requests waiting for this version (batched or thread mode) beyond which 503 answers.
+    max_queue: int = 1024
+    # A request still queued after this long gets 504 (0: no timeout).
+    timeout_ms: float = 0.0
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A model's ``model.toml``, validated."""
 
     versions: VersionPolicy = field(default_factory=VersionPolicy)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     inputs: InputPolicy = field(default_factory=InputPolicy)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:
@@ -191,7 +204,12 @@ def load_model_config(model_dir: Path) -> ModelConfig:
 
 def parse_model_config(doc: Mapping[str, Any]) -> ModelConfig:
     """Validate a parsed ``model.toml`` document."""
-    sections = {"versions": VersionPolicy, "execution": ExecutionConfig, "inputs": InputPolicy}
+    sections = {
+        "versions": VersionPolicy,
+        "execution": ExecutionConfig,
+        "inputs": InputPolicy,
+        "batching": BatchingConfig,
+    }
     for name in doc:
         if name not in sections:
             raise ConfigError(
@@ -242,7 +260,7 @@ def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
 
 
 def _check(config: ModelConfig) -> None:
-    v, e, i = config.versions, config.execution, config.inputs
+    v, e, i, b = config.versions, config.execution, config.inputs, config.batching
     if v.policy not in POLICIES:
         raise ConfigError(
             f"{MODEL_CONFIG_FILE}: [versions] policy must be one of "
@@ -252,8 +270,7 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [versions] latest must be >= 1, got {v.latest}")
     if v.policy == "specific" and not v.specific:
         raise ConfigError(
-            f"{MODEL_CONFIG_FILE}: [versions] policy 'specific' needs a "
-            "non-empty 'specific' list"
+            f"{MODEL_CONFIG_FILE}: [versions] policy 'specific' needs a non-empty 'specific' list"
         )
     if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v.specific):
         raise ConfigError(
@@ -287,3 +304,11 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [inputs] max_rows must be >= 1")
     if i.max_elements < 0:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [inputs] max_elements must be >= 0")
+    if b.max_batch_size < 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [batching] max_batch_size must be >= 1")
+    if b.max_delay_us < 0:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [batching] max_delay_us must be >= 0")
+    if b.max_queue < 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [batching] max_queue must be >= 1")
+    if not b.timeout_ms >= 0:  # also rejects NaN
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [batching] timeout_ms must be >= 0")

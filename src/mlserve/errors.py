@@ -14,6 +14,7 @@ as class attributes; one handler (``http/errors.py``) renders them all as
     │   ├── ModelNotReady         503 model_not_ready
     │   ├── Overloaded            503 overloaded
     │   └── ServerNotReady        503 server_not_ready
+    ├── QueueTimeout              504 queue_timeout
     └── InferenceFailed           500 inference_failed
 
     ConfigError (ValueError)      a bad setting or model.toml; never reaches a client as such
@@ -95,6 +96,13 @@ class ServerNotReady(Unavailable):
     """The server is starting or shutting down."""
 
     code = "server_not_ready"
+
+
+class QueueTimeout(MLServeError):
+    """The request waited in a batching queue past its timeout and was not run."""
+
+    status_code = 504
+    code = "queue_timeout"
 
 
 class InferenceFailed(MLServeError):

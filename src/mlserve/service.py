@@ -1,48 +1,74 @@
-"""The inference pipeline between transport and runtime: resolve → validate → infer → encode.
+"""The inference pipeline between transport and runtime: resolve → validate → run → encode.
 
-Transport code (``http/``) parses bytes into a request document, calls
-``InferenceService.infer`` and serialises what it returns. Nothing here knows HTTP.
+Transport code (``http/``) parses bytes into a request document (and, with the
+binary extension, a buffer of tensor bytes), calls ``InferenceService.infer`` and
+serialises what it returns. Nothing here knows HTTP. Per-version work that does
+not depend on the request (the runner, header values) is done at load, in
+``prepare``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .config import ServerSettings
+from .batching.runners import Runner, choose_runner
+from .config import ModelConfig, ServerSettings
 from .errors import InvalidInput, ServerNotReady
-from .registry.store import ModelStore
+from .registry.store import ModelStore, VersionState
+from .runtime.binary import binary_size, decode_binary, encode_binary, raw_shape
 from .runtime.session import ModelSession
 from .runtime.tensors import decode_json, encode_json
 
 PLATFORM = "onnxruntime_onnx"
-EXTENSIONS: list[str] = []
+EXTENSIONS = ["binary_tensor_data"]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
+class Endpoint:
+    """One loaded version as the request path sees it; built once at load."""
+
+    session: ModelSession
+    runner: Runner
+    model: str
+    version: str
+    version_bytes: bytes
+
+
+@dataclass
 class InferResult:
-    """A response document and the facts the transport puts in headers."""
+    """A response document, its binary blobs, and the facts the transport puts in headers."""
 
     body: dict[str, Any]
-    session: ModelSession
+    endpoint: Endpoint
     role: str
+    queue_s: float
+    infer_s: float
+    blobs: list[bytes] = field(default_factory=list)
 
 
 class InferenceService:
     """Requests in, responses out, over a ``ModelStore``."""
 
-    def __init__(self, settings: ServerSettings, store: ModelStore) -> None:
+    def __init__(self, settings: ServerSettings, store: ModelStore[Endpoint] | None = None) -> None:
         self.settings = settings
-        self.store = store
         threads = settings.inference_threads or (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlserve-infer")
+        self.store: ModelStore[Endpoint] = store or ModelStore(settings, self.prepare)
         self.shutting_down = False
+
+    def prepare(self, session: ModelSession, config: ModelConfig) -> Endpoint:
+        """Build the request path's view of a freshly loaded version (runs at load)."""
+        runner = choose_runner(session, config.batching, self._executor)
+        return Endpoint(
+            session, runner, session.model, str(session.version), str(session.version).encode()
+        )
 
     # ------------------------------------------------------------------ health and metadata
     def live(self) -> bool:
@@ -59,73 +85,145 @@ class InferenceService:
         """Whether the model (any version) or the given version serves; unknown → 404."""
         if version is None:
             return bool(self.store.record(model).ready_versions())
-        return self.store.version_record(model, version).state.value == "ready"
+        return self.store.version_record(model, version).state is VersionState.READY
 
     def model_metadata(self, model: str, version: int | None) -> dict[str, Any]:
         """V2 model metadata; ``parameters`` carry each version's state, runtime and lineage."""
         record = self.store.record(model)
         if version is not None:
             vrec = self.store.version_record(model, version)
-            session = self.store.resolve(model, version)
+            endpoint = self.store.resolve(model, version)
             return {
                 "name": model,
                 "versions": [str(version)],
                 "platform": PLATFORM,
-                "inputs": [s.metadata() for s in session.inputs],
-                "outputs": [s.metadata() for s in session.outputs],
-                "parameters": vrec.describe(),
+                "inputs": [s.metadata() for s in endpoint.session.inputs],
+                "outputs": [s.metadata() for s in endpoint.session.outputs],
+                "parameters": self._describe(vrec.describe(), endpoint),
             }
         ready = record.ready_versions()
         default = self.store.resolve(model) if ready else None
+        versions = {}
+        for v, r in sorted(record.versions.items()):
+            ep = r.endpoint if isinstance(r.endpoint, Endpoint) else None
+            versions[str(v)] = self._describe(r.describe(), ep)
         params: dict[str, Any] = {
-            "default_version": str(default.version) if default else None,
-            "versions": {str(v): r.describe() for v, r in sorted(record.versions.items())},
+            "default_version": default.version if default else None,
+            "versions": versions,
         }
         if record.config_error:
             params["config_error"] = record.config_error
+        session = default.session if default else None
         return {
             "name": model,
             "versions": [str(v) for v in ready],
             "platform": PLATFORM,
-            "inputs": [s.metadata() for s in default.inputs] if default else [],
-            "outputs": [s.metadata() for s in default.outputs] if default else [],
+            "inputs": [s.metadata() for s in session.inputs] if session else [],
+            "outputs": [s.metadata() for s in session.outputs] if session else [],
             "parameters": params,
         }
 
+    @staticmethod
+    def _describe(info: dict[str, Any], endpoint: Endpoint | None) -> dict[str, Any]:
+        if endpoint is not None:
+            info["execution_mode"] = endpoint.runner.kind
+        return info
+
     # ------------------------------------------------------------------ inference
-    async def infer(self, model: str, version: int | None, request: Any) -> InferResult:
-        """Validate ``request`` (a parsed V2 JSON body) against the version and run it."""
+    async def infer(
+        self,
+        model: str,
+        version: int | None,
+        request: Any,
+        binary: memoryview | None = None,
+    ) -> InferResult:
+        """Validate a V2 request (with its binary tensor bytes, if any) and run it."""
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
-        session = self.store.resolve(model, version)
+        endpoint = self.store.resolve(model, version)
         if not isinstance(request, dict):
             raise InvalidInput("the request body must be a JSON object", reason="json")
-        feeds = self._feeds(session, request.get("inputs"))
-        output_names = self._outputs(session, request.get("outputs"))
-        if session.inline:
-            arrays = session.run(feeds, output_names)
-        else:
-            loop = asyncio.get_running_loop()
-            arrays = await loop.run_in_executor(self._executor, session.run, feeds, output_names)
-        names = output_names or session.output_names
-        body: dict[str, Any] = {
-            "model_name": model,
-            "model_version": str(session.version),
-            "outputs": [encode_json(n, a) for n, a in zip(names, arrays, strict=True)],
-        }
+        session = endpoint.session
+        feeds = self._feeds(session, request.get("inputs"), binary)
+        names, binary_out = self._outputs(session, request)
+        outputs, queue_s, infer_s = await endpoint.runner.run(feeds, names)
         request_id = request.get("id")
-        if request_id is not None:
-            if not isinstance(request_id, str):
-                raise InvalidInput("'id' must be a string", reason="json")
-            body["id"] = request_id
-        return InferResult(body, session, "stable" if version is None else "pinned")
+        if request_id is not None and not isinstance(request_id, str):
+            raise InvalidInput("'id' must be a string", reason="json")
+        return self._respond(
+            endpoint,
+            version,
+            request_id,
+            names or session.output_names,
+            outputs,
+            binary_out,
+            queue_s,
+            infer_s,
+        )
+
+    async def infer_raw(self, model: str, version: int | None, body: memoryview) -> InferResult:
+        """A raw binary body for a single-input model (header length 0); binary outputs."""
+        if not self.store.loaded:
+            raise ServerNotReady("the server is still loading its models")
+        endpoint = self.store.resolve(model, version)
+        session = endpoint.session
+        if len(session.inputs) != 1:
+            raise InvalidInput(
+                f"a raw binary body needs a model with one input; {model!r} has "
+                f"{len(session.inputs)}",
+                reason="binary",
+            )
+        spec = session.inputs[0]
+        shape = raw_shape(spec, len(body))
+        tensor = {"name": spec.name, "datatype": spec.datatype, "shape": list(shape)}
+        feeds = {spec.name: decode_binary(spec, tensor, body, session.limits)}
+        outputs, queue_s, infer_s = await endpoint.runner.run(feeds, None)
+        binary_out = [True] * len(outputs)
+        return self._respond(
+            endpoint, version, None, session.output_names, outputs, binary_out, queue_s, infer_s
+        )
 
     @staticmethod
-    def _feeds(session: ModelSession, inputs: Any) -> dict[str, np.ndarray]:
+    def _respond(
+        endpoint: Endpoint,
+        version: int | None,
+        request_id: str | None,
+        names: Sequence[str],
+        outputs: list[np.ndarray],
+        binary_out: list[bool] | None,
+        queue_s: float,
+        infer_s: float,
+    ) -> InferResult:
+        blobs: list[bytes] = []
+        encoded = []
+        for i, (name, array) in enumerate(zip(names, outputs, strict=True)):
+            if binary_out and binary_out[i]:
+                blob = encode_binary(array)
+                blobs.append(blob)
+                tensor = encode_json(name, array, with_data=False)
+                tensor["parameters"] = {"binary_data_size": len(blob)}
+                encoded.append(tensor)
+            else:
+                encoded.append(encode_json(name, array))
+        body: dict[str, Any] = {
+            "model_name": endpoint.model,
+            "model_version": endpoint.version,
+            "outputs": encoded,
+        }
+        if request_id is not None:
+            body["id"] = request_id
+        role = "stable" if version is None else "pinned"
+        return InferResult(body, endpoint, role, queue_s, infer_s, blobs)
+
+    @staticmethod
+    def _feeds(
+        session: ModelSession, inputs: Any, binary: memoryview | None
+    ) -> dict[str, np.ndarray]:
         if not isinstance(inputs, list) or not inputs:
             raise InvalidInput("'inputs' must be a non-empty list of tensors", reason="json")
         feeds: dict[str, np.ndarray] = {}
         specs = session.input_specs
+        offset = 0
         for tensor in inputs:
             if not isinstance(tensor, dict):
                 raise InvalidInput("each input must be a JSON object", reason="json")
@@ -140,19 +238,48 @@ class InferenceService:
                 )
             if spec.name in feeds:
                 raise InvalidInput(f"input {name!r} is given more than once", reason="name")
-            feeds[spec.name] = decode_json(spec, tensor, session.limits)
+            size = binary_size(tensor) if "parameters" in tensor else None
+            if size is None:
+                feeds[spec.name] = decode_json(spec, tensor, session.limits)
+                continue
+            if binary is None:
+                raise InvalidInput(
+                    f"input {name!r} has binary_data_size but the request has no binary part "
+                    "(Inference-Header-Content-Length)",
+                    reason="binary",
+                )
+            if offset + size > len(binary):
+                raise InvalidInput(
+                    f"input {name!r}: binary_data_size {size} runs past the end of the body "
+                    f"({len(binary) - offset} bytes remain)",
+                    reason="binary",
+                )
+            feeds[spec.name] = decode_binary(
+                spec, tensor, binary[offset : offset + size], session.limits
+            )
+            offset += size
         if len(feeds) != len(specs):
             missing = sorted(set(specs) - set(feeds))
             raise InvalidInput(f"missing input(s) {missing}", reason="name")
+        if binary is not None and offset != len(binary):
+            raise InvalidInput(
+                f"the binary part has {len(binary) - offset} bytes that no input claims",
+                reason="binary",
+            )
         return feeds
 
     @staticmethod
-    def _outputs(session: ModelSession, requested: Any) -> list[str] | None:
+    def _outputs(session: ModelSession, request: dict[str, Any]) -> tuple[list[str] | None, Any]:
+        """Requested output names (None: all) and which go binary (None: none)."""
+        params = request.get("parameters")
+        all_binary = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
+        requested = request.get("outputs")
         if requested is None:
-            return None
+            return None, ([True] * len(session.output_names) if all_binary else None)
         if not isinstance(requested, list):
             raise InvalidInput("'outputs' must be a list of {\"name\": ...} objects", reason="json")
-        names = []
+        names: list[str] = []
+        binary: list[bool] = []
         for item in requested:
             name = item.get("name") if isinstance(item, dict) else None
             if not isinstance(name, str):
@@ -165,7 +292,12 @@ class InferenceService:
             if name in names:
                 raise InvalidInput(f"output {name!r} is requested more than once", reason="name")
             names.append(name)
-        return names or None
+            out_params = item.get("parameters")
+            flag = out_params.get("binary_data") if isinstance(out_params, dict) else None
+            binary.append(all_binary if flag is None else bool(flag))
+        if not names:
+            return None, ([True] * len(session.output_names) if all_binary else None)
+        return names, (binary if any(binary) else None)
 
     def close(self) -> None:
         self.shutting_down = True

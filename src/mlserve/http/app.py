@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,6 @@ from starlette.exceptions import HTTPException
 
 from ..config import ServerSettings
 from ..errors import MLServeError
-from ..registry.store import ModelStore
 from ..service import InferenceService
 from .errors import error_response
 from .infer import InferHandler, is_infer_path
@@ -30,10 +30,10 @@ log = logging.getLogger("mlserve.http")
 class MLServeApp:
     """ASGI entry point; ``service`` and ``store`` are exposed for embedding and tests."""
 
-    def __init__(self, settings: ServerSettings, store: ModelStore | None = None) -> None:
+    def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.store = store if store is not None else ModelStore(settings)
-        self.service = InferenceService(settings, self.store)
+        self.service = InferenceService(settings)
+        self.store = self.service.store
         self.infer = InferHandler(self.service, settings.max_body_bytes)
         self.starlette = Starlette(
             routes=routes(self.service),
@@ -70,6 +70,11 @@ class MLServeApp:
 def _log_load_result(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("registry load failed", exc_info=task.exception())
+        return
+    # Everything allocated so far (modules, sessions, metadata) lives as long as the
+    # process: move it out of the collector's generations so full collections under
+    # load only walk request garbage.
+    gc.freeze()
 
 
 def create_app(settings: ServerSettings) -> MLServeApp:

@@ -7,11 +7,12 @@ the answer is written with two ``send`` calls. Everything else is Starlette's.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any
 
 import orjson
 
-from ..errors import InvalidInput, MLServeError, NotFound, PayloadTooLarge
+from ..errors import InvalidInput, NotFound, PayloadTooLarge
 from ..registry.layout import check_model_name, parse_version
 from ..service import InferenceService
 from .errors import send_error
@@ -19,6 +20,9 @@ from .errors import send_error
 INFER_PREFIX = "/v2/models/"
 INFER_SUFFIX = "/infer"
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_ROUTE_CACHE_SIZE = 4096
+_TIMING = b"queue;dur=%.3f, infer;dur=%.3f, total;dur=%.3f"
+_ROLE_BYTES = {role: role.encode() for role in ("stable", "canary", "pinned", "shadow")}
 
 
 def is_infer_path(path: str) -> bool:
@@ -31,71 +35,117 @@ class InferHandler:
     def __init__(self, service: InferenceService, max_body_bytes: int) -> None:
         self.service = service
         self.max_body = max_body_bytes
+        # Validated paths → (model, version): a dict hit instead of a split and two regexes.
+        self._routes: dict[str, tuple[str, int | None]] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        start = perf_counter()
         try:
-            model, version = _route(scope["path"])
+            path = scope["path"]
+            target = self._routes.get(path)
+            if target is None:
+                target = _route(path)
+                if len(self._routes) < _ROUTE_CACHE_SIZE:
+                    self._routes[path] = target
             if scope["method"] != "POST":
                 await _method_not_allowed(send)
                 return
-            body = await self._read_body(scope, receive)
-            try:
-                request = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidInput(f"malformed JSON body: {exc}", reason="json") from None
-            result = await self.service.infer(model, version, request)
+            declared = header_length = None
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    declared = value
+                elif key == b"inference-header-content-length":
+                    header_length = _header_length(value)
+            body = await self._read_body(declared, receive)
+            if header_length is None:
+                result = await self.service.infer(target[0], target[1], _loads(body))
+            elif header_length == 0:
+                result = await self.service.infer_raw(target[0], target[1], memoryview(body))
+            else:
+                if header_length > len(body):
+                    raise InvalidInput(
+                        f"Inference-Header-Content-Length {header_length} is beyond the body "
+                        f"of {len(body)} bytes",
+                        reason="binary",
+                    )
+                view = memoryview(body)
+                result = await self.service.infer(
+                    target[0], target[1], _loads(view[:header_length]), view[header_length:]
+                )
             payload = orjson.dumps(result.body, option=_DUMPS_OPTIONS)
-        except MLServeError as exc:
+        except Exception as exc:  # MLServeError → its status; anything else → logged 500
             await send_error(send, exc)
             return
-        except Exception as exc:  # anything else is a bug: log it, answer 500 JSON
-            await send_error(send, exc)
-            return
-        session = result.session
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"mlserve-model-version", str(session.version).encode()),
-                    (b"mlserve-route", result.role.encode()),
-                ],
-            }
+        endpoint = result.endpoint
+        timing = _TIMING % (
+            result.queue_s * 1e3,
+            result.infer_s * 1e3,
+            (perf_counter() - start) * 1e3,
         )
+        if result.blobs:
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(len(payload)).encode()),
+            ]
+            payload = b"".join((payload, *result.blobs))
+        else:
+            headers = [(b"content-type", b"application/json")]
+        headers += [
+            (b"content-length", str(len(payload)).encode()),
+            (b"mlserve-model-version", endpoint.version_bytes),
+            (b"mlserve-route", _ROLE_BYTES[result.role]),
+            (b"server-timing", timing),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise InvalidInput("invalid Content-Length header", reason="http") from None
-                if declared > self.max_body:
-                    raise PayloadTooLarge(
-                        f"request body of {declared} bytes is over the limit "
-                        f"of {self.max_body} bytes"
-                    )
-                break
-        chunks = []
-        size = 0
+    async def _read_body(self, declared: bytes | None, receive: Any) -> bytes:
+        if declared is not None:
+            if not declared.isdigit():
+                raise InvalidInput("invalid Content-Length header", reason="http")
+            if int(declared) > self.max_body:
+                raise PayloadTooLarge(
+                    f"request body of {int(declared)} bytes is over the limit "
+                    f"of {self.max_body} bytes"
+                )
+        message = await receive()
+        body = message.get("body", b"")
+        if len(body) > self.max_body:  # no (or a false) Content-Length: count what arrives
+            raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes")
+        if not message.get("more_body", False):
+            if message["type"] == "http.disconnect":
+                raise InvalidInput("client disconnected before sending the body", reason="http")
+            return body  # type: ignore[no-any-return]
+        chunks = [body]
+        size = len(body)
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise InvalidInput("client disconnected before sending the body", reason="http")
             chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > self.max_body:
-                    raise PayloadTooLarge(
-                        f"request body is over the limit of {self.max_body} bytes"
-                    )
-                chunks.append(chunk)
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes")
+            chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return b"".join(chunks)
+
+
+def _loads(data: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON body: {exc}", reason="json") from None
+
+
+def _header_length(value: bytes) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidInput(
+            f"Inference-Header-Content-Length must be a non-negative integer, got "
+            f"{value[:32].decode('latin-1')!r}",
+            reason="binary",
+        )
+    return int(value)
 
 
 def _route(path: str) -> tuple[str, int | None]:

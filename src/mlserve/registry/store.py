@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..config import ModelConfig, ServerSettings, load_model_config
 from ..errors import ConfigError, ModelLoadError, ModelNotFound, ModelNotReady, VersionNotFound
@@ -42,6 +42,8 @@ class VersionRecord:
     state: VersionState
     reason: str | None = None
     session: ModelSession | None = None
+    # What the request path uses for this version (built by the store's ``prepare`` hook).
+    endpoint: Any = None
     lineage: dict[str, Any] | None = None
     load_seconds: float | None = None
     loaded_at: float | None = None
@@ -75,6 +77,7 @@ class ModelRecord:
 
 # Builds one version; replaceable so tests can count loads without patching.
 Loader = Callable[[VersionDir, ModelConfig, ServerSettings], ModelSession]
+E = TypeVar("E")
 
 
 def default_loader(vdir: VersionDir, config: ModelConfig, settings: ServerSettings) -> ModelSession:
@@ -83,23 +86,33 @@ def default_loader(vdir: VersionDir, config: ModelConfig, settings: ServerSettin
     )
 
 
-class ModelStore:
-    """The registry's models and versions; ``resolve`` is the request path's lookup."""
+class ModelStore(Generic[E]):
+    """The registry's models and versions; ``resolve`` is the request path's lookup.
 
-    def __init__(self, settings: ServerSettings, loader: Loader = default_loader) -> None:
+    ``prepare`` turns a loaded session into what the request path needs (the service's
+    endpoint: runner, precomputed headers); it runs at load, off the request path.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        prepare: Callable[[ModelSession, ModelConfig], E],
+        loader: Loader = default_loader,
+    ) -> None:
         self.settings = settings
         self.root = Path(settings.registry)
+        self._prepare = prepare
         self._loader = loader
         self._lock = threading.Lock()
         self.models: dict[str, ModelRecord] = {}
         # Published views, replaced wholesale: model → version → session, and model → default.
-        self._ready: dict[str, dict[int, ModelSession]] = {}
-        self._default: dict[str, ModelSession] = {}
+        self._ready: dict[str, dict[int, E]] = {}
+        self._default: dict[str, E] = {}
         self.loaded = False
 
     # ------------------------------------------------------------------ request path
-    def resolve(self, model: str, version: int | None = None) -> ModelSession:
-        """The session serving ``model`` (its default version, or ``version``)."""
+    def resolve(self, model: str, version: int | None = None) -> E:
+        """The endpoint serving ``model`` (its default version, or ``version``)."""
         try:
             if version is None:
                 return self._default[model]
@@ -176,6 +189,7 @@ class ModelStore:
             except ValueError as exc:
                 raise ModelLoadError(str(exc)) from exc
             rec.session = self._loader(vdir, config, self.settings)
+            rec.endpoint = self._prepare(rec.session, config)
         except (ModelLoadError, OSError) as exc:
             rec.state = VersionState.FAILED
             # Never expose server paths in a reason that clients can read.
@@ -191,13 +205,13 @@ class ModelStore:
         return rec
 
     def _publish(self) -> None:
-        ready: dict[str, dict[int, ModelSession]] = {}
-        default: dict[str, ModelSession] = {}
+        ready: dict[str, dict[int, E]] = {}
+        default: dict[str, E] = {}
         for name, record in self.models.items():
             sessions = {
-                v: r.session
+                v: r.endpoint
                 for v, r in record.versions.items()
-                if r.state is VersionState.READY and r.session is not None
+                if r.state is VersionState.READY and r.endpoint is not None
             }
             ready[name] = sessions
             if sessions:

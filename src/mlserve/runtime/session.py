@@ -75,7 +75,7 @@ class ModelSession:
         options.intra_op_num_threads = execution.intra_op_threads
         options.inter_op_num_threads = execution.inter_op_threads
         options.graph_optimization_level = _OPT_LEVELS[execution.graph_optimization]
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # failures are translated and logged by us
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=providers
@@ -96,6 +96,8 @@ class ModelSession:
         )
         self.inline = True
         self.warmup: WarmupReport | None = None
+        # Facts decided at load that users should see in the metadata (e.g. batching off).
+        self.notes: list[str] = []
 
     def run(
         self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None = None
@@ -182,6 +184,8 @@ class ModelSession:
         }
         if self.provider_note:
             info["provider_note"] = self.provider_note
+        if self.notes:
+            info["notes"] = list(self.notes)
         if self.warmup is not None:
             info["warmup"] = {
                 "source": self.warmup.source,

@@ -8,7 +8,7 @@ what was expected and what was sent.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,11 @@ ONNX_TO_V2: dict[str, str] = {
 }
 
 NUMPY_TO_V2: dict[np.dtype[Any], str] = {v: k for k, v in V2_TO_NUMPY.items()}
+_INT_RANGE = {
+    np.dtype(t).char: (int(np.iinfo(t).min), int(np.iinfo(t).max))
+    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+}
+_FLOAT_MAX = {"f": float(np.finfo(np.float32).max), "e": float(np.finfo(np.float16).max)}
 
 # Which kinds of JSON values numpy may infer for each datatype family.
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b", "O": "U"}
@@ -63,6 +68,12 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    # (index, size) of every fixed dimension, for the per-request shape check.
+    fixed: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fixed = tuple((i, d) for i, d in enumerate(self.shape) if d != -1)
+        object.__setattr__(self, "fixed", fixed)
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -97,18 +108,18 @@ def check_header(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) 
             reason="datatype",
         )
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise InvalidInput(
-            f"input {spec.name!r}: 'shape' must be a list of non-negative integers", reason="shape"
-        )
-    if len(shape) != len(spec.shape) or any(
-        want != -1 and want != got for want, got in zip(spec.shape, shape, strict=True)
-    ):
+    if type(shape) is not list:
+        raise _bad_dims(spec)
+    count = 1
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise _bad_dims(spec)
+        count *= d
+    if len(shape) != len(spec.shape) or any(shape[i] != want for i, want in spec.fixed):
         raise InvalidInput(
             f"input {spec.name!r} expects shape {spec.shape_text()}, got {_shape_text(shape)}",
             reason="shape",
         )
-    count = math.prod(shape)
     if count > limits.max_elements:
         raise InvalidInput(
             f"input {spec.name!r} claims {count} elements, over the limit of {limits.max_elements}",
@@ -120,6 +131,12 @@ def check_header(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) 
             reason="rows",
         )
     return tuple(shape)
+
+
+def _bad_dims(spec: TensorSpec) -> InvalidInput:
+    return InvalidInput(
+        f"input {spec.name!r}: 'shape' must be a list of non-negative integers", reason="shape"
+    )
 
 
 def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -> np.ndarray:
@@ -159,26 +176,45 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
             f"input {spec.name!r} ({spec.datatype}) must hold JSON {_KIND_WORDS[target.kind]}",
             reason="data",
         )
-    if target.kind in "iu" and count:
-        info = np.iinfo(target)
-        if raw.min() < info.min or raw.max() > info.max:
+    if target.kind in "iu" and count and raw.dtype != target:
+        low, high = _INT_RANGE[target.char]
+        if raw.min() < low or raw.max() > high:
             raise _out_of_range(spec)
     if target.kind == "O":
         # numpy turns numbers among strings into strings: check each element instead.
-        array = np.array(_flatten(spec, data, str), dtype=object).reshape(shape)
-    else:
-        with np.errstate(over="ignore"):  # overflow → ±inf, judged by the NaN policy below
-            array = raw.astype(target, copy=False).reshape(shape)
-        if target.kind == "f" and not limits.allow_nan and count and not np.isfinite(array).all():
-            raise InvalidInput(
-                f"input {spec.name!r} holds NaN or infinite values (out of "
-                f"{spec.datatype} range), which this model does not allow",
-                reason="nan",
-            )
-    return array
+        return np.array(_flatten(spec, data, str), dtype=object).reshape(shape)
+    if target.kind != "f" or raw.dtype.kind != "f":
+        # Integers, booleans, and JSON integers into floats: no NaN, no overflow.
+        return raw.astype(target, copy=False).reshape(shape)
+    if raw.dtype == target:  # FP64: JSON parsers refuse NaN, but Python callers may not
+        # The sum alone can overflow on finite values: confirm element-wise before refusing.
+        if (
+            count
+            and not limits.allow_nan
+            and not math.isfinite(raw.sum())
+            and not np.isfinite(raw).all()
+        ):
+            raise _not_finite(spec)
+        return raw.reshape(shape)
+    # JSON numbers into FP32/FP16: one reduction finds both NaN and values beyond the range,
+    # before the cast (which would turn them into ±Inf with a warning).
+    if count and not np.abs(raw).max() <= _FLOAT_MAX[target.char]:
+        if not limits.allow_nan:
+            raise _not_finite(spec)
+        with np.errstate(over="ignore"):
+            return raw.astype(target).reshape(shape)
+    return raw.astype(target).reshape(shape)
 
 
-def encode_json(name: str, array: np.ndarray) -> dict[str, Any]:
+def _not_finite(spec: TensorSpec) -> InvalidInput:
+    return InvalidInput(
+        f"input {spec.name!r} holds NaN or infinite values (out of {spec.datatype} range), "
+        "which this model does not allow",
+        reason="nan",
+    )
+
+
+def encode_json(name: str, array: np.ndarray, *, with_data: bool = True) -> dict[str, Any]:
     """An output array as a V2 JSON tensor; numeric data goes to orjson as a numpy array."""
     datatype = NUMPY_TO_V2.get(array.dtype)
     if datatype is None:
@@ -186,10 +222,12 @@ def encode_json(name: str, array: np.ndarray) -> dict[str, Any]:
             datatype = "BYTES"
         else:
             raise TypeError(f"output {name!r} has unsupported dtype {array.dtype}")
-    flat = np.ascontiguousarray(array).reshape(-1)
-    # orjson serialises numeric and bool arrays natively (OPT_SERIALIZE_NUMPY); not strings.
-    data: Any = [_text(x) for x in flat.tolist()] if datatype == "BYTES" else flat
-    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+    tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    if with_data:
+        flat = np.ascontiguousarray(array).reshape(-1)
+        # orjson serialises numeric and bool arrays natively (OPT_SERIALIZE_NUMPY); not strings.
+        tensor["data"] = [_text(x) for x in flat.tolist()] if datatype == "BYTES" else flat
+    return tensor
 
 
 def _big_integers(spec: TensorSpec, data: list[Any]) -> np.ndarray:
