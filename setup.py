@@ -37,7 +37,8 @@ def _extensions() -> list[Extension]:
         "cdivision": not debug,
         "initializedcheck": debug,
     }
-    return cythonize(modules, compiler_directives=directives)  # type: ignore[no-any-return]
+    # force: a debug build leaves a generated .c whose timestamp would hide the switch back.
+    return cythonize(modules, compiler_directives=directives, force=True)  # type: ignore[no-any-return]
 
 
 setup(ext_modules=_extensions())

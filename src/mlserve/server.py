@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import warnings
 from types import FrameType
 
 import uvicorn
@@ -25,6 +26,9 @@ def serve(settings: ServerSettings) -> int:
         level=settings.log_level.upper() if settings.log_level != "trace" else logging.DEBUG,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # JSON numbers beyond FP32/FP16 range overflow when cast; the request is refused by the
+    # NaN policy (or accepted as ±Inf where allowed), so numpy's warning is noise here.
+    warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler that was
     # installed before it; make that handler a clean exit so a graceful stop exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ class Endpoint:
     version_bytes: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class InferResult:
     """A response document, its binary blobs, and the facts the transport puts in headers."""
 
@@ -50,7 +50,7 @@ class InferResult:
     role: str
     queue_s: float
     infer_s: float
-    blobs: list[bytes] = field(default_factory=list)
+    blobs: list[bytes]
 
 
 class InferenceService:
@@ -195,16 +195,19 @@ class InferenceService:
         infer_s: float,
     ) -> InferResult:
         blobs: list[bytes] = []
-        encoded = []
-        for i, (name, array) in enumerate(zip(names, outputs, strict=True)):
-            if binary_out and binary_out[i]:
-                blob = encode_binary(array)
-                blobs.append(blob)
-                tensor = encode_json(name, array, with_data=False)
-                tensor["parameters"] = {"binary_data_size": len(blob)}
-                encoded.append(tensor)
-            else:
-                encoded.append(encode_json(name, array))
+        if binary_out is None:
+            encoded = [encode_json(n, a) for n, a in zip(names, outputs, strict=True)]
+        else:
+            encoded = []
+            for name, array, binary in zip(names, outputs, binary_out, strict=True):
+                if binary:
+                    blob = encode_binary(array)
+                    blobs.append(blob)
+                    tensor = encode_json(name, array, with_data=False)
+                    tensor["parameters"] = {"binary_data_size": len(blob)}
+                    encoded.append(tensor)
+                else:
+                    encoded.append(encode_json(name, array))
         body: dict[str, Any] = {
             "model_name": endpoint.model,
             "model_version": endpoint.version,

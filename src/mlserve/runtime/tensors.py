@@ -50,6 +50,11 @@ ONNX_TO_V2: dict[str, str] = {
 }
 
 NUMPY_TO_V2: dict[np.dtype[Any], str] = {v: k for k, v in V2_TO_NUMPY.items()}
+# dtype.char → V2 datatype for outputs ("U"/"S": fixed-width strings, also BYTES).
+_CHAR_TO_V2 = {dtype.char: name for dtype, name in NUMPY_TO_V2.items()} | {
+    "U": "BYTES",
+    "S": "BYTES",
+}
 _INT_RANGE = {
     np.dtype(t).char: (int(np.iinfo(t).min), int(np.iinfo(t).max))
     for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
@@ -115,11 +120,11 @@ def check_header(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) 
         if type(d) is not int or d < 0:
             raise _bad_dims(spec)
         count *= d
-    if len(shape) != len(spec.shape) or any(shape[i] != want for i, want in spec.fixed):
-        raise InvalidInput(
-            f"input {spec.name!r} expects shape {spec.shape_text()}, got {_shape_text(shape)}",
-            reason="shape",
-        )
+    if len(shape) != len(spec.shape):
+        raise _wrong_shape(spec, shape)
+    for i, want in spec.fixed:
+        if shape[i] != want:
+            raise _wrong_shape(spec, shape)
     if count > limits.max_elements:
         raise InvalidInput(
             f"input {spec.name!r} claims {count} elements, over the limit of {limits.max_elements}",
@@ -131,6 +136,13 @@ def check_header(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) 
             reason="rows",
         )
     return tuple(shape)
+
+
+def _wrong_shape(spec: TensorSpec, shape: list[Any]) -> InvalidInput:
+    return InvalidInput(
+        f"input {spec.name!r} expects shape {spec.shape_text()}, got {_shape_text(shape)}",
+        reason="shape",
+    )
 
 
 def _bad_dims(spec: TensorSpec) -> InvalidInput:
@@ -186,24 +198,16 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
     if target.kind != "f" or raw.dtype.kind != "f":
         # Integers, booleans, and JSON integers into floats: no NaN, no overflow.
         return raw.astype(target, copy=False).reshape(shape)
-    if raw.dtype == target:  # FP64: JSON parsers refuse NaN, but Python callers may not
-        # The sum alone can overflow on finite values: confirm element-wise before refusing.
-        if (
-            count
-            and not limits.allow_nan
-            and not math.isfinite(raw.sum())
-            and not np.isfinite(raw).all()
-        ):
-            raise _not_finite(spec)
-        return raw.reshape(shape)
-    # JSON numbers into FP32/FP16: one reduction finds both NaN and values beyond the range,
-    # before the cast (which would turn them into ±Inf with a warning).
-    if count and not np.abs(raw).max() <= _FLOAT_MAX[target.char]:
+    try:
+        array = raw.astype(target, copy=False).reshape(shape)
+    except RuntimeWarning:  # overflow where warnings are errors; the server ignores it
         if not limits.allow_nan:
-            raise _not_finite(spec)
+            raise _not_finite(spec) from None
         with np.errstate(over="ignore"):
             return raw.astype(target).reshape(shape)
-    return raw.astype(target).reshape(shape)
+    if count and not limits.allow_nan and not np.isfinite(array).all():
+        raise _not_finite(spec)
+    return array
 
 
 def _not_finite(spec: TensorSpec) -> InvalidInput:
@@ -216,16 +220,14 @@ def _not_finite(spec: TensorSpec) -> InvalidInput:
 
 def encode_json(name: str, array: np.ndarray, *, with_data: bool = True) -> dict[str, Any]:
     """An output array as a V2 JSON tensor; numeric data goes to orjson as a numpy array."""
-    datatype = NUMPY_TO_V2.get(array.dtype)
+    # By dtype.char first (cheap); equal dtypes may differ in char (long vs longlong).
+    datatype = _CHAR_TO_V2.get(array.dtype.char) or NUMPY_TO_V2.get(array.dtype)
     if datatype is None:
-        if array.dtype.kind in "US":
-            datatype = "BYTES"
-        else:
-            raise TypeError(f"output {name!r} has unsupported dtype {array.dtype}")
+        raise TypeError(f"output {name!r} has unsupported dtype {array.dtype}")
     tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
     if with_data:
-        flat = np.ascontiguousarray(array).reshape(-1)
-        # orjson serialises numeric and bool arrays natively (OPT_SERIALIZE_NUMPY); not strings.
+        # orjson serialises C-contiguous numeric and bool arrays natively, not strings.
+        flat = array.ravel()
         tensor["data"] = [_text(x) for x in flat.tolist()] if datatype == "BYTES" else flat
     return tensor
 

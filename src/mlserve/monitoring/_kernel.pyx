@@ -1,0 +1,297 @@
+# cython: language_level=3
+"""Compiled binning kernels: rows → bin counts, out-of-range counts and moments.
+
+Plain loops over typed memoryviews, ``nogil``, no allocation and no Python objects inside
+the loops. Every output is allocated by the caller and is *added to*, so one set of arrays
+accumulates many calls (a time bucket). The numpy twin ``_kernel_py`` computes the same
+numbers; ``kernel.py`` chooses between them once, at import, and documents the bin layout.
+
+The ``def`` entry points check shapes and index ranges (O(features), before the loop) so a
+bad argument raises ``ValueError`` instead of writing out of bounds; dtypes and layouts are
+checked by the memoryview conversions.
+"""
+
+cimport numpy as cnp
+from cython cimport floating
+from libc.math cimport isinf, isnan
+from libc.stdint cimport int32_t, int64_t
+
+cnp.import_array()
+
+cdef enum:
+    _LINEAR_MAX = 16
+
+# Up to this many edges a feature's bin is a branchless count; beyond it, a binary search.
+LINEAR_MAX = _LINEAR_MAX
+
+
+cdef inline Py_ssize_t _count_le(
+    const double[:, ::1] edges, Py_ssize_t j, Py_ssize_t ne, double x
+) noexcept nogil:
+    """How many of the first ``ne`` edges of feature ``j`` are ≤ x (edges strictly increasing)."""
+    cdef Py_ssize_t k, lo, hi, mid
+    cdef Py_ssize_t c = 0
+    if ne <= _LINEAR_MAX:
+        for k in range(ne):
+            c += edges[j, k] <= x
+        return c
+    lo = 0
+    hi = ne
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if edges[j, mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef void _bin_rows(
+    const floating[:, :] X,         # in  [n, c]  rows; feature j is column cols[j]
+    const int32_t[::1] cols,        # in  [f]
+    const double[:, ::1] edges,     # in  [f, E]  first n_edges[j] strictly increasing
+    const int32_t[::1] n_edges,     # in  [f]
+    const double[::1] ref_min,      # in  [f]
+    const double[::1] ref_max,      # in  [f]
+    int64_t[:, ::1] counts,         # out [f, B]  bins 0..n_edges[j]; column B-1: missing
+    int64_t[::1] out_low,           # out [f]     x < ref_min[j]
+    int64_t[::1] out_high,          # out [f]     x > ref_max[j]
+    int64_t[::1] n_finite,          # out [f]     finite values (those summed)
+    double[::1] sums,               # out [f]     sum of finite values
+    double[::1] sumsq,              # out [f]     sum of their squares
+) noexcept nogil:
+    cdef Py_ssize_t n = X.shape[0]
+    cdef Py_ssize_t f = cols.shape[0]
+    cdef Py_ssize_t missing = counts.shape[1] - 1
+    cdef Py_ssize_t i, j, col, ne
+    cdef double x, lo_ref, hi_ref, s, ss
+    cdef int64_t low, high, fin
+    for j in range(f):
+        col = cols[j]
+        ne = n_edges[j]
+        lo_ref = ref_min[j]
+        hi_ref = ref_max[j]
+        low = 0
+        high = 0
+        fin = 0
+        s = 0.0
+        ss = 0.0
+        for i in range(n):
+            x = X[i, col]
+            if isnan(x):
+                counts[j, missing] += 1
+                continue
+            counts[j, _count_le(edges, j, ne, x)] += 1
+            if x < lo_ref:
+                low += 1
+            elif x > hi_ref:
+                high += 1
+            if not isinf(x):
+                fin += 1
+                s += x
+                ss += x * x
+        out_low[j] += low
+        out_high[j] += high
+        n_finite[j] += fin
+        sums[j] += s
+        sumsq[j] += ss
+
+
+cdef void _bin_codes(
+    const int64_t[:, :] codes,      # in  [n, k]  level codes; < 0: missing
+    const int32_t[::1] n_levels,    # in  [k]     codes >= n_levels[j]: "other"
+    int64_t[:, ::1] counts,         # out [k, B]  bins 0..n_levels[j]; column B-1: missing
+) noexcept nogil:
+    cdef Py_ssize_t n = codes.shape[0]
+    cdef Py_ssize_t k = codes.shape[1]
+    cdef Py_ssize_t missing = counts.shape[1] - 1
+    cdef Py_ssize_t i, j
+    cdef int64_t c, nl
+    for j in range(k):
+        nl = n_levels[j]
+        for i in range(n):
+            c = codes[i, j]
+            if c < 0:
+                counts[j, missing] += 1
+            elif c >= nl:
+                counts[j, nl] += 1
+            else:
+                counts[j, c] += 1
+
+
+cdef Py_ssize_t _check_spec(
+    const int32_t[::1] cols,
+    const double[:, ::1] edges,
+    const int32_t[::1] n_edges,
+    const double[::1] ref_min,
+    const double[::1] ref_max,
+) except -1:
+    """Validate the spec; return the number of columns X needs (max(cols) + 1)."""
+    cdef Py_ssize_t f = cols.shape[0]
+    cdef Py_ssize_t j
+    cdef Py_ssize_t need = 0
+    if (
+        edges.shape[0] != f or n_edges.shape[0] != f
+        or ref_min.shape[0] != f or ref_max.shape[0] != f
+    ):
+        raise ValueError("cols, edges, n_edges, ref_min and ref_max must have one row per feature")
+    for j in range(f):
+        if cols[j] < 0:
+            raise ValueError(f"cols[{j}] = {cols[j]} is negative")
+        if cols[j] + 1 > need:
+            need = cols[j] + 1
+        if n_edges[j] < 0 or n_edges[j] > edges.shape[1]:
+            raise ValueError(f"n_edges[{j}] = {n_edges[j]} is outside 0..{edges.shape[1]}")
+    return need
+
+
+cdef int _check_out(
+    const int32_t[::1] n_edges,
+    int64_t[:, ::1] counts,
+    int64_t[::1] out_low,
+    int64_t[::1] out_high,
+    int64_t[::1] n_finite,
+    double[::1] sums,
+    double[::1] sumsq,
+) except -1:
+    cdef Py_ssize_t f = n_edges.shape[0]
+    cdef Py_ssize_t j
+    if (
+        counts.shape[0] != f or out_low.shape[0] != f or out_high.shape[0] != f
+        or n_finite.shape[0] != f or sums.shape[0] != f or sumsq.shape[0] != f
+    ):
+        raise ValueError("every output must have one row per feature")
+    for j in range(f):
+        if n_edges[j] + 2 > counts.shape[1]:
+            raise ValueError(
+                f"counts has {counts.shape[1]} columns; feature {j} needs {n_edges[j] + 2}"
+            )
+    return 0
+
+
+cdef int _check_rows(object X, Py_ssize_t need) except -1:
+    if not isinstance(X, cnp.ndarray):
+        raise TypeError(f"X must be a numpy array, got {type(X).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>X
+    if cnp.PyArray_NDIM(arr) != 2:
+        raise ValueError(f"X must be 2-D, got {cnp.PyArray_NDIM(arr)}-D")
+    if cnp.PyArray_DIMS(arr)[1] < need:
+        raise ValueError(f"X has {cnp.PyArray_DIMS(arr)[1]} columns; the spec reads column {need - 1}")
+    if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32:
+        return 32
+    if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT64:
+        return 64
+    raise ValueError(f"X must be float32 or float64, got {arr.dtype}")
+
+
+def bin_rows(
+    X,
+    const int32_t[::1] cols,
+    const double[:, ::1] edges,
+    const int32_t[::1] n_edges,
+    const double[::1] ref_min,
+    const double[::1] ref_max,
+    int64_t[:, ::1] counts,
+    int64_t[::1] out_low,
+    int64_t[::1] out_high,
+    int64_t[::1] n_finite,
+    double[::1] sums,
+    double[::1] sumsq,
+):
+    """Add the rows of ``X`` (2-D float32 or float64) to the counts, range counts and moments."""
+    cdef Py_ssize_t need = _check_spec(cols, edges, n_edges, ref_min, ref_max)
+    _check_out(n_edges, counts, out_low, out_high, n_finite, sums, sumsq)
+    cdef const float[:, :] xf
+    cdef const double[:, :] xd
+    if _check_rows(X, need) == 32:
+        xf = X
+        with nogil:
+            _bin_rows(xf, cols, edges, n_edges, ref_min, ref_max,
+                      counts, out_low, out_high, n_finite, sums, sumsq)
+    else:
+        xd = X
+        with nogil:
+            _bin_rows(xd, cols, edges, n_edges, ref_min, ref_max,
+                      counts, out_low, out_high, n_finite, sums, sumsq)
+
+
+def bin_codes(const int64_t[:, :] codes, const int32_t[::1] n_levels, int64_t[:, ::1] counts):
+    """Add level codes to the counts: < 0 → missing (last column), >= n_levels[j] → "other"."""
+    cdef Py_ssize_t k = codes.shape[1]
+    cdef Py_ssize_t j
+    if n_levels.shape[0] != k or counts.shape[0] != k:
+        raise ValueError("codes, n_levels and counts must agree on the feature count")
+    for j in range(k):
+        if n_levels[j] < 0 or n_levels[j] + 2 > counts.shape[1]:
+            raise ValueError(
+                f"n_levels[{j}] = {n_levels[j]} does not fit counts with {counts.shape[1]} columns"
+            )
+    with nogil:
+        _bin_codes(codes, n_levels, counts)
+
+
+cdef class RowBinner:
+    """A numeric binning spec bound to one set of outputs: the per-request fast path.
+
+    The spec and the outputs become memoryviews once (``__init__``, ``bind``); ``add(X)``
+    converts only ``X``, so a call costs little more than the loop itself.
+    """
+
+    cdef const int32_t[::1] _cols
+    cdef const double[:, ::1] _edges
+    cdef const int32_t[::1] _n_edges
+    cdef const double[::1] _ref_min
+    cdef const double[::1] _ref_max
+    cdef int64_t[:, ::1] _counts
+    cdef int64_t[::1] _out_low
+    cdef int64_t[::1] _out_high
+    cdef int64_t[::1] _n_finite
+    cdef double[::1] _sums
+    cdef double[::1] _sumsq
+    cdef Py_ssize_t _need
+    cdef bint _bound
+
+    def __init__(self, cols, edges, n_edges, ref_min, ref_max):
+        self._cols = cols
+        self._edges = edges
+        self._n_edges = n_edges
+        self._ref_min = ref_min
+        self._ref_max = ref_max
+        self._need = _check_spec(self._cols, self._edges, self._n_edges, self._ref_min, self._ref_max)
+        self._bound = False
+
+    def bind(self, counts, out_low, out_high, n_finite, sums, sumsq):
+        """Point ``add`` at these outputs (a time bucket's arrays)."""
+        cdef int64_t[:, ::1] c = counts
+        cdef int64_t[::1] lo = out_low
+        cdef int64_t[::1] hi = out_high
+        cdef int64_t[::1] fin = n_finite
+        cdef double[::1] s = sums
+        cdef double[::1] ss = sumsq
+        _check_out(self._n_edges, c, lo, hi, fin, s, ss)
+        self._counts = c
+        self._out_low = lo
+        self._out_high = hi
+        self._n_finite = fin
+        self._sums = s
+        self._sumsq = ss
+        self._bound = True
+
+    def add(self, X):
+        """Add the rows of ``X`` (2-D float32 or float64) to the bound outputs."""
+        cdef const float[:, :] xf
+        cdef const double[:, :] xd
+        if not self._bound:
+            raise RuntimeError("RowBinner.add called before bind")
+        if _check_rows(X, self._need) == 32:
+            xf = X
+            with nogil:
+                _bin_rows(xf, self._cols, self._edges, self._n_edges, self._ref_min,
+                          self._ref_max, self._counts, self._out_low, self._out_high,
+                          self._n_finite, self._sums, self._sumsq)
+        else:
+            xd = X
+            with nogil:
+                _bin_rows(xd, self._cols, self._edges, self._n_edges, self._ref_min,
+                          self._ref_max, self._counts, self._out_low, self._out_high,
+                          self._n_finite, self._sums, self._sumsq)

@@ -1,0 +1,388 @@
+"""Reference profiles (``reference.json``): what "undrifted" looks like for one model version.
+
+Built offline from reference data (``build_profile``), written beside the model
+(``save_profile``), read and validated at load (``load_profile``). The counts in a profile
+are counted by the same kernel that counts live traffic, so reference and window bins agree
+exactly.
+
+Schema, version 1 (a JSON object; unknown keys are an error)::
+
+    {
+      "schema_version": 1,
+      "n_rows": 10000,                # reference rows
+      "bins": 10,                     # B: numeric features get B-1 quantile edges (ties collapsed)
+      "top_k": 20,                    # K: categorical features keep their K commonest levels
+      "features": [FEATURE, ...],     # the model input's columns (its "section")
+      "outputs": {"<output>": [FEATURE, ...], ...}   # one section per model output
+    }
+
+    FEATURE, numeric:
+      {"name": "income", "kind": "numeric", "column": 0,
+       "n": 10000,                    # values counted (= n_rows), missing included
+       "missing": 12,                 # NaN
+       "counts": [999, 1000, ...],    # len(edges) + 1 value bins; sum = n - missing
+       "edges": [21.5, 30.25, ...],   # finite, strictly increasing; bin i = [edges[i-1], edges[i])
+       "mean": 48.1, "std": 12.0,     # over finite values, population std; null if none
+       "min": 0.5, "max": 310.0}      # over finite values (the out-of-range bounds); null if none
+
+    FEATURE, categorical:
+      {"name": "region", "kind": "categorical", "column": 3, "n": 10000, "missing": 0,
+       "levels": ["north", "south"],  # the top-K levels by count (ties: by value), unique
+       "counts": [6100, 3700, 200]}   # one per level, then "other"; sum = n - missing
+
+``column`` is the feature's column in its tensor (a 1-D output is one column). For an
+output, a 2-D float output (probabilities, scores) gives one numeric feature per column
+named ``<output>[<j>]``; a 1-D float output one numeric feature named ``<output>``; integer,
+boolean and string outputs (class labels) are categorical in the same way.
+
+Missing: NaN (and None in object arrays). Categorical values that are not among the levels,
+±Inf included, count as "other".
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .binning import Binning, Level
+
+__all__ = ["SCHEMA_VERSION", "build_profile", "load_profile", "save_profile", "validate_profile"]
+
+SCHEMA_VERSION = 1
+
+_TOP_KEYS = {"schema_version", "n_rows", "bins", "top_k", "features", "outputs"}
+_COMMON_KEYS = {"name", "kind", "column", "n", "missing", "counts"}
+_NUMERIC_KEYS = _COMMON_KEYS | {"edges", "mean", "std", "min", "max"}
+_CATEGORICAL_KEYS = _COMMON_KEYS | {"levels"}
+
+
+# ---------------------------------------------------------------------------------------------
+# building
+
+
+def build_profile(
+    X: ArrayLike,
+    feature_names: Sequence[str],
+    *,
+    categorical: Collection[str] = (),
+    outputs: Mapping[str, ArrayLike] | None = None,
+    bins: int = 10,
+    top_k: int = 20,
+) -> dict[str, Any]:
+    """Profile reference inputs ``X`` (rows × features) and, optionally, model ``outputs``.
+
+    ``categorical`` names the features to profile by level; all others are numeric.
+    ``outputs`` maps output names to arrays with one row per row of ``X``.
+    """
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    x = np.asarray(X)
+    if x.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows × features), got {x.ndim}-D")
+    names = [str(n) for n in feature_names]
+    if len(names) != x.shape[1]:
+        raise ValueError(f"{len(names)} feature names for {x.shape[1]} columns")
+    if len(set(names)) != len(names):
+        raise ValueError("feature names must be unique")
+    unknown = set(categorical) - set(names)
+    if unknown:
+        raise ValueError(f"categorical names unknown features: {sorted(unknown)}")
+    cat = set(categorical)
+    n = x.shape[0]
+    columns = [(name, j, name in cat) for j, name in enumerate(names)]
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "n_rows": n,
+        "bins": bins,
+        "top_k": top_k,
+        "features": _profile_section(x, columns, bins, top_k),
+        "outputs": {},
+    }
+    for out_name, values in (outputs or {}).items():
+        y = np.asarray(values)
+        if y.ndim not in (1, 2) or y.shape[0] != n:
+            raise ValueError(
+                f"output {out_name!r} must be 1-D or 2-D with {n} rows, got shape {y.shape}"
+            )
+        is_cat = y.dtype.kind in "iubOUS"
+        if y.ndim == 1:
+            out_cols = [(str(out_name), 0, is_cat)]
+        else:
+            out_cols = [(f"{out_name}[{j}]", j, is_cat) for j in range(y.shape[1])]
+        doc["outputs"][str(out_name)] = _profile_section(y, out_cols, bins, top_k)
+    return validate_profile(doc)
+
+
+def _profile_section(
+    x: NDArray[Any], columns: Sequence[tuple[str, int, bool]], bins: int, top_k: int
+) -> list[dict[str, Any]]:
+    """Entries for each (name, column, categorical) of tensor ``x``, counted by the kernel."""
+    x2 = x.reshape(-1, 1) if x.ndim == 1 else x
+    specs: list[dict[str, Any]] = []
+    for name, j, is_cat in columns:
+        col = x2[:, j]
+        if is_cat:
+            specs.append(
+                {
+                    "name": name,
+                    "kind": "categorical",
+                    "column": j,
+                    "levels": _levels(name, col, top_k),
+                }
+            )
+        else:
+            specs.append(
+                {"name": name, "kind": "numeric", "column": j, **_numeric(name, col, bins)}
+            )
+    binning = Binning(specs)
+    counts = binning.count(x2).counts
+    entries = []
+    for spec in specs:
+        row = binning.row(spec["name"])
+        values = counts[row, : binning.value_bins(row)]
+        entry = {
+            "name": spec["name"],
+            "kind": spec["kind"],
+            "column": spec["column"],
+            "n": int(x2.shape[0]),
+            "missing": int(counts[row, -1]),
+            "counts": [int(c) for c in values],
+        }
+        entry.update({k: v for k, v in spec.items() if k not in entry})
+        entries.append(entry)
+    return entries
+
+
+def _numeric(name: str, col: NDArray[Any], bins: int) -> dict[str, Any]:
+    if col.dtype.kind in "fiub":
+        values = col.astype(np.float64)
+    else:
+        try:
+            values = np.array(col.tolist(), dtype=np.float64)  # None → NaN
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"feature {name!r} is not numeric: {exc}") from exc
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"edges": [], "mean": None, "std": None, "min": None, "max": None}
+    # Edges are reference values (inverted CDF), so discrete data gets no edges in its gaps;
+    # np.unique collapses ties, which leaves them strictly increasing.
+    q = np.quantile(finite, np.arange(1, bins) / bins, method="inverted_cdf")
+    return {
+        "edges": [float(e) for e in np.unique(q)],
+        "mean": float(finite.mean()),
+        "std": float(finite.std()),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+    }
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _levels(name: str, col: NDArray[Any], top_k: int) -> list[Level]:
+    """The ``top_k`` commonest levels, by count then value (finite, non-missing values only)."""
+    if col.dtype.kind in "fiub":
+        values = col.astype(np.float64) if col.dtype.kind == "f" else col
+        if col.dtype.kind == "f":
+            values = values[np.isfinite(values)]
+        uniq, cnt = np.unique(values, return_counts=True)
+        order = np.lexsort((uniq, -cnt))[:top_k]
+        return [uniq[i].item() for i in order]
+    counter = Counter(v for v in col.tolist() if not _is_missing(v))
+    for v in counter:
+        if isinstance(v, float) and not math.isfinite(v):
+            continue
+        if not isinstance(v, (str, int, float)):
+            raise ValueError(
+                f"feature {name!r}: level {v!r} is a {type(v).__name__}; "
+                "levels must be strings or numbers"
+            )
+    ranked = sorted(
+        (kv for kv in counter.items() if not (isinstance(kv[0], float) and math.isinf(kv[0]))),
+        key=lambda kv: (-kv[1], type(kv[0]).__name__, str(kv[0])),
+    )
+    return [v for v, _ in ranked[:top_k]]
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def save_profile(profile: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Validate ``profile`` and write it to ``path`` atomically (temporary file + rename)."""
+    doc = validate_profile(profile)
+    target = Path(path)
+    text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_profile(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a reference profile; ``ValueError`` names what is wrong."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"reference profile {p} is not UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"reference profile {p} is not valid JSON: {exc}") from exc
+    try:
+        return validate_profile(doc)
+    except ValueError as exc:
+        raise ValueError(f"{p}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _fail(where: str, message: str) -> ValueError:
+    return ValueError(f"reference profile: {where}: {message}")
+
+
+def _int(doc: Mapping[str, Any], key: str, where: str, minimum: int = 0) -> int:
+    v = doc.get(key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _fail(f"{where}{key}", f"must be an integer, got {v!r}")
+    if v < minimum:
+        raise _fail(f"{where}{key}", f"must be >= {minimum}, got {v}")
+    return v
+
+
+def _number(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _fail(where, f"must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _optional_number(v: Any, where: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _fail(where, f"must be a finite number or null, got {v!r}")
+    return float(v)
+
+
+def _keys(doc: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise _fail(f"{where}{unknown[0]}", "unknown key")
+    missing = sorted(allowed - set(doc))
+    if missing:
+        raise _fail(f"{where}{missing[0]}", "missing")
+
+
+def _validate_entry(e: Any, where: str, n_rows: int) -> None:
+    if not isinstance(e, Mapping):
+        raise _fail(where, "must be an object")
+    kind = e.get("kind")
+    if kind not in ("numeric", "categorical"):
+        raise _fail(f"{where}.kind", f"must be 'numeric' or 'categorical', got {kind!r}")
+    _keys(e, _NUMERIC_KEYS if kind == "numeric" else _CATEGORICAL_KEYS, f"{where}.")
+    if not isinstance(e["name"], str) or not e["name"]:
+        raise _fail(f"{where}.name", f"must be a non-empty string, got {e['name']!r}")
+    _int(e, "column", f"{where}.")
+    n = _int(e, "n", f"{where}.")
+    if n != n_rows:
+        raise _fail(f"{where}.n", f"must equal n_rows ({n_rows}), got {n}")
+    missing = _int(e, "missing", f"{where}.")
+    if missing > n:
+        raise _fail(f"{where}.missing", f"exceeds n ({n})")
+    counts = e["counts"]
+    if not isinstance(counts, list) or any(
+        isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts
+    ):
+        raise _fail(f"{where}.counts", "must be a list of non-negative integers")
+    if sum(counts) != n - missing:
+        raise _fail(
+            f"{where}.counts", f"sum to {sum(counts)}, expected n - missing = {n - missing}"
+        )
+    if kind == "numeric":
+        edges = e["edges"]
+        if not isinstance(edges, list):
+            raise _fail(f"{where}.edges", "must be a list")
+        values = [_number(v, f"{where}.edges[{i}]") for i, v in enumerate(edges)]
+        if any(b <= a for a, b in itertools.pairwise(values)):
+            raise _fail(f"{where}.edges", "must be strictly increasing")
+        if len(counts) != len(edges) + 1:
+            raise _fail(f"{where}.counts", f"must have len(edges) + 1 = {len(edges) + 1} entries")
+        stats = {k: _optional_number(e[k], f"{where}.{k}") for k in ("mean", "std", "min", "max")}
+        lo, hi, std = stats["min"], stats["max"], stats["std"]
+        if std is not None and std < 0:
+            raise _fail(f"{where}.std", "must be >= 0")
+        if lo is not None and hi is not None and lo > hi:
+            raise _fail(f"{where}.min", "exceeds max")
+    else:
+        levels = e["levels"]
+        if not isinstance(levels, list):
+            raise _fail(f"{where}.levels", "must be a list")
+        for i, lv in enumerate(levels):
+            if not isinstance(lv, (str, int, float)) or (
+                isinstance(lv, float) and not math.isfinite(lv)
+            ):
+                raise _fail(
+                    f"{where}.levels[{i}]", f"must be a string or finite number, got {lv!r}"
+                )
+        if len(set(levels)) != len(levels):
+            raise _fail(f"{where}.levels", "must be unique")
+        if len(counts) != len(levels) + 1:
+            raise _fail(f"{where}.counts", f"must have len(levels) + 1 = {len(levels) + 1} entries")
+
+
+def _validate_section(section: Any, where: str, n_rows: int) -> None:
+    if not isinstance(section, list):
+        raise _fail(where, "must be a list of features")
+    names: set[str] = set()
+    columns: set[int] = set()
+    for i, e in enumerate(section):
+        _validate_entry(e, f"{where}[{i}]", n_rows)
+        if e["name"] in names:
+            raise _fail(f"{where}[{i}].name", f"duplicate name {e['name']!r}")
+        if e["column"] in columns:
+            raise _fail(f"{where}[{i}].column", f"duplicate column {e['column']}")
+        names.add(e["name"])
+        columns.add(e["column"])
+
+
+def validate_profile(doc: Any) -> dict[str, Any]:
+    """Check ``doc`` against schema version 1; return it (as a dict) or raise ``ValueError``.
+
+    The message names the offending field, e.g. ``features[2].edges``.
+    """
+    if not isinstance(doc, Mapping):
+        raise _fail("(top level)", "must be a JSON object")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise _fail("schema_version", f"must be {SCHEMA_VERSION}, got {version!r}")
+    _keys(doc, _TOP_KEYS, "")
+    n_rows = _int(doc, "n_rows", "")
+    _int(doc, "bins", "", minimum=2)
+    _int(doc, "top_k", "", minimum=1)
+    _validate_section(doc["features"], "features", n_rows)
+    outputs = doc["outputs"]
+    if not isinstance(outputs, Mapping):
+        raise _fail("outputs", "must be an object mapping output names to features")
+    for name, section in outputs.items():
+        if not isinstance(name, str) or not name:
+            raise _fail("outputs", f"output names must be non-empty strings, got {name!r}")
+        _validate_section(section, f"outputs.{name}", n_rows)
+    return dict(doc)
