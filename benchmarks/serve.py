@@ -7,8 +7,9 @@
 Systems, each started by the harness on a free loopback port and driven by wrk (a
 C load generator, one thread) with a Lua script: ``floor-asgi`` (a bare ASGI
 callable doing the same V2 JSON + onnxruntime work, ``benchmarks/floors.py``),
-``floor-starlette`` (the same as a Starlette endpoint), ``mlserve`` (monitoring off
-until the monitoring switch exists), and any other Open Inference Protocol server
+``floor-starlette`` (the same as a Starlette endpoint), ``mlserve`` (monitoring on: metrics,
+drift windows, data quality) and ``mlserve-off`` (``--monitoring off``), and any other
+Open Inference Protocol server
 given with ``--url NAME=URL_TEMPLATE`` (``{model}`` is replaced by the model name).
 ``onnxruntime`` is the in-process floor: one session call, no HTTP.
 
@@ -117,8 +118,9 @@ def make_registry(workdir: Path, delay_us: int) -> Path:
     for name, version in (("lr", 1), ("gbm", 2), ("gbm-batched", 2)):
         target = registry / name / "1"
         target.mkdir(parents=True)
-        for file in ("model.onnx", "lineage.json", "samples.npz"):
-            shutil.copy(demo / "credit-risk" / str(version) / file, target / file)
+        for file in ("model.onnx", "lineage.json", "samples.npz", "reference.json"):
+            if (demo / "credit-risk" / str(version) / file).exists():
+                shutil.copy(demo / "credit-risk" / str(version) / file, target / file)
     (registry / "gbm-batched" / "model.toml").write_text(BATCHING_TOML.format(delay=delay_us))
     return registry
 
@@ -132,21 +134,12 @@ def start_systems(names: list[str], registry: Path, workers: int, logdir: Path) 
     )
     for name in names:
         port = free_port()
-        if name == "mlserve":
+        if name in ("mlserve", "mlserve-off"):
             cmd = [
-                sys.executable,
-                "-m",
-                "mlserve",
-                "serve",
-                "--registry",
-                str(registry),
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-            ]
+                sys.executable, "-m", "mlserve", "serve", "--registry", str(registry),
+                "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+                "--monitoring", "off" if name == "mlserve-off" else "on",
+            ]  # fmt: skip
             system = System(name, f"http://127.0.0.1:{port}/v2/models/{{model}}/infer")
         elif name in FLOOR_SYSTEMS:
             factory = "raw_app" if name == "floor-asgi" else "starlette_app"
@@ -399,7 +392,7 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="mlserve serving benchmark (see module docstring)")
-    p.add_argument("--systems", default="floor-asgi,floor-starlette,mlserve")
+    p.add_argument("--systems", default="floor-asgi,floor-starlette,mlserve-off,mlserve")
     p.add_argument(
         "--url",
         action="append",

@@ -17,6 +17,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from mlserve import demo  # noqa: E402
 from mlserve.demo import build_demo  # noqa: E402
+from mlserve.monitoring import load_profile  # noqa: E402
+from mlserve.profiling import profile_from_file  # noqa: E402
 
 try:
     import tomllib
@@ -47,7 +49,7 @@ def test_layout(workspace: Path) -> None:
         assert dirs == [str(v) for v in versions]
         for v in versions:
             names = {p.name for p in (registry / model / str(v)).iterdir()}
-            assert names == {"model.onnx", "lineage.json", "samples.npz"}
+            assert names == {"model.onnx", "lineage.json", "samples.npz", "reference.json"}
     toml_text = (registry / "credit-risk" / "model.toml").read_text()
     assert toml_text.startswith("#")
     assert toml_text.endswith('[versions]\npolicy = "all"\n')
@@ -108,6 +110,45 @@ def test_samples_match_onnxruntime(workspace: Path) -> None:
             assert samples["outputs.probabilities"].dtype == np.float32
 
 
+@pytest.mark.parametrize("key", ["credit-risk/1", "credit-risk/2", "iris/1"])
+def test_reference_profile(workspace: Path, key: str) -> None:
+    """reference.json profiles the training data and the model's outputs on it."""
+    vdir = workspace / "registry" / key
+    profile = load_profile(vdir / "reference.json")
+    with np.load(workspace / "datasets" / f"{key.split('/')[0]}.npz") as data:
+        X, y, names = data["X_train"], data["y_train"], [str(n) for n in data["feature_names"]]
+    n = X.shape[0]
+    assert (profile["n_rows"], profile["bins"]) == (n, 10)
+    assert [f["name"] for f in profile["features"]] == names
+    assert [f["column"] for f in profile["features"]] == list(range(len(names)))
+    for f in profile["features"]:
+        assert f["kind"] == "numeric" and f["n"] == n and f["missing"] == 0
+        assert sum(f["counts"]) == n and len(f["edges"]) <= 9
+        col = X[:, f["column"]].astype(np.float64)
+        bins = np.searchsorted(f["edges"], col, side="right")
+        assert f["counts"] == np.bincount(bins, minlength=len(f["edges"]) + 1).tolist()
+        assert (f["min"], f["max"]) == (col.min(), col.max())
+        assert f["mean"] == pytest.approx(col.mean(), rel=1e-9)
+    label, proba = _session(vdir / "model.onnx").run(["label", "probabilities"], {"X": X})
+    assert set(profile["outputs"]) == {"label", "probabilities"}
+    (lab,) = profile["outputs"]["label"]
+    assert (lab["name"], lab["kind"], lab["missing"]) == ("label", "categorical", 0)
+    assert sorted(lab["levels"]) == sorted(np.unique(y).tolist())
+    assert lab["counts"] == [int(np.sum(label == lv)) for lv in lab["levels"]] + [0]
+    probs = profile["outputs"]["probabilities"]
+    assert [p["name"] for p in probs] == [f"probabilities[{j}]" for j in range(proba.shape[1])]
+    for p in probs:
+        assert p["kind"] == "numeric" and sum(p["counts"]) == n
+        assert p["max"] == pytest.approx(float(proba[:, p["column"]].max()))
+
+
+def test_reference_profile_equals_profile_command(workspace: Path) -> None:
+    """``mlserve profile`` on the demo's training data remakes the demo's reference.json."""
+    vdir = workspace / "registry" / "credit-risk" / "2"
+    made = profile_from_file(workspace / "datasets" / "credit-risk.npz", model=vdir / "model.onnx")
+    assert json.loads(json.dumps(made)) == load_profile(vdir / "reference.json")
+
+
 @pytest.mark.parametrize(
     ("key", "minimum"), [("credit-risk/1", 0.75), ("credit-risk/2", 0.75), ("iris/1", 0.9)]
 )
@@ -161,6 +202,10 @@ def test_is_built_detects_tampering(workspace: Path, tmp_path: Path) -> None:
     with (copy / "registry" / "iris" / "1" / "model.onnx").open("ab") as f:
         f.write(b"\0")
     assert not demo._is_built(copy)
+    shutil.rmtree(copy)
+    shutil.copytree(workspace, copy)
+    (copy / "registry" / "credit-risk" / "2" / "reference.json").unlink()
+    assert not demo._is_built(copy)
 
 
 def test_idempotent_force_and_deterministic(workspace: Path, tmp_path: Path) -> None:
@@ -182,8 +227,13 @@ def test_idempotent_force_and_deterministic(workspace: Path, tmp_path: Path) -> 
             assert sorted(a.files) == sorted(b.files)
             for key in a.files:
                 np.testing.assert_array_equal(a[key], b[key])
-    for rel in MODEL_FILES:  # and byte-identical models
-        assert (registry / rel).read_bytes() == (workspace / "registry" / rel).read_bytes()
+    for rel in MODEL_FILES:  # and byte-identical models and reference profiles
+        for name in ("model.onnx", "reference.json"):
+            new, old = (
+                (registry / rel).with_name(name),
+                (workspace / "registry" / rel).with_name(name),
+            )
+            assert new.read_bytes() == old.read_bytes()
 
 
 def test_refuses_foreign_registry_without_force(tmp_path: Path) -> None:

@@ -269,3 +269,12 @@ def test_load_profile_errors_name_the_file(profile, tmp_path):
     with pytest.raises(ValueError, match="bins"):
         save_profile(_broken(profile, lambda d: d.update(bins=0)), tmp_path / "other.json")
     assert not (tmp_path / "other.json").exists()
+
+
+def test_saved_profile_is_readable_by_others(tmp_path):
+    import stat
+
+    x = np.random.default_rng(0).standard_normal((50, 2))
+    save_profile(build_profile(x, ["a", "b"]), tmp_path / "reference.json")
+    mode = stat.S_IMODE((tmp_path / "reference.json").stat().st_mode)
+    assert mode & 0o044 == 0o044

@@ -33,7 +33,64 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="retrain the demo models")
     demo.add_argument("--build-only", action="store_true", help="build, print the path, exit")
     _server_options(demo)
+
+    prof = sub.add_parser(
+        "profile", help="write a reference profile (reference.json) for drift monitoring"
+    )
+    _profile_options(prof)
     return parser
+
+
+def _profile_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``mlserve profile`` (see ``mlserve.profiling.profile_from_file``)."""
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="reference data: .npz, .csv or .parquet",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="directory to write reference.json to (made if missing)",
+    )
+    p.add_argument(
+        "--input-key",
+        metavar="KEY",
+        help="the .npz array to profile (default X, else X_train, else the 2-D one)",
+    )
+    p.add_argument(
+        "--feature-names",
+        type=_names,
+        metavar="A,B,...",
+        help="column names, for data files without any",
+    )
+    p.add_argument(
+        "--categorical",
+        type=_names,
+        default=[],
+        metavar="A,B,...",
+        help="features profiled by level (CSV/parquet text columns always are)",
+    )
+    p.add_argument(
+        "--model", type=Path, metavar="ONNX", help="also profile this model's outputs on the data"
+    )
+    p.add_argument("--bins", type=int, default=10, help="bins per numeric feature (10)")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=20,
+        metavar="K",
+        help="levels kept per categorical feature (20)",
+    )
+
+
+def _names(text: str) -> list[str]:
+    """``"a, b,c"`` → ``["a", "b", "c"]``."""
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
@@ -49,6 +106,11 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-elements", dest="max_elements", type=int)
     p.add_argument("--drain-seconds", dest="drain_seconds", type=float)
     p.add_argument("--inference-threads", dest="inference_threads", type=int)
+    p.add_argument(
+        "--monitoring",
+        choices=["on", "off"],
+        help="per-request metrics and drift (default on; env MLSERVE_MONITORING)",
+    )
 
 
 _SETTING_KEYS = (
@@ -60,11 +122,14 @@ _SETTING_KEYS = (
     "max_elements",
     "drain_seconds",
     "inference_threads",
+    "monitoring",
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "profile":
+        return _profile(args)
     overrides = {k: getattr(args, k) for k in _SETTING_KEYS}
     if args.command == "demo":
         from .demo import build_demo
@@ -87,3 +152,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .server import serve
 
     return serve(settings)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    """``mlserve profile``: read the data, build the profile, write ``reference.json``."""
+    from .monitoring.profile import save_profile
+    from .profiling import profile_from_file
+
+    try:
+        profile = profile_from_file(
+            args.data,
+            input_key=args.input_key,
+            feature_names=args.feature_names,
+            categorical=args.categorical,
+            model=args.model,
+            bins=args.bins,
+            top_k=args.top_k,
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_profile(profile, args.out / "reference.json")
+    except (ValueError, OSError) as exc:
+        print(f"mlserve: {exc}", file=sys.stderr)
+        return 2
+    outputs = ", ".join(f"{k} ({len(v)})" for k, v in profile["outputs"].items()) or "none"
+    print(
+        f"wrote {args.out / 'reference.json'}: {profile['n_rows']} rows, "
+        f"{len(profile['features'])} features, outputs: {outputs}"
+    )
+    return 0

@@ -46,6 +46,10 @@ class ServerSettings:
     drain_seconds: float = 30.0
     # Threads that run inference for versions in "thread" mode (0: one per core).
     inference_threads: int = 0
+    # "on": per-request metrics, drift and data quality; "off": none of it on the request path.
+    monitoring: str = "on"
+    # Where worker processes share their monitoring state (set by the server for --workers > 1).
+    state_dir: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -62,6 +66,8 @@ class ServerSettings:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.drain_seconds >= 0:  # also rejects NaN
             raise ConfigError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
+        if self.monitoring not in ("on", "off"):
+            raise ConfigError(f"monitoring must be 'on' or 'off', got {self.monitoring!r}")
         if self.inference_threads < 0:
             raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
 
@@ -180,6 +186,20 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """Which input holds the features, and the drift window and alert settings."""
+
+    # The input whose columns are the features (default: the model's only 2-D input).
+    features: str = ""
+    window_buckets: int = 60
+    bucket_seconds: float = 60.0
+    alpha: float = 0.01
+    # Rows a window needs before any drift alert.
+    min_window: int = 200
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A model's ``model.toml``, validated."""
 
@@ -187,6 +207,7 @@ class ModelConfig:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     inputs: InputPolicy = field(default_factory=InputPolicy)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:
@@ -209,6 +230,7 @@ def parse_model_config(doc: Mapping[str, Any]) -> ModelConfig:
         "execution": ExecutionConfig,
         "inputs": InputPolicy,
         "batching": BatchingConfig,
+        "monitoring": MonitoringConfig,
     }
     for name in doc:
         if name not in sections:
@@ -261,6 +283,7 @@ def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
 
 def _check(config: ModelConfig) -> None:
     v, e, i, b = config.versions, config.execution, config.inputs, config.batching
+    m = config.monitoring
     if v.policy not in POLICIES:
         raise ConfigError(
             f"{MODEL_CONFIG_FILE}: [versions] policy must be one of "
@@ -312,3 +335,11 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [batching] max_queue must be >= 1")
     if not b.timeout_ms >= 0:  # also rejects NaN
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [batching] timeout_ms must be >= 0")
+    if m.window_buckets < 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] window_buckets must be >= 1")
+    if not m.bucket_seconds > 0:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] bucket_seconds must be > 0")
+    if not 0 < m.alpha < 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] alpha must be in (0, 1)")
+    if m.min_window < 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] min_window must be >= 1")

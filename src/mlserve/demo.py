@@ -2,7 +2,9 @@
 
 Trains scikit-learn models on local data (seeded synthetic loan eligibility, bundled iris; no
 downloads), exports them to ONNX (input ``X``, outputs ``label``/``probabilities``), verifies them
-with onnxruntime. Needs the optional ``[demo]`` extra (scikit-learn, skl2onnx, onnx).
+with onnxruntime, and writes each version's reference profile (``reference.json``, built from its
+training data and the model's outputs on it) for drift monitoring. Needs the optional ``[demo]``
+extra (scikit-learn, skl2onnx, onnx).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from .monitoring.profile import build_profile, save_profile
+
 log = logging.getLogger("mlserve.demo")
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # bump whenever the workspace's content changes: old ones rebuild
 MARKER = ".mlserve-demo.json"
 N_SAMPLES = 32
 OUTPUTS = ("label", "probabilities")
@@ -94,6 +98,11 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _run(sess: Any, X: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's outputs on ``X``, by name."""
+    return dict(zip(OUTPUTS, sess.run(list(OUTPUTS), {"X": X}), strict=True))
+
+
 def _export(
     name: str, model: Any, data: dict[str, Any], tol: float
 ) -> tuple[bytes, Any, dict[str, Any]]:
@@ -110,21 +119,21 @@ def _export(
     blob = onx.SerializeToString()
     sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
     X_test = data["X_test"]
-    label, proba = sess.run(list(OUTPUTS), {"X": X_test})
-    agree = float(np.mean(label == model.predict(X_test)))
-    err = float(np.max(np.abs(proba - model.predict_proba(X_test))))
+    out = _run(sess, X_test)
+    agree = float(np.mean(out["label"] == model.predict(X_test)))
+    err = float(np.max(np.abs(out["probabilities"] - model.predict_proba(X_test))))
     if agree < 0.995 or err > tol:
         raise RuntimeError(
             f"ONNX export of {name} ({type(model).__name__}) diverges from scikit-learn: "
             f"label agreement {agree:.4f}, max probability error {err:.2e} (tolerance {tol:.0e})"
         )
-    return blob, sess, dict(zip(OUTPUTS, (label, proba), strict=True))
+    return blob, sess, out
 
 
 def _write_version(
     model_dir: Path, version: int, model: Any, data: dict[str, np.ndarray], tol: float
 ) -> dict[str, Any]:
-    """Export, verify and write one version's model.onnx, samples.npz and lineage.json."""
+    """Export and verify a version: model.onnx, samples.npz, reference.json, lineage.json."""
     import onnx
     import skl2onnx
     import sklearn
@@ -134,11 +143,12 @@ def _write_version(
     vdir = model_dir / str(version)
     vdir.mkdir(parents=True)
     (vdir / "model.onnx").write_bytes(blob)
-    inputs = {"X": data["X_test"][:N_SAMPLES]}  # golden outputs: a run on exactly these rows
-    golden = dict(zip(OUTPUTS, sess.run(list(OUTPUTS), inputs), strict=True))
-    arrays = {f"inputs.{k}": v for k, v in inputs.items()}
-    arrays.update({f"outputs.{k}": v for k, v in golden.items()})
-    np.savez(vdir / "samples.npz", **arrays)  # type: ignore[arg-type]
+    X = data["X_test"][:N_SAMPLES]  # golden outputs: a run on exactly these rows
+    golden = {"inputs.X": X, **{f"outputs.{k}": v for k, v in _run(sess, X).items()}}
+    np.savez(vdir / "samples.npz", **golden)  # type: ignore[arg-type]
+    X_train, names = data["X_train"], [str(n) for n in data["feature_names"]]
+    profile = build_profile(X_train, names, outputs=_run(sess, X_train), bins=10)
+    save_profile(profile, vdir / "reference.json")  # all demo features are numeric
     y_test = data["y_test"]
     metrics = {"accuracy": float(accuracy_score(y_test, out["label"]))}
     if out["probabilities"].shape[1] == 2:
@@ -198,6 +208,7 @@ def _is_built(directory: Path) -> bool:
         reg, ds = directory / "registry", directory / "datasets"
         return all(
             _sha256((reg / k / "model.onnx").read_bytes()) == v["model_sha256"]
+            and (reg / k / "reference.json").is_file()
             for k, v in models.items()
         ) and all((ds / f"{n}.npz").is_file() for n in ("credit-risk", "iris"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import warnings
 from types import FrameType
 
@@ -20,6 +23,11 @@ def serve(settings: ServerSettings) -> int:
 
     Workers rebuild the settings from ``MLSERVE_*`` variables, so the parent exports them.
     """
+    state_dir = None
+    if settings.workers > 1 and not settings.state_dir:
+        # Workers publish monitoring snapshots here; /metrics on any worker sums them.
+        state_dir = tempfile.mkdtemp(prefix="mlserve-state-")
+        settings = dataclasses.replace(settings, state_dir=state_dir)
     os.environ.update(settings.to_environ())
     os.environ["MLSERVE_REGISTRY"] = str(settings.registry.resolve())
     logging.basicConfig(
@@ -47,6 +55,8 @@ def serve(settings: ServerSettings) -> int:
         server_header=False,
         timeout_graceful_shutdown=int(settings.drain_seconds) or None,
     )
+    if state_dir is not None:
+        shutil.rmtree(state_dir, ignore_errors=True)
     return 0
 
 

@@ -16,17 +16,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .batching.runners import Runner, choose_runner
 from .config import ModelConfig, ServerSettings
-from .errors import InvalidInput, ServerNotReady
+from .errors import InvalidInput, MLServeError, ModelLoadError, ServerNotReady, Unavailable
+from .monitoring.hub import EndpointStats, MonitoringHub
+from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REJECTED
+from .monitoring.monitor import REFERENCE_FILE, ModelMonitor
+from .monitoring.profile import load_profile
 from .registry.store import ModelStore, VersionState
 from .runtime.binary import binary_size, decode_binary, encode_binary, raw_shape
 from .runtime.session import ModelSession
 from .runtime.tensors import decode_json, encode_json
 
 PLATFORM = "onnxruntime_onnx"
+OUTCOME_NAMES = OUTCOMES
 EXTENSIONS = ["binary_tensor_data"]
 
 
@@ -39,6 +45,8 @@ class Endpoint:
     model: str
     version: str
     version_bytes: bytes
+    # None with monitoring off: nothing is recorded for this version.
+    stats: EndpointStats | None
 
 
 @dataclass(slots=True)
@@ -51,24 +59,52 @@ class InferResult:
     queue_s: float
     infer_s: float
     blobs: list[bytes]
+    feeds: dict[str, np.ndarray]
+    outputs: list[np.ndarray]
+    names: Sequence[str]
 
 
 class InferenceService:
     """Requests in, responses out, over a ``ModelStore``."""
 
-    def __init__(self, settings: ServerSettings, store: ModelStore[Endpoint] | None = None) -> None:
+    def __init__(self, settings: ServerSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         threads = settings.inference_threads or (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlserve-infer")
-        self.store: ModelStore[Endpoint] = store or ModelStore(settings, self.prepare)
+        self.store: ModelStore[Endpoint] = ModelStore(settings, self.prepare)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.hub = MonitoringHub(
+            self.registry,
+            self._version_facts,
+            enabled=settings.monitoring == "on",
+            state_dir=settings.state_dir,
+        )
         self.shutting_down = False
 
     def prepare(self, session: ModelSession, config: ModelConfig) -> Endpoint:
         """Build the request path's view of a freshly loaded version (runs at load)."""
         runner = choose_runner(session, config.batching, self._executor)
+        stats = None
+        if self.hub.enabled:
+            monitor = ModelMonitor.build(
+                session.inputs, session.outputs, config.monitoring, _profile(session)
+            )
+            stats = self.hub.register(session.model, session.version, runner, monitor)
         return Endpoint(
-            session, runner, session.model, str(session.version), str(session.version).encode()
+            session,
+            runner,
+            session.model,
+            str(session.version),
+            str(session.version).encode(),
+            stats,
         )
+
+    def _version_facts(self) -> list[tuple[str, int, str, float | None]]:
+        return [
+            (name, v, r.state.value, r.load_seconds)
+            for name, record in list(self.store.models.items())
+            for v, r in list(record.versions.items())
+        ]
 
     # ------------------------------------------------------------------ health and metadata
     def live(self) -> bool:
@@ -141,15 +177,19 @@ class InferenceService:
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
         endpoint = self.store.resolve(model, version)
-        if not isinstance(request, dict):
-            raise InvalidInput("the request body must be a JSON object", reason="json")
-        session = endpoint.session
-        feeds = self._feeds(session, request.get("inputs"), binary)
-        names, binary_out = self._outputs(session, request)
-        outputs, queue_s, infer_s = await endpoint.runner.run(feeds, names)
-        request_id = request.get("id")
-        if request_id is not None and not isinstance(request_id, str):
-            raise InvalidInput("'id' must be a string", reason="json")
+        try:
+            if not isinstance(request, dict):
+                raise InvalidInput("the request body must be a JSON object", reason="json")
+            session = endpoint.session
+            feeds = self._feeds(session, request.get("inputs"), binary)
+            names, binary_out = self._outputs(session, request)
+            request_id = request.get("id")
+            if request_id is not None and not isinstance(request_id, str):
+                raise InvalidInput("'id' must be a string", reason="json")
+            outputs, queue_s, infer_s = await endpoint.runner.run(feeds, names)
+        except MLServeError as exc:
+            self._failed(endpoint, version, exc)
+            raise
         return self._respond(
             endpoint,
             version,
@@ -159,7 +199,32 @@ class InferenceService:
             binary_out,
             queue_s,
             infer_s,
+            feeds,
         )
+
+    def _failed(self, endpoint: Endpoint, version: int | None, exc: MLServeError) -> None:
+        stats = endpoint.stats
+        if stats is None:
+            return
+        role = "stable" if version is None else "pinned"
+        if isinstance(exc, InvalidInput):
+            stats.roles[role].failure(INVALID)
+            self.hub.rejected(stats, exc.reason)
+        elif isinstance(exc, Unavailable) or exc.status_code == 504:
+            stats.roles[role].failure(REJECTED)
+        else:
+            stats.roles[role].failure(ERROR)
+
+    def record(self, result: InferResult, total_s: float) -> None:
+        """Account a successful request (after its answer was sent): stats, drift windows."""
+        stats = result.endpoint.stats
+        if stats is None:
+            return
+        feeds = result.feeds
+        rows = next(iter(feeds.values())).shape[0] if feeds else 0
+        stats.roles[result.role].success(total_s, result.queue_s, result.infer_s, rows)
+        if stats.monitor is not None:
+            stats.monitor.observe(feeds, dict(zip(result.names, result.outputs, strict=True)))
 
     async def infer_raw(self, model: str, version: int | None, body: memoryview) -> InferResult:
         """A raw binary body for a single-input model (header length 0); binary outputs."""
@@ -176,11 +241,23 @@ class InferenceService:
         spec = session.inputs[0]
         shape = raw_shape(spec, len(body))
         tensor = {"name": spec.name, "datatype": spec.datatype, "shape": list(shape)}
-        feeds = {spec.name: decode_binary(spec, tensor, body, session.limits)}
-        outputs, queue_s, infer_s = await endpoint.runner.run(feeds, None)
+        try:
+            feeds = {spec.name: decode_binary(spec, tensor, body, session.limits)}
+            outputs, queue_s, infer_s = await endpoint.runner.run(feeds, None)
+        except MLServeError as exc:
+            self._failed(endpoint, version, exc)
+            raise
         binary_out = [True] * len(outputs)
         return self._respond(
-            endpoint, version, None, session.output_names, outputs, binary_out, queue_s, infer_s
+            endpoint,
+            version,
+            None,
+            session.output_names,
+            outputs,
+            binary_out,
+            queue_s,
+            infer_s,
+            feeds,
         )
 
     @staticmethod
@@ -193,6 +270,7 @@ class InferenceService:
         binary_out: list[bool] | None,
         queue_s: float,
         infer_s: float,
+        feeds: dict[str, np.ndarray],
     ) -> InferResult:
         blobs: list[bytes] = []
         if binary_out is None:
@@ -216,7 +294,7 @@ class InferenceService:
         if request_id is not None:
             body["id"] = request_id
         role = "stable" if version is None else "pinned"
-        return InferResult(body, endpoint, role, queue_s, infer_s, blobs)
+        return InferResult(body, endpoint, role, queue_s, infer_s, blobs, feeds, outputs, names)
 
     @staticmethod
     def _feeds(
@@ -302,6 +380,58 @@ class InferenceService:
             return None, ([True] * len(session.output_names) if all_binary else None)
         return names, (binary if any(binary) else None)
 
+    def monitor(self, model: str, version: int | None) -> dict[str, Any]:
+        """Drift, data quality and traffic for a model's versions (or one), merged over
+        workers."""
+        record = self.store.record(model)
+        versions = [version] if version is not None else record.ready_versions()
+        if version is not None:
+            self.store.resolve(model, version)  # 404/503 as for inference
+        merged = self.hub.merged()
+        reports = self.hub.reports(merged)
+        out: dict[str, Any] = {"model": model, "monitoring": self.hub.enabled, "versions": {}}
+        for v in versions:
+            key = f"{model}/{v}"
+            entry = merged.get("endpoints", {}).get(key, {})
+            stats = self.hub.endpoint(model, v)
+            traffic = {
+                role: {
+                    "outcomes": dict(zip(OUTCOME_NAMES, state["outcomes"], strict=True)),
+                    "rows": state["rows"],
+                }
+                for role, state in entry.get("roles", {}).items()
+            }
+            item: dict[str, Any] = {"requests": traffic, "pending": entry.get("pending", 0)}
+            if stats is None or stats.monitor is None:
+                item["drift"] = None
+                item["note"] = (
+                    "monitoring is off"
+                    if not self.hub.enabled
+                    else f"no {REFERENCE_FILE} for this version: drift and data quality need a "
+                    "reference profile"
+                )
+            else:
+                item["drift"] = reports.get(key)
+                item["predictions"] = {
+                    name: dict(
+                        zip([str(x) for x in [*cls["levels"], "other"]], cls["counts"], strict=True)
+                    )
+                    for section in entry.get("monitor", {}).get("sections", {}).values()
+                    for name, cls in section.get("classes", {}).items()
+                }
+            out["versions"][str(v)] = item
+        return out
+
     def close(self) -> None:
         self.shutting_down = True
         self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+def _profile(session: ModelSession) -> dict[str, Any] | None:
+    path = session.path.parent / REFERENCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return load_profile(path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{REFERENCE_FILE} is invalid: {exc}") from exc

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import BatchingConfig
 from ..errors import MLServeError, Overloaded, QueueTimeout
+from ..monitoring.metrics import BATCH_BUCKETS, Histogram
 from ..runtime.session import ModelSession
 from .runners import Outputs
 
@@ -56,6 +57,7 @@ class Batcher:
         self._timer: asyncio.Handle | None = None
         self._busy = False
         self.batches = 0  # batches run, for tests and metrics
+        self.sizes = Histogram(BATCH_BUCKETS)  # rows per batch, exported as mlserve_batch_size
 
     @property
     def pending(self) -> int:
@@ -122,6 +124,7 @@ class Batcher:
         if not batch:
             return
         self.batches += 1
+        self.sizes.observe(sum(it.rows for it in batch))
         started = time.perf_counter()
         if self.inline:
             self._deliver(batch, started, self._compute(batch))

@@ -20,9 +20,9 @@ from starlette.exceptions import HTTPException
 from ..config import ServerSettings
 from ..errors import MLServeError
 from ..service import InferenceService
+from . import monitor, v2
 from .errors import error_response
 from .infer import InferHandler, is_infer_path
-from .v2 import routes
 
 log = logging.getLogger("mlserve.http")
 
@@ -36,7 +36,7 @@ class MLServeApp:
         self.store = self.service.store
         self.infer = InferHandler(self.service, settings.max_body_bytes)
         self.starlette = Starlette(
-            routes=routes(self.service),
+            routes=v2.routes(self.service) + monitor.routes(self.service),
             exception_handlers={
                 HTTPException: error_response,
                 MLServeError: error_response,
@@ -58,13 +58,28 @@ class MLServeApp:
         # turns true when the initial load has finished.
         self._loading = asyncio.create_task(asyncio.to_thread(self.store.load_all))
         self._loading.add_done_callback(_log_load_result)
+        publisher = None
+        if self.service.hub.state_dir is not None:
+            publisher = asyncio.create_task(self._publish_forever())
         try:
             yield
         finally:
             self.service.shutting_down = True
             if not self._loading.done():
                 self._loading.cancel()
+            if publisher is not None:
+                publisher.cancel()
+                await asyncio.to_thread(self.service.hub.publish)  # final counts stay counted
             self.service.close()
+
+    async def _publish_forever(self) -> None:
+        """Share this worker's monitoring snapshot with the other workers once a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.to_thread(self.service.hub.publish)
+            except OSError as exc:
+                log.warning("could not publish monitoring state: %s", exc)
 
 
 def _log_load_result(task: asyncio.Task[None]) -> None:

@@ -406,6 +406,7 @@ class WindowedCounts:
         self._ids: list[int | None] = [None] * self.window_buckets
         self._current: int | None = None
         self._bucket = self._buckets[0]  # the current bucket's counts
+        self._retired = binning.zeros()  # buckets that left the ring, for ``total``
         self._lock = threading.Lock()
 
     def _bucket_id(self, now: float | None) -> int:
@@ -429,6 +430,8 @@ class WindowedCounts:
         first = bid if cur is None else max(cur + 1, bid - self.window_buckets + 1)
         for i in range(first, bid + 1):
             slot = i % self.window_buckets
+            if self._ids[slot] is not None:  # leaving the ring: keep it in the running total
+                self._retired.add_(self._buckets[slot])
             self._buckets[slot].clear()
             self._ids[slot] = i
         self._current = bid
@@ -447,11 +450,21 @@ class WindowedCounts:
                     total.add_(self._buckets[slot])
         return total
 
+    def total(self) -> BinCounts:
+        """Everything counted since start (or ``reset``): the ring plus retired buckets."""
+        total = self._retired.copy()
+        with self._lock:
+            for slot, i in enumerate(self._ids):
+                if i is not None:
+                    total.add_(self._buckets[slot])
+        return total
+
     def reset(self) -> None:
         """Forget every bucket."""
         with self._lock:
             for b in self._buckets:
                 b.clear()
+            self._retired.clear()
             self._ids = [None] * self.window_buckets
             self._current = None
             self._bucket = self._buckets[0]

@@ -230,6 +230,7 @@ def save_profile(profile: Mapping[str, Any], path: str | os.PathLike[str]) -> No
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; servers may run as others
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,146 @@
+"""Monitoring routes: ``/metrics``, the model monitor endpoint, and a live SSE stream."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from prometheus_client.exposition import choose_encoder
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from ..errors import InvalidInput
+from ..monitoring.metrics import LATENCY_BUCKETS
+from ..registry.layout import check_model_name, parse_version
+from ..service import InferenceService
+from .v2 import JSONResponse
+
+STREAM_MAX_SECONDS = 300.0
+
+
+def routes(service: InferenceService) -> list[Route]:
+    """Routes bound to ``service``."""
+
+    async def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        # Merging worker snapshots reads a few small files: keep it off the event loop.
+        body = await asyncio.to_thread(encoder, service.registry)
+        return Response(body, media_type=content_type)
+
+    async def monitor(request: Request) -> Response:
+        model = check_model_name(request.path_params["model"])
+        raw = request.path_params.get("version")
+        version = parse_version(raw) if raw is not None else None
+        return JSONResponse(await asyncio.to_thread(service.monitor, model, version))
+
+    async def stream(request: Request) -> Response:
+        interval = _number(request, "interval", 1.0, 0.2, 60.0)
+        limit = _number(request, "max_seconds", STREAM_MAX_SECONDS, 1.0, 3600.0)
+        return StreamingResponse(
+            _snapshots(service, interval, limit),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    return [
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v2/models/{model}/monitor", monitor, methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/monitor", monitor, methods=["GET"]),
+        Route("/v2/monitor/stream", stream, methods=["GET"]),
+    ]
+
+
+def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:
+        raise InvalidInput(f"query parameter {name!r} must be a number in [{low:g}, {high:g}]")
+    return value
+
+
+async def _snapshots(
+    service: InferenceService, interval: float, limit: float
+) -> AsyncIterator[bytes]:
+    """Server-Sent Events: one ``snapshot`` event per interval; ends after ``limit`` seconds
+    (EventSource clients reconnect) or when the server starts shutting down."""
+    previous: dict[str, Any] | None = None
+    deadline = time.monotonic() + limit
+    yield b"retry: 1000\n\n"
+    while not service.shutting_down and time.monotonic() < deadline:
+        merged = await asyncio.to_thread(service.hub.merged)
+        reports = service.hub.reports(merged)
+        now = time.time()
+        event = snapshot_event(merged, reports, previous, now)
+        previous = {"time": now, "merged": merged}
+        yield b"event: snapshot\ndata: " + orjson.dumps(event) + b"\n\n"
+        await asyncio.sleep(interval)
+
+
+def snapshot_event(
+    merged: dict[str, Any],
+    reports: dict[str, Any],
+    previous: dict[str, Any] | None,
+    now: float,
+) -> dict[str, Any]:
+    """Per version and role: totals, request rate and latency quantiles since the previous
+    snapshot (estimated from histogram buckets as PromQL's histogram_quantile does), and
+    drift alerts."""
+    before = previous["merged"]["endpoints"] if previous else {}
+    elapsed = now - previous["time"] if previous else None
+    endpoints: dict[str, Any] = {}
+    for key, entry in merged.get("endpoints", {}).items():
+        roles = {}
+        for role, state in entry.get("roles", {}).items():
+            old = before.get(key, {}).get("roles", {}).get(role)
+            counts = state["duration"]["counts"]
+            done = sum(state["outcomes"])
+            if old is not None:
+                counts = [a - b for a, b in zip(counts, old["duration"]["counts"], strict=True)]
+                done -= sum(old["outcomes"])
+            roles[role] = {
+                "requests": dict(
+                    zip(("success", "invalid", "rejected", "error"), state["outcomes"], strict=True)
+                ),
+                "rate_per_s": done / elapsed if elapsed else None,
+                "latency_s": {f"p{int(q * 100)}": quantile(counts, q) for q in (0.5, 0.9, 0.99)},
+            }
+        report = reports.get(key)
+        endpoints[key] = {
+            "roles": roles,
+            "pending": entry.get("pending", 0),
+            "drift_alert": bool(report and report["alert"]),
+            "alerting": {
+                section: [f["name"] for f in rep["features"] if f["alert"]]
+                for section, rep in (report or {}).get("sections", {}).items()
+                if rep["alert"]
+            },
+        }
+    return {"time": now, "endpoints": endpoints}
+
+
+def quantile(counts: list[int], q: float) -> float | None:
+    """The q-quantile of a latency histogram, interpolated linearly within its bucket."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    lower = 0.0
+    for bound, count in zip((*LATENCY_BUCKETS, math.inf), counts, strict=True):
+        if count and seen + count >= rank:
+            if bound == math.inf:
+                return lower
+            return lower + (bound - lower) * (rank - seen) / count
+        seen += count
+        lower = bound
+    return lower

@@ -1,0 +1,199 @@
+"""One worker's monitoring state, its snapshot, and the merge across worker processes.
+
+The hub holds what each loaded version records (``EndpointStats``: request stats per
+traffic role, the runner's queue and batch sizes, the ``ModelMonitor``). A scrape or a
+monitor request takes a snapshot; with several workers (``state_dir`` set) every worker
+also publishes its snapshot to ``state_dir`` once a second, and the answering worker sums
+its own fresh snapshot with the others' (counters of a worker that has exited still
+count; its gauges do not). Drift reports are computed from the merged windows, at most
+once a second, and reused by scrapes in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client.core import CollectorRegistry, Metric
+from prometheus_client.registry import Collector
+
+from .metrics import Histogram, RequestStats, families, merge_snapshots
+from .monitor import ModelMonitor
+
+log = logging.getLogger("mlserve.monitoring")
+
+ROLES = ("stable", "canary", "pinned", "shadow")
+# (model, version, state, load_seconds) for every known version
+VersionFacts = Callable[[], Iterable[tuple[str, int, str, float | None]]]
+
+
+@dataclass(eq=False)
+class EndpointStats:
+    """What one loaded version records; created at load, written only by its event loop."""
+
+    model: str
+    version: int
+    roles: dict[str, RequestStats] = field(default_factory=dict)
+    monitor: ModelMonitor | None = None
+    runner: Any = None  # has .pending; a batcher also has .sizes (a Histogram)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.version}"
+
+
+class MonitoringHub:
+    """Snapshots, cross-worker merge, drift reports and the Prometheus collector."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        versions: VersionFacts,
+        *,
+        enabled: bool = True,
+        state_dir: str = "",
+    ) -> None:
+        self.registry = registry
+        self.enabled = enabled
+        self.state_dir = Path(state_dir) if state_dir else None
+        self._versions = versions
+        self._endpoints: dict[str, EndpointStats] = {}
+        self._rejected: dict[str, int] = {}
+        self._lock = threading.Lock()  # endpoints are registered from the loader thread
+        self._reports: tuple[float, dict[str, Any]] | None = None
+        registry.register(_Collector(self))
+
+    # ------------------------------------------------------------------ registration
+    def register(
+        self, model: str, version: int, runner: Any, monitor: ModelMonitor | None
+    ) -> EndpointStats:
+        stats = EndpointStats(
+            model, version, {role: RequestStats() for role in ROLES}, monitor, runner
+        )
+        with self._lock:
+            self._endpoints = {**self._endpoints, stats.key: stats}
+        return stats
+
+    def rejected(self, stats: EndpointStats, reason: str) -> None:
+        key = f"{stats.key}/{reason}"
+        self._rejected[key] = self._rejected.get(key, 0) + 1
+
+    def endpoint(self, model: str, version: int) -> EndpointStats | None:
+        return self._endpoints.get(f"{model}/{version}")
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's state as plain data."""
+        endpoints: dict[str, Any] = {}
+        for key, st in list(self._endpoints.items()):
+            entry: dict[str, Any] = {
+                "roles": {r: s.state() for r, s in st.roles.items() if s.outcomes != [0, 0, 0, 0]},
+                "pending": int(getattr(st.runner, "pending", 0)),
+            }
+            sizes = getattr(st.runner, "sizes", None)
+            if isinstance(sizes, Histogram):
+                entry["batch"] = sizes.state()
+            if st.monitor is not None:
+                entry["monitor"] = st.monitor.state()
+            endpoints[key] = entry
+        gauges: dict[str, Any] = {}
+        failures: dict[str, int] = {}
+        for model, version, state, load_s in self._versions():
+            gauges[f"{model}/{version}"] = {
+                "ready": 1 if state == "ready" else 0,
+                "load_seconds": load_s,
+            }
+            if state == "failed":
+                failures[model] = failures.get(model, 0) + 1
+        return {
+            "pid": os.getpid(),
+            "endpoints": endpoints,
+            "gauges": gauges,
+            "load_failures": failures,
+            "rejected": dict(self._rejected),
+        }
+
+    def publish(self) -> None:
+        """Write this worker's snapshot for the other workers (atomically)."""
+        if self.state_dir is None:
+            return
+        data = orjson.dumps(self.snapshot())
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.state_dir / f"worker-{os.getpid()}.json")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def merged(self) -> dict[str, Any]:
+        """All workers' snapshots summed (this worker's taken fresh)."""
+        own = self.snapshot()
+        own["workers"] = 1
+        if self.state_dir is None:
+            return own
+        parts = [own]
+        for path in self.state_dir.glob("worker-*.json"):
+            pid = int(path.stem.split("-", 1)[1])
+            if pid == own["pid"]:
+                continue
+            try:
+                snap = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # replaced under us or half written by a crash: skip this round
+            if _alive(pid):
+                snap["workers"] = 1
+            else:  # its counters still count; its gauges are stale
+                snap.pop("gauges", None)
+                for entry in snap.get("endpoints", {}).values():
+                    entry["pending"] = 0
+            parts.append(snap)
+        merged = merge_snapshots(parts)
+        merged.pop("pid", None)
+        return merged
+
+    def reports(self, merged: dict[str, Any]) -> dict[str, Any]:
+        """Drift reports per endpoint from merged state, recomputed at most once a second."""
+        now = time.monotonic()
+        cached = self._reports
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        reports: dict[str, Any] = {}
+        for key, st in list(self._endpoints.items()):
+            state = merged.get("endpoints", {}).get(key, {}).get("monitor")
+            if st.monitor is not None and state:
+                reports[key] = st.monitor.report(state)
+        self._reports = (now, reports)
+        return reports
+
+
+class _Collector(Collector):
+    """Reads the hub's merged snapshot and cached reports; computes nothing heavy."""
+
+    def __init__(self, hub: MonitoringHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        merged = self.hub.merged()
+        yield from families(merged, self.hub.reports(merged))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,221 @@
+"""Per-version monitoring on the request path: feature and prediction windows, data quality.
+
+A ``ModelMonitor`` is built at load from the version's reference profile
+(``reference.json``) and ``model.toml [monitoring]``: one section for the input that
+holds the features and one per profiled model output. ``observe`` bins a request's rows
+into each section's current time bucket (one kernel call per section). ``state`` exports
+plain data that merges across workers by addition; ``report`` turns merged state into
+drift statistics, alerts and data-quality figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import MonitoringConfig
+from ..errors import ModelLoadError
+from ..runtime.tensors import TensorSpec
+from .binning import Binning
+from .drift import WindowedCounts, drift_report
+from .kernel import BinCounts
+
+REFERENCE_FILE = "reference.json"
+INPUTS = "inputs"
+_WINDOW_ARRAYS = ("counts", "out_low", "out_high", "n_finite", "sums", "sumsq")
+
+
+@dataclass
+class Section:
+    """One profiled tensor: the model input with the features, or one output."""
+
+    key: str  # "inputs" or the output's name
+    source: str  # the tensor's name
+    is_input: bool
+    binning: Binning
+    window: WindowedCounts
+
+
+class ModelMonitor:
+    """Feature and prediction drift and data quality for one loaded version."""
+
+    def __init__(
+        self,
+        sections: list[Section],
+        config: MonitoringConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sections = sections
+        self.config = config
+        self._clock = clock
+        self._inputs = [(s.source, s.window) for s in sections if s.is_input]
+        self._outputs = [(s.source, s.window) for s in sections if not s.is_input]
+
+    @classmethod
+    def build(
+        cls,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        config: MonitoringConfig,
+        profile: Mapping[str, Any] | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> ModelMonitor | None:
+        """The monitor for a version, or ``None`` without a profile or when disabled.
+
+        A profile that does not fit the model (unknown tensors, columns beyond the input's
+        width) is a load failure: ``ModelLoadError`` says what does not fit.
+        """
+        if profile is None or not config.enabled:
+            return None
+        source = _feature_input(inputs, config)
+        sections = [cls._section(INPUTS, source, True, profile["features"], config, clock)]
+        names = {s.name: s for s in outputs}
+        for name, entries in profile.get("outputs", {}).items():
+            spec = names.get(name)
+            if spec is None:
+                raise ModelLoadError(
+                    f"{REFERENCE_FILE}: output {name!r} is not an output of the model "
+                    f"({sorted(names)})"
+                )
+            sections.append(cls._section(name, spec, False, entries, config, clock))
+        return cls(sections, config, clock)
+
+    @staticmethod
+    def _section(
+        key: str,
+        spec: TensorSpec,
+        is_input: bool,
+        entries: Any,
+        config: MonitoringConfig,
+        clock: Callable[[], float],
+    ) -> Section:
+        try:
+            binning = Binning(entries)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{REFERENCE_FILE}: section {key!r}: {exc}") from exc
+        width = spec.shape[1] if len(spec.shape) == 2 else 1
+        if len(spec.shape) > 2 or (width != -1 and binning.n_columns > width):
+            raise ModelLoadError(
+                f"{REFERENCE_FILE}: section {key!r} needs {binning.n_columns} columns, tensor "
+                f"{spec.name!r} has shape {spec.shape_text()}"
+            )
+        window = WindowedCounts(
+            binning,
+            bucket_seconds=config.bucket_seconds,
+            window_buckets=config.window_buckets,
+            clock=clock,
+        )
+        return Section(key, spec.name, is_input, binning, window)
+
+    # ------------------------------------------------------------------ request path
+    def observe(self, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+        """Count one request's rows and predictions into the current time bucket."""
+        now = self._clock()
+        for name, window in self._inputs:
+            window.add_batch(feeds[name], now)
+        for name, window in self._outputs:
+            array = outputs.get(name)
+            if array is not None:  # the caller may have asked for other outputs only
+                window.add_batch(array, now)
+
+    # ------------------------------------------------------------------ export
+    def state(self, now: float | None = None) -> dict[str, Any]:
+        """JSON-ready counts: running totals and the current window, per section."""
+        out: dict[str, Any] = {}
+        for s in self.sections:
+            b = s.binning
+            total = s.window.total()
+            window = s.window.window(now=now)
+            vb = [b.value_bins(i) for i in range(b.n_features)]
+            ref = b.reference
+            ratios = []
+            for i in range(b.n_features):
+                row = _value_row(ref[i], vb[i]) if ref is not None else [0] * (vb[i] + 1)
+                n = sum(row)
+                ratios.append([c / n if n else 0.0 for c in row])
+            out[s.key] = {
+                "names": list(b.names),
+                "total": [_value_row(total.counts[i], vb[i]) for i in range(b.n_features)],
+                "out_of_range": (total.out_low + total.out_high).tolist(),
+                "reference_ratio": ratios,
+                "window": {name: getattr(window, name).tolist() for name in _WINDOW_ARRAYS},
+                "classes": {
+                    b.names[b.n_numeric + j]: {
+                        "levels": [_level(v) for v in levels],
+                        "counts": _value_row(total.counts[b.n_numeric + j], vb[b.n_numeric + j])[
+                            :-1
+                        ],
+                    }
+                    for j, levels in enumerate(b.levels)
+                }
+                if not s.is_input
+                else {},
+            }
+        return {"sections": out}
+
+    def report(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Drift and data quality from (merged) ``state``: one report per section."""
+        reports: dict[str, Any] = {}
+        for s in self.sections:
+            sec = state["sections"].get(s.key)
+            if sec is None:
+                continue
+            w = sec["window"]
+            window = BinCounts(
+                counts=np.asarray(w["counts"], dtype=np.int64),
+                out_low=np.asarray(w["out_low"], dtype=np.int64),
+                out_high=np.asarray(w["out_high"], dtype=np.int64),
+                n_finite=np.asarray(w["n_finite"], dtype=np.int64),
+                sums=np.asarray(w["sums"], dtype=np.float64),
+                sumsq=np.asarray(w["sumsq"], dtype=np.float64),
+            )
+            drift = drift_report(
+                s.binning, window, alpha=self.config.alpha, m_min=self.config.min_window
+            ).to_dict()
+            for feat in drift["features"]:
+                row = s.binning.row(feat["name"])
+                n = int(window.n_finite[row])
+                mean = float(window.sums[row]) / n if n else None
+                var = float(window.sumsq[row]) / n - mean * mean if n and mean is not None else None
+                feat["window_mean"] = mean
+                feat["window_std"] = max(var, 0.0) ** 0.5 if var is not None else None
+            drift["section"] = s.key
+            drift["tensor"] = s.source
+            reports[s.key] = drift
+        return {
+            "sections": reports,
+            "alert": any(r["alert"] for r in reports.values()),
+            "window_seconds": self.config.window_buckets * self.config.bucket_seconds,
+        }
+
+
+def _feature_input(inputs: tuple[TensorSpec, ...], config: MonitoringConfig) -> TensorSpec:
+    if config.features:
+        for spec in inputs:
+            if spec.name == config.features:
+                return spec
+        raise ModelLoadError(
+            f"[monitoring] features = {config.features!r} is not an input of the model "
+            f"({[s.name for s in inputs]})"
+        )
+    candidates = [s for s in inputs if len(s.shape) == 2 and s.datatype != "BYTES"]
+    if len(candidates) != 1:
+        raise ModelLoadError(
+            f"{REFERENCE_FILE} is present but the model has {len(candidates)} 2-D numeric "
+            "inputs: set [monitoring] features to the one that holds the features"
+        )
+    return candidates[0]
+
+
+def _value_row(counts: Any, value_bins: int) -> list[int]:
+    """A counts row without the padding: the value bins, then the missing bin."""
+    row = [int(c) for c in counts]
+    return [*row[:value_bins], row[-1]]
+
+
+def _level(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

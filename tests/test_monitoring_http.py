@@ -1,0 +1,338 @@
+"""Monitoring through a real server: exact metric values, drift over HTTP, workers, SSE."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlserve.http.monitor import quantile
+from mlserve.monitoring import build_profile, save_profile
+from mlserve.monitoring.drift import PSI_PSEUDO_COUNT
+from mlserve.monitoring.metrics import LATENCY_BUCKETS, Histogram, merge_snapshots
+
+from .conftest import linear_model, running_server, write_version
+
+N_FEATURES = 20
+NAMES = [f"f{i}" for i in range(N_FEATURES)]
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``watched`` v1, v2 with reference profiles; ``plain`` without one."""
+    root = tmp_path_factory.mktemp("monitored")
+    rng = np.random.default_rng(5)
+    x_ref = rng.standard_normal((5000, N_FEATURES)).astype(np.float32)
+    for version in (1, 2):
+        vdir = write_version(root, "watched", version, linear_model(seed=version))
+        sess = ort.InferenceSession(str(vdir / "model.onnx"), providers=["CPUExecutionProvider"])
+        scores, label = sess.run(None, {"X": x_ref})
+        profile = build_profile(x_ref, NAMES, outputs={"scores": scores, "label": label})
+        save_profile(profile, vdir / "reference.json")
+    (root / "watched" / "model.toml").write_text(
+        '[versions]\npolicy = "all"\n[monitoring]\nmin_window = 200\n'
+    )
+    write_version(root, "plain", 1, linear_model())
+    return root
+
+
+def body(x: np.ndarray, outputs: list[str] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "inputs": [
+            {"name": "X", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+        ]
+    }
+    if outputs:
+        doc["outputs"] = [{"name": n} for n in outputs]
+    return doc
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(url + "/metrics").text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metric_values_after_a_known_sequence(watched: Path) -> None:
+    rng = np.random.default_rng(11)
+    sent_v1 = [rng.standard_normal((2, N_FEATURES)).astype(np.float32) for _ in range(5)]
+    sent_v2 = [rng.standard_normal((1, N_FEATURES)).astype(np.float32) for _ in range(3)]
+    with running_server(watched) as srv, httpx.Client(base_url=srv.url) as c:
+        for x in sent_v1:
+            assert c.post("/v2/models/watched/versions/1/infer", json=body(x)).status_code == 200
+        for x in sent_v2:
+            r = c.post("/v2/models/watched/infer", json=body(x, ["label"]))
+            assert r.status_code == 200
+        bad = np.zeros((1, 19), np.float32)
+        for _ in range(2):
+            assert c.post("/v2/models/watched/infer", json=body(bad)).status_code == 400
+        r = c.post("/v2/models/watched/infer", json=body(sent_v2[0], ["nope"]))
+        assert r.status_code == 400
+        assert c.post("/v2/models/nope/infer", json=body(bad)).status_code == 404
+        samples = scrape(srv.url)
+        monitor = c.get("/v2/models/watched/versions/1/monitor").json()
+
+    def req(version: str, role: str, outcome: str) -> float:
+        return value(
+            samples,
+            "mlserve_requests_total",
+            model="watched",
+            version=version,
+            role=role,
+            outcome=outcome,
+        )
+
+    assert req("1", "pinned", "success") == 5 and req("2", "stable", "success") == 3
+    assert req("2", "stable", "invalid") == 3 and req("1", "pinned", "invalid") == 0
+    assert (
+        value(samples, "mlserve_inference_rows_total", model="watched", version="1", role="pinned")
+        == 10
+    )
+    assert (
+        value(
+            samples,
+            "mlserve_request_duration_seconds_count",
+            model="watched",
+            version="1",
+            role="pinned",
+        )
+        == 5
+    )
+    assert (
+        value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="shape")
+        == 2
+    )
+    assert (
+        value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="name")
+        == 1
+    )
+    assert not any(labels and dict(labels).get("model") == "nope" for _, labels in samples)
+    assert value(samples, "mlserve_model_ready", model="watched", version="2") == 1
+    # Every row lands in exactly one bin per feature; predicted classes match onnxruntime.
+    for feature in ("f0", "f7"):
+        total = sum(
+            v
+            for (name, labels), v in samples.items()
+            if name == "mlserve_feature_bin_total"
+            and dict(labels).get("feature") == feature
+            and dict(labels).get("version") == "1"
+        )
+        assert total == 10
+    sess = ort.InferenceSession(
+        str(watched / "watched" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    labels_v1 = sess.run(["label"], {"X": np.concatenate(sent_v1)})[0]
+    for cls in range(3):
+        expected = int((labels_v1 == cls).sum())
+        assert (
+            value(
+                samples,
+                "mlserve_prediction_class_total",
+                model="watched",
+                version="1",
+                output="label",
+                **{"class": str(cls)},
+            )
+            == expected
+        )
+        assert monitor["versions"]["1"]["predictions"]["label"].get(str(cls), 0) == expected
+    traffic = monitor["versions"]["1"]["requests"]["pinned"]["outcomes"]
+    assert traffic == {"success": 5, "invalid": 0, "rejected": 0, "error": 0}
+
+
+def independent_psi(edges: list[float], ref_counts: list[int], x: np.ndarray) -> float:
+    """PSI from scratch: bin with searchsorted, one pseudo-count per non-empty bin."""
+    cur = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1)
+    ref = np.asarray(ref_counts, dtype=float)
+    keep = (ref + cur) > 0
+    p = (ref[keep] + PSI_PSEUDO_COUNT) / (ref[keep] + PSI_PSEUDO_COUNT).sum()
+    q = (cur[keep] + PSI_PSEUDO_COUNT) / (cur[keep] + PSI_PSEUDO_COUNT).sum()
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def test_drift_is_detected_on_the_shifted_feature_only(watched: Path) -> None:
+    rng = np.random.default_rng(12)
+    steady = rng.standard_normal((400, N_FEATURES)).astype(np.float32)
+    shifted = rng.standard_normal((400, N_FEATURES)).astype(np.float32)
+    shifted[:, 3] += 1.0
+    profile = json.loads((watched / "watched" / "1" / "reference.json").read_text())
+    f3 = next(f for f in profile["features"] if f["name"] == "f3")
+    with running_server(watched) as srv, httpx.Client(base_url=srv.url) as c:
+        for chunk in np.array_split(steady, 20):
+            assert (
+                c.post("/v2/models/watched/versions/1/infer", json=body(chunk)).status_code == 200
+            )
+        for chunk in np.array_split(shifted, 20):
+            assert (
+                c.post("/v2/models/watched/versions/2/infer", json=body(chunk)).status_code == 200
+            )
+        v1 = c.get("/v2/models/watched/versions/1/monitor").json()["versions"]["1"]["drift"]
+        v2 = c.get("/v2/models/watched/versions/2/monitor").json()["versions"]["2"]["drift"]
+        samples = scrape(srv.url)
+    assert v1["alert"] is False
+    inputs = {f["name"]: f for f in v2["sections"]["inputs"]["features"]}
+    assert [n for n, f in inputs.items() if f["alert"]] == ["f3"]
+    assert inputs["f3"]["window_count"] == 400
+    expected = independent_psi(f3["edges"], f3["counts"], shifted[:, 3])
+    assert inputs["f3"]["psi"] == pytest.approx(expected, rel=1e-12)
+    assert inputs["f3"]["window_mean"] == pytest.approx(float(shifted[:, 3].mean()), rel=1e-5)
+    assert (
+        value(
+            samples,
+            "mlserve_feature_drift",
+            model="watched",
+            version="2",
+            feature="f3",
+            statistic="alert",
+        )
+        == 1
+    )
+    assert (
+        value(
+            samples,
+            "mlserve_feature_drift",
+            model="watched",
+            version="2",
+            feature="f4",
+            statistic="alert",
+        )
+        == 0
+    )
+    assert (
+        value(samples, "mlserve_drift_alert", model="watched", version="2", section="inputs") == 1
+    )
+
+
+def test_two_workers_report_the_sum(watched: Path) -> None:
+    n = 60
+    x = np.zeros((1, N_FEATURES), np.float32)
+    with running_server(watched, "--workers", "2") as srv:
+        for _ in range(n):  # a new connection each: the kernel spreads them over the workers
+            r = httpx.post(srv.url + "/v2/models/watched/versions/1/infer", json=body(x))
+            assert r.status_code == 200
+        time.sleep(1.5)  # workers publish their snapshots once a second
+        for _ in range(6):  # whichever worker answers, the scrape is the sum
+            samples = scrape(srv.url)
+            assert value(samples, "mlserve_workers") == 2
+            assert (
+                value(
+                    samples,
+                    "mlserve_requests_total",
+                    model="watched",
+                    version="1",
+                    role="pinned",
+                    outcome="success",
+                )
+                == n
+            )
+            assert (
+                sum(
+                    v
+                    for (name, labels), v in samples.items()
+                    if name == "mlserve_feature_bin_total"
+                    and dict(labels).get("feature") == "f0"
+                    and dict(labels).get("version") == "1"
+                )
+                == n
+            )
+            classes = {
+                dict(labels)["class"]: v
+                for (name, labels), v in samples.items()
+                if name == "mlserve_prediction_class_total" and dict(labels)["version"] == "1"
+            }
+            assert set(classes) == {"0", "1", "2", "other"} and sum(classes.values()) == n
+
+
+def test_monitoring_off_records_nothing(watched: Path) -> None:
+    x = np.zeros((1, N_FEATURES), np.float32)
+    with running_server(watched, "--monitoring", "off") as srv, httpx.Client(base_url=srv.url) as c:
+        assert c.post("/v2/models/watched/infer", json=body(x)).status_code == 200
+        samples = scrape(srv.url)
+        mon = c.get("/v2/models/watched/monitor").json()
+    assert not [k for k in samples if k[0] == "mlserve_requests_total"]
+    assert value(samples, "mlserve_model_ready", model="watched", version="1") == 1
+    assert mon["monitoring"] is False and mon["versions"]["2"]["note"] == "monitoring is off"
+
+
+def test_monitor_without_profile_and_errors(watched: Path) -> None:
+    with running_server(watched) as srv, httpx.Client(base_url=srv.url) as c:
+        mon = c.get("/v2/models/plain/monitor").json()["versions"]["1"]
+        assert mon["drift"] is None and "reference.json" in mon["note"]
+        assert c.get("/v2/models/nope/monitor").status_code == 404
+        assert c.get("/v2/models/watched/versions/9/monitor").status_code == 404
+        r = c.get("/v2/monitor/stream?interval=abc")
+        assert r.status_code == 400 and "interval" in r.json()["error"]
+        openmetrics = c.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+        assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+        assert openmetrics.text.rstrip().endswith("# EOF")
+
+
+def test_sse_stream_sends_periodic_snapshots(watched: Path) -> None:
+    x = np.zeros((1, N_FEATURES), np.float32)
+    with running_server(watched) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
+        events = []
+        with c.stream("GET", "/v2/monitor/stream?interval=0.3&max_seconds=5") as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    c.post("/v2/models/watched/versions/1/infer", json=body(x))
+                if len(events) == 3:
+                    break
+    last = events[-1]["endpoints"]["watched/1"]["roles"]["pinned"]
+    assert last["requests"]["success"] == 2
+    assert last["rate_per_s"] is not None and last["rate_per_s"] > 0
+    assert last["latency_s"]["p50"] is not None
+
+
+def test_histogram_and_quantile_and_merge() -> None:
+    h = Histogram(LATENCY_BUCKETS)
+    for v in (0.00005, 0.00005, 0.0003, 20.0):
+        h.observe(v)
+    assert h.counts[0] == 2  # "le" is inclusive
+    assert h.counts[LATENCY_BUCKETS.index(0.0005)] == 1 and h.counts[-1] == 1
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    counts[4] = 10  # all in (0.0005, 0.001]
+    assert quantile(counts, 0.5) == pytest.approx(0.00075)
+    assert quantile([0] * len(counts), 0.5) is None
+    a = {"x": 1, "l": [1, 2], "d": {"y": 2.5}, "gauges": {"g": {"ready": 1}}}
+    b = {"x": 2, "l": [3, 4], "d": {"y": 0.5, "z": 1}, "gauges": {"g": {"ready": 1}}}
+    assert merge_snapshots([a, b]) == {
+        "x": 3,
+        "l": [4, 6],
+        "d": {"y": 3.0, "z": 1},
+        "gauges": {"g": {"ready": 1}},
+    }
+
+
+def test_merge_keeps_labels_and_reference_as_they_are() -> None:
+    a = {
+        "names": ["f0"],
+        "reference_ratio": [[0.5, 0.5]],
+        "classes": {"label": {"levels": [0, 1], "counts": [3, 4, 0]}},
+        "total": [[1, 2]],
+    }
+    b = {
+        "names": ["f0"],
+        "reference_ratio": [[0.5, 0.5]],
+        "classes": {"label": {"levels": [0, 1], "counts": [1, 1, 1]}},
+        "total": [[10, 20]],
+    }
+    merged = merge_snapshots([a, b])
+    assert merged["names"] == ["f0"] and merged["reference_ratio"] == [[0.5, 0.5]]
+    assert merged["classes"]["label"] == {"levels": [0, 1], "counts": [4, 5, 1]}
+    assert merged["total"] == [[11, 22]]
