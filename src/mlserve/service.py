@@ -87,7 +87,11 @@ class InferenceService:
         stats = None
         if self.hub.enabled:
             monitor = ModelMonitor.build(
-                session.inputs, session.outputs, config.monitoring, _profile(session)
+                session.inputs,
+                session.outputs,
+                config.monitoring,
+                _profile(session),
+                session.output_names,
             )
             stats = self.hub.register(session.model, session.version, runner, monitor)
         return Endpoint(
@@ -221,10 +225,10 @@ class InferenceService:
         if stats is None:
             return
         feeds = result.feeds
-        rows = next(iter(feeds.values())).shape[0] if feeds else 0
+        rows = len(feeds[result.endpoint.session.inputs[0].name])
         stats.roles[result.role].success(total_s, result.queue_s, result.infer_s, rows)
         if stats.monitor is not None:
-            stats.monitor.observe(feeds, dict(zip(result.names, result.outputs, strict=True)))
+            stats.monitor.observe(feeds, result.names, result.outputs, rows)
 
     async def infer_raw(self, model: str, version: int | None, body: memoryview) -> InferResult:
         """A raw binary body for a single-input model (header length 0); binary outputs."""

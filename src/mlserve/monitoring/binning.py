@@ -27,6 +27,7 @@ __all__ = ["Binning", "Level", "encode_levels"]
 # A categorical level as stored in a profile (JSON scalars; bool is an int).
 Level = str | int | float
 
+_SMALL = 32  # rows up to which categorical values are encoded in Python
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT64 = np.dtype(np.float64)
 
@@ -48,6 +49,8 @@ class _LevelEncoder:
         self._order = order.astype(np.int64)
 
     def encode(self, values: NDArray[Any]) -> NDArray[np.int64]:
+        if values.shape[0] <= _SMALL:  # a request's few rows: a dict lookup beats numpy's ops
+            return np.array([self._code(x) for x in values.tolist()], dtype=np.int64)
         if values.dtype.kind in "fiub":
             v = values.astype(np.float64)
             if self.k == 0 or not self._numeric:
@@ -196,7 +199,16 @@ class Binning:
         if self._binner is not None:
             dt = x.dtype
             self._binner.add(x if dt is _FLOAT32 or dt is _FLOAT64 else self._as_float(x))
-        if self.cat_cols:
+        if self.cat_cols and x.shape[0] <= _SMALL:
+            # A request's few rows: count in Python (what bin_codes does, without the cost of
+            # handing arrays to the kernel).
+            counts = out.counts
+            for i, (col, enc) in enumerate(zip(self.cat_cols, self._encoders, strict=True)):
+                row = self.n_numeric + i
+                for value in x[:, col].tolist():
+                    code = enc._code(value)
+                    counts[row, code if code >= 0 else -1] += 1
+        elif self.cat_cols:
             codes = np.empty((x.shape[0], len(self.cat_cols)), dtype=np.int64)
             for i, (col, enc) in enumerate(zip(self.cat_cols, self._encoders, strict=True)):
                 codes[:, i] = enc.encode(x[:, col])

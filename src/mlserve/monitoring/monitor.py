@@ -2,16 +2,20 @@
 
 A ``ModelMonitor`` is built at load from the version's reference profile
 (``reference.json``) and ``model.toml [monitoring]``: one section for the input that
-holds the features and one per profiled model output. ``observe`` bins a request's rows
-into each section's current time bucket (one kernel call per section). ``state`` exports
-plain data that merges across workers by addition; ``report`` turns merged state into
-drift statistics, alerts and data-quality figures.
+holds the features and one per profiled model output. ``observe`` only queues a request's
+arrays; they are binned together (one kernel call per section for many requests) when
+``FLUSH_ROWS`` rows are queued, ``FLUSH_SECONDS`` after the first, or before any read, so
+the per-request cost is a few list appends. ``state`` exports plain data that merges
+across workers by addition; ``report`` turns merged state into drift statistics, alerts
+and data-quality figures.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +29,8 @@ from .drift import WindowedCounts, drift_report
 from .kernel import BinCounts
 
 REFERENCE_FILE = "reference.json"
+FLUSH_ROWS = 1024
+FLUSH_SECONDS = 0.05
 INPUTS = "inputs"
 _WINDOW_ARRAYS = ("counts", "out_low", "out_high", "n_finite", "sums", "sumsq")
 
@@ -47,13 +53,28 @@ class ModelMonitor:
         self,
         sections: list[Section],
         config: MonitoringConfig,
+        output_names: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sections = sections
         self.config = config
         self._clock = clock
-        self._inputs = [(s.source, s.window) for s in sections if s.is_input]
-        self._outputs = [(s.source, s.window) for s in sections if not s.is_input]
+        # Queued arrays per section (same order as sections), and rows queued.
+        self._queued: list[list[np.ndarray]] = [[] for _ in sections]
+        self._rows = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = threading.Lock()  # reads flush from a worker thread
+        # Where each request's arrays go, worked out once: (queue, input name) and, for
+        # responses with every output in model order, (queue, output position).
+        self._all_outputs = output_names
+        self._input_plan = [(i, s.source) for i, s in enumerate(sections) if s.is_input]
+        self._output_queue = {s.source: i for i, s in enumerate(sections) if not s.is_input}
+        position = {name: p for p, name in enumerate(output_names)}
+        self._output_plan = [
+            (i, position[s.source])
+            for i, s in enumerate(sections)
+            if s.source in position and not s.is_input
+        ]
 
     @classmethod
     def build(
@@ -62,10 +83,13 @@ class ModelMonitor:
         outputs: tuple[TensorSpec, ...],
         config: MonitoringConfig,
         profile: Mapping[str, Any] | None,
+        output_names: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> ModelMonitor | None:
         """The monitor for a version, or ``None`` without a profile or when disabled.
 
+        ``output_names`` is the session's list of output names (the very object the
+        service passes back when a request asks for every output).
         A profile that does not fit the model (unknown tensors, columns beyond the input's
         width) is a load failure: ``ModelLoadError`` says what does not fit.
         """
@@ -82,7 +106,7 @@ class ModelMonitor:
                     f"({sorted(names)})"
                 )
             sections.append(cls._section(name, spec, False, entries, config, clock))
-        return cls(sections, config, clock)
+        return cls(sections, config, output_names, clock)
 
     @staticmethod
     def _section(
@@ -112,19 +136,55 @@ class ModelMonitor:
         return Section(key, spec.name, is_input, binning, window)
 
     # ------------------------------------------------------------------ request path
-    def observe(self, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
-        """Count one request's rows and predictions into the current time bucket."""
+    def observe(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        names: Sequence[str],
+        outputs: Sequence[np.ndarray],
+        rows: int,
+    ) -> None:
+        """Queue one request's features and predictions (``names[i]`` → ``outputs[i]``)."""
+        with self._lock:
+            queued = self._queued
+            for i, source in self._input_plan:
+                queued[i].append(feeds[source])
+            if names is self._all_outputs:  # the common case: every output, in model order
+                for i, position in self._output_plan:
+                    queued[i].append(outputs[position])
+            else:  # the caller asked for some outputs: profile those it got
+                for name, array in zip(names, outputs, strict=True):
+                    queue = self._output_queue.get(name)
+                    if queue is not None:
+                        queued[queue].append(array)
+            self._rows += rows
+            due = self._rows >= FLUSH_ROWS
+            if not due and self._timer is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no event loop (a library caller): bin now
+                    due = True
+                else:
+                    self._timer = loop.call_later(FLUSH_SECONDS, self.flush)
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Bin everything queued (one kernel call per section) into the current bucket."""
+        with self._lock:
+            queued, self._queued = self._queued, [[] for _ in self.sections]
+            self._rows = 0
+            # A pending timer is left to fire (on the loop's thread) and find little to do.
+            self._timer = None
         now = self._clock()
-        for name, window in self._inputs:
-            window.add_batch(feeds[name], now)
-        for name, window in self._outputs:
-            array = outputs.get(name)
-            if array is not None:  # the caller may have asked for other outputs only
-                window.add_batch(array, now)
+        for arrays, section in zip(queued, self.sections, strict=True):
+            if arrays:
+                batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+                section.window.add_batch(batch, now)
 
     # ------------------------------------------------------------------ export
     def state(self, now: float | None = None) -> dict[str, Any]:
         """JSON-ready counts: running totals and the current window, per section."""
+        self.flush()
         out: dict[str, Any] = {}
         for s in self.sections:
             b = s.binning
