@@ -5,7 +5,7 @@ Starts ``mlserve serve`` on the demo registry (built in a temporary directory un
 and times the same input through an in-process onnxruntime session. Prints medians
 per run, the median over runs, and the ratio.
 
-    python benchmarks/latency.py --runs 5 --requests 2000
+    python -m benchmarks.latency --runs 5 --requests 2000
 """
 
 from __future__ import annotations
@@ -23,29 +23,7 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/v2/health/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("server not ready")
+from benchmarks.serve import free_port, wait_ready
 
 
 def http_median_us(port: int, path: str, body: bytes, n: int) -> float:
@@ -129,7 +107,7 @@ def main() -> None:
         ]
     )
     try:
-        wait_ready(port, proc)
+        wait_ready(port, proc, "mlserve")
         served, local = [], []
         for run in range(args.runs):
             served.append(http_median_us(port, path, body, args.requests))

@@ -77,3 +77,44 @@ def test_categorical_small_and_vectorised_paths_agree() -> None:
     for chunk in np.array_split(values, 100):  # 5 rows each: the Python path
         pieces.count(chunk.reshape(-1, 1), out=out)
     np.testing.assert_array_equal(whole.counts, out.counts)
+
+
+def test_fast_exposition_equals_prometheus_client() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as parse_openmetrics,
+    )
+    from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+    from mlserve.monitoring.hub import MonitoringHub
+    from mlserve.monitoring.metrics import collect_families, render_text
+
+    rng = np.random.default_rng(3)
+    monitor, _ = make_monitor(rng)
+    registry = CollectorRegistry()
+    facts = [("m", 1, "ready", 0.25), ("m", 2, "failed", None)]
+    hub = MonitoringHub(registry, lambda: facts)
+    stats = hub.register("m", 1, None, monitor)
+    for i in range(50):
+        x = rng.standard_normal((2, 3)).astype(np.float32)
+        monitor.observe({"X": x}, NAMES, [rng.integers(0, 4, 2), rng.random((2, 2))], 2)
+        stats.roles["stable"].success(0.0002 * i, 0.0, 0.0001, 2)
+    stats.roles["pinned"].failure(1)
+    hub.rejected(stats, 'shape "odd"\nreason')  # escaping is exercised
+
+    def samples(families: list) -> set:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for f in families
+            for s in f.samples
+            if not s.name.endswith("_created")
+        }
+
+    ours = render_text(collect_families(hub.merged(), hub.reports(hub.merged())))
+    theirs = generate_latest(registry)
+    assert samples(list(parse_text(ours.decode()))) == samples(list(parse_text(theirs.decode())))
+    om = render_text(collect_families(hub.merged(), hub.reports(hub.merged())), openmetrics=True)
+    assert om.endswith(b"# EOF\n")
+    parsed = list(parse_openmetrics(om.decode()))
+    assert {f.name for f in parsed} >= {"mlserve_requests", "mlserve_feature_drift"}
+    assert samples(parsed) == samples(list(parse_text(ours.decode())))

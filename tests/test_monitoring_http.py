@@ -82,6 +82,8 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
             assert c.post("/v2/models/watched/infer", json=body(bad)).status_code == 400
         r = c.post("/v2/models/watched/infer", json=body(sent_v2[0], ["nope"]))
         assert r.status_code == 400
+        r = c.post("/v2/models/watched/infer", content=b'{"inputs": [')  # before the service
+        assert r.status_code == 400
         assert c.post("/v2/models/nope/infer", json=body(bad)).status_code == 404
         samples = scrape(srv.url)
         monitor = c.get("/v2/models/watched/versions/1/monitor").json()
@@ -97,7 +99,7 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
         )
 
     assert req("1", "pinned", "success") == 5 and req("2", "stable", "success") == 3
-    assert req("2", "stable", "invalid") == 3 and req("1", "pinned", "invalid") == 0
+    assert req("2", "stable", "invalid") == 4 and req("1", "pinned", "invalid") == 0
     assert (
         value(samples, "mlserve_inference_rows_total", model="watched", version="1", role="pinned")
         == 10
@@ -118,6 +120,10 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
     )
     assert (
         value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="name")
+        == 1
+    )
+    assert (
+        value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="json")
         == 1
     )
     assert not any(labels and dict(labels).get("model") == "nope" for _, labels in samples)

@@ -53,6 +53,9 @@ def serve(settings: ServerSettings) -> int:
         lifespan="on",
         access_log=False,
         server_header=False,
+        # No X-Forwarded-* rewriting: mlserve logs no client addresses, and the middleware
+        # costs every request a layer.
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.drain_seconds) or None,
     )
     if state_dir is not None:

@@ -115,8 +115,15 @@ class InferenceService:
         return True
 
     def ready(self) -> bool:
-        """Ready once the initial registry load has finished, until shutdown begins."""
-        return self.store.loaded and not self.shutting_down
+        """Ready once the initial registry load has finished, until shutdown begins.
+
+        With several workers every worker must have loaded: connections land on any of
+        them, so one worker's readiness alone would send traffic to a loading one.
+        """
+        if not self.store.loaded or self.shutting_down:
+            return False
+        workers = self.settings.workers
+        return workers <= 1 or self.hub.ready_workers() >= workers
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "mlserve", "version": __version__, "extensions": EXTENSIONS}
@@ -218,6 +225,14 @@ class InferenceService:
             stats.roles[role].failure(REJECTED)
         else:
             stats.roles[role].failure(ERROR)
+
+    def count_failure(self, model: str, version: int | None, exc: MLServeError) -> None:
+        """Account a request that failed before the service saw it (body, JSON, size)."""
+        try:
+            endpoint = self.store.resolve(model, version)
+        except MLServeError:
+            return  # unknown or unavailable: no per-version series for it
+        self._failed(endpoint, version, exc)
 
     def record(self, result: InferResult, total_s: float) -> None:
         """Account a successful request (after its answer was sent): stats, drift windows."""

@@ -22,7 +22,7 @@ from ..errors import MLServeError
 from ..service import InferenceService
 from . import monitor, v2
 from .errors import error_response
-from .infer import InferHandler, is_infer_path
+from .infer import InferHandler
 
 log = logging.getLogger("mlserve.http")
 
@@ -47,7 +47,8 @@ class MLServeApp:
         self._loading: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and is_infer_path(scope["path"]):
+        path = scope.get("path", "")
+        if path.endswith("/infer") and path.startswith("/v2/models/") and scope["type"] == "http":
             await self.infer(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
@@ -57,7 +58,7 @@ class MLServeApp:
         # Load in the background so liveness answers while big models load; readiness
         # turns true when the initial load has finished.
         self._loading = asyncio.create_task(asyncio.to_thread(self.store.load_all))
-        self._loading.add_done_callback(_log_load_result)
+        self._loading.add_done_callback(self._loaded)
         publisher = None
         if self.service.hub.state_dir is not None:
             publisher = asyncio.create_task(self._publish_forever())
@@ -67,10 +68,23 @@ class MLServeApp:
             self.service.shutting_down = True
             if not self._loading.done():
                 self._loading.cancel()
+            self.service.hub.mark_ready(False)
             if publisher is not None:
                 publisher.cancel()
                 await asyncio.to_thread(self.service.hub.publish)  # final counts stay counted
             self.service.close()
+
+    def _loaded(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("registry load failed", exc_info=task.exception())
+            return
+        self.service.hub.mark_ready()
+        # Everything allocated so far (modules, sessions, metadata) lives as long as the
+        # process: move it out of the collector's generations so full collections under
+        # load only walk request garbage.
+        gc.freeze()
 
     async def _publish_forever(self) -> None:
         """Share this worker's monitoring snapshot with the other workers once a second."""
@@ -80,16 +94,6 @@ class MLServeApp:
                 await asyncio.to_thread(self.service.hub.publish)
             except OSError as exc:
                 log.warning("could not publish monitoring state: %s", exc)
-
-
-def _log_load_result(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("registry load failed", exc_info=task.exception())
-        return
-    # Everything allocated so far (modules, sessions, metadata) lives as long as the
-    # process: move it out of the collector's generations so full collections under
-    # load only walk request garbage.
-    gc.freeze()
 
 
 def create_app(settings: ServerSettings) -> MLServeApp:

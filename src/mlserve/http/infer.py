@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import InvalidInput, NotFound, PayloadTooLarge
+from ..errors import InvalidInput, MLServeError, NotFound, PayloadTooLarge
 from ..registry.layout import check_model_name, parse_version
 from ..service import InferenceService
 from .errors import send_error
@@ -23,10 +23,6 @@ _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _ROUTE_CACHE_SIZE = 4096
 _TIMING = b"queue;dur=%.3f, infer;dur=%.3f, total;dur=%.3f"
 _ROLE_BYTES = {role: role.encode() for role in ("stable", "canary", "pinned", "shadow")}
-
-
-def is_infer_path(path: str) -> bool:
-    return path.startswith(INFER_PREFIX) and path.endswith(INFER_SUFFIX)
 
 
 class InferHandler:
@@ -40,6 +36,8 @@ class InferHandler:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         start = perf_counter()
+        target = None
+        served = False  # once the service has the request, it accounts failures itself
         try:
             path = scope["path"]
             target = self._routes.get(path)
@@ -58,8 +56,11 @@ class InferHandler:
                     header_length = _header_length(value)
             body = await self._read_body(declared, receive)
             if header_length is None:
-                result = await self.service.infer(target[0], target[1], _loads(body))
+                request = _loads(body)
+                served = True
+                result = await self.service.infer(target[0], target[1], request)
             elif header_length == 0:
+                served = True
                 result = await self.service.infer_raw(target[0], target[1], memoryview(body))
             else:
                 if header_length > len(body):
@@ -69,11 +70,19 @@ class InferHandler:
                         reason="binary",
                     )
                 view = memoryview(body)
+                request = _loads(view[:header_length])
+                served = True
                 result = await self.service.infer(
-                    target[0], target[1], _loads(view[:header_length]), view[header_length:]
+                    target[0], target[1], request, view[header_length:]
                 )
             payload = orjson.dumps(result.body, option=_DUMPS_OPTIONS)
-        except Exception as exc:  # MLServeError → its status; anything else → logged 500
+        except MLServeError as exc:
+            if target is not None and not served and exc.status_code != 404:
+                # Failed before the service saw it (body, JSON, size): still the version's.
+                self.service.count_failure(target[0], target[1], exc)
+            await send_error(send, exc)
+            return
+        except Exception as exc:  # a bug: logged, answered 500 JSON
             await send_error(send, exc)
             return
         endpoint = result.endpoint

@@ -26,7 +26,14 @@ import orjson
 from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.registry import Collector
 
-from .metrics import Histogram, RequestStats, families, merge_snapshots
+from .metrics import (
+    Histogram,
+    RequestStats,
+    collect_families,
+    merge_snapshots,
+    render_text,
+    to_metrics,
+)
 from .monitor import ModelMonitor
 
 log = logging.getLogger("mlserve.monitoring")
@@ -89,6 +96,30 @@ class MonitoringHub:
 
     def endpoint(self, model: str, version: int) -> EndpointStats | None:
         return self._endpoints.get(f"{model}/{version}")
+
+    def exposition(self, openmetrics: bool = False) -> bytes:
+        """``/metrics``: the merged state in the text format, rendered directly."""
+        merged = self.merged()
+        return render_text(collect_families(merged, self.reports(merged)), openmetrics)
+
+    # ------------------------------------------------------------------ workers
+    def mark_ready(self, ready: bool = True) -> None:
+        """Tell the other workers this one has loaded its registry (or is going away)."""
+        if self.state_dir is None:
+            return
+        marker = self.state_dir / f"ready-{os.getpid()}"
+        if ready:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
+    def ready_workers(self) -> int:
+        """Live workers that have loaded their registry (1 without a state directory)."""
+        if self.state_dir is None:
+            return 1
+        return sum(
+            1 for p in self.state_dir.glob("ready-*") if _alive(int(p.name.split("-", 1)[1]))
+        )
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> dict[str, Any]:
@@ -186,7 +217,7 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         merged = self.hub.merged()
-        yield from families(merged, self.hub.reports(merged))
+        yield from to_metrics(collect_families(merged, self.hub.reports(merged)))
 
 
 def _alive(pid: int) -> bool:
