@@ -238,3 +238,18 @@ def test_raw_body_needs_a_single_input_model(client: httpx.Client) -> None:
     )
     assert r.status_code == 400
     assert "a raw binary body needs a model with one input; 'echo' has 13" in r.json()["error"]
+
+
+def test_binary_flags_must_be_json_true(client: httpx.Client) -> None:
+    x = np.zeros((1, 20), np.float32)
+    tensor = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": x.ravel().tolist()}
+    r = client.post(
+        "/v2/models/linear/infer",
+        json={"inputs": [tensor], "parameters": {"binary_data_output": "false"}},
+    )
+    assert r.headers["content-type"] == "application/json"
+    r = client.post(
+        "/v2/models/linear/infer",
+        json={"inputs": [tensor], "parameters": {"binary_data_output": True}},
+    )
+    assert r.headers["content-type"] == "application/octet-stream"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,17 @@ def body(x: np.ndarray, outputs: list[str] | None = None) -> dict[str, Any]:
     return doc
 
 
+def raw_status(port: int, headers: dict[str, str], hang_up: bool = False) -> int | None:
+    """Send only the headers of a POST; return the status, or hang up without waiting."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        lines = ["POST /v2/models/watched/infer HTTP/1.1", "Host: x"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        if hang_up:
+            return None
+        return int(sock.recv(4096).split(b" ", 2)[1])
+
+
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = httpx.get(url + "/metrics").text
     samples = {}
@@ -84,6 +96,8 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
         assert r.status_code == 400
         r = c.post("/v2/models/watched/infer", content=b'{"inputs": [')  # before the service
         assert r.status_code == 400
+        assert raw_status(srv.port, {"Content-Length": "80000000"}) == 413  # size, not error
+        raw_status(srv.port, {"Content-Length": "500"}, hang_up=True)  # not counted at all
         assert c.post("/v2/models/nope/infer", json=body(bad)).status_code == 404
         samples = scrape(srv.url)
         monitor = c.get("/v2/models/watched/versions/1/monitor").json()
@@ -99,7 +113,8 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
         )
 
     assert req("1", "pinned", "success") == 5 and req("2", "stable", "success") == 3
-    assert req("2", "stable", "invalid") == 4 and req("1", "pinned", "invalid") == 0
+    assert req("2", "stable", "invalid") == 5 and req("1", "pinned", "invalid") == 0
+    assert req("2", "stable", "error") == 0
     assert (
         value(samples, "mlserve_inference_rows_total", model="watched", version="1", role="pinned")
         == 10
@@ -124,6 +139,10 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
     )
     assert (
         value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="json")
+        == 1
+    )
+    assert (
+        value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="size")
         == 1
     )
     assert not any(labels and dict(labels).get("model") == "nope" for _, labels in samples)
@@ -342,3 +361,15 @@ def test_merge_keeps_labels_and_reference_as_they_are() -> None:
     assert merged["names"] == ["f0"] and merged["reference_ratio"] == [[0.5, 0.5]]
     assert merged["classes"]["label"] == {"levels": [0, 1], "counts": [4, 5, 1]}
     assert merged["total"] == [[11, 22]]
+
+
+def test_accept_negotiation() -> None:
+    from mlserve.http.monitor import _prefers_openmetrics
+
+    assert _prefers_openmetrics("application/openmetrics-text; version=1.0.0")
+    assert _prefers_openmetrics(
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    assert not _prefers_openmetrics("application/openmetrics-text;q=0, text/plain")
+    assert not _prefers_openmetrics("text/plain;q=0.9, application/openmetrics-text;q=0.5")
+    assert not _prefers_openmetrics("")

@@ -569,3 +569,21 @@ def test_encode_empty_and_scalar_arrays():
 def test_encode_unsupported_dtype(array):
     with pytest.raises(TypeError, match=r"output 'y' has unsupported dtype"):
         encode_json("y", array)
+
+
+def test_a_hostile_rank_is_refused_fast_with_a_short_message():
+    import time
+
+    tensor = _tensor("FP32", [10**18] * 50_000, [0])
+    start = time.perf_counter()
+    with pytest.raises(InvalidInput) as info:
+        decode_json(_spec("FP32"), tensor, LIMITS)
+    assert time.perf_counter() - start < 0.5
+    assert info.value.reason == "shape"
+    assert len(info.value.message) < 300 and "(50000 dims)" in info.value.message
+
+
+def test_flat_data_length_is_checked_before_conversion():
+    tensor = _tensor("FP32", [1, 3], ["not", "numbers", "at", "all"])
+    with pytest.raises(InvalidInput, match="needs 3 values, 'data' holds 4"):
+        decode_json(_spec("FP32"), tensor, LIMITS)

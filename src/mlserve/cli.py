@@ -134,7 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import build_demo
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        level = (args.log_level or "info").upper()
+        logging.basicConfig(
+            level=logging.DEBUG if level == "TRACE" else level,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         overrides["registry"] = build_demo(Path(args.dir), force=args.rebuild)
         if args.build_only:
             print(overrides["registry"])

@@ -15,6 +15,7 @@ as class attributes; one handler (``http/errors.py``) renders them all as
     │   ├── Overloaded            503 overloaded
     │   └── ServerNotReady        503 server_not_ready
     ├── QueueTimeout              504 queue_timeout
+    ├── ClientDisconnected        499 client_disconnected (never sent: nobody is listening)
     └── InferenceFailed           500 inference_failed
 
     ConfigError (ValueError)      a bad setting or model.toml; never reaches a client as such
@@ -103,6 +104,13 @@ class QueueTimeout(MLServeError):
 
     status_code = 504
     code = "queue_timeout"
+
+
+class ClientDisconnected(MLServeError):
+    """The client went away before sending its whole request; nothing is answered."""
+
+    status_code = 499
+    code = "client_disconnected"
 
 
 class InferenceFailed(MLServeError):

@@ -33,6 +33,7 @@ def serve(settings: ServerSettings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper() if settings.log_level != "trace" else logging.DEBUG,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # `mlserve demo` configured logging for the build already
     )
     # JSON numbers beyond FP32/FP16 range overflow when cast; the request is refused by the
     # NaN policy (or accepted as ±Inf where allowed), so numpy's warning is noise here.

@@ -218,9 +218,10 @@ class InferenceService:
         if stats is None:
             return
         role = "stable" if version is None else "pinned"
-        if isinstance(exc, InvalidInput):
+        if 400 <= exc.status_code < 500:  # the client's fault: invalid, by reason
             stats.roles[role].failure(INVALID)
-            self.hub.rejected(stats, exc.reason)
+            reason = exc.reason if isinstance(exc, InvalidInput) else "size"
+            self.hub.rejected(stats, reason)
         elif isinstance(exc, Unavailable) or exc.status_code == 504:
             stats.roles[role].failure(REJECTED)
         else:
@@ -372,7 +373,7 @@ class InferenceService:
     def _outputs(session: ModelSession, request: dict[str, Any]) -> tuple[list[str] | None, Any]:
         """Requested output names (None: all) and which go binary (None: none)."""
         params = request.get("parameters")
-        all_binary = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
+        all_binary = isinstance(params, dict) and params.get("binary_data_output") is True
         requested = request.get("outputs")
         if requested is None:
             return None, ([True] * len(session.output_names) if all_binary else None)
@@ -394,7 +395,7 @@ class InferenceService:
             names.append(name)
             out_params = item.get("parameters")
             flag = out_params.get("binary_data") if isinstance(out_params, dict) else None
-            binary.append(all_binary if flag is None else bool(flag))
+            binary.append(all_binary if flag is None else flag is True)
         if not names:
             return None, ([True] * len(session.output_names) if all_binary else None)
         return names, (binary if any(binary) else None)

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import InvalidInput, MLServeError, NotFound, PayloadTooLarge
+from ..errors import ClientDisconnected, InvalidInput, MLServeError, NotFound, PayloadTooLarge
 from ..registry.layout import check_model_name, parse_version
 from ..service import InferenceService
 from .errors import send_error
@@ -76,6 +76,8 @@ class InferHandler:
                     target[0], target[1], request, view[header_length:]
                 )
             payload = orjson.dumps(result.body, option=_DUMPS_OPTIONS)
+        except ClientDisconnected:
+            return  # nobody to answer, nothing to count
         except MLServeError as exc:
             if target is not None and not served and exc.status_code != 404:
                 # Failed before the service saw it (body, JSON, size): still the version's.
@@ -122,14 +124,14 @@ class InferHandler:
             raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes")
         if not message.get("more_body", False):
             if message["type"] == "http.disconnect":
-                raise InvalidInput("client disconnected before sending the body", reason="http")
+                raise ClientDisconnected("client disconnected before sending the body")
             return body  # type: ignore[no-any-return]
         chunks = [body]
         size = len(body)
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise InvalidInput("client disconnected before sending the body", reason="http")
+                raise ClientDisconnected("client disconnected before sending the body")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:

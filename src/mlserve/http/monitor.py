@@ -28,7 +28,7 @@ def routes(service: InferenceService) -> list[Route]:
     """Routes bound to ``service``."""
 
     async def metrics(request: Request) -> Response:
-        openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
+        openmetrics = _prefers_openmetrics(request.headers.get("accept", ""))
         # Rendered on the event loop: a few milliseconds, one pause, rather than a thread
         # that would hold the GIL and slow every request for the whole scrape.
         body = service.hub.exposition(openmetrics)
@@ -55,6 +55,25 @@ def routes(service: InferenceService) -> list[Route]:
         Route("/v2/models/{model}/versions/{version}/monitor", monitor, methods=["GET"]),
         Route("/v2/monitor/stream", stream, methods=["GET"]),
     ]
+
+
+def _prefers_openmetrics(accept: str) -> bool:
+    """OpenMetrics when the client accepts it at least as much as the text format."""
+    quality = {"openmetrics": 0.0, "text": 0.0}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if media == "application/openmetrics-text":
+            quality["openmetrics"] = max(quality["openmetrics"], q)
+        elif media in ("text/plain", "text/*", "*/*"):
+            quality["text"] = max(quality["text"], q)
+    return quality["openmetrics"] > 0 and quality["openmetrics"] >= quality["text"]
 
 
 def _number(request: Request, name: str, default: float, low: float, high: float) -> float:

@@ -115,13 +115,14 @@ def check_header(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) 
     shape = tensor.get("shape")
     if type(shape) is not list:
         raise _bad_dims(spec)
-    count = 1
     for d in shape:
         if type(d) is not int or d < 0:
             raise _bad_dims(spec)
-        count *= d
-    if len(shape) != len(spec.shape):
+    if len(shape) != len(spec.shape):  # before any product: a hostile rank is cheap to refuse
         raise _wrong_shape(spec, shape)
+    count = 1
+    for d in shape:
+        count *= d
     for i, want in spec.fixed:
         if shape[i] != want:
             raise _wrong_shape(spec, shape)
@@ -158,6 +159,13 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
     if not isinstance(data, list):
         raise InvalidInput(f"input {spec.name!r}: 'data' must be a JSON array", reason="data")
     target = spec.dtype
+    count = math.prod(shape)
+    if data and type(data[0]) is not list and len(data) != count:  # flat: check before converting
+        raise InvalidInput(
+            f"input {spec.name!r}: shape {_shape_text(list(shape))} needs "
+            f"{count} values, 'data' holds {len(data)}",
+            reason="data",
+        )
     try:
         # Infer first, then check the kind: np.array(["1.5"], dtype=float32) would accept
         # strings silently; a V2 FP32 tensor must carry JSON numbers.
@@ -166,7 +174,6 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
         raise InvalidInput(
             f"input {spec.name!r}: 'data' is ragged or mixed ({_first_line(exc)})", reason="data"
         ) from None
-    count = math.prod(shape)
     if raw.size != count:
         raise InvalidInput(
             f"input {spec.name!r}: shape {_shape_text(list(shape))} needs "
@@ -273,7 +280,9 @@ def _text(value: Any) -> Any:
 
 
 def _shape_text(shape: list[int] | tuple[int, ...]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
+    if len(shape) > 8:  # a hostile shape must not make a megabyte error message
+        return "[" + ", ".join(str(d)[:20] for d in shape[:8]) + f", … ({len(shape)} dims)]"
+    return "[" + ", ".join(str(d)[:20] for d in shape) + "]"
 
 
 def _first_line(exc: BaseException) -> str:
