@@ -32,7 +32,6 @@ import argparse
 import http.client
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,8 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.serve import free_port, wait_ready
 
 TARGET_MS = 50.0
 SOURCE_MODEL = "credit-risk"
@@ -87,48 +88,12 @@ def build_registry(tmp: Path, n_models: int) -> tuple[Path, np.ndarray]:
     return registry, x
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_command(registry: Path, port: int, workers: int) -> list[str]:
     cmd = [sys.executable, "-m", "mlserve", "serve", "--registry", str(registry)]
     cmd += ["--port", str(port), "--log-level", "warning"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return cmd
-
-
-def wait_ready(
-    port: int, proc: subprocess.Popen[bytes], streak: int = 1, timeout: float = 120
-) -> None:
-    """Until ``streak`` probes in a row, each on a new connection, answer ready.
-
-    With several workers each one answers for itself, and the first to finish loading says
-    ready while the others still answer 503; a long streak of new connections (which the
-    kernel spreads over the workers) makes it very likely that every worker has loaded.
-    """
-    deadline = time.monotonic() + timeout
-    ok = 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/v2/health/ready")
-            resp = conn.getresponse()
-            resp.read()
-            conn.close()
-            ok = ok + 1 if resp.status == 200 else 0
-        except OSError:
-            ok = 0
-        if ok >= streak:
-            return
-        if ok == 0:
-            time.sleep(0.05)
-    raise SystemExit("server not ready")
 
 
 def json_body(x: np.ndarray) -> bytes:
@@ -252,7 +217,7 @@ def measure(args: argparse.Namespace, registry: Path, x: np.ndarray, workers: in
     proc = subprocess.Popen(cmd)
     results = {fmt: Result(workers, fmt) for fmt in args.formats}
     try:
-        wait_ready(port, proc, streak=1 if workers == 1 else 500)
+        wait_ready(port, proc, "mlserve")  # ready only once every worker has loaded
         t0 = time.perf_counter()
         send_traffic(port, args.models, x, args.traffic, args.rows)
         sent = args.traffic * args.models * 2
