@@ -111,6 +111,13 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         choices=["on", "off"],
         help="per-request metrics and drift (default on; env MLSERVE_MONITORING)",
     )
+    p.add_argument(
+        "--poll-seconds",
+        dest="poll_seconds",
+        type=float,
+        help="seconds between registry scans for new, changed and removed versions "
+        "(default 2; 0: never; env MLSERVE_POLL_SECONDS)",
+    )
 
 
 _SETTING_KEYS = (
@@ -123,6 +130,7 @@ _SETTING_KEYS = (
     "drain_seconds",
     "inference_threads",
     "monitoring",
+    "poll_seconds",
 )
 
 

@@ -46,6 +46,8 @@ class ServerSettings:
     drain_seconds: float = 30.0
     # Threads that run inference for versions in "thread" mode (0: one per core).
     inference_threads: int = 0
+    # Seconds between registry scans for new, changed and removed versions (0: never).
+    poll_seconds: float = 2.0
     # "on": per-request metrics, drift and data quality; "off": none of it on the request path.
     monitoring: str = "on"
     # Where worker processes share their monitoring state (set by the server for --workers > 1).
@@ -66,6 +68,8 @@ class ServerSettings:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.drain_seconds >= 0:  # also rejects NaN
             raise ConfigError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
+        if not self.poll_seconds >= 0:
+            raise ConfigError(f"poll_seconds must be >= 0, got {self.poll_seconds}")
         if self.monitoring not in ("on", "off"):
             raise ConfigError(f"monitoring must be 'on' or 'off', got {self.monitoring!r}")
         if self.inference_threads < 0:

@@ -71,7 +71,9 @@ class InferenceService:
         self.settings = settings
         threads = settings.inference_threads or (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlserve-infer")
-        self.store: ModelStore[Endpoint] = ModelStore(settings, self.prepare)
+        self.store: ModelStore[Endpoint] = ModelStore(
+            settings, self.prepare, on_retire=self._retired
+        )
         self.registry = registry if registry is not None else CollectorRegistry()
         self.hub = MonitoringHub(
             self.registry,
@@ -102,6 +104,10 @@ class InferenceService:
             str(session.version).encode(),
             stats,
         )
+
+    def _retired(self, endpoint: Endpoint) -> None:
+        if endpoint.stats is not None:
+            self.hub.retire(endpoint.stats)
 
     def _version_facts(self) -> list[tuple[str, int, str, float | None]]:
         return [

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from ..config import ServerSettings
 from ..errors import MLServeError
+from ..registry.watcher import RegistryWatcher
 from ..service import InferenceService
 from . import monitor, v2
 from .errors import error_response
@@ -45,6 +46,7 @@ class MLServeApp:
             lifespan=self._lifespan,
         )
         self._loading: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -69,6 +71,8 @@ class MLServeApp:
             if not self._loading.done():
                 self._loading.cancel()
             self.service.hub.mark_ready(False)
+            if self._watcher is not None:
+                self._watcher.cancel()
             if publisher is not None:
                 publisher.cancel()
                 await asyncio.to_thread(self.service.hub.publish)  # final counts stay counted
@@ -81,6 +85,9 @@ class MLServeApp:
             log.error("registry load failed", exc_info=task.exception())
             return
         self.service.hub.mark_ready()
+        if self.settings.poll_seconds > 0:
+            watcher = RegistryWatcher(self.store, self.settings.poll_seconds)
+            self._watcher = asyncio.get_running_loop().create_task(watcher.run())
         # Everything allocated so far (modules, sessions, metadata) lives as long as the
         # process: move it out of the collector's generations so full collections under
         # load only walk request garbage.

@@ -83,12 +83,21 @@ class MonitoringHub:
     def register(
         self, model: str, version: int, runner: Any, monitor: ModelMonitor | None
     ) -> EndpointStats:
-        stats = EndpointStats(
-            model, version, {role: RequestStats() for role in ROLES}, monitor, runner
-        )
         with self._lock:
+            previous = self._endpoints.get(f"{model}/{version}")
+            # A reloaded version keeps its counters: they must never go backwards.
+            roles = previous.roles if previous else {role: RequestStats() for role in ROLES}
+            stats = EndpointStats(model, version, roles, monitor, runner)
             self._endpoints = {**self._endpoints, stats.key: stats}
         return stats
+
+    def retire(self, stats: EndpointStats) -> None:
+        """A version left the registry: keep its counters, drop its live state (unless a
+        reload has already put a new version in its place)."""
+        with self._lock:
+            if self._endpoints.get(stats.key) is stats:
+                stats.monitor = None
+                stats.runner = None
 
     def rejected(self, stats: EndpointStats, reason: str) -> None:
         key = f"{stats.key}/{reason}"

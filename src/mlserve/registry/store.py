@@ -17,10 +17,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from ..config import ModelConfig, ServerSettings, load_model_config
+from ..config import MODEL_CONFIG_FILE, ModelConfig, ServerSettings, load_model_config
 from ..errors import ConfigError, ModelLoadError, ModelNotFound, ModelNotReady, VersionNotFound
 from ..runtime.session import ModelSession, load_version
-from .layout import VersionDir, scan_registry
+from .layout import ModelDir, VersionDir, scan_registry
 
 log = logging.getLogger("mlserve.registry")
 
@@ -98,11 +98,18 @@ class ModelStore(Generic[E]):
         settings: ServerSettings,
         prepare: Callable[[ModelSession, ModelConfig], E],
         loader: Loader = default_loader,
+        on_retire: Callable[[E], None] | None = None,
     ) -> None:
         self.settings = settings
         self.root = Path(settings.registry)
         self._prepare = prepare
         self._loader = loader
+        self._on_retire = on_retire
+        # Fingerprints (file names, sizes, mtimes): last scan's, and what each loaded
+        # version was loaded from; model.toml's per model.
+        self._seen: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._loaded_fp: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._config_fp: dict[str, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
         self.models: dict[str, ModelRecord] = {}
         # Published views, replaced wholesale: model → version → session, and model → default.
@@ -153,29 +160,114 @@ class ModelStore(Generic[E]):
 
     # ------------------------------------------------------------------ control plane
     def load_all(self) -> None:
-        """Scan the registry and load every selected version; failures are recorded."""
+        """The initial load: scan and load every selected version; failures are recorded."""
+        self.sync(initial=True)
+        self.loaded = True
+
+    def sync(self, initial: bool = False) -> list[str]:
+        """Bring the loaded versions in line with the registry directory; returns what changed.
+
+        Load before retire: a new or changed version is loaded and warmed up before it is
+        published, and the versions it replaces are retired only when everything selected
+        loaded. A version directory is taken only once its files were unchanged over two
+        scans (a copy in progress is not loaded half-written). A version that fails to
+        load never disturbs what serves. Retired versions finish their in-flight requests
+        (they hold their own references) and are then freed.
+        """
         with self._lock:
             try:
                 found = scan_registry(self.root)
-            except OSError as exc:
+            except OSError as exc:  # unreadable registry: keep serving what is loaded
                 log.error("registry %s cannot be read: %s", self.root, exc)
-                found = {}
+                return []
+            changes: list[str] = []
             for name, mdir in found.items():
-                try:
-                    config = load_model_config(mdir.path)
-                except ConfigError as exc:
-                    log.error("model %s: %s", name, exc)
+                changes += self._sync_model(name, mdir, initial)
+            for name in [n for n in self.models if n not in found]:
+                for version in list(self.models[name].versions):
+                    self._retire(name, version)
+                del self.models[name]
+                self._config_fp.pop(name, None)
+                changes.append(f"{name}: removed")
+            if changes or initial:
+                self._publish()
+            for change in changes:
+                log.info("registry: %s", change)
+            return changes
+
+    def _sync_model(self, name: str, mdir: ModelDir, initial: bool) -> list[str]:
+        changes: list[str] = []
+        record = self.models.get(name)
+        config_fp = _fingerprint(mdir.path / MODEL_CONFIG_FILE)
+        config_changed = record is None or config_fp != self._config_fp.get(name)
+        if config_changed:
+            self._config_fp[name] = config_fp
+            try:
+                config = load_model_config(mdir.path)
+            except ConfigError as exc:
+                log.error("model %s: %s", name, exc)
+                if record is None or record.config is None:
                     self.models[name] = ModelRecord(name, mdir.path, None, str(exc))
-                    continue
+                else:  # keep serving with the last good configuration
+                    record.config_error = f"{exc} (still serving with the previous model.toml)"
+                return [f"{name}: model.toml invalid"]
+            if record is None or record.config is None:
                 record = ModelRecord(name, mdir.path, config)
                 self.models[name] = record
-                selected = set(config.versions.select(list(mdir.versions)))
-                for version, vdir in sorted(mdir.versions.items()):
-                    if version not in selected:
-                        continue
-                    record.versions[version] = self._load_one(vdir, config)
-            self._publish()
-            self.loaded = True
+            else:
+                record.config, record.config_error = config, None
+                changes.append(f"{name}: model.toml changed")
+        if record is None or record.config is None:
+            return changes  # still the same invalid model.toml
+        config = record.config
+        fps = {v: _fingerprint(vdir.path) for v, vdir in mdir.versions.items()}
+        stable = {v for v, fp in fps.items() if initial or self._seen.get((name, v)) == fp}
+        self._seen.update(((name, v), fp) for v, fp in fps.items())
+        loaded = {v for v in record.versions if v in fps}
+        selected = set(config.versions.select(sorted(stable | loaded)))
+        to_load = [
+            v
+            for v in sorted(selected & stable)
+            if v not in record.versions
+            or config_changed
+            or self._loaded_fp.get((name, v)) != fps[v]
+        ]
+        for v in to_load:
+            new = self._load_one(mdir.versions[v], config)
+            old = record.versions.get(v)
+            self._loaded_fp[(name, v)] = fps[v]
+            if new.state is VersionState.READY:
+                if old is not None:
+                    self._retire_record(old)
+                record.versions[v] = new
+                changes.append(f"{name} v{v}: {'reloaded' if old else 'loaded'}")
+            elif old is not None and old.state is VersionState.READY:
+                old.reason = f"reload failed, still serving the previous files: {new.reason}"
+                changes.append(f"{name} v{v}: reload failed")
+            else:
+                record.versions[v] = new
+                changes.append(f"{name} v{v}: failed")
+        # Retire what the policy no longer selects only while everything it selects serves:
+        # a broken new version must not take the old one down, on this scan or a later one.
+        all_ok = all(
+            v in record.versions and record.versions[v].state is VersionState.READY
+            for v in selected
+        )
+        for v in list(record.versions):
+            if v not in fps or (v not in selected and all_ok):
+                self._retire(name, v)
+                changes.append(f"{name} v{v}: retired")
+        return changes
+
+    def _retire(self, name: str, version: int) -> None:
+        rec = self.models[name].versions.pop(version)
+        self._loaded_fp.pop((name, version), None)
+        self._retire_record(rec)
+
+    def _retire_record(self, rec: VersionRecord) -> None:
+        rec.state = VersionState.RETIRED
+        if rec.endpoint is not None and self._on_retire is not None:
+            self._on_retire(rec.endpoint)
 
     def _load_one(self, vdir: VersionDir, config: ModelConfig) -> VersionRecord:
         rec = VersionRecord(vdir.model, vdir.version, VersionState.LOADING)
@@ -227,3 +319,19 @@ def _states(record: ModelRecord) -> str:
         for v, r in sorted(record.versions.items())
     ]
     return ": " + "; ".join(parts)
+
+
+def _fingerprint(path: Path) -> tuple[Any, ...]:
+    """Names, sizes and modification times of a file or of a directory's visible files."""
+    try:
+        if path.is_dir():
+            return tuple(
+                (p.name, st.st_size, st.st_mtime_ns)
+                for p in sorted(path.iterdir())
+                if not p.name.startswith(".") and p.is_file()
+                for st in [p.stat()]
+            )
+        st = path.stat()
+        return ((path.name, st.st_size, st.st_mtime_ns),)
+    except OSError:
+        return ()

@@ -1,0 +1,34 @@
+"""Polls the registry directory and feeds changes to the store.
+
+Every ``interval`` seconds the store rescans (``ModelStore.sync``, in a worker thread so
+the event loop keeps serving); the store decides what is new, changed, stable and
+loadable. One failed scan is logged and the next one runs as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .store import ModelStore
+
+log = logging.getLogger("mlserve.registry")
+
+
+class RegistryWatcher:
+    """A polling loop over ``store.sync``; ``run`` until cancelled."""
+
+    def __init__(self, store: ModelStore[Any], interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.scans = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.to_thread(self.store.sync)
+            except Exception:  # a bug in one scan must not stop the later ones
+                log.exception("registry scan failed")
+            self.scans += 1

@@ -1,0 +1,158 @@
+"""Hot reload under load: publish, reconfigure, remove and break versions while serving."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from .conftest import linear_model, running_server, write_version
+
+X = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.25] * 20}
+
+
+def publish(root: Path, model: str, version: int, seed: int) -> None:
+    """What a publisher does: write a hidden directory, then rename it into place."""
+    tmp = write_version(root, model, 0, linear_model(seed=seed))  # <model>/0/ as scratch
+    hidden = root / model / f".tmp-{version}"
+    os.rename(tmp, hidden)
+    os.rename(hidden, root / model / str(version))
+
+
+def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_publish_reconfigure_and_remove_under_load(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    write_version(root, "live", 1, linear_model(seed=1))
+    write_version(root, "other", 1, linear_model(seed=9))
+    statuses: Counter[int] = Counter()
+    versions: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load(url: str) -> None:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            while not stop.is_set():
+                r = c.post("/v2/models/live/infer", json={"inputs": [X]})
+                statuses[r.status_code] += 1
+                versions[r.headers.get("mlserve-model-version", "none")] += 1
+
+    with running_server(root, "--poll-seconds", "0.1") as srv, httpx.Client(base_url=srv.url) as c:
+        worker = threading.Thread(target=load, args=(srv.url,))
+        worker.start()
+        try:
+            time.sleep(0.5)
+            publish(root, "live", 2, seed=2)  # latest(1): v2 replaces v1 once loaded
+            wait_for(lambda: c.get("/v2/models/live").json()["versions"] == ["2"])
+            (root / "live" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+            wait_for(lambda: c.get("/v2/models/live").json()["versions"] == ["1", "2"])
+            shutil.rmtree(root / "live" / "2")  # removed: retired, v1 serves again
+            wait_for(lambda: c.get("/v2/models/live").json()["versions"] == ["1"])
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            worker.join()
+        assert c.get("/v2/models/live/versions/2").status_code == 404
+        shutil.rmtree(root / "other")
+        wait_for(lambda: c.get("/v2/models/other").status_code == 404)
+        assert c.post("/v2/models/live/infer", json={"inputs": [X]}).status_code == 200
+    assert set(statuses) == {200}, statuses  # zero failed requests
+    assert sum(statuses.values()) > 100
+    assert set(versions) == {"1", "2"} and versions["none"] == 0
+
+
+def test_broken_or_invalid_changes_never_disturb_what_serves(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    write_version(root, "m", 1, linear_model(seed=1))
+    (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    with running_server(root, "--poll-seconds", "0.1") as srv, httpx.Client(base_url=srv.url) as c:
+        before = c.post("/v2/models/m/infer", json={"inputs": [X]}).json()
+        # A truncated model dropped in as version 2: recorded as failed, v1 keeps serving.
+        data = (root / "m" / "1" / "model.onnx").read_bytes()
+        (root / "m" / "2").mkdir()
+        (root / "m" / "2" / "model.onnx").write_bytes(data[: len(data) // 2])
+        wait_for(lambda: "2" in c.get("/v2/models/m").json()["parameters"]["versions"])
+        meta = c.get("/v2/models/m").json()
+        assert meta["versions"] == ["1"]
+        assert meta["parameters"]["versions"]["2"]["state"] == "failed"
+        # Version 1's file is overwritten with garbage: the reload fails, the loaded session
+        # keeps serving and says so.
+        (root / "m" / "1" / "model.onnx").write_bytes(b"garbage")
+        wait_for(lambda: "reload failed" in str(c.get("/v2/models/m").json()))
+        r = c.post("/v2/models/m/versions/1/infer", json={"inputs": [X]})
+        assert r.status_code == 200 and r.json()["outputs"] == before["outputs"]
+        # An invalid model.toml: the previous configuration stays in force.
+        (root / "m" / "model.toml").write_text("[versions]\npolicy = 'sometimes'\n")
+        wait_for(lambda: "config_error" in c.get("/v2/models/m").json()["parameters"])
+        assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
+        # The file is fixed: version 1 reloads from it.
+        (root / "m" / "1" / "model.onnx").write_bytes(data)
+        (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+        wait_for(lambda: "config_error" not in c.get("/v2/models/m").json()["parameters"])
+        wait_for(
+            lambda: "reason" not in c.get("/v2/models/m").json()["parameters"]["versions"]["1"]
+        )
+        scores = c.post("/v2/models/m/versions/1/infer", json={"inputs": [X]}).json()["outputs"]
+        np.testing.assert_array_equal(scores[0]["data"], before["outputs"][0]["data"])
+
+
+def test_counters_survive_a_reload(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    write_version(root, "m", 1, linear_model(seed=1))
+
+    def scores(c: httpx.Client) -> list[float]:
+        r = c.post("/v2/models/m/infer", json={"inputs": [X]})
+        assert r.status_code == 200
+        return list(r.json()["outputs"][0]["data"])
+
+    with running_server(root, "--poll-seconds", "0.1") as srv, httpx.Client(base_url=srv.url) as c:
+        before = scores(c)
+        for _ in range(4):
+            assert scores(c) == before
+        write_version(root, "m", 1, linear_model(seed=3))  # same version, new files
+        served = 5
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            served += 1
+            if scores(c) != before:  # the reloaded session answers
+                break
+        else:
+            raise AssertionError("version 1 was not reloaded")
+        text = c.get("/metrics").text
+    line = next(
+        x for x in text.splitlines()
+        if x.startswith('mlserve_requests_total{model="m",version="1",role="stable",'
+                        'outcome="success"}')
+    )  # fmt: skip
+    assert float(line.split()[-1]) == served
+
+
+def test_a_broken_new_latest_version_never_retires_the_serving_one(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    write_version(root, "m", 1, linear_model(seed=1))  # policy latest(1), the default
+    with running_server(root, "--poll-seconds", "0.1") as srv, httpx.Client(base_url=srv.url) as c:
+        (root / "m" / "2").mkdir()
+        (root / "m" / "2" / "model.onnx").write_bytes(b"not a model")
+        wait_for(lambda: "2" in c.get("/v2/models/m").json()["parameters"]["versions"])
+        time.sleep(0.5)  # several more scans
+        meta = c.get("/v2/models/m").json()
+        assert meta["versions"] == ["1"]
+        assert meta["parameters"]["versions"]["2"]["state"] == "failed"
+        r = c.post("/v2/models/m/infer", json={"inputs": [X]})
+        assert r.status_code == 200 and r.headers["mlserve-model-version"] == "1"
+        publish(root, "m", 3, seed=3)  # a good newer version: now v1 (and failed v2) retire
+        wait_for(lambda: c.get("/v2/models/m").json()["versions"] == ["3"])
+        assert set(c.get("/v2/models/m").json()["parameters"]["versions"]) == {"3"}
