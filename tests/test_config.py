@@ -320,7 +320,7 @@ def test_every_graph_optimization_accepted(level):
 # model.toml: errors
 
 
-@pytest.mark.parametrize("section", ["batch", "Versions", "routing", "input"])
+@pytest.mark.parametrize("section", ["batch", "Versions", "route", "input"])
 def test_unknown_section_is_named(section):
     with pytest.raises(ConfigError, match=rf"unknown section \[{section}\]"):
         parse_model_config({section: {}})

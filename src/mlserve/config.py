@@ -204,6 +204,15 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class RoutingConfig:
+    """Which versions take unpinned traffic: a stable one and an optional weighted canary."""
+
+    stable: int = 0  # 0: the highest ready version
+    canary: int = 0  # 0: no canary
+    canary_weight: float = 0.0  # percent of unpinned requests
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A model's ``model.toml``, validated."""
 
@@ -212,6 +221,7 @@ class ModelConfig:
     inputs: InputPolicy = field(default_factory=InputPolicy)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:
@@ -235,6 +245,7 @@ def parse_model_config(doc: Mapping[str, Any]) -> ModelConfig:
         "inputs": InputPolicy,
         "batching": BatchingConfig,
         "monitoring": MonitoringConfig,
+        "routing": RoutingConfig,
     }
     for name in doc:
         if name not in sections:
@@ -287,7 +298,7 @@ def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
 
 def _check(config: ModelConfig) -> None:
     v, e, i, b = config.versions, config.execution, config.inputs, config.batching
-    m = config.monitoring
+    m, r = config.monitoring, config.routing
     if v.policy not in POLICIES:
         raise ConfigError(
             f"{MODEL_CONFIG_FILE}: [versions] policy must be one of "
@@ -347,3 +358,9 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] alpha must be in (0, 1)")
     if m.min_window < 1:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] min_window must be >= 1")
+    if r.stable < 0 or r.canary < 0:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] stable and canary are versions (>= 1)")
+    if not 0 <= r.canary_weight <= 100:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] canary_weight must be in 0..100")
+    if r.canary and r.canary == r.stable:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] canary must differ from stable")

@@ -27,6 +27,7 @@ from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REJECTED
 from .monitoring.monitor import REFERENCE_FILE, ModelMonitor
 from .monitoring.profile import load_profile
 from .registry.store import ModelStore, VersionState
+from .routing.policy import PINNED, STABLE
 from .runtime.binary import binary_size, decode_binary, encode_binary, raw_shape
 from .runtime.session import ModelSession
 from .runtime.tensors import decode_json, encode_json
@@ -164,6 +165,13 @@ class InferenceService:
             "default_version": default.version if default else None,
             "versions": versions,
         }
+        if ready:
+            split = self.store.split(model)
+            params["routing"] = {
+                "stable": split.stable.version,
+                "canary": split.canary.version if split.canary is not None else None,
+                "canary_weight": split.weight,
+            }
         if record.config_error:
             params["config_error"] = record.config_error
         session = default.session if default else None
@@ -189,11 +197,20 @@ class InferenceService:
         version: int | None,
         request: Any,
         binary: memoryview | None = None,
+        routing_key: str | None = None,
     ) -> InferResult:
-        """Validate a V2 request (with its binary tensor bytes, if any) and run it."""
+        """Validate a V2 request (with its binary tensor bytes, if any) and run it.
+
+        Without a version, the model's split picks stable or canary; the routing key is the
+        ``mlserve-routing-key`` header (``routing_key``) or ``parameters.routing_key``.
+        """
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
-        endpoint = self.store.resolve(model, version)
+        if routing_key is None and isinstance(request, dict):
+            params = request.get("parameters")
+            if isinstance(params, dict) and isinstance(params.get("routing_key"), str):
+                routing_key = params["routing_key"]
+        endpoint, role = self._target(model, version, routing_key)
         try:
             if not isinstance(request, dict):
                 raise InvalidInput("the request body must be a JSON object", reason="json")
@@ -205,11 +222,11 @@ class InferenceService:
                 raise InvalidInput("'id' must be a string", reason="json")
             outputs, queue_s, infer_s = await endpoint.runner.run(feeds, names)
         except MLServeError as exc:
-            self._failed(endpoint, version, exc)
+            self._failed(endpoint, role, exc)
             raise
         return self._respond(
             endpoint,
-            version,
+            role,
             request_id,
             names or session.output_names,
             outputs,
@@ -219,11 +236,15 @@ class InferenceService:
             feeds,
         )
 
-    def _failed(self, endpoint: Endpoint, version: int | None, exc: MLServeError) -> None:
+    def _target(self, model: str, version: int | None, key: str | None) -> tuple[Endpoint, str]:
+        if version is not None:
+            return self.store.resolve(model, version), PINNED
+        return self.store.split(model).pick(key)
+
+    def _failed(self, endpoint: Endpoint, role: str, exc: MLServeError) -> None:
         stats = endpoint.stats
         if stats is None:
             return
-        role = "stable" if version is None else "pinned"
         if 400 <= exc.status_code < 500:  # the client's fault: invalid, by reason
             stats.roles[role].failure(INVALID)
             reason = exc.reason if isinstance(exc, InvalidInput) else "size"
@@ -239,7 +260,7 @@ class InferenceService:
             endpoint = self.store.resolve(model, version)
         except MLServeError:
             return  # unknown or unavailable: no per-version series for it
-        self._failed(endpoint, version, exc)
+        self._failed(endpoint, STABLE if version is None else PINNED, exc)
 
     def record(self, result: InferResult, total_s: float) -> None:
         """Account a successful request (after its answer was sent): stats, drift windows."""
@@ -252,11 +273,13 @@ class InferenceService:
         if stats.monitor is not None:
             stats.monitor.observe(feeds, result.names, result.outputs, rows)
 
-    async def infer_raw(self, model: str, version: int | None, body: memoryview) -> InferResult:
+    async def infer_raw(
+        self, model: str, version: int | None, body: memoryview, routing_key: str | None = None
+    ) -> InferResult:
         """A raw binary body for a single-input model (header length 0); binary outputs."""
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
-        endpoint = self.store.resolve(model, version)
+        endpoint, role = self._target(model, version, routing_key)
         session = endpoint.session
         if len(session.inputs) != 1:
             raise InvalidInput(
@@ -271,12 +294,12 @@ class InferenceService:
             feeds = {spec.name: decode_binary(spec, tensor, body, session.limits)}
             outputs, queue_s, infer_s = await endpoint.runner.run(feeds, None)
         except MLServeError as exc:
-            self._failed(endpoint, version, exc)
+            self._failed(endpoint, role, exc)
             raise
         binary_out = [True] * len(outputs)
         return self._respond(
             endpoint,
-            version,
+            role,
             None,
             session.output_names,
             outputs,
@@ -289,7 +312,7 @@ class InferenceService:
     @staticmethod
     def _respond(
         endpoint: Endpoint,
-        version: int | None,
+        role: str,
         request_id: str | None,
         names: Sequence[str],
         outputs: list[np.ndarray],
@@ -319,7 +342,6 @@ class InferenceService:
         }
         if request_id is not None:
             body["id"] = request_id
-        role = "stable" if version is None else "pinned"
         return InferResult(body, endpoint, role, queue_s, infer_s, blobs, feeds, outputs, names)
 
     @staticmethod

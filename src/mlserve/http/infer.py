@@ -48,20 +48,26 @@ class InferHandler:
             if scope["method"] != "POST":
                 await _method_not_allowed(send)
                 return
-            declared = header_length = None
+            declared = header_length = routing_key = None
             for key, value in scope["headers"]:
                 if key == b"content-length":
                     declared = value
                 elif key == b"inference-header-content-length":
                     header_length = _header_length(value)
+                elif key == b"mlserve-routing-key":
+                    routing_key = value.decode("latin-1")
             body = await self._read_body(declared, receive)
             if header_length is None:
                 request = _loads(body)
                 served = True
-                result = await self.service.infer(target[0], target[1], request)
+                result = await self.service.infer(
+                    target[0], target[1], request, routing_key=routing_key
+                )
             elif header_length == 0:
                 served = True
-                result = await self.service.infer_raw(target[0], target[1], memoryview(body))
+                result = await self.service.infer_raw(
+                    target[0], target[1], memoryview(body), routing_key
+                )
             else:
                 if header_length > len(body):
                     raise InvalidInput(
@@ -73,7 +79,7 @@ class InferHandler:
                 request = _loads(view[:header_length])
                 served = True
                 result = await self.service.infer(
-                    target[0], target[1], request, view[header_length:]
+                    target[0], target[1], request, view[header_length:], routing_key
                 )
             payload = orjson.dumps(result.body, option=_DUMPS_OPTIONS)
         except ClientDisconnected:

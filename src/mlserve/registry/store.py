@@ -17,8 +17,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from ..config import MODEL_CONFIG_FILE, ModelConfig, ServerSettings, load_model_config
+from ..config import (
+    MODEL_CONFIG_FILE,
+    ModelConfig,
+    RoutingConfig,
+    ServerSettings,
+    load_model_config,
+)
 from ..errors import ConfigError, ModelLoadError, ModelNotFound, ModelNotReady, VersionNotFound
+from ..routing.policy import Split
 from ..runtime.session import ModelSession, load_version
 from .layout import ModelDir, VersionDir, scan_registry
 
@@ -114,7 +121,7 @@ class ModelStore(Generic[E]):
         self.models: dict[str, ModelRecord] = {}
         # Published views, replaced wholesale: model → version → session, and model → default.
         self._ready: dict[str, dict[int, E]] = {}
-        self._default: dict[str, E] = {}
+        self._splits: dict[str, Split[E]] = {}
         self.loaded = False
 
     # ------------------------------------------------------------------ request path
@@ -122,7 +129,7 @@ class ModelStore(Generic[E]):
         """The endpoint serving ``model`` (its default version, or ``version``)."""
         try:
             if version is None:
-                return self._default[model]
+                return self._splits[model].stable
             return self._ready[model][version]
         except KeyError:
             raise self._lookup_error(model, version) from None
@@ -298,17 +305,33 @@ class ModelStore(Generic[E]):
 
     def _publish(self) -> None:
         ready: dict[str, dict[int, E]] = {}
-        default: dict[str, E] = {}
+        splits: dict[str, Split[E]] = {}
         for name, record in self.models.items():
-            sessions = {
+            endpoints = {
                 v: r.endpoint
                 for v, r in record.versions.items()
                 if r.state is VersionState.READY and r.endpoint is not None
             }
-            ready[name] = sessions
-            if sessions:
-                default[name] = sessions[max(sessions)]
-        self._ready, self._default = ready, default
+            ready[name] = endpoints
+            if endpoints and record.config is not None:
+                splits[name] = _split(record.config.routing, endpoints)
+        self._ready, self._splits = ready, splits
+
+    def split(self, model: str) -> Split[E]:
+        """Who takes ``model``'s unpinned traffic (stable and canary)."""
+        try:
+            return self._splits[model]
+        except KeyError:
+            raise self._lookup_error(model, None) from None
+
+
+def _split(routing: RoutingConfig, endpoints: dict[int, E]) -> Split[E]:
+    """Stable: the configured version when ready, else the highest ready one. The canary
+    takes its weight only when it is ready and not the stable version."""
+    stable_version = routing.stable if routing.stable in endpoints else max(endpoints)
+    canary = endpoints.get(routing.canary) if routing.canary != stable_version else None
+    weight = routing.canary_weight if canary is not None else 0.0
+    return Split(endpoints[stable_version], canary, weight)
 
 
 def _states(record: ModelRecord) -> str:
