@@ -210,6 +210,9 @@ class RoutingConfig:
     stable: int = 0  # 0: the highest ready version
     canary: int = 0  # 0: no canary
     canary_weight: float = 0.0  # percent of unpinned requests
+    shadows: tuple[int, ...] = ()  # versions that get mirrored copies of unpinned traffic
+    shadow_sample: float = 1.0  # fraction of requests mirrored
+    shadow_queue: int = 256  # mirrored copies waiting; beyond, copies are dropped and counted
 
 
 @dataclass(frozen=True)
@@ -362,5 +365,11 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] stable and canary are versions (>= 1)")
     if not 0 <= r.canary_weight <= 100:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] canary_weight must be in 0..100")
+    if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in r.shadows):
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadows must list versions (>= 1)")
+    if not 0 <= r.shadow_sample <= 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadow_sample must be in 0..1")
+    if r.shadow_queue < 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadow_queue must be >= 1")
     if r.canary and r.canary == r.stable:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] canary must differ from stable")

@@ -28,6 +28,7 @@ from .monitoring.monitor import REFERENCE_FILE, ModelMonitor
 from .monitoring.profile import load_profile
 from .registry.store import ModelStore, VersionState
 from .routing.policy import PINNED, STABLE
+from .routing.shadow import ShadowMirror
 from .runtime.binary import binary_size, decode_binary, encode_binary, raw_shape
 from .runtime.session import ModelSession
 from .runtime.tensors import decode_json, encode_json
@@ -82,6 +83,8 @@ class InferenceService:
             enabled=settings.monitoring == "on",
             state_dir=settings.state_dir,
         )
+        self.hub.shadow_sources.append(self._shadow_state)
+        self._mirrors: dict[str, ShadowMirror] = {}
         self.shutting_down = False
 
     def prepare(self, session: ModelSession, config: ModelConfig) -> Endpoint:
@@ -272,6 +275,29 @@ class InferenceService:
         stats.roles[result.role].success(total_s, result.queue_s, result.infer_s, rows)
         if stats.monitor is not None:
             stats.monitor.observe(feeds, result.names, result.outputs, rows)
+        if result.role != PINNED:
+            self._mirror(result)
+
+    def _mirror(self, result: InferResult) -> None:
+        """Offer an unpinned request to the model's shadows (after its answer was sent)."""
+        endpoint = result.endpoint
+        split = self.store.split(endpoint.model)
+        shadows = [e for e in split.shadows if e is not endpoint]
+        if not shadows:
+            return
+        mirror = self._mirrors.get(endpoint.model)
+        if mirror is None:
+            record = self.store.models.get(endpoint.model)
+            size = record.config.routing.shadow_queue if record and record.config else 256
+            mirror = self._mirrors[endpoint.model] = ShadowMirror(size)
+        mirror.offer(shadows, split.shadow_sample, result.feeds, result.names, result.outputs)
+
+    def _shadow_state(self) -> dict[str, Any]:
+        return {
+            key: comparison.state()
+            for mirror in list(self._mirrors.values())
+            for key, comparison in list(mirror.comparisons.items())
+        }
 
     async def infer_raw(
         self, model: str, version: int | None, body: memoryview, routing_key: str | None = None
@@ -450,6 +476,11 @@ class InferenceService:
                 for role, state in entry.get("roles", {}).items()
             }
             item: dict[str, Any] = {"requests": traffic, "pending": entry.get("pending", 0)}
+            shadow = merged.get("shadows", {}).get(key)
+            if shadow is not None:  # this version runs as a shadow: how it compares
+                item["shadow"] = {
+                    k: shadow[k] for k in ("requests", "errors", "dropped", "rows", "disagree")
+                }
             if stats is None or stats.monitor is None:
                 item["drift"] = None
                 item["note"] = (
@@ -472,6 +503,8 @@ class InferenceService:
 
     def close(self) -> None:
         self.shutting_down = True
+        for mirror in self._mirrors.values():
+            mirror.stop()
         self._executor.shutdown(wait=True, cancel_futures=False)
 
 

@@ -77,6 +77,8 @@ class MonitoringHub:
         self._rejected: dict[str, int] = {}
         self._lock = threading.Lock()  # endpoints are registered from the loader thread
         self._reports: tuple[float, dict[str, Any]] | None = None
+        # Callables returning shadow comparisons ("model/version" → state), merged in.
+        self.shadow_sources: list[Callable[[], dict[str, Any]]] = []
         registry.register(_Collector(self))
 
     # ------------------------------------------------------------------ registration
@@ -154,8 +156,12 @@ class MonitoringHub:
             }
             if state == "failed":
                 failures[model] = failures.get(model, 0) + 1
+        shadows: dict[str, Any] = {}
+        for source in self.shadow_sources:
+            shadows.update(source())
         return {
             "pid": os.getpid(),
+            "shadows": shadows,
             "endpoints": endpoints,
             "gauges": gauges,
             "load_failures": failures,

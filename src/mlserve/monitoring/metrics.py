@@ -47,6 +47,16 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def observe_many(self, values: Any) -> None:
+        """Observe every value of a 1-D numpy array at once."""
+        import numpy as np
+
+        if len(values):
+            idx = np.searchsorted(self.bounds, values, side="left")
+            for i, n in enumerate(np.bincount(idx, minlength=len(self.counts)).tolist()):
+                self.counts[i] += n
+            self.sum += float(values.sum())
+
     def state(self) -> dict[str, Any]:
         return {"counts": list(self.counts), "sum": self.sum}
 
@@ -227,7 +237,8 @@ def collect_families(snapshot: Mapping[str, Any], reports: Mapping[str, Any]) ->
             _histogram(batch, (model, version), BATCH_BUCKETS, entry["batch"])
         pending.samples.append(("", (model, version), entry.get("pending", 0)))
     return [workers, requests, rows, *hist.values(), batch, pending,
-            *_model_families(snapshot), *_monitor_families(endpoints, reports)]  # fmt: skip
+            *_model_families(snapshot), *_monitor_families(endpoints, reports),
+            *_shadow_families(snapshot.get("shadows", {}))]  # fmt: skip
 
 
 def _histogram(
@@ -344,6 +355,66 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
     return [drift, bins, ratio, missing, out_of_range, classes, alert]
 
 
+SHADOW_DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def _shadow_families(shadows: Mapping[str, Any]) -> list[Family]:
+    mv = ("model", "version")
+    requests = Family(
+        "mlserve_shadow_requests", "counter", "Mirrored requests run on a shadow version.", mv
+    )
+    errors = Family(
+        "mlserve_shadow_errors",
+        "counter",
+        "Mirrored requests the shadow failed (never surfaced).",
+        mv,
+    )
+    dropped = Family(
+        "mlserve_shadow_dropped",
+        "counter",
+        "Mirrored requests dropped because the shadow queue was full.",
+        mv,
+    )
+    rows = Family(
+        "mlserve_shadow_rows",
+        "counter",
+        "Rows compared between the shadow and the primary, by output.",
+        (*mv, "output"),
+    )
+    disagree = Family(
+        "mlserve_shadow_disagreement",
+        "counter",
+        "Rows whose predicted class differs from the primary's.",
+        (*mv, "output"),
+    )
+    diff = Family(
+        "mlserve_shadow_abs_diff",
+        "histogram",
+        "Absolute difference of each score from the primary's.",
+        (*mv, "output"),
+    )
+    infer = Family(
+        "mlserve_shadow_inference_duration_seconds",
+        "histogram",
+        "The shadow's session run time, beside the primary's.",
+        mv,
+    )
+    for key in sorted(shadows):
+        state = shadows[key]
+        labels = tuple(key.split("/", 1))
+        requests.samples.append(("_total", labels, state["requests"]))
+        errors.samples.append(("_total", labels, state["errors"]))
+        dropped.samples.append(("_total", labels, state["dropped"]))
+        for output, count in sorted(state["rows"].items()):
+            rows.samples.append(("_total", (*labels, output), count))
+        for output, count in sorted(state["disagree"].items()):
+            disagree.samples.append(("_total", (*labels, output), count))
+        for output, hist in sorted(state["diff"].items()):
+            _histogram(diff, (*labels, output), SHADOW_DIFF_BUCKETS, hist)
+        _histogram(infer, labels, LATENCY_BUCKETS, state["infer"])
+    return [requests, errors, dropped, rows, disagree, diff, infer]
+
+
 def render_text(families: Iterable[Family], openmetrics: bool = False) -> bytes:
     """The Prometheus text format 0.0.4, or OpenMetrics 1.0 (``# EOF``-terminated).
 
@@ -353,6 +424,8 @@ def render_text(families: Iterable[Family], openmetrics: bool = False) -> bytes:
     out: list[str] = []
     append = out.append
     for f in families:
+        if not f.samples:  # nothing to say (no batcher, no shadow, no profile…)
+            continue
         name = f.name + ("_total" if f.kind == "counter" and not openmetrics else "")
         append(f"# HELP {name} {_escape_help(f.help)}\n# TYPE {name} {f.kind}\n")
         keys = f.labels
@@ -403,6 +476,8 @@ def _number(value: float) -> str:
 def to_metrics(families: Iterable[Family]) -> Iterator[Metric]:
     """The same families as prometheus_client metrics, for a ``CollectorRegistry``."""
     for f in families:
+        if not f.samples:
+            continue
         metric = Metric(f.name, f.help, f.kind)
         for suffix, values, value in f.samples:
             names = (*f.labels, "le") if suffix == "_bucket" else f.labels

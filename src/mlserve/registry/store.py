@@ -331,7 +331,8 @@ def _split(routing: RoutingConfig, endpoints: dict[int, E]) -> Split[E]:
     stable_version = routing.stable if routing.stable in endpoints else max(endpoints)
     canary = endpoints.get(routing.canary) if routing.canary != stable_version else None
     weight = routing.canary_weight if canary is not None else 0.0
-    return Split(endpoints[stable_version], canary, weight)
+    shadows = tuple(endpoints[v] for v in routing.shadows if v in endpoints)
+    return Split(endpoints[stable_version], canary, weight, shadows, routing.shadow_sample)
 
 
 def _states(record: ModelRecord) -> str:

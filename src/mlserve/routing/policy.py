@@ -30,6 +30,8 @@ class Split(Generic[E]):
     stable: E
     canary: E | None = None
     weight: float = 0.0
+    shadows: tuple[E, ...] = ()  # ready shadow versions, mirrored after the answer
+    shadow_sample: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_threshold", round(self.weight * _SCALE / 100))
