@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         "profile", help="write a reference profile (reference.json) for drift monitoring"
     )
     _profile_options(prof)
+    audit = sub.add_parser("audit", help="check the admin audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="verify the hash chain of an audit log")
+    verify.add_argument("file", help="the audit log (audit.jsonl in the registry by default)")
     return parser
 
 
@@ -138,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "profile":
         return _profile(args)
+    if args.command == "audit":
+        return _audit_verify(args.file)
     overrides = {k: getattr(args, k) for k in _SETTING_KEYS}
     if args.command == "demo":
         from .demo import build_demo
@@ -191,4 +197,19 @@ def _profile(args: argparse.Namespace) -> int:
         f"wrote {args.out / 'reference.json'}: {profile['n_rows']} rows, "
         f"{len(profile['features'])} features, outputs: {outputs}"
     )
+    return 0
+
+
+def _audit_verify(file: str) -> int:
+    from .governance.audit import verify
+
+    try:
+        count, problem = verify(Path(file))
+    except OSError as exc:
+        print(f"mlserve: {exc}", file=sys.stderr)
+        return 2
+    if problem is not None:
+        print(f"mlserve: audit log {file}: {problem}", file=sys.stderr)
+        return 1
+    print(f"{file}: {count} entries, hash chain intact")
     return 0

@@ -48,6 +48,10 @@ class ServerSettings:
     inference_threads: int = 0
     # Seconds between registry scans for new, changed and removed versions (0: never).
     poll_seconds: float = 2.0
+    # Admin API bearer token (MLSERVE_ADMIN_TOKEN); empty: the admin API is refused.
+    admin_token: str = field(default="", repr=False)
+    # Where admin changes are audited (default: audit.jsonl in the registry directory).
+    audit_log: str = ""
     # "on": per-request metrics, drift and data quality; "off": none of it on the request path.
     monitoring: str = "on"
     # Where worker processes share their monitoring state (set by the server for --workers > 1).
@@ -225,6 +229,15 @@ class ModelConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+
+
+def parse_routing(table: Mapping[str, Any]) -> RoutingConfig:
+    """Validate a routing table (``routing.json`` written by the admin API)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError("routing must be a JSON object")
+    routing: RoutingConfig = _section("routing", RoutingConfig, table)
+    _check(ModelConfig(routing=routing))
+    return routing
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

@@ -7,6 +7,8 @@ as class attributes; one handler (``http/errors.py``) renders them all as
     MLServeError                  500 internal
     ├── InvalidInput              400 invalid_input
     ├── PayloadTooLarge           413 payload_too_large
+    ├── Unauthorized              401 unauthorized
+    ├── Forbidden                 403 forbidden
     ├── NotFound                  404 not_found
     │   ├── ModelNotFound         404 model_not_found
     │   └── VersionNotFound       404 version_not_found
@@ -53,6 +55,20 @@ class PayloadTooLarge(MLServeError):
 
     status_code = 413
     code = "payload_too_large"
+
+
+class Unauthorized(MLServeError):
+    """An admin request without valid credentials."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(MLServeError):
+    """The action is refused whatever the credentials (e.g. no admin token configured)."""
+
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(MLServeError):

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,9 +20,10 @@ from starlette.exceptions import HTTPException
 
 from ..config import ServerSettings
 from ..errors import MLServeError
+from ..governance.audit import AuditLog
 from ..registry.watcher import RegistryWatcher
 from ..service import InferenceService
-from . import monitor, v2
+from . import admin, monitor, v2
 from .errors import error_response
 from .infer import InferHandler
 
@@ -37,7 +39,11 @@ class MLServeApp:
         self.store = self.service.store
         self.infer = InferHandler(self.service, settings.max_body_bytes)
         self.starlette = Starlette(
-            routes=v2.routes(self.service) + monitor.routes(self.service),
+            routes=[
+                *v2.routes(self.service),
+                *monitor.routes(self.service),
+                *admin.routes(self.service, settings.admin_token, AuditLog(audit_path(settings))),
+            ],
             exception_handlers={
                 HTTPException: error_response,
                 MLServeError: error_response,
@@ -101,6 +107,11 @@ class MLServeApp:
                 await asyncio.to_thread(self.service.hub.publish)
             except OSError as exc:
                 log.warning("could not publish monitoring state: %s", exc)
+
+
+def audit_path(settings: ServerSettings) -> Path:
+    """The audit log: ``--audit-log``, or ``audit.jsonl`` in the registry directory."""
+    return Path(settings.audit_log) if settings.audit_log else settings.registry / "audit.jsonl"
 
 
 def create_app(settings: ServerSettings) -> MLServeApp:

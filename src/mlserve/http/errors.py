@@ -24,6 +24,8 @@ def error_payload(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, byt
         status, message, code = exc.status_code, exc.message, exc.code
         if status == 503:
             extra.append((b"retry-after", b"1"))
+        elif status == 401:
+            extra.append((b"www-authenticate", b'Bearer realm="mlserve admin"'))
     elif isinstance(exc, HTTPException):
         status, message = exc.status_code, str(exc.detail)
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")

@@ -8,7 +8,11 @@ update. It knows neither HTTP nor metric objects.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +27,7 @@ from ..config import (
     RoutingConfig,
     ServerSettings,
     load_model_config,
+    parse_routing,
 )
 from ..errors import ConfigError, ModelLoadError, ModelNotFound, ModelNotReady, VersionNotFound
 from ..routing.policy import Split
@@ -30,6 +35,8 @@ from ..runtime.session import ModelSession, load_version
 from .layout import ModelDir, VersionDir, scan_registry
 
 log = logging.getLogger("mlserve.registry")
+
+ROUTING_FILE = "routing.json"
 
 
 class VersionState(str, Enum):
@@ -77,6 +84,14 @@ class ModelRecord:
     config: ModelConfig | None
     config_error: str | None = None
     versions: dict[int, VersionRecord] = field(default_factory=dict)
+    # Routing set through the admin API (routing.json beside model.toml), over model.toml's.
+    routing_override: RoutingConfig | None = None
+
+    @property
+    def routing(self) -> RoutingConfig:
+        if self.routing_override is not None:
+            return self.routing_override
+        return self.config.routing if self.config is not None else RoutingConfig()
 
     def ready_versions(self) -> list[int]:
         return sorted(v for v, r in self.versions.items() if r.state is VersionState.READY)
@@ -117,6 +132,7 @@ class ModelStore(Generic[E]):
         self._seen: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._loaded_fp: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._config_fp: dict[str, tuple[Any, ...]] = {}
+        self._routing_fp: dict[str, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
         self.models: dict[str, ModelRecord] = {}
         # Published views, replaced wholesale: model → version → session, and model → default.
@@ -226,6 +242,7 @@ class ModelStore(Generic[E]):
                 changes.append(f"{name}: model.toml changed")
         if record is None or record.config is None:
             return changes  # still the same invalid model.toml
+        changes += self._sync_routing(record)
         config = record.config
         fps = {v: _fingerprint(vdir.path) for v, vdir in mdir.versions.items()}
         stable = {v for v, fp in fps.items() if initial or self._seen.get((name, v)) == fp}
@@ -265,6 +282,40 @@ class ModelStore(Generic[E]):
                 self._retire(name, v)
                 changes.append(f"{name} v{v}: retired")
         return changes
+
+    def _sync_routing(self, record: ModelRecord) -> list[str]:
+        path = record.path / ROUTING_FILE
+        fp = _fingerprint(path) if path.exists() else ()
+        if fp == self._routing_fp.get(record.name, ()):
+            return []
+        self._routing_fp[record.name] = fp
+        if not fp:
+            record.routing_override = None
+            return [f"{record.name}: routing override removed"]
+        try:
+            record.routing_override = parse_routing(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:  # ConfigError is a ValueError
+            log.error(
+                "model %s: %s is invalid, keeping the previous routing: %s",
+                record.name,
+                ROUTING_FILE,
+                exc,
+            )
+            return []
+        return [f"{record.name}: routing override loaded"]
+
+    def set_routing(self, model: str, routing: RoutingConfig | None) -> None:
+        """Persist (atomically) and apply a routing override; ``None`` removes it."""
+        with self._lock:
+            record = self.record(model)
+            path = record.path / ROUTING_FILE
+            if routing is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write_atomically(path, json.dumps(dataclasses.asdict(routing), indent=1) + "\n")
+            record.routing_override = routing
+            self._routing_fp[model] = _fingerprint(path) if path.exists() else ()
+            self._publish()
 
     def _retire(self, name: str, version: int) -> None:
         rec = self.models[name].versions.pop(version)
@@ -314,7 +365,7 @@ class ModelStore(Generic[E]):
             }
             ready[name] = endpoints
             if endpoints and record.config is not None:
-                splits[name] = _split(record.config.routing, endpoints)
+                splits[name] = _split(record.routing, endpoints)
         self._ready, self._splits = ready, splits
 
     def split(self, model: str) -> Split[E]:
@@ -359,3 +410,23 @@ def _fingerprint(path: Path) -> tuple[Any, ...]:
         return ((path.name, st.st_size, st.st_mtime_ns),)
     except OSError:
         return ()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write, fsync, rename: readers (and a crash) see the old file or the new, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

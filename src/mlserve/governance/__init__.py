@@ -1,0 +1,1 @@
+"""Governance: the audit trail of changes (and, later, lineage and the validation gate)."""

@@ -1,0 +1,129 @@
+"""Authenticated admin routes: read and change a model's routing, promote, roll back.
+
+Every route needs ``Authorization: Bearer <MLSERVE_ADMIN_TOKEN>`` (compared in constant
+time); with no token configured the admin API is refused, never open. Changes are
+persisted atomically (``routing.json`` beside ``model.toml``, which stays the human's
+file), applied in one swap, and written to the audit log before the answer says done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..config import RoutingConfig, parse_routing
+from ..errors import ConfigError, Forbidden, InvalidInput, Unauthorized
+from ..governance.audit import AuditLog, actor_id
+from ..registry.layout import check_model_name
+from ..service import InferenceService
+from .v2 import JSONResponse
+
+
+def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route]:
+    """Admin routes bound to ``service``, checked against ``token``, audited to ``audit``."""
+    expected = token.encode()
+
+    def authorize(request: Request) -> str:
+        if not expected:
+            raise Forbidden("the admin API is disabled: set MLSERVE_ADMIN_TOKEN to enable it")
+        header = request.headers.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credential.strip().encode(), expected
+        ):
+            raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+        return actor_id(credential.strip())
+
+    def state(model: str) -> dict[str, Any]:
+        record = service.store.record(model)
+        return {
+            "model": model,
+            "ready_versions": [str(v) for v in record.ready_versions()],
+            "model_toml": dataclasses.asdict(record.config.routing) if record.config else None,
+            "override": dataclasses.asdict(record.routing_override)
+            if record.routing_override
+            else None,
+            "effective": dataclasses.asdict(record.routing),
+        }
+
+    async def change(model: str, actor: str, action: str, new: RoutingConfig | None) -> Response:
+        record = service.store.record(model)
+        ready = set(record.ready_versions())
+        if new is not None:
+            for name in ("stable", "canary"):
+                v = getattr(new, name)
+                if v and v not in ready:
+                    raise InvalidInput(
+                        f"{name} version {v} of {model!r} is not ready (ready: {sorted(ready)})",
+                        reason="routing",
+                    )
+            missing = [v for v in new.shadows if v not in ready]
+            if missing:
+                raise InvalidInput(
+                    f"shadow versions {missing} of {model!r} are not ready", reason="routing"
+                )
+        before = dataclasses.asdict(record.routing)
+        await asyncio.to_thread(service.store.set_routing, model, new)
+        after = dataclasses.asdict(service.store.record(model).routing)
+        await asyncio.to_thread(audit.append, actor, action, model, before, after)
+        return JSONResponse(state(model))
+
+    async def get_routing(request: Request) -> Response:
+        authorize(request)
+        return JSONResponse(state(check_model_name(request.path_params["model"])))
+
+    async def put_routing(request: Request) -> Response:
+        actor = authorize(request)
+        model = check_model_name(request.path_params["model"])
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"malformed JSON body: {exc}", reason="json") from None
+        if not isinstance(body, dict):
+            raise InvalidInput("the body must be a JSON object of routing keys", reason="json")
+        current = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(service.store.record(model).routing).items()
+        }
+        try:
+            new = parse_routing({**current, **body})
+        except ConfigError as exc:
+            raise InvalidInput(str(exc).replace("model.toml: ", ""), reason="routing") from None
+        return await change(model, actor, "set_routing", new)
+
+    async def delete_routing(request: Request) -> Response:
+        actor = authorize(request)
+        model = check_model_name(request.path_params["model"])
+        return await change(model, actor, "reset_routing", None)
+
+    async def promote(request: Request) -> Response:
+        actor = authorize(request)
+        model = check_model_name(request.path_params["model"])
+        current = service.store.record(model).routing
+        if not current.canary:
+            raise InvalidInput(f"{model!r} has no canary to promote", reason="routing")
+        new = dataclasses.replace(current, stable=current.canary, canary=0, canary_weight=0.0)
+        return await change(model, actor, "promote", new)
+
+    async def rollback(request: Request) -> Response:
+        actor = authorize(request)
+        model = check_model_name(request.path_params["model"])
+        current = service.store.record(model).routing
+        new = dataclasses.replace(current, canary=0, canary_weight=0.0)
+        return await change(model, actor, "rollback", new)
+
+    base = "/v2/admin/models/{model}"
+    return [
+        Route(base + "/routing", get_routing, methods=["GET"]),
+        Route(base + "/routing", put_routing, methods=["PUT"]),
+        Route(base + "/routing", delete_routing, methods=["DELETE"]),
+        Route(base + "/promote", promote, methods=["POST"]),
+        Route(base + "/rollback", rollback, methods=["POST"]),
+    ]

@@ -1,0 +1,94 @@
+"""Admin API: authentication, routing changes persisted and audited, audit verification."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import linear_model, running_server, write_version
+
+TOKEN = "s3cret-token-for-tests"
+X = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.25] * 20}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Path:
+    root = tmp_path / "registry"
+    for v in (1, 2):
+        write_version(root, "m", v, linear_model(seed=v))
+    (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n[routing]\nstable = 1\n')
+    return root
+
+
+def test_admin_is_refused_without_a_configured_token(registry: Path) -> None:
+    with running_server(registry) as srv:
+        r = httpx.get(srv.url + "/v2/admin/models/m/routing", headers=AUTH)
+        assert r.status_code == 403 and "MLSERVE_ADMIN_TOKEN" in r.json()["error"]
+
+
+def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path) -> None:
+    env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
+    with running_server(registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
+        url = "/v2/admin/models/m/routing"
+        assert c.get(url).status_code == 401
+        r = c.get(url, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        assert c.get(url, headers={"Authorization": TOKEN}).status_code == 401  # no scheme
+        state = c.get(url, headers=AUTH).json()
+        assert state["effective"]["stable"] == 1 and state["override"] is None
+        r = c.put(url, headers=AUTH, json={"canary": 2, "canary_weight": 100})
+        assert r.status_code == 200, r.text
+        assert r.json()["effective"]["canary"] == 2
+        hit = c.post("/v2/models/m/infer", json={"inputs": [X]})
+        assert (hit.headers["mlserve-model-version"], hit.headers["mlserve-route"]) == (
+            "2",
+            "canary",
+        )
+        bad = c.put(url, headers=AUTH, json={"canary": 7})
+        assert bad.status_code == 400 and "not ready" in bad.json()["error"]
+        bad = c.put(url, headers=AUTH, json={"canary_weight": 250})
+        assert bad.status_code == 400 and "canary_weight" in bad.json()["error"]
+        assert c.put(url, headers=AUTH, content=b"{").status_code == 400
+    saved = json.loads((registry / "m" / "routing.json").read_text())
+    assert saved["canary"] == 2 and saved["canary_weight"] == 100.0
+    # A restart keeps the change; promote and roll back are audited too.
+    with running_server(registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
+        hit = c.post("/v2/models/m/infer", json={"inputs": [X]})
+        assert hit.headers["mlserve-model-version"] == "2"
+        r = c.post("/v2/admin/models/m/promote", headers=AUTH)
+        assert r.json()["effective"]["stable"] == 2 and r.json()["effective"]["canary"] == 0
+        assert c.post("/v2/admin/models/m/promote", headers=AUTH).status_code == 400
+        assert c.post("/v2/admin/models/m/rollback", headers=AUTH).status_code == 200
+        r = c.delete("/v2/admin/models/m/routing", headers=AUTH)
+        assert r.json()["override"] is None and r.json()["effective"]["stable"] == 1
+        assert (
+            c.post("/v2/models/m/infer", json={"inputs": [X]}).headers["mlserve-model-version"]
+            == "1"
+        )
+    assert not (registry / "m" / "routing.json").exists()
+    log = registry / "audit.jsonl"
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["action"] for e in entries] == ["set_routing", "promote", "rollback", "reset_routing"]
+    assert all(TOKEN not in json.dumps(e) and e["actor"].startswith("token:") for e in entries)
+    assert entries[0]["before"]["canary"] == 0 and entries[0]["after"]["canary"] == 2
+    ok = subprocess.run(
+        [sys.executable, "-m", "mlserve", "audit", "verify", str(log)],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and "4 entries" in ok.stdout
+    lines = log.read_text().splitlines()
+    lines[1] = lines[1].replace('"promote"', '"promotE"')
+    log.write_text("\n".join(lines) + "\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "mlserve", "audit", "verify", str(log)],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "line 3" in bad.stderr  # the line after the edited one
