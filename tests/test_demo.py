@@ -52,8 +52,12 @@ def test_layout(workspace: Path) -> None:
             assert names == {"model.onnx", "lineage.json", "samples.npz", "reference.json"}
     toml_text = (registry / "credit-risk" / "model.toml").read_text()
     assert toml_text.startswith("#")
-    assert toml_text.endswith('[versions]\npolicy = "all"\n')
-    assert tomllib.loads(toml_text) == {"versions": {"policy": "all"}}
+    from mlserve.config import parse_model_config
+
+    config = parse_model_config(tomllib.loads(toml_text))
+    assert config.versions.policy == "all"
+    assert (config.routing.stable, config.routing.canary) == (1, 2)
+    assert config.routing.canary_weight == 10 and config.routing.shadows == (2,)
     assert not (registry / "iris" / "model.toml").exists()
     assert sorted(p.name for p in (workspace / "datasets").iterdir()) == [
         "credit-risk.npz",

@@ -122,6 +122,12 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         help="seconds between registry scans for new, changed and removed versions "
         "(default 2; 0: never; env MLSERVE_POLL_SECONDS)",
     )
+    p.add_argument(
+        "--audit-log",
+        dest="audit_log",
+        help="audit log of admin changes (default: audit.jsonl in the registry; "
+        "env MLSERVE_AUDIT_LOG)",
+    )
 
 
 _SETTING_KEYS = (
@@ -135,6 +141,7 @@ _SETTING_KEYS = (
     "inference_threads",
     "monitoring",
     "poll_seconds",
+    "audit_log",
 )
 
 

@@ -26,11 +26,16 @@ from .monitoring.profile import build_profile, save_profile
 
 log = logging.getLogger("mlserve.demo")
 
-BUILDER_VERSION = 2  # bump whenever the workspace's content changes: old ones rebuild
+BUILDER_VERSION = 3  # bump whenever the workspace's content changes: old ones rebuild
 MARKER = ".mlserve-demo.json"
 N_SAMPLES = 32
 OUTPUTS = ("label", "probabilities")
-MODEL_TOML = '# mlserve built-in demo model (made by mlserve.demo)\n[versions]\npolicy = "all"\n'
+MODEL_TOML = (
+    "# mlserve built-in demo model (made by mlserve.demo)\n"
+    '[versions]\npolicy = "all"\n'
+    "# version 1 serves, version 2 is a 10 % canary and also shadows half the stable traffic\n"
+    "[routing]\nstable = 1\ncanary = 2\ncanary_weight = 10\nshadows = [2]\nshadow_sample = 0.5\n"
+)
 
 
 def _credit_risk_data(n: int = 6000, seed: int = 20240611) -> dict[str, np.ndarray]:
