@@ -265,14 +265,15 @@ def slow_batch_model(n: int, n_features: int = 4) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def gather_model() -> onnx.ModelProto:
-    """``y = table[idx]``: valid requests pass validation, an index ≥ 10 fails in onnxruntime."""
-    table = np.arange(10, dtype=np.float32) * 1.5
+def gather_model(size: int = 10) -> onnx.ModelProto:
+    """``y = table[idx]``: valid requests pass validation; an index ≥ ``size`` fails inside
+    onnxruntime."""
+    table = np.arange(size, dtype=np.float32) * 1.5
     graph = helper.make_graph(
         [helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)],
         "gather",
         [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
-        initializer=[helper.make_tensor("table", TensorProto.FLOAT, [10], table)],
+        initializer=[helper.make_tensor("table", TensorProto.FLOAT, [size], table)],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

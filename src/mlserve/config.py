@@ -220,6 +220,21 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True)
+class GuardrailConfig:
+    """Automatic rollback (and optional promotion) of a canary against its stable version."""
+
+    enabled: bool = False
+    check_seconds: float = 5.0
+    window_seconds: float = 60.0
+    min_requests: int = 200  # canary requests in the window before any verdict
+    max_failure_ratio: float = 2.0  # canary failure rate / stable failure rate
+    max_p99_ratio: float = 1.5
+    rollback_on_drift: bool = True
+    promote_after_seconds: float = 0.0  # 0: never promote by itself
+    steps: tuple[float, ...] = ()  # canary weights to step through before promoting
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A model's ``model.toml``, validated."""
 
@@ -229,6 +244,7 @@ class ModelConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
 
 
 def parse_routing(table: Mapping[str, Any]) -> RoutingConfig:
@@ -262,6 +278,7 @@ def parse_model_config(doc: Mapping[str, Any]) -> ModelConfig:
         "batching": BatchingConfig,
         "monitoring": MonitoringConfig,
         "routing": RoutingConfig,
+        "guardrails": GuardrailConfig,
     }
     for name in doc:
         if name not in sections:
@@ -386,3 +403,14 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadow_queue must be >= 1")
     if r.canary and r.canary == r.stable:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] canary must differ from stable")
+    g = config.guardrails
+    if not g.check_seconds > 0 or not g.window_seconds > 0:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [guardrails] check_seconds and window_seconds must be > 0"
+        )
+    if g.min_requests < 1 or not g.max_failure_ratio > 0 or not g.max_p99_ratio > 0:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [guardrails] min_requests and the ratios must be positive"
+        )
+    if any(not isinstance(w, (int, float)) or not 0 < w <= 100 for w in g.steps):
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [guardrails] steps are weights in (0, 100]")

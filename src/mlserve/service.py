@@ -9,10 +9,13 @@ not depend on the request (the runner, header values) is done at load, in
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,18 +23,22 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .batching.runners import Runner, choose_runner
-from .config import ModelConfig, ServerSettings
+from .config import GuardrailConfig, ModelConfig, RoutingConfig, ServerSettings
 from .errors import InvalidInput, MLServeError, ModelLoadError, ServerNotReady, Unavailable
+from .governance.audit import AuditLog
 from .monitoring.hub import EndpointStats, MonitoringHub
-from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REJECTED
+from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REJECTED, quantile
 from .monitoring.monitor import REFERENCE_FILE, ModelMonitor
 from .monitoring.profile import load_profile
 from .registry.store import ModelStore, VersionState
+from .routing.guardrails import Guard, Verdict, decide
 from .routing.policy import PINNED, STABLE
 from .routing.shadow import ShadowMirror
 from .runtime.binary import binary_size, decode_binary, encode_binary, raw_shape
 from .runtime.session import ModelSession
 from .runtime.tensors import decode_json, encode_json
+
+log = logging.getLogger("mlserve")
 
 PLATFORM = "onnxruntime_onnx"
 OUTCOME_NAMES = OUTCOMES
@@ -84,7 +91,14 @@ class InferenceService:
             state_dir=settings.state_dir,
         )
         self.hub.shadow_sources.append(self._shadow_state)
+        self.hub.extra_sources.append(self._routing_state)
         self._mirrors: dict[str, ShadowMirror] = {}
+        self.audit = AuditLog(
+            Path(settings.audit_log) if settings.audit_log else settings.registry / "audit.jsonl"
+        )
+        self.guard = Guard()
+        self._guard_checked: dict[str, float] = {}
+        self._guard_actions: dict[str, int] = {}
         self.shutting_down = False
 
     def prepare(self, session: ModelSession, config: ModelConfig) -> Endpoint:
@@ -500,6 +514,106 @@ class InferenceService:
                 }
             out["versions"][str(v)] = item
         return out
+
+    # ------------------------------------------------------------------ guardrails
+    def check_guardrails(self) -> list[Verdict]:
+        """Judge every canary whose model has guardrails on and is due; act on breaches.
+
+        Runs off the event loop (it reads the workers' snapshots). Returns the verdicts.
+        """
+        now = Guard.now()
+        due = []
+        for name, record in list(self.store.models.items()):
+            config = record.config
+            if config is None or not config.guardrails.enabled:
+                continue
+            if now - self._guard_checked.get(name, -1e9) >= config.guardrails.check_seconds:
+                due.append((name, record, config.guardrails))
+        if not due:
+            return []
+        merged = self.hub.merged()
+        reports = self.hub.reports(merged)
+        endpoints = merged.get("endpoints", {})
+        verdicts = []
+        for name, record, rules in due:
+            self._guard_checked[name] = now
+            try:
+                split = self.store.split(name)
+            except MLServeError:
+                continue
+            if split.canary is None or split.weight <= 0:
+                self.guard.forget(name)
+                continue
+            c_key, s_key = f"{name}/{split.canary.version}", f"{name}/{split.stable.version}"
+            windows = []
+            for key, role in ((c_key, "canary"), (s_key, "stable")):
+                state = endpoints.get(key, {}).get("roles", {}).get(role)
+                windows.append(
+                    self.guard.windowed(f"{key}:{role}", state, rules.window_seconds, now)
+                    if state
+                    else None
+                )
+            verdict = decide(
+                name,
+                record.routing,
+                int(split.stable.version),
+                windows[0],
+                windows[1],
+                bool(reports.get(c_key, {}).get("alert")),
+                rules,
+                self.guard.healthy_since.get(name),
+                now,
+                quantile,
+            )
+            if verdict.action == "none":
+                self.guard.healthy_since.setdefault(name, now)
+            elif verdict.action in ("rollback", "step", "promote"):
+                self._guard_act(name, record.routing, verdict, rules)
+            self.guard.last[name] = verdict
+            verdicts.append(verdict)
+        return verdicts
+
+    def _guard_act(
+        self, name: str, routing: RoutingConfig, verdict: Verdict, config: GuardrailConfig
+    ) -> None:
+        if verdict.action == "rollback":
+            new = dataclasses.replace(routing, canary=0, canary_weight=0.0)
+        elif verdict.action == "step":
+            weight = min(w for w in config.steps if w > routing.canary_weight)
+            new = dataclasses.replace(routing, canary_weight=float(weight))
+        else:
+            new = dataclasses.replace(routing, stable=routing.canary, canary=0, canary_weight=0.0)
+        self.store.set_routing(name, new)
+        self.audit.append(
+            "guardrails",
+            verdict.action,
+            name,
+            dataclasses.asdict(routing),
+            {**dataclasses.asdict(new), "reason": verdict.reason},
+        )
+        key = f"{name}/{verdict.action}"
+        self._guard_actions[key] = self._guard_actions.get(key, 0) + 1
+        if verdict.action == "step":
+            self.guard.healthy_since[name] = Guard.now()  # the next step waits again
+        else:
+            self.guard.forget(name)
+        log.warning(
+            "guardrails: %s %s (canary v%s): %s",
+            verdict.action,
+            name,
+            verdict.canary,
+            verdict.reason,
+        )
+
+    def _routing_state(self) -> dict[str, Any]:
+        weights = {}
+        for name in list(self.store.models):
+            try:
+                split = self.store.split(name)
+            except MLServeError:
+                continue
+            weights[name] = split.weight if split.canary is not None else 0.0
+        return {"canary_weight": weights, "guardrail_actions": dict(self._guard_actions)}
 
     def close(self) -> None:
         self.shutting_down = True

@@ -53,6 +53,7 @@ class MLServeApp:
         )
         self._loading: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -79,6 +80,8 @@ class MLServeApp:
             self.service.hub.mark_ready(False)
             if self._watcher is not None:
                 self._watcher.cancel()
+            if self._guard is not None:
+                self._guard.cancel()
             if publisher is not None:
                 publisher.cancel()
                 await asyncio.to_thread(self.service.hub.publish)  # final counts stay counted
@@ -94,10 +97,22 @@ class MLServeApp:
         if self.settings.poll_seconds > 0:
             watcher = RegistryWatcher(self.store, self.settings.poll_seconds)
             self._watcher = asyncio.get_running_loop().create_task(watcher.run())
+        self._guard = asyncio.get_running_loop().create_task(self._guard_forever())
         # Everything allocated so far (modules, sessions, metadata) lives as long as the
         # process: move it out of the collector's generations so full collections under
         # load only walk request garbage.
         gc.freeze()
+
+    async def _guard_forever(self) -> None:
+        """Guardrails, on one worker only (the leader), twice a second; each model is
+        judged at its own check interval."""
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                if self.service.hub.leader():
+                    await asyncio.to_thread(self.service.check_guardrails)
+            except Exception:  # one failed check must not stop the later ones
+                log.exception("guardrail check failed")
 
     async def _publish_forever(self) -> None:
         """Share this worker's monitoring snapshot with the other workers once a second."""

@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import InvalidInput
-from ..monitoring.metrics import LATENCY_BUCKETS
+from ..monitoring.metrics import quantile
 from ..registry.layout import check_model_name, parse_version
 from ..service import InferenceService
 from .v2 import JSONResponse
@@ -147,21 +147,3 @@ def snapshot_event(
             },
         }
     return {"time": now, "endpoints": endpoints}
-
-
-def quantile(counts: list[int], q: float) -> float | None:
-    """The q-quantile of a latency histogram, interpolated linearly within its bucket."""
-    total = sum(counts)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    lower = 0.0
-    for bound, count in zip((*LATENCY_BUCKETS, math.inf), counts, strict=True):
-        if count and seen + count >= rank:
-            if bound == math.inf:
-                return lower
-            return lower + (bound - lower) * (rank - seen) / count
-        seen += count
-        lower = bound
-    return lower

@@ -12,6 +12,7 @@ once a second, and reused by scrapes in between.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import tempfile
@@ -79,6 +80,9 @@ class MonitoringHub:
         self._reports: tuple[float, dict[str, Any]] | None = None
         # Callables returning shadow comparisons ("model/version" → state), merged in.
         self.shadow_sources: list[Callable[[], dict[str, Any]]] = []
+        self._leader_fd: int | None = None
+        # Callables returning further top-level snapshot entries (routing state).
+        self.extra_sources: list[Callable[[], dict[str, Any]]] = []
         registry.register(_Collector(self))
 
     # ------------------------------------------------------------------ registration
@@ -132,6 +136,21 @@ class MonitoringHub:
             1 for p in self.state_dir.glob("ready-*") if _alive(int(p.name.split("-", 1)[1]))
         )
 
+    def leader(self) -> bool:
+        """Whether this worker runs the server-wide duties (guardrails): the one holding
+        ``state_dir/leader.lock``; a worker that exits releases it to the next that asks."""
+        if self.state_dir is None:
+            return True
+        if self._leader_fd is None:
+            fd = os.open(self.state_dir / "leader.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            self._leader_fd = fd
+        return True
+
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> dict[str, Any]:
         """This worker's state as plain data."""
@@ -159,7 +178,11 @@ class MonitoringHub:
         shadows: dict[str, Any] = {}
         for source in self.shadow_sources:
             shadows.update(source())
+        extra: dict[str, Any] = {}
+        for source in self.extra_sources:
+            extra.update(source())
         return {
+            **extra,
             "pid": os.getpid(),
             "shadows": shadows,
             "endpoints": endpoints,

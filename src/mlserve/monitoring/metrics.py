@@ -110,7 +110,7 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # Per-worker copies of the same facts (labels, the reference profile): never added.
-_CONSTANT_KEYS = frozenset({"names", "levels", "reference_ratio"})
+_CONSTANT_KEYS = frozenset({"names", "levels", "reference_ratio", "canary_weight"})
 
 
 def _add_into(target: dict[str, Any], source: Mapping[str, Any], gauge: bool = False) -> None:
@@ -238,7 +238,8 @@ def collect_families(snapshot: Mapping[str, Any], reports: Mapping[str, Any]) ->
         pending.samples.append(("", (model, version), entry.get("pending", 0)))
     return [workers, requests, rows, *hist.values(), batch, pending,
             *_model_families(snapshot), *_monitor_families(endpoints, reports),
-            *_shadow_families(snapshot.get("shadows", {}))]  # fmt: skip
+            *_shadow_families(snapshot.get("shadows", {})),
+            *_routing_families(snapshot)]  # fmt: skip
 
 
 def _histogram(
@@ -353,6 +354,26 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
                 drift.samples.append(("", (*labels, "window_rows"), feat["window_count"]))
                 drift.samples.append(("", (*labels, "alert"), 1 if feat["alert"] else 0))
     return [drift, bins, ratio, missing, out_of_range, classes, alert]
+
+
+def _routing_families(snapshot: Mapping[str, Any]) -> list[Family]:
+    weight = Family(
+        "mlserve_canary_weight",
+        "gauge",
+        "Percent of unpinned traffic the model's canary takes.",
+        ("model",),
+    )
+    for model, w in sorted(snapshot.get("canary_weight", {}).items()):
+        weight.samples.append(("", (model,), w))
+    actions = Family(
+        "mlserve_guardrail_actions",
+        "counter",
+        "Guardrail decisions carried out (rollback, step, promote).",
+        ("model", "action"),
+    )
+    for key, count in sorted(snapshot.get("guardrail_actions", {}).items()):
+        actions.samples.append(("_total", tuple(key.split("/", 1)), count))
+    return [weight, actions]
 
 
 SHADOW_DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -483,3 +504,21 @@ def to_metrics(families: Iterable[Family]) -> Iterator[Metric]:
             names = (*f.labels, "le") if suffix == "_bucket" else f.labels
             metric.add_sample(f.name + suffix, dict(zip(names, values, strict=True)), value)
         yield metric
+
+
+def quantile(counts: list[int], q: float) -> float | None:
+    """The q-quantile of a latency histogram, interpolated linearly within its bucket."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    lower = 0.0
+    for bound, count in zip((*LATENCY_BUCKETS, math.inf), counts, strict=True):
+        if count and seen + count >= rank:
+            if bound == math.inf:
+                return lower
+            return lower + (bound - lower) * (rank - seen) / count
+        seen += count
+        lower = bound
+    return lower

@@ -1,0 +1,158 @@
+"""Guardrails: compare a canary with its stable version and roll it back (or step it up).
+
+Every ``check_seconds`` the guard reads the merged request statistics (all workers) and
+keeps a short history, so each verdict covers the last ``window_seconds``: the canary's
+failure rate (any outcome but success) against the stable version's, its p99 latency
+against the stable p99 (from the histogram buckets), and drift alerts on its inputs or
+outputs. No verdict before the canary has ``min_requests`` in the window. A breach rolls
+the canary back (weight 0, canary cleared) and stays rolled back: nothing re-enables it
+by itself, so the guard never flaps. A canary healthy for ``promote_after_seconds`` is
+stepped up the ``steps`` schedule, then promoted. Every action is logged, audited and
+counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..config import GuardrailConfig, RoutingConfig
+
+log = logging.getLogger("mlserve.guardrails")
+
+
+@dataclasses.dataclass
+class Verdict:
+    """One check of one canary: the figures and the decision."""
+
+    model: str
+    canary: int
+    stable: int
+    canary_requests: int
+    stable_requests: int
+    canary_failure_rate: float | None
+    stable_failure_rate: float | None
+    canary_p99_s: float | None
+    stable_p99_s: float | None
+    drift_alert: bool
+    action: str  # "none" | "wait" | "rollback" | "step" | "promote"
+    reason: str
+
+
+def window_delta(now: Mapping[str, Any], then: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Role statistics of one endpoint over a window: ``now`` minus ``then``."""
+    if then is None:
+        return {k: v for k, v in now.items()}
+    return {
+        "outcomes": [a - b for a, b in zip(now["outcomes"], then["outcomes"], strict=True)],
+        "duration": {
+            "counts": [
+                a - b
+                for a, b in zip(now["duration"]["counts"], then["duration"]["counts"], strict=True)
+            ]
+        },
+    }
+
+
+def decide(
+    model: str,
+    routing: RoutingConfig,
+    stable_version: int,
+    canary: Mapping[str, Any] | None,
+    stable: Mapping[str, Any] | None,
+    drift_alert: bool,
+    config: GuardrailConfig,
+    healthy_since: float | None,
+    now: float,
+    quantile: Callable[[list[int], float], float | None],
+) -> Verdict:
+    """The verdict on a canary from its and the stable version's window statistics."""
+
+    def figures(state: Mapping[str, Any] | None) -> tuple[int, float | None, float | None]:
+        if not state:
+            return 0, None, None
+        total = sum(state["outcomes"])
+        failed = total - state["outcomes"][0]
+        rate = failed / total if total else None
+        return total, rate, quantile(state["duration"]["counts"], 0.99)
+
+    c_n, c_rate, c_p99 = figures(canary)
+    s_n, s_rate, s_p99 = figures(stable)
+    verdict = Verdict(model, routing.canary, stable_version, c_n, s_n, c_rate, s_rate, c_p99,
+                      s_p99, drift_alert, "wait", "")  # fmt: skip
+    if c_n < config.min_requests:
+        verdict.reason = f"{c_n} canary requests in the window, {config.min_requests} needed"
+        return verdict
+    # A breach needs the canary's failure rate over max_failure_ratio × the stable's, and
+    # that difference to be significant (one-sided two-proportion z-test, z > 3): noise in
+    # small counts never rolls a canary back, and a clean stable does not make one failure
+    # an infinite ratio.
+    c_fail = c_n - (canary or {}).get("outcomes", [c_n])[0]
+    s_fail = s_n - (stable or {}).get("outcomes", [s_n])[0] if s_n else 0
+    c_rate = c_fail / c_n
+    s_rate = s_fail / s_n if s_n else 0.0
+    pooled = (c_fail + s_fail) / (c_n + s_n)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / c_n + (1 / s_n if s_n else 0.0)))
+    z = (c_rate - s_rate) / spread if spread > 0 else 0.0
+    if c_rate > config.max_failure_ratio * s_rate and z > 3.0:
+        verdict.action = "rollback"
+        verdict.reason = (
+            f"failure rate {c_rate:.3f} over {config.max_failure_ratio} × the "
+            f"stable {s_rate:.3f} (z = {z:.1f})"
+        )
+    elif c_p99 is not None and s_p99 and c_p99 > config.max_p99_ratio * s_p99:
+        verdict.action = "rollback"
+        verdict.reason = f"p99 {c_p99 * 1e3:.2f} ms over {config.max_p99_ratio} × {s_p99 * 1e3:.2f}"
+    elif drift_alert and config.rollback_on_drift:
+        verdict.action = "rollback"
+        verdict.reason = "drift alert on the canary's inputs or outputs"
+    elif (
+        config.promote_after_seconds > 0
+        and healthy_since is not None
+        and now - healthy_since >= config.promote_after_seconds
+    ):
+        higher = [w for w in config.steps if w > routing.canary_weight]
+        verdict.action = "step" if higher and higher[0] < 100 else "promote"
+        verdict.reason = f"healthy for {now - healthy_since:.0f} s"
+    else:
+        verdict.action = "none"
+        verdict.reason = "healthy"
+    return verdict
+
+
+class Guard:
+    """Keeps the windows and the healthy-since times; ``check`` returns the verdicts."""
+
+    def __init__(self) -> None:
+        self._history: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
+        self.healthy_since: dict[str, float] = {}
+        self.last: dict[str, Verdict] = {}
+
+    def windowed(
+        self, key: str, state: dict[str, Any], window_s: float, now: float
+    ) -> dict[str, Any]:
+        """The statistics of ``key`` over (about) the last ``window_s`` seconds.
+
+        The history holds cumulative snapshots; the window is the newest minus the newest
+        one that is at least ``window_s`` old (or the oldest kept, early on).
+        """
+        history = self._history.setdefault(key, deque())
+        while len(history) > 1 and now - history[1][0] >= window_s:
+            history.popleft()
+        base = history[0][1] if history else None
+        history.append((now, state))
+        return window_delta(state, base)
+
+    def forget(self, model: str) -> None:
+        self.healthy_since.pop(model, None)
+        for key in [k for k in self._history if k.startswith(model + "/")]:
+            del self._history[key]
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
