@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -92,3 +93,31 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
         text=True,
     )
     assert bad.returncode == 1 and "line 3" in bad.stderr  # the line after the edited one
+
+
+def test_model_repository_extension(registry: Path) -> None:
+    env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
+    with (
+        running_server(registry, "--poll-seconds", "0.1", env=env) as srv,
+        httpx.Client(base_url=srv.url) as c,
+    ):
+        assert "model_repository" in c.get("/v2").json()["extensions"]
+        assert c.post("/v2/repository/index").status_code == 401
+        index = c.post("/v2/repository/index", headers=AUTH).json()
+        assert {(e["name"], e["version"], e["state"]) for e in index} == {
+            ("m", "1", "READY"),
+            ("m", "2", "READY"),
+        }
+        r = c.post("/v2/repository/models/m/unload", headers=AUTH)
+        assert r.status_code == 200 and r.json()["unloaded"] is True
+        assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 503
+        assert c.get("/v2/models/m/ready").status_code == 503
+        assert c.post("/v2/repository/index", headers=AUTH, json={"ready": True}).json() == []
+        time.sleep(0.3)  # the watcher leaves an unloaded model alone
+        assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 503
+        r = c.post("/v2/repository/models/m/load", headers=AUTH)
+        assert r.status_code == 200 and r.json()["versions"] == {"1": "ready", "2": "ready"}
+        assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
+        assert c.post("/v2/repository/models/nope/load", headers=AUTH).status_code == 404
+    actions = [json.loads(x)["action"] for x in (registry / "audit.jsonl").read_text().splitlines()]
+    assert actions == ["unload", "load"]

@@ -42,7 +42,7 @@ log = logging.getLogger("mlserve")
 
 PLATFORM = "onnxruntime_onnx"
 OUTCOME_NAMES = OUTCOMES
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 @dataclass(eq=False)
@@ -478,6 +478,9 @@ class InferenceService:
         merged = self.hub.merged()
         reports = self.hub.reports(merged)
         out: dict[str, Any] = {"model": model, "monitoring": self.hub.enabled, "versions": {}}
+        verdict = self.guard.last.get(model)
+        if verdict is not None:
+            out["guardrails"] = dataclasses.asdict(verdict)
         for v in versions:
             key = f"{model}/{v}"
             entry = merged.get("endpoints", {}).get(key, {})

@@ -119,6 +119,48 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
         new = dataclasses.replace(current, canary=0, canary_weight=0.0)
         return await change(model, actor, "rollback", new)
 
+    async def repository_index(request: Request) -> Response:
+        authorize(request)
+        raw = await request.body()
+        ready_only = False
+        if raw.strip():
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"malformed JSON body: {exc}", reason="json") from None
+            ready_only = isinstance(doc, dict) and doc.get("ready") is True
+        index = []
+        for name, record in sorted(service.store.models.items()):
+            if record.unloaded:
+                index.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
+                continue
+            for version, vrec in sorted(record.versions.items()):
+                entry = {"name": name, "version": str(version), "state": vrec.state.value.upper()}
+                if vrec.reason:
+                    entry["reason"] = vrec.reason
+                index.append(entry)
+        if ready_only:
+            index = [e for e in index if e["state"] == "READY"]
+        return JSONResponse(index)
+
+    async def repository_load(request: Request) -> Response:
+        actor = authorize(request)
+        model = check_model_name(request.path_params["model"])
+        changes = await asyncio.to_thread(service.store.load, model)
+        record = service.store.record(model)
+        after = {str(v): r.state.value for v, r in sorted(record.versions.items())}
+        await asyncio.to_thread(audit.append, actor, "load", model, None, after)
+        return JSONResponse({"model": model, "changes": changes, "versions": after})
+
+    async def repository_unload(request: Request) -> Response:
+        actor = authorize(request)
+        model = check_model_name(request.path_params["model"])
+        record = service.store.record(model)
+        before = {str(v): r.state.value for v, r in sorted(record.versions.items())}
+        await asyncio.to_thread(service.store.unload, model)
+        await asyncio.to_thread(audit.append, actor, "unload", model, before, None)
+        return JSONResponse({"model": model, "unloaded": True})
+
     base = "/v2/admin/models/{model}"
     return [
         Route(base + "/routing", get_routing, methods=["GET"]),
@@ -126,4 +168,7 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
         Route(base + "/routing", delete_routing, methods=["DELETE"]),
         Route(base + "/promote", promote, methods=["POST"]),
         Route(base + "/rollback", rollback, methods=["POST"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
     ]

@@ -86,6 +86,8 @@ class ModelRecord:
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     # Routing set through the admin API (routing.json beside model.toml), over model.toml's.
     routing_override: RoutingConfig | None = None
+    # Unloaded through the model repository API: the watcher leaves it alone until loaded.
+    unloaded: bool = False
 
     @property
     def routing(self) -> RoutingConfig:
@@ -242,6 +244,8 @@ class ModelStore(Generic[E]):
                 changes.append(f"{name}: model.toml changed")
         if record is None or record.config is None:
             return changes  # still the same invalid model.toml
+        if record.unloaded:
+            return changes
         changes += self._sync_routing(record)
         config = record.config
         fps = {v: _fingerprint(vdir.path) for v, vdir in mdir.versions.items()}
@@ -303,6 +307,36 @@ class ModelStore(Generic[E]):
             )
             return []
         return [f"{record.name}: routing override loaded"]
+
+    def unload(self, model: str) -> None:
+        """Retire every version of ``model`` and keep it out until ``load``."""
+        with self._lock:
+            record = self.record(model)
+            for version in list(record.versions):
+                self._retire(model, version)
+            record.unloaded = True
+            self._publish()
+        log.info("registry: %s unloaded", model)
+
+    def load(self, model: str) -> list[str]:
+        """Load (or reload from disk) ``model`` now, whatever the watcher last saw."""
+        with self._lock:
+            try:
+                found = scan_registry(self.root)
+            except OSError as exc:
+                raise ModelNotReady(f"the registry cannot be read: {exc}") from exc
+            mdir = found.get(model)
+            if mdir is None:
+                raise ModelNotFound(f"unknown model {model!r}: no such directory in the registry")
+            record = self.models.get(model)
+            if record is not None:
+                record.unloaded = False
+            self._config_fp.pop(model, None)  # re-read model.toml
+            for key in [k for k in self._loaded_fp if k[0] == model]:
+                del self._loaded_fp[key]
+            changes = self._sync_model(model, mdir, initial=True)
+            self._publish()
+        return changes
 
     def set_routing(self, model: str, routing: RoutingConfig | None) -> None:
         """Persist (atomically) and apply a routing override; ``None`` removes it."""
