@@ -84,7 +84,7 @@ class System:
     url: str  # template with {model}
     proc: subprocess.Popen[bytes] | None = None
     encodings: tuple[str, ...] = ("json", "binary")
-    models: tuple[str, ...] = ("lr", "gbm", "gbm-batched")
+    models: tuple[str, ...] = ("lr", "gbm", "gbm-batched", "lr-shadowed")
     log: Path | None = field(default=None)
 
 
@@ -122,6 +122,15 @@ def make_registry(workdir: Path, delay_us: int) -> Path:
             if (demo / "credit-risk" / str(version) / file).exists():
                 shutil.copy(demo / "credit-risk" / str(version) / file, target / file)
     (registry / "gbm-batched" / "model.toml").write_text(BATCHING_TOML.format(delay=delay_us))
+    # lr answered by version 1 while version 2 (the gradient-boosted model) shadows every
+    # request: its p99 against plain lr shows what a shadow costs the caller.
+    for version, source in ((1, 1), (2, 2)):
+        target = registry / "lr-shadowed" / str(version)
+        target.mkdir(parents=True)
+        shutil.copy(demo / "credit-risk" / str(source) / "model.onnx", target / "model.onnx")
+    (registry / "lr-shadowed" / "model.toml").write_text(
+        '[versions]\npolicy = "all"\n[routing]\nstable = 1\nshadows = [2]\n'
+    )
     return registry
 
 
@@ -327,7 +336,13 @@ def summarise(measurements: list[Measurement]) -> list[dict[str, Any]]:
         (r["model"], r["batch"], r["concurrency"]): r for r in rows if r["system"] == "floor-asgi"
     }
     for r in rows:
-        floor = floors.get((r["model"].replace("-batched", ""), r["batch"], r["concurrency"]))
+        floor = floors.get(
+            (
+                r["model"].replace("-batched", "").replace("-shadowed", ""),
+                r["batch"],
+                r["concurrency"],
+            )
+        )
         r["rps_vs_floor"] = r["rps"] / floor["rps"] if floor else None
         r["p99_vs_floor"] = r["p99_us"] / floor["p99_us"] if floor else None
     return rows
@@ -423,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         registry = make_registry(workdir, args.batch_delay_us)
         n_features = 20
-        base_models = dict.fromkeys(m.replace("-batched", "") for m in models)
+        base_models = dict.fromkeys(
+            m.replace("-batched", "").replace("-shadowed", "") for m in models
+        )
         inproc = [inprocess(registry, m, b, n_features) for m in base_models for b in batches]
         systems = start_systems(args.systems.split(","), registry, args.workers, workdir)
         for item in args.url:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -70,6 +71,8 @@ def test_publish_reconfigure_and_remove_under_load(tmp_path: Path) -> None:
         wait_for(lambda: c.get("/v2/models/other").status_code == 404)
         assert c.post("/v2/models/live/infer", json={"inputs": [X]}).status_code == 200
     assert set(statuses) == {200}, statuses  # zero failed requests
+    audited = [json.loads(x)["after"] for x in (root / "audit.jsonl").read_text().splitlines()]
+    assert "live v2: loaded" in audited and "live v2: retired" in audited
     assert sum(statuses.values()) > 100
     assert set(versions) == {"1", "2"} and versions["none"] == 0
 

@@ -608,6 +608,15 @@ class InferenceService:
             verdict.reason,
         )
 
+    def audit_registry_changes(self, changes: list[str]) -> None:
+        """Audit what a registry scan loaded, reloaded, failed or retired (one worker
+        writes them: every worker sees the same directory)."""
+        if not self.hub.leader():
+            return
+        for change in changes:
+            model = change.split(":", 1)[0].split(" ", 1)[0]
+            self.audit.append("registry", "sync", model, None, change)
+
     def _routing_state(self) -> dict[str, Any]:
         weights = {}
         for name in list(self.store.models):

@@ -95,7 +95,9 @@ class MLServeApp:
             return
         self.service.hub.mark_ready()
         if self.settings.poll_seconds > 0:
-            watcher = RegistryWatcher(self.store, self.settings.poll_seconds)
+            watcher = RegistryWatcher(
+                self.store, self.settings.poll_seconds, self.service.audit_registry_changes
+            )
             self._watcher = asyncio.get_running_loop().create_task(watcher.run())
         self._guard = asyncio.get_running_loop().create_task(self._guard_forever())
         # Everything allocated so far (modules, sessions, metadata) lives as long as the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .store import ModelStore
@@ -19,16 +20,24 @@ log = logging.getLogger("mlserve.registry")
 class RegistryWatcher:
     """A polling loop over ``store.sync``; ``run`` until cancelled."""
 
-    def __init__(self, store: ModelStore[Any], interval: float) -> None:
+    def __init__(
+        self,
+        store: ModelStore[Any],
+        interval: float,
+        on_changes: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self.store = store
         self.interval = interval
+        self.on_changes = on_changes  # told what each scan changed (for the audit log)
         self.scans = 0
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await asyncio.to_thread(self.store.sync)
+                changes = await asyncio.to_thread(self.store.sync)
+                if changes and self.on_changes is not None:
+                    await asyncio.to_thread(self.on_changes, changes)
             except Exception:  # a bug in one scan must not stop the later ones
                 log.exception("registry scan failed")
             self.scans += 1
