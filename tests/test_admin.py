@@ -121,3 +121,51 @@ def test_model_repository_extension(registry: Path) -> None:
         assert c.post("/v2/repository/models/nope/load", headers=AUTH).status_code == 404
     actions = [json.loads(x)["action"] for x in (registry / "audit.jsonl").read_text().splitlines()]
     assert actions == ["unload", "load"]
+
+
+def test_audit_chain_holds_under_concurrent_writers(tmp_path: Path) -> None:
+    import threading
+
+    from mlserve.governance.audit import AuditLog, verify
+
+    path = tmp_path / "audit.jsonl"
+    logs = [AuditLog(path), AuditLog(path)]  # as two workers would have
+
+    def write(log: AuditLog, n: int) -> None:
+        for i in range(n):
+            log.append("t", "act", "m", None, i)
+
+    threads = [threading.Thread(target=write, args=(log, 60)) for log in logs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert verify(path) == (120, None)
+
+
+def test_an_admin_change_builds_on_what_another_worker_wrote(registry: Path) -> None:
+    env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
+    with running_server(registry, "--poll-seconds", "60", env=env) as srv:
+        # Another worker (or a person) wrote routing.json; this worker has not rescanned yet.
+        (registry / "m" / "routing.json").write_text(
+            json.dumps(
+                {
+                    "stable": 1,
+                    "canary": 2,
+                    "canary_weight": 30.0,
+                    "shadows": [],
+                    "shadow_sample": 1.0,
+                    "shadow_queue": 256,
+                }
+            )
+        )
+        r = httpx.put(
+            srv.url + "/v2/admin/models/m/routing", headers=AUTH, json={"shadow_sample": 0.5}
+        )
+        assert r.status_code == 200, r.text
+        effective = r.json()["effective"]
+        assert (effective["canary"], effective["canary_weight"], effective["shadow_sample"]) == (
+            2,
+            30.0,
+            0.5,
+        )

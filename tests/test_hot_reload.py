@@ -159,3 +159,28 @@ def test_a_broken_new_latest_version_never_retires_the_serving_one(tmp_path: Pat
         publish(root, "m", 3, seed=3)  # a good newer version: now v1 (and failed v2) retire
         wait_for(lambda: c.get("/v2/models/m").json()["versions"] == ["3"])
         assert set(c.get("/v2/models/m").json()["parameters"]["versions"]) == {"3"}
+
+
+def test_routing_override_survives_a_model_leaving_and_coming_back(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    for v in (1, 2):
+        write_version(root, "m", v, linear_model(seed=v))
+    (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    (root / "m" / "routing.json").write_text(
+        json.dumps({"stable": 1, "canary": 2, "canary_weight": 40.0})
+    )
+    with running_server(root, "--poll-seconds", "0.1") as srv, httpx.Client(base_url=srv.url) as c:
+
+        def weight() -> Any:
+            r = c.get("/v2/models/m")
+            return (
+                r.json()["parameters"].get("routing", {}).get("canary_weight")
+                if (r.status_code == 200)
+                else None
+            )
+
+        assert weight() == 40.0
+        os.rename(root / "m", tmp_path / "m-away")
+        wait_for(lambda: c.get("/v2/models/m").status_code == 404)
+        os.rename(tmp_path / "m-away", root / "m")
+        wait_for(lambda: weight() == 40.0)

@@ -399,8 +399,8 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadows must list versions (>= 1)")
     if not 0 <= r.shadow_sample <= 1:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadow_sample must be in 0..1")
-    if r.shadow_queue < 1:
-        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadow_queue must be >= 1")
+    if not 1 <= r.shadow_queue <= 100_000:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadow_queue must be in 1..100000")
     if r.canary and r.canary == r.stable:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] canary must differ from stable")
     g = config.guardrails

@@ -299,11 +299,13 @@ class InferenceService:
         shadows = [e for e in split.shadows if e is not endpoint]
         if not shadows:
             return
+        record = self.store.models.get(endpoint.model)
+        size = record.routing.shadow_queue if record is not None else 256
         mirror = self._mirrors.get(endpoint.model)
-        if mirror is None:
-            record = self.store.models.get(endpoint.model)
-            size = record.config.routing.shadow_queue if record and record.config else 256
-            mirror = self._mirrors[endpoint.model] = ShadowMirror(size)
+        if mirror is None or mirror.max_queue != size:  # new, or resized by a routing change
+            if mirror is not None:
+                mirror.stop()
+            mirror = self._mirrors[endpoint.model] = ShadowMirror(size, mirror)
         mirror.offer(shadows, split.shadow_sample, result.feeds, result.names, result.outputs)
 
     def _shadow_state(self) -> dict[str, Any]:
@@ -547,6 +549,10 @@ class InferenceService:
             if split.canary is None or split.weight <= 0:
                 self.guard.forget(name)
                 continue
+            seen = (split.canary.version, split.weight)
+            if self.guard.split_seen.get(name) != seen:  # a new canary or weight: start over
+                self.guard.forget(name)
+                self.guard.split_seen[name] = seen
             c_key, s_key = f"{name}/{split.canary.version}", f"{name}/{split.stable.version}"
             windows = []
             for key, role in ((c_key, "canary"), (s_key, "stable")):
@@ -579,20 +585,25 @@ class InferenceService:
     def _guard_act(
         self, name: str, routing: RoutingConfig, verdict: Verdict, config: GuardrailConfig
     ) -> None:
-        if verdict.action == "rollback":
-            new = dataclasses.replace(routing, canary=0, canary_weight=0.0)
-        elif verdict.action == "step":
-            weight = min(w for w in config.steps if w > routing.canary_weight)
-            new = dataclasses.replace(routing, canary_weight=float(weight))
-        else:
-            new = dataclasses.replace(routing, stable=routing.canary, canary=0, canary_weight=0.0)
-        self.store.set_routing(name, new)
+        def make(current: RoutingConfig, ready: set[int]) -> RoutingConfig:
+            if current.canary != verdict.canary:  # changed meanwhile: the verdict is stale
+                return current
+            if verdict.action == "rollback":
+                return dataclasses.replace(current, canary=0, canary_weight=0.0)
+            higher = sorted(w for w in config.steps if w > current.canary_weight)
+            if verdict.action == "step" and higher and higher[0] < 100:
+                return dataclasses.replace(current, canary_weight=float(higher[0]))
+            return dataclasses.replace(current, stable=current.canary, canary=0, canary_weight=0.0)
+
+        before, after = self.store.update_routing(name, make)
+        if before == after:
+            return
         self.audit.append(
             "guardrails",
             verdict.action,
             name,
-            dataclasses.asdict(routing),
-            {**dataclasses.asdict(new), "reason": verdict.reason},
+            dataclasses.asdict(before),
+            {**dataclasses.asdict(after), "reason": verdict.reason},
         )
         key = f"{name}/{verdict.action}"
         self._guard_actions[key] = self._guard_actions.get(key, 0) + 1

@@ -9,6 +9,7 @@ flushed and fsynced before the change they describe is reported as done.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -35,32 +36,43 @@ class AuditLog:
     def append(
         self, actor: str, action: str, model: str, before: Any, after: Any
     ) -> dict[str, Any]:
-        with self._lock:
-            entry = {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "actor": actor,
-                "action": action,
-                "model": model,
-                "before": before,
-                "after": after,
-                "prev": self._last_hash(),
-            }
-            line = json.dumps(entry, sort_keys=True, separators=(",", ":"))
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+        # The file lock orders appends across worker processes, the thread lock within
+        # one; the last line is read under both, so the chain never forks.
+        with self._lock, self.path.open("a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                entry = {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "actor": actor,
+                    "action": action,
+                    "model": model,
+                    "before": before,
+                    "after": after,
+                    "prev": _last_hash(fh),
+                }
+                line = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+                fh.seek(0, os.SEEK_END)
+                fh.write(line.encode() + b"\n")
                 fh.flush()
                 os.fsync(fh.fileno())
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
             return entry
 
-    def _last_hash(self) -> str:
-        if not self.path.exists():
-            return GENESIS
-        last = b""
-        with self.path.open("rb") as fh:
-            for raw in fh:
-                if raw.strip():
-                    last = raw.rstrip(b"\n")
-        return hashlib.sha256(last).hexdigest() if last else GENESIS
+
+def _last_hash(fh: Any) -> str:
+    """SHA-256 of the file's last non-empty line (read from the end), or the genesis hash."""
+    pos = fh.seek(0, os.SEEK_END)
+    chunk = b""
+    while pos > 0:
+        step = min(4096, pos)
+        pos -= step
+        fh.seek(pos)
+        chunk = fh.read(step) + chunk
+        lines = [x for x in chunk.split(b"\n") if x.strip()]
+        if len(lines) >= 2 or (lines and pos == 0):
+            return hashlib.sha256(lines[-1]).hexdigest()
+    return GENESIS
 
 
 def verify(path: Path) -> tuple[int, str | None]:

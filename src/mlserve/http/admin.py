@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -53,26 +54,34 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
             "effective": dataclasses.asdict(record.routing),
         }
 
-    async def change(model: str, actor: str, action: str, new: RoutingConfig | None) -> Response:
-        record = service.store.record(model)
-        ready = set(record.ready_versions())
-        if new is not None:
-            for name in ("stable", "canary"):
-                v = getattr(new, name)
-                if v and v not in ready:
-                    raise InvalidInput(
-                        f"{name} version {v} of {model!r} is not ready (ready: {sorted(ready)})",
-                        reason="routing",
-                    )
-            missing = [v for v in new.shadows if v not in ready]
-            if missing:
+    def validated(routing: RoutingConfig, ready: set[int], model: str) -> RoutingConfig:
+        for name in ("stable", "canary"):
+            v = getattr(routing, name)
+            if v and v not in ready:
                 raise InvalidInput(
-                    f"shadow versions {missing} of {model!r} are not ready", reason="routing"
+                    f"{name} version {v} of {model!r} is not ready (ready: {sorted(ready)})",
+                    reason="routing",
                 )
-        before = dataclasses.asdict(record.routing)
-        await asyncio.to_thread(service.store.set_routing, model, new)
-        after = dataclasses.asdict(service.store.record(model).routing)
-        await asyncio.to_thread(audit.append, actor, action, model, before, after)
+        missing = [v for v in routing.shadows if v not in ready]
+        if missing:
+            raise InvalidInput(
+                f"shadow versions {missing} of {model!r} are not ready", reason="routing"
+            )
+        return routing
+
+    async def change(
+        model: str,
+        actor: str,
+        action: str,
+        make: Callable[[RoutingConfig, set[int]], RoutingConfig | None],
+    ) -> Response:
+        # Built from the routing in force under the store's lock: concurrent changes (here,
+        # on another worker, or by the guardrails) are never lost.
+        before, after = await asyncio.to_thread(service.store.update_routing, model, make)
+        await asyncio.to_thread(
+            audit.append, actor, action, model, dataclasses.asdict(before),
+            dataclasses.asdict(after),
+        )  # fmt: skip
         return JSONResponse(state(model))
 
     async def get_routing(request: Request) -> Response:
@@ -88,36 +97,47 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
             raise InvalidInput(f"malformed JSON body: {exc}", reason="json") from None
         if not isinstance(body, dict):
             raise InvalidInput("the body must be a JSON object of routing keys", reason="json")
-        current = {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(service.store.record(model).routing).items()
-        }
-        try:
-            new = parse_routing({**current, **body})
-        except ConfigError as exc:
-            raise InvalidInput(str(exc).replace("model.toml: ", ""), reason="routing") from None
-        return await change(model, actor, "set_routing", new)
+        service.store.record(model)  # 404 before anything else
+
+        def make(current: RoutingConfig, ready: set[int]) -> RoutingConfig:
+            plain = {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(current).items()
+            }
+            try:
+                new = parse_routing({**plain, **body})
+            except ConfigError as exc:
+                raise InvalidInput(str(exc).replace("model.toml: ", ""), reason="routing") from None
+            return validated(new, ready, model)
+
+        return await change(model, actor, "set_routing", make)
 
     async def delete_routing(request: Request) -> Response:
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
-        return await change(model, actor, "reset_routing", None)
+        return await change(model, actor, "reset_routing", lambda current, ready: None)
 
     async def promote(request: Request) -> Response:
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
-        current = service.store.record(model).routing
-        if not current.canary:
-            raise InvalidInput(f"{model!r} has no canary to promote", reason="routing")
-        new = dataclasses.replace(current, stable=current.canary, canary=0, canary_weight=0.0)
-        return await change(model, actor, "promote", new)
+
+        def make(current: RoutingConfig, ready: set[int]) -> RoutingConfig:
+            if not current.canary:
+                raise InvalidInput(f"{model!r} has no canary to promote", reason="routing")
+            new = dataclasses.replace(current, stable=current.canary, canary=0, canary_weight=0.0)
+            return validated(new, ready, model)
+
+        return await change(model, actor, "promote", make)
 
     async def rollback(request: Request) -> Response:
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
-        current = service.store.record(model).routing
-        new = dataclasses.replace(current, canary=0, canary_weight=0.0)
-        return await change(model, actor, "rollback", new)
+        return await change(
+            model,
+            actor,
+            "rollback",
+            lambda current, ready: dataclasses.replace(current, canary=0, canary_weight=0.0),
+        )
 
     async def repository_index(request: Request) -> Response:
         authorize(request)

@@ -12,7 +12,6 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,7 +19,6 @@ from starlette.exceptions import HTTPException
 
 from ..config import ServerSettings
 from ..errors import MLServeError
-from ..governance.audit import AuditLog
 from ..registry.watcher import RegistryWatcher
 from ..service import InferenceService
 from . import admin, monitor, v2
@@ -42,7 +40,7 @@ class MLServeApp:
             routes=[
                 *v2.routes(self.service),
                 *monitor.routes(self.service),
-                *admin.routes(self.service, settings.admin_token, AuditLog(audit_path(settings))),
+                *admin.routes(self.service, settings.admin_token, self.service.audit),
             ],
             exception_handlers={
                 HTTPException: error_response,
@@ -124,11 +122,6 @@ class MLServeApp:
                 await asyncio.to_thread(self.service.hub.publish)
             except OSError as exc:
                 log.warning("could not publish monitoring state: %s", exc)
-
-
-def audit_path(settings: ServerSettings) -> Path:
-    """The audit log: ``--audit-log``, or ``audit.jsonl`` in the registry directory."""
-    return Path(settings.audit_log) if settings.audit_log else settings.registry / "audit.jsonl"
 
 
 def create_app(settings: ServerSettings) -> MLServeApp:

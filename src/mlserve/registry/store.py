@@ -213,6 +213,9 @@ class ModelStore(Generic[E]):
                     self._retire(name, version)
                 del self.models[name]
                 self._config_fp.pop(name, None)
+                self._routing_fp.pop(name, None)
+                for key in [k for k in self._seen if k[0] == name]:
+                    del self._seen[key]
                 changes.append(f"{name}: removed")
             if changes or initial:
                 self._publish()
@@ -338,18 +341,33 @@ class ModelStore(Generic[E]):
             self._publish()
         return changes
 
-    def set_routing(self, model: str, routing: RoutingConfig | None) -> None:
-        """Persist (atomically) and apply a routing override; ``None`` removes it."""
+    def update_routing(
+        self,
+        model: str,
+        update: Callable[[RoutingConfig, set[int]], RoutingConfig | None],
+    ) -> tuple[RoutingConfig, RoutingConfig]:
+        """Change a model's routing override atomically: re-read ``routing.json`` (another
+        worker may have written it), apply ``update(current, ready_versions)`` under the
+        lock, persist (write, fsync, rename) and publish. Returns (before, after).
+        ``update`` may raise to refuse; returning ``None`` removes the override."""
         with self._lock:
             record = self.record(model)
+            self._sync_routing(record)
+            before = record.routing
+            routing = update(before, set(record.ready_versions()))
             path = record.path / ROUTING_FILE
-            if routing is None:
-                path.unlink(missing_ok=True)
-            else:
-                _write_atomically(path, json.dumps(dataclasses.asdict(routing), indent=1) + "\n")
+            try:
+                if routing is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    text = json.dumps(dataclasses.asdict(routing), indent=1) + "\n"
+                    _write_atomically(path, text)
+            except OSError as exc:
+                raise ModelNotReady(f"routing of {model!r} cannot be saved: {exc}") from exc
             record.routing_override = routing
             self._routing_fp[model] = _fingerprint(path) if path.exists() else ()
             self._publish()
+            return before, record.routing
 
     def _retire(self, name: str, version: int) -> None:
         rec = self.models[name].versions.pop(version)
@@ -435,13 +453,14 @@ def _fingerprint(path: Path) -> tuple[Any, ...]:
     try:
         if path.is_dir():
             return tuple(
-                (p.name, st.st_size, st.st_mtime_ns)
+                (p.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
                 for p in sorted(path.iterdir())
                 if not p.name.startswith(".") and p.is_file()
                 for st in [p.stat()]
             )
         st = path.stat()
-        return ((path.name, st.st_size, st.st_mtime_ns),)
+        # The inode changes with every atomic replace, even within one mtime tick.
+        return ((path.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns),)
     except OSError:
         return ()
 

@@ -49,10 +49,11 @@ def window_delta(now: Mapping[str, Any], then: Mapping[str, Any] | None) -> dict
     if then is None:
         return {k: v for k, v in now.items()}
     return {
-        "outcomes": [a - b for a, b in zip(now["outcomes"], then["outcomes"], strict=True)],
+        # Clamped: a worker that restarted makes merged counters go down for a while.
+        "outcomes": [max(a - b, 0) for a, b in zip(now["outcomes"], then["outcomes"], strict=True)],
         "duration": {
             "counts": [
-                a - b
+                max(a - b, 0)
                 for a, b in zip(now["duration"]["counts"], then["duration"]["counts"], strict=True)
             ]
         },
@@ -116,7 +117,7 @@ def decide(
         and healthy_since is not None
         and now - healthy_since >= config.promote_after_seconds
     ):
-        higher = [w for w in config.steps if w > routing.canary_weight]
+        higher = sorted(w for w in config.steps if w > routing.canary_weight)
         verdict.action = "step" if higher and higher[0] < 100 else "promote"
         verdict.reason = f"healthy for {now - healthy_since:.0f} s"
     else:
@@ -132,6 +133,7 @@ class Guard:
         self._history: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
         self.healthy_since: dict[str, float] = {}
         self.last: dict[str, Verdict] = {}
+        self.split_seen: dict[str, tuple[str, float]] = {}  # model → (canary version, weight)
 
     def windowed(
         self, key: str, state: dict[str, Any], window_s: float, now: float
@@ -144,12 +146,14 @@ class Guard:
         history = self._history.setdefault(key, deque())
         while len(history) > 1 and now - history[1][0] >= window_s:
             history.popleft()
-        base = history[0][1] if history else None
+        # The first look is a baseline, not "all time": counters outlive rollbacks.
+        base = history[0][1] if history else state
         history.append((now, state))
         return window_delta(state, base)
 
     def forget(self, model: str) -> None:
         self.healthy_since.pop(model, None)
+        self.split_seen.pop(model, None)
         for key in [k for k in self._history if k.startswith(model + "/")]:
             del self._history[key]
 

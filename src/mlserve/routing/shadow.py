@@ -63,11 +63,12 @@ class _Copy:
 class ShadowMirror:
     """The bounded queue of mirrored requests and its consumer."""
 
-    def __init__(self, max_queue: int = 256) -> None:
+    def __init__(self, max_queue: int = 256, previous: ShadowMirror | None = None) -> None:
         self.max_queue = max_queue
         self._queue: asyncio.Queue[_Copy] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.comparisons: dict[str, Comparison] = {}  # "model/version" of the shadow
+        # "model/version" of the shadow → comparison; carried over when the queue is resized.
+        self.comparisons: dict[str, Comparison] = previous.comparisons if previous else {}
 
     def comparison(self, endpoint: Any) -> Comparison:
         key = f"{endpoint.model}/{endpoint.version}"
@@ -101,7 +102,16 @@ class ShadowMirror:
         while True:
             copy = await self._queue.get()
             for endpoint in copy.shadows:
-                await self._run(endpoint, copy)
+                try:
+                    await self._run(endpoint, copy)
+                except Exception:  # never let one odd copy stop the consumer
+                    self.comparison(endpoint).errors += 1
+                    log.warning(
+                        "shadow comparison failed for %s/%s",
+                        endpoint.model,
+                        endpoint.version,
+                        exc_info=True,
+                    )
 
     async def _run(self, endpoint: Any, copy: _Copy) -> None:
         result = self.comparison(endpoint)
@@ -118,8 +128,10 @@ class ShadowMirror:
         result.infer.observe(infer_s)
         if stats is not None:
             stats.success(queue_s + infer_s, queue_s, infer_s, len(next(iter(copy.feeds.values()))))
-        for name, primary, shadow in zip(copy.names, copy.outputs, outputs, strict=True):
-            if primary.shape != shadow.shape:
+        for name, primary, shadow in zip(copy.names, copy.outputs, outputs, strict=False):
+            if primary.shape != shadow.shape or primary.ndim == 0:
+                continue
+            if primary.dtype.kind != shadow.dtype.kind:  # a changed output type: not comparable
                 continue
             result.rows[name] = result.rows.get(name, 0) + len(primary)
             if primary.dtype.kind in "iub":  # predicted classes: rows that differ
