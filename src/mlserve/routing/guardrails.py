@@ -89,6 +89,9 @@ def decide(
     if c_n < config.min_requests:
         verdict.reason = f"{c_n} canary requests in the window, {config.min_requests} needed"
         return verdict
+    if s_n < config.min_requests:  # nothing to compare with (e.g. a 100 % canary)
+        verdict.reason = f"{s_n} stable requests in the window, {config.min_requests} needed"
+        return verdict
     # A breach needs the canary's failure rate over max_failure_ratio × the stable's, and
     # that difference to be significant (one-sided two-proportion z-test, z > 3): noise in
     # small counts never rolls a canary back, and a clean stable does not make one failure
