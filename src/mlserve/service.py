@@ -41,7 +41,6 @@ from .runtime.tensors import decode_json, encode_json
 log = logging.getLogger("mlserve")
 
 PLATFORM = "onnxruntime_onnx"
-OUTCOME_NAMES = OUTCOMES
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
@@ -489,7 +488,7 @@ class InferenceService:
             stats = self.hub.endpoint(model, v)
             traffic = {
                 role: {
-                    "outcomes": dict(zip(OUTCOME_NAMES, state["outcomes"], strict=True)),
+                    "outcomes": dict(zip(OUTCOMES, state["outcomes"], strict=True)),
                     "rows": state["rows"],
                 }
                 for role, state in entry.get("roles", {}).items()
@@ -577,14 +576,12 @@ class InferenceService:
             if verdict.action == "none":
                 self.guard.healthy_since.setdefault(name, now)
             elif verdict.action in ("rollback", "step", "promote"):
-                self._guard_act(name, record.routing, verdict, rules)
+                self._guard_act(name, verdict, rules)
             self.guard.last[name] = verdict
             verdicts.append(verdict)
         return verdicts
 
-    def _guard_act(
-        self, name: str, routing: RoutingConfig, verdict: Verdict, config: GuardrailConfig
-    ) -> None:
+    def _guard_act(self, name: str, verdict: Verdict, config: GuardrailConfig) -> None:
         def make(current: RoutingConfig, ready: set[int]) -> RoutingConfig:
             if current.canary != verdict.canary:  # changed meanwhile: the verdict is stale
                 return current

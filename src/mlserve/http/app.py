@@ -23,7 +23,7 @@ from ..registry.watcher import RegistryWatcher
 from ..service import InferenceService
 from . import admin, monitor, v2
 from .errors import error_response
-from .infer import InferHandler
+from .infer import INFER_PREFIX, INFER_SUFFIX, InferHandler
 
 log = logging.getLogger("mlserve.http")
 
@@ -55,7 +55,11 @@ class MLServeApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if path.endswith("/infer") and path.startswith("/v2/models/") and scope["type"] == "http":
+        if (
+            path.endswith(INFER_SUFFIX)
+            and path.startswith(INFER_PREFIX)
+            and scope["type"] == "http"
+        ):
             await self.infer(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from prometheus_client.core import Metric
 
 OUTCOMES = ("success", "invalid", "rejected", "error")
@@ -49,8 +50,6 @@ class Histogram:
 
     def observe_many(self, values: Any) -> None:
         """Observe every value of a 1-D numpy array at once."""
-        import numpy as np
-
         if len(values):
             idx = np.searchsorted(self.bounds, values, side="left")
             for i, n in enumerate(np.bincount(idx, minlength=len(self.counts)).tolist()):
@@ -376,6 +375,7 @@ def _routing_families(snapshot: Mapping[str, Any]) -> list[Family]:
     return [weight, actions]
 
 
+# Absolute differences of shadow scores: from float rounding to wholly different.
 SHADOW_DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 

@@ -42,10 +42,7 @@ class Split(Generic[E]):
         if canary is None:
             return self.stable, STABLE
         threshold: int = self._threshold  # type: ignore[attr-defined]
-        if key is None:
-            draw = random.randrange(_SCALE)
-        else:
-            draw = zlib.crc32(key.encode("utf-8", "surrogatepass")) % _SCALE
+        draw = random.randrange(_SCALE) if key is None else bucket(key)
         return (canary, CANARY) if draw < threshold else (self.stable, STABLE)
 
 

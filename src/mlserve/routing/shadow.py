@@ -24,9 +24,6 @@ from ..monitoring.metrics import ERROR, LATENCY_BUCKETS, SHADOW_DIFF_BUCKETS, Hi
 
 log = logging.getLogger("mlserve.routing")
 
-# Absolute differences of scores: from float rounding to wholly different.
-DIFF_BUCKETS = SHADOW_DIFF_BUCKETS
-
 
 @dataclass
 class Comparison:
@@ -140,7 +137,7 @@ class ShadowMirror:
             elif primary.dtype.kind == "f":
                 hist = result.diff.get(name)
                 if hist is None:
-                    hist = result.diff[name] = Histogram(DIFF_BUCKETS)
+                    hist = result.diff[name] = Histogram(SHADOW_DIFF_BUCKETS)
                 hist.observe_many(np.abs(primary.astype(np.float64) - shadow).ravel())
 
     def stop(self) -> None:
