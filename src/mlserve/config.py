@@ -235,6 +235,45 @@ class GuardrailConfig:
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    """The validation gate (``mlserve validate``): criteria a version must pass to take traffic.
+
+    A criterion left unset (``None``) is not checked.
+    """
+
+    # true: a version without a passing validation.json serves only as a shadow.
+    require_gate: bool = False
+    task: str = "auto"  # "classification" | "regression" | "auto" (from the outputs)
+    label_output: str = ""  # the output holding predicted labels / values (default: guessed)
+    score_output: str = ""  # the output holding class probabilities (default: guessed)
+    positive_label: int = 1  # the favourable outcome for fairness and ROC AUC
+    min_accuracy: float | None = None
+    min_roc_auc: float | None = None
+    max_mae: float | None = None
+    max_rmse: float | None = None
+    max_demographic_parity_difference: float | None = None
+    max_equalized_odds_difference: float | None = None
+    max_p99_ms_batch1: float | None = None
+    max_p99_ms_batch: float | None = None
+    latency_batch_size: int = 64
+    latency_runs: int = 200
+    golden: bool = True  # outputs on samples.npz's inputs must equal its outputs
+    golden_tolerance: float = 1e-5
+    min_agreement: float | None = None  # with the stable version, on the evaluation set
+    agreement_tolerance: float = 1e-3  # |difference| counted as agreeing (regression)
+
+
+@dataclass(frozen=True)
+class PayloadConfig:
+    """Sampled request/response logging for this model (needs the server's payload_dir)."""
+
+    sample: float = 0.0  # fraction of successful requests logged (0: off)
+    error_sample: float = 1.0  # fraction of failed requests logged
+    fields: tuple[str, ...] = ("inputs", "outputs")  # of: inputs, outputs, parameters
+    redact: tuple[str, ...] = ()  # input names whose values are never written
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A model's ``model.toml``, validated."""
 
@@ -245,6 +284,8 @@ class ModelConfig:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    payloads: PayloadConfig = field(default_factory=PayloadConfig)
 
 
 def parse_routing(table: Mapping[str, Any]) -> RoutingConfig:
@@ -279,6 +320,8 @@ def parse_model_config(doc: Mapping[str, Any]) -> ModelConfig:
         "monitoring": MonitoringConfig,
         "routing": RoutingConfig,
         "guardrails": GuardrailConfig,
+        "gate": GateConfig,
+        "payloads": PayloadConfig,
     }
     for name in doc:
         if name not in sections:
@@ -308,7 +351,11 @@ def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
                 f"(known: {', '.join(sorted(known))})"
             )
         default = getattr(defaults, key)
-        if isinstance(default, bool):
+        if default is None:  # an optional number
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{where} must be true or false, got {value!r}")
         elif isinstance(default, int):
@@ -414,3 +461,44 @@ def _check(config: ModelConfig) -> None:
         )
     if any(not isinstance(w, (int, float)) or not 0 < w <= 100 for w in g.steps):
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [guardrails] steps are weights in (0, 100]")
+    _check_gate(config.gate)
+    p = config.payloads
+    if not 0 <= p.sample <= 1 or not 0 <= p.error_sample <= 1:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [payloads] sample and error_sample are in 0..1")
+    unknown = sorted(set(p.fields) - set(PAYLOAD_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [payloads] fields: unknown {unknown} "
+            f"(known: {', '.join(PAYLOAD_FIELDS)})"
+        )
+    if any(not isinstance(n, str) or not n for n in p.redact):
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [payloads] redact lists input names")
+
+
+PAYLOAD_FIELDS = ("inputs", "outputs", "parameters")
+GATE_TASKS = ("auto", "classification", "regression")
+
+
+def _check_gate(g: GateConfig) -> None:
+    where = f"{MODEL_CONFIG_FILE}: [gate]"
+    if g.task not in GATE_TASKS:
+        raise ConfigError(f"{where} task must be one of {', '.join(GATE_TASKS)}, got {g.task!r}")
+    for key in ("min_accuracy", "min_roc_auc", "min_agreement"):
+        value = getattr(g, key)
+        if value is not None and not 0 <= value <= 1:
+            raise ConfigError(f"{where} {key} must be in 0..1, got {value}")
+    for key in (
+        "max_mae",
+        "max_rmse",
+        "max_demographic_parity_difference",
+        "max_equalized_odds_difference",
+        "max_p99_ms_batch1",
+        "max_p99_ms_batch",
+    ):
+        value = getattr(g, key)
+        if value is not None and not value >= 0:
+            raise ConfigError(f"{where} {key} must be >= 0, got {value}")
+    if g.latency_batch_size < 1 or g.latency_runs < 10:
+        raise ConfigError(f"{where} latency_batch_size must be >= 1 and latency_runs >= 10")
+    if not g.golden_tolerance >= 0 or not g.agreement_tolerance >= 0:
+        raise ConfigError(f"{where} golden_tolerance and agreement_tolerance must be >= 0")
