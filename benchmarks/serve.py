@@ -14,10 +14,12 @@ given with ``--url NAME=URL_TEMPLATE`` (``{model}`` is replaced by the model nam
 ``onnxruntime`` is the in-process floor: one session call, no HTTP.
 
 Models: the demo ``credit-risk`` versions as ``lr`` (logistic regression) and ``gbm``
-(gradient boosting, 100 trees), and ``gbm-batched`` (the same with dynamic batching;
-mlserve only). Systems alternate within each configuration, over several rounds;
-the table reports medians and ratios to ``floor-asgi`` from the same run. Results
-(with machine and versions) go to a JSON file and a PNG chart.
+(gradient boosting, 100 trees), ``gbm-batched`` (the same with dynamic batching;
+mlserve only), ``lr-shadowed`` (``gbm`` shadowing every request) and ``lr-payloads`` (every
+request sampled for the payload log into a queue of 16, so nearly all are dropped).
+Systems alternate within each configuration, over several rounds; the table reports
+medians and ratios to ``floor-asgi`` from the same run. Results (with machine and
+versions) go to a JSON file and a PNG chart.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR_SYSTEMS = ("floor-asgi", "floor-starlette")
 BATCHING_TOML = "[batching]\nmax_batch_size = 64\nmax_delay_us = {delay}\n"
+PAYLOAD_QUEUE = 16
 
 LUA = """
 wrk.method = "POST"
@@ -84,7 +87,7 @@ class System:
     url: str  # template with {model}
     proc: subprocess.Popen[bytes] | None = None
     encodings: tuple[str, ...] = ("json", "binary")
-    models: tuple[str, ...] = ("lr", "gbm", "gbm-batched", "lr-shadowed")
+    models: tuple[str, ...] = ("lr", "gbm", "gbm-batched", "lr-shadowed", "lr-payloads")
     log: Path | None = field(default=None)
 
 
@@ -131,6 +134,12 @@ def make_registry(workdir: Path, delay_us: int) -> Path:
     (registry / "lr-shadowed" / "model.toml").write_text(
         '[versions]\npolicy = "all"\n[routing]\nstable = 1\nshadows = [2]\n'
     )
+    # lr with every request sampled for the payload log, into a queue of PAYLOAD_QUEUE: under
+    # load nearly all are dropped and counted; its p99 against plain lr shows what that costs.
+    target = registry / "lr-payloads" / "1"
+    target.mkdir(parents=True)
+    shutil.copy(demo / "credit-risk" / "1" / "model.onnx", target / "model.onnx")
+    (registry / "lr-payloads" / "model.toml").write_text("[payloads]\nsample = 1.0\n")
     return registry
 
 
@@ -148,6 +157,8 @@ def start_systems(names: list[str], registry: Path, workers: int, logdir: Path) 
                 sys.executable, "-m", "mlserve", "serve", "--registry", str(registry),
                 "--port", str(port), "--workers", str(workers), "--log-level", "warning",
                 "--monitoring", "off" if name == "mlserve-off" else "on",
+                "--payload-dir", str(logdir / f"payloads-{name}"),
+                "--payload-queue", str(PAYLOAD_QUEUE),
             ]  # fmt: skip
             system = System(name, f"http://127.0.0.1:{port}/v2/models/{{model}}/infer")
         elif name in FLOOR_SYSTEMS:
@@ -338,7 +349,10 @@ def summarise(measurements: list[Measurement]) -> list[dict[str, Any]]:
     for r in rows:
         floor = floors.get(
             (
-                r["model"].replace("-batched", "").replace("-shadowed", ""),
+                r["model"]
+                .replace("-batched", "")
+                .replace("-shadowed", "")
+                .replace("-payloads", ""),
                 r["batch"],
                 r["concurrency"],
             )
@@ -439,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         registry = make_registry(workdir, args.batch_delay_us)
         n_features = 20
         base_models = dict.fromkeys(
-            m.replace("-batched", "").replace("-shadowed", "") for m in models
+            m.replace("-batched", "").replace("-shadowed", "").replace("-payloads", "")
+            for m in models
         )
         inproc = [inprocess(registry, m, b, n_features) for m in base_models for b in batches]
         systems = start_systems(args.systems.split(","), registry, args.workers, workdir)

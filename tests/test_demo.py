@@ -25,7 +25,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-VERSIONS = {"credit-risk": [1, 2], "iris": [1]}
+VERSIONS = {"credit-risk": [1, 2, 3], "iris": [1]}
 MODEL_FILES = [f"{m}/{v}/model.onnx" for m, vs in VERSIONS.items() for v in vs]
 
 
@@ -49,7 +49,13 @@ def test_layout(workspace: Path) -> None:
         assert dirs == [str(v) for v in versions]
         for v in versions:
             names = {p.name for p in (registry / model / str(v)).iterdir()}
-            assert names == {"model.onnx", "lineage.json", "samples.npz", "reference.json"}
+            assert names == {
+                "model.onnx",
+                "lineage.json",
+                "samples.npz",
+                "reference.json",
+                "validation.json",
+            }
     toml_text = (registry / "credit-risk" / "model.toml").read_text()
     assert toml_text.startswith("#")
     from mlserve.config import parse_model_config
@@ -58,6 +64,7 @@ def test_layout(workspace: Path) -> None:
     assert config.versions.policy == "all"
     assert (config.routing.stable, config.routing.canary) == (1, 2)
     assert config.routing.canary_weight == 10 and config.routing.shadows == (2,)
+    assert config.gate.require_gate and config.gate.max_equalized_odds_difference == 0.2
     assert not (registry / "iris" / "model.toml").exists()
     assert sorted(p.name for p in (workspace / "datasets").iterdir()) == [
         "credit-risk.npz",
@@ -80,24 +87,42 @@ def test_models_have_v2_signature(workspace: Path) -> None:
 
 def test_lineage(workspace: Path) -> None:
     expected = {
-        "credit-risk/1": "LogisticRegression",
+        "credit-risk/1": "StandardScaler → LogisticRegression",
         "credit-risk/2": "GradientBoostingClassifier",
-        "iris/1": "LogisticRegression",
+        "credit-risk/3": "GradientBoostingClassifier",
+        "iris/1": "StandardScaler → LogisticRegression",
     }
+    parents = {"credit-risk/2": 1, "credit-risk/3": 2}
     for key, estimator in expected.items():
         vdir = workspace / "registry" / key
         lineage = json.loads((vdir / "lineage.json").read_text())
         digest = hashlib.sha256((vdir / "model.onnx").read_bytes()).hexdigest()
         assert lineage["model_sha256"] == digest
         assert lineage["estimator"] == estimator
-        assert lineage["parent_version"] == (1 if key == "credit-risk/2" else None)
-        assert set(lineage["framework"]) == {"scikit-learn", "skl2onnx", "onnx"}
-        assert lineage["tags"] == {"source": "mlserve demo"}
+        assert lineage["parent_version"] == parents.get(key)
+        assert {"scikit-learn", "skl2onnx", "onnx", "onnxruntime"} <= set(lineage["libraries"])
+        assert lineage["tags"]["source"] == "mlserve demo"
         assert lineage["created_at"].endswith("+00:00")
-        assert len(lineage["training_data_sha256"]) == 64
-        assert ("roc_auc" in lineage["metrics"]) == key.startswith("credit-risk")
+        data = workspace / "datasets" / f"{key.split('/')[0]}.npz"
+        assert lineage["reference_data_sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+        assert 0.7 < lineage["metrics"]["accuracy"] <= 1
     marker = json.loads((workspace / ".mlserve-demo.json").read_text())
     assert set(marker["models"]) == set(expected)
+
+
+def test_gate_passes_fair_versions_and_fails_the_biased_one(workspace: Path) -> None:
+    reports = {
+        rel: json.loads((workspace / "registry" / rel).with_name("validation.json").read_text())
+        for rel in MODEL_FILES
+    }
+    for rel, report in reports.items():
+        assert report["passed"] is (not rel.startswith("credit-risk/3")), rel
+    failed = {c["name"] for c in reports["credit-risk/3/model.onnx"]["criteria"] if not c["passed"]}
+    # the biased variant is accurate enough: only the fairness criteria stop it
+    assert failed == {"max_demographic_parity_difference", "max_equalized_odds_difference"}
+    groups = reports["credit-risk/3/model.onnx"]["metrics"]["groups"]
+    assert set(groups) == {"0", "1"}
+    assert groups["1"]["selection_rate"] < groups["0"]["selection_rate"] - 0.25
 
 
 def test_samples_match_onnxruntime(workspace: Path) -> None:
@@ -262,14 +287,16 @@ def test_failed_rebuild_keeps_previous_workspace(
     copy = tmp_path / "copy"
     shutil.copytree(workspace, copy)
     before = {rel: (copy / "registry" / rel).read_bytes() for rel in MODEL_FILES}
-    real_write_version = demo._write_version
+    from mlserve.governance import publish as publish_module
 
-    def failing_write_version(model_dir: Path, *args: object, **kwargs: object) -> object:
-        if model_dir.name == "iris":  # credit-risk has been written to the staging dir by now
+    real_publish = publish_module.publish
+
+    def failing_publish(registry: Path, model: str, **kwargs: object) -> object:
+        if model == "iris":  # credit-risk has been written to the staging dir by now
             raise RuntimeError("simulated crash")
-        return real_write_version(model_dir, *args, **kwargs)
+        return real_publish(registry, model, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(demo, "_write_version", failing_write_version)
+    monkeypatch.setattr(publish_module, "publish", failing_publish)
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_demo(copy, force=True)
     assert {rel: (copy / "registry" / rel).read_bytes() for rel in MODEL_FILES} == before

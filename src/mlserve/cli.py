@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import ServerSettings
@@ -24,6 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve a model registry directory")
     serve.add_argument("--registry", help="registry directory (env MLSERVE_REGISTRY)")
+    kserve = serve.add_argument_group(
+        "KServe", "the arguments a KServe ServingRuntime passes (see deploy/kserve)"
+    )
+    kserve.add_argument(
+        "--model_name",
+        "--model-name",
+        dest="model_name",
+        help="serve the registry directory as this one model's versions (env MODEL_NAME)",
+    )
+    kserve.add_argument(
+        "--model_dir", dest="registry", help="the model directory (default /mnt/models)"
+    )
+    kserve.add_argument("--http_port", dest="port", type=int, help="same as --port")
     _server_options(serve)
 
     demo = sub.add_parser("demo", help="build the demo registry if missing, then serve it")
@@ -38,11 +52,47 @@ def build_parser() -> argparse.ArgumentParser:
         "profile", help="write a reference profile (reference.json) for drift monitoring"
     )
     _profile_options(prof)
+    pub = sub.add_parser(
+        "publish", help="publish an estimator or ONNX file as the next version of a model"
+    )
+    _publish_options(pub)
+    val = sub.add_parser(
+        "validate", help="run a version against an evaluation set and its model's [gate]"
+    )
+    _validate_options(val)
     audit = sub.add_parser("audit", help="check the admin audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="verify the hash chain of an audit log")
     verify.add_argument("file", help="the audit log (audit.jsonl in the registry by default)")
+    payloads = sub.add_parser("payloads", help="work with the payload log (--payload-dir)")
+    payloads_sub = payloads.add_subparsers(dest="payloads_command", required=True)
+    _payload_export_options(
+        payloads_sub.add_parser(
+            "export", help="write logged requests of a model as an evaluation set (.npz/.parquet)"
+        )
+    )
     return parser
+
+
+def _payload_export_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``mlserve payloads export`` (see ``governance.payloads.export_payloads``)."""
+    p.add_argument("--dir", required=True, type=Path, help="the payload directory")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", type=int, dest="model_version", help="one version only")
+    p.add_argument("--since", metavar="TIME", help="ISO 8601 timestamp or unix seconds")
+    p.add_argument("--until", metavar="TIME", help="ISO 8601 timestamp or unix seconds")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help=".npz or .parquet")
+    p.add_argument("--input", dest="input_name", metavar="NAME", help="the feature input")
+    p.add_argument(
+        "--registry", type=Path, help="take feature names from the versions' reference.json"
+    )
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument(
+        "--labels", type=Path, metavar="CSV", help="labels: columns id,label[,row][,group]"
+    )
+    labels.add_argument(
+        "--label-output", metavar="NAME", help="use this served output as y (pseudo-labels)"
+    )
 
 
 def _profile_options(p: argparse.ArgumentParser) -> None:
@@ -92,6 +142,65 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _publish_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``mlserve publish`` (see ``mlserve.governance.publish.publish``)."""
+    p.add_argument("--registry", required=True, type=Path, help="registry directory")
+    p.add_argument("--model", required=True, help="model name (its directory in the registry)")
+    p.add_argument(
+        "--estimator",
+        type=Path,
+        metavar="FILE",
+        help="fitted scikit-learn estimator (joblib/pickle; loading it runs code: trusted files "
+        "only)",
+    )
+    p.add_argument("--onnx", type=Path, metavar="FILE", help="an ONNX model to publish as is")
+    p.add_argument(
+        "--reference", required=True, type=Path, metavar="FILE", help=".npz, .csv or .parquet"
+    )
+    p.add_argument("--input-key", metavar="KEY", help="the .npz array holding the features")
+    p.add_argument("--feature-names", type=_names, metavar="A,B,...")
+    p.add_argument("--categorical", type=_names, default=[], metavar="A,B,...")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest allowed difference between onnxruntime and the estimator (1e-4)",
+    )
+    p.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--parent", type=int, help="parent version (default: the latest)")
+
+
+def _validate_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``mlserve validate`` (see ``mlserve.governance.gate.validate_version``)."""
+    p.add_argument("--registry", required=True, type=Path, help="registry directory")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", required=True, type=int, dest="model_version")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="evaluation set: .npz (X, y, group) or .csv/.parquet (feature columns, y, group)",
+    )
+    p.add_argument("--label", metavar="NAME", help="label array/column (default y)")
+    p.add_argument("--group", metavar="NAME", help="sensitive-attribute array/column (group)")
+    p.add_argument("--input-key", metavar="KEY", help="the .npz array holding the features")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the table, do not write validation.json"
+    )
+
+
+def _pairs(items: list[str], what: str, number: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--{what} takes NAME=VALUE, got {item!r}")
+        out[key] = float(value) if number else value
+    return out
+
+
 def _names(text: str) -> list[str]:
     """``"a, b,c"`` → ``["a", "b", "c"]``."""
     return [n.strip() for n in text.split(",") if n.strip()]
@@ -128,9 +237,19 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         help="audit log of admin changes (default: audit.jsonl in the registry; "
         "env MLSERVE_AUDIT_LOG)",
     )
+    p.add_argument(
+        "--payload-dir",
+        dest="payload_dir",
+        help="log sampled requests ([payloads] in model.toml) here (default: off; "
+        "env MLSERVE_PAYLOAD_DIR)",
+    )
+    p.add_argument("--payload-max-bytes", dest="payload_max_bytes", type=int)
+    p.add_argument("--payload-backups", dest="payload_backups", type=int)
+    p.add_argument("--payload-queue", dest="payload_queue", type=int)
 
 
 _SETTING_KEYS = (
+    "model_name",
     "host",
     "port",
     "workers",
@@ -142,6 +261,10 @@ _SETTING_KEYS = (
     "monitoring",
     "poll_seconds",
     "audit_log",
+    "payload_dir",
+    "payload_max_bytes",
+    "payload_backups",
+    "payload_queue",
 )
 
 
@@ -151,7 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _profile(args)
     if args.command == "audit":
         return _audit_verify(args.file)
-    overrides = {k: getattr(args, k) for k in _SETTING_KEYS}
+    if args.command == "payloads":
+        return _payloads_export(args)
+    if args.command == "publish":
+        return _publish(args)
+    if args.command == "validate":
+        return _validate(args)
+    overrides = {k: getattr(args, k, None) for k in _SETTING_KEYS}
     if args.command == "demo":
         from .demo import build_demo
 
@@ -207,6 +336,87 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from .governance.publish import PublishError, publish
+
+    try:
+        done = publish(
+            args.registry,
+            args.model,
+            reference=args.reference,
+            estimator=args.estimator,
+            onnx_model=args.onnx,
+            input_key=args.input_key,
+            feature_names=args.feature_names,
+            categorical=args.categorical,
+            tolerance=args.tolerance,
+            metrics=_pairs(args.metric, "metric", True),
+            tags=_pairs(args.tag, "tag", False),
+            parent=args.parent,
+        )
+    except (PublishError, ValueError, OSError) as exc:
+        print(f"mlserve: {exc}", file=sys.stderr)
+        return 2
+    err = (
+        ""
+        if done.max_error is None
+        else f", max difference from the estimator {done.max_error:.2g}"
+    )
+    print(f"published {done.model} v{done.version} at {done.path}{err}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .governance.gate import VALIDATION_FILE, GateError, validate_version
+
+    try:
+        report = validate_version(
+            args.registry,
+            args.model,
+            args.model_version,
+            args.data,
+            write=not args.dry_run,
+            label=args.label,
+            group=args.group,
+            input_key=args.input_key,
+        )
+    except (GateError, ValueError, OSError) as exc:
+        print(f"mlserve: {exc}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if not args.dry_run:
+        print(f"wrote {args.registry / args.model / str(args.model_version) / VALIDATION_FILE}")
+    return 0 if report.passed else 1
+
+
+def _payloads_export(args: argparse.Namespace) -> int:
+    from .governance.payloads import export_payloads
+
+    try:
+        summary = export_payloads(
+            args.dir,
+            args.model,
+            version=args.model_version,
+            since=args.since,
+            until=args.until,
+            out=args.out,
+            labels=args.labels,
+            label_output=args.label_output,
+            input_name=args.input_name,
+            registry=args.registry,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"mlserve: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {summary['out']}: {summary['rows']} rows × {summary['features']} features from "
+        f"{summary['requests']} requests (versions {summary['versions']}); "
+        f"{summary['unlabeled_rows']} rows without a label dropped, "
+        f"{summary['failed_skipped']} failed requests left out"
+    )
+    return 0
+
+
 def _audit_verify(file: str) -> int:
     from .governance.audit import verify
 
@@ -220,3 +430,17 @@ def _audit_verify(file: str) -> int:
         return 1
     print(f"{file}: {count} entries, hash chain intact")
     return 0
+
+
+def healthcheck() -> int:
+    """``mlserve-healthcheck``: exit 0 when the local server answers live (the container's
+    HEALTHCHECK; no curl in the image)."""
+    import os
+    import urllib.request
+
+    port = os.environ.get("MLSERVE_PORT", "8080")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=3) as r:
+            return 0 if r.status == 200 else 1
+    except OSError:
+        return 1

@@ -56,6 +56,15 @@ class ServerSettings:
     monitoring: str = "on"
     # Where worker processes share their monitoring state (set by the server for --workers > 1).
     state_dir: str = ""
+    # Serve the registry directory as this one model's directory (KServe: --model_name or
+    # MODEL_NAME over /mnt/models); empty: the registry holds one directory per model.
+    model_name: str = ""
+    # Payload logging ([payloads] in model.toml): the directory (empty: off for every model),
+    # the size a file is rotated at, rotated files kept per process, records waiting.
+    payload_dir: str = ""
+    payload_max_bytes: int = 64 * 1024 * 1024
+    payload_backups: int = 10
+    payload_queue: int = 10_000
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -76,8 +85,21 @@ class ServerSettings:
             raise ConfigError(f"poll_seconds must be >= 0, got {self.poll_seconds}")
         if self.monitoring not in ("on", "off"):
             raise ConfigError(f"monitoring must be 'on' or 'off', got {self.monitoring!r}")
+        if self.model_name:
+            from .registry.layout import is_valid_model_name
+
+            if not is_valid_model_name(self.model_name):
+                raise ConfigError(
+                    f"model_name {self.model_name!r} is not a valid model name "
+                    "(letters, digits, '_', '.', '-')"
+                )
         if self.inference_threads < 0:
             raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
+        for name in ("payload_max_bytes", "payload_queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.payload_backups < 0:
+            raise ConfigError(f"payload_backups must be >= 0, got {self.payload_backups}")
 
     @classmethod
     def load(
@@ -102,6 +124,10 @@ class ServerSettings:
                 value = values[f.name]
                 if isinstance(value, bool) or not isinstance(value, want):
                     raise ConfigError(f"setting {f.name} must be {f.type}, got {value!r}")
+        if "model_name" not in values and environ.get("MODEL_NAME"):
+            values["model_name"] = environ["MODEL_NAME"]  # set by KServe
+        if values.get("model_name") and "registry" not in values:
+            values["registry"] = _kserve_model_dir(environ.get("STORAGE_URI", ""))
         if "registry" in values:
             values["registry"] = Path(values["registry"])
         return cls(**values)
@@ -109,6 +135,19 @@ class ServerSettings:
     def to_environ(self) -> dict[str, str]:
         """The settings as ``MLSERVE_*`` variables, so worker processes rebuild them."""
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+KSERVE_MODEL_DIR = "/mnt/models"
+
+
+def _kserve_model_dir(storage_uri: str) -> str:
+    """Where KServe's model is: a local ``STORAGE_URI`` as is, else the storage
+    initializer's download directory."""
+    if storage_uri.startswith("file://"):
+        return storage_uri[len("file://") :]
+    if storage_uri.startswith("/"):
+        return storage_uri
+    return KSERVE_MODEL_DIR
 
 
 _OVERRIDE_TYPES: dict[str, type | tuple[type, ...]] = {

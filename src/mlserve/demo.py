@@ -1,9 +1,11 @@
 """Builder of the built-in demo workspace: a small, deterministic ONNX model registry.
 
 Trains scikit-learn models on local data (seeded synthetic loan eligibility, bundled iris; no
-downloads), exports them to ONNX (input ``X``, outputs ``label``/``probabilities``), verifies them
-with onnxruntime, and writes each version's reference profile (``reference.json``, built from its
-training data and the model's outputs on it) for drift monitoring. Needs the optional ``[demo]``
+downloads) and puts them through the same steps as any user's model: ``publish`` (ONNX export
+checked against scikit-learn, reference profile, golden samples, lineage) and ``validate``
+(the ``[gate]`` of ``model.toml``, including fairness on the evaluation set's sensitive
+``group`` column). Credit-risk version 3 is trained on deliberately biased decisions and
+fails the fairness criteria, so it can serve only as a shadow. Needs the optional ``[demo]``
 extra (scikit-learn, skl2onnx, onnx).
 """
 
@@ -22,20 +24,36 @@ from typing import Any
 
 import numpy as np
 
-from .monitoring.profile import build_profile, save_profile
-
 log = logging.getLogger("mlserve.demo")
 
-BUILDER_VERSION = 3  # bump whenever the workspace's content changes: old ones rebuild
+BUILDER_VERSION = 4  # bump whenever the workspace's content changes: old ones rebuild
 MARKER = ".mlserve-demo.json"
-N_SAMPLES = 32
-OUTPUTS = ("label", "probabilities")
-MODEL_TOML = (
-    "# mlserve built-in demo model (made by mlserve.demo)\n"
-    '[versions]\npolicy = "all"\n'
-    "# version 1 serves, version 2 is a 10 % canary and also shadows half the stable traffic\n"
-    "[routing]\nstable = 1\ncanary = 2\ncanary_weight = 10\nshadows = [2]\nshadow_sample = 0.5\n"
-)
+MODEL_TOML = """\
+# mlserve built-in demo model (made by mlserve.demo)
+[versions]
+policy = "all"
+
+# version 1 serves, version 2 is a 10 % canary and also shadows half the stable traffic;
+# version 3 failed its gate (fairness), so it may serve only as a shadow
+[routing]
+stable = 1
+canary = 2
+canary_weight = 10
+shadows = [2]
+shadow_sample = 0.5
+
+# what a version must pass (mlserve validate) before it may take traffic
+[gate]
+require_gate = true
+min_accuracy = 0.70
+min_roc_auc = 0.85
+max_demographic_parity_difference = 0.25
+max_equalized_odds_difference = 0.20
+max_p99_ms_batch1 = 5.0
+max_p99_ms_batch = 20.0
+latency_batch_size = 64
+min_agreement = 0.70
+"""
 
 
 def _credit_risk_data(n: int = 6000, seed: int = 20240611) -> dict[str, np.ndarray]:
@@ -103,103 +121,64 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _run(sess: Any, X: np.ndarray) -> dict[str, np.ndarray]:
-    """The model's outputs on ``X``, by name."""
-    return dict(zip(OUTPUTS, sess.run(list(OUTPUTS), {"X": X}), strict=True))
-
-
-def _export(
-    name: str, model: Any, data: dict[str, Any], tol: float
-) -> tuple[bytes, Any, dict[str, Any]]:
-    """Convert to ONNX, check onnxruntime against sklearn; return bytes, session, test outputs."""
-    import onnxruntime as ort
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    onx = convert_sklearn(
-        model, initial_types=[("X", FloatTensorType([None, data["X_train"].shape[1]]))],
-        name=name,  # a fixed graph name (the default is a random uuid) keeps builds byte-identical
-        options={"zipmap": False}, target_opset={"": 17, "ai.onnx.ml": 3},
-    )  # fmt: skip
-    blob = onx.SerializeToString()
-    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    X_test = data["X_test"]
-    out = _run(sess, X_test)
-    agree = float(np.mean(out["label"] == model.predict(X_test)))
-    err = float(np.max(np.abs(out["probabilities"] - model.predict_proba(X_test))))
-    if agree < 0.995 or err > tol:
-        raise RuntimeError(
-            f"ONNX export of {name} ({type(model).__name__}) diverges from scikit-learn: "
-            f"label agreement {agree:.4f}, max probability error {err:.2e} (tolerance {tol:.0e})"
-        )
-    return blob, sess, out
-
-
-def _write_version(
-    model_dir: Path, version: int, model: Any, data: dict[str, np.ndarray], tol: float
-) -> dict[str, Any]:
-    """Export and verify a version: model.onnx, samples.npz, reference.json, lineage.json."""
-    import onnx
-    import skl2onnx
-    import sklearn
-    from sklearn.metrics import accuracy_score, roc_auc_score
-
-    blob, sess, out = _export(model_dir.name, model, data, tol)
-    vdir = model_dir / str(version)
-    vdir.mkdir(parents=True)
-    (vdir / "model.onnx").write_bytes(blob)
-    X = data["X_test"][:N_SAMPLES]  # golden outputs: a run on exactly these rows
-    golden = {"inputs.X": X, **{f"outputs.{k}": v for k, v in _run(sess, X).items()}}
-    np.savez(vdir / "samples.npz", **golden)  # type: ignore[arg-type]
-    X_train, names = data["X_train"], [str(n) for n in data["feature_names"]]
-    profile = build_profile(X_train, names, outputs=_run(sess, X_train), bins=10)
-    save_profile(profile, vdir / "reference.json")  # all demo features are numeric
-    y_test = data["y_test"]
-    metrics = {"accuracy": float(accuracy_score(y_test, out["label"]))}
-    if out["probabilities"].shape[1] == 2:
-        metrics["roc_auc"] = float(roc_auc_score(y_test, out["probabilities"][:, 1]))
-    train_bytes = np.ascontiguousarray(data["X_train"]).tobytes() + data["y_train"].tobytes()
-    lineage = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model_sha256": _sha256(blob),
-        "training_data_sha256": _sha256(train_bytes),
-        "parent_version": version - 1 if version > 1 else None,
-        "framework": {"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__,
-                      "onnx": onnx.__version__},
-        "estimator": type(model[-1] if hasattr(model, "steps") else model).__name__,
-        "metrics": metrics,
-        "tags": {"source": "mlserve demo"},
-    }  # fmt: skip
-    (vdir / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
-    log.info("demo: wrote %s/%d (%s, %s)", model_dir.name, version, lineage["estimator"], metrics)
-    return {"model_sha256": lineage["model_sha256"], "metrics": metrics}
+def _biased_labels(data: dict[str, np.ndarray], seed: int = 7) -> np.ndarray:
+    """Training labels as a biased lender decided them: most approvals of group 1 withheld."""
+    rng = np.random.default_rng(seed)
+    y = data["y_train"].copy()
+    y[(data["group_train"] == 1) & (rng.random(len(y)) < 0.8)] = 0
+    return y
 
 
 def _build_into(root: Path) -> dict[str, Any]:
-    """Train, export and write ``registry`` and ``datasets`` under ``root``."""
+    """Train, publish and validate into ``registry``, with the data in ``datasets``."""
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from .governance.gate import validate_version
+    from .governance.publish import publish
+
     (root / "datasets").mkdir()
     registry = root / "registry"
-    models: dict[str, Any] = {}
     credit, iris = _credit_risk_data(), _iris_data()
+    data_files = {}
     for name, data in (("credit-risk", credit), ("iris", iris)):
-        np.savez(root / "datasets" / f"{name}.npz", **data)  # type: ignore[arg-type]
+        data_files[name] = root / "datasets" / f"{name}.npz"
+        np.savez(data_files[name], **data)  # type: ignore[arg-type]
     (registry / "credit-risk").mkdir(parents=True)
     (registry / "credit-risk" / "model.toml").write_text(MODEL_TOML)
     plans = [
-        ("credit-risk", 1, credit, 1e-5,
+        ("credit-risk", credit, credit["y_train"], 1e-5, "logistic regression",
          make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))),
-        ("credit-risk", 2, credit, 1e-4,
+        ("credit-risk", credit, credit["y_train"], 1e-4, "gradient boosting",
          GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=0)),
-        ("iris", 1, iris, 1e-5, make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))),
+        ("credit-risk", credit, _biased_labels(credit), 1e-4,
+         "gradient boosting on historically biased decisions (fails the fairness gate)",
+         GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=0)),
+        ("iris", iris, iris["y_train"], 1e-5, "logistic regression",
+         make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))),
     ]  # fmt: skip
-    for name, version, data, tol, model in plans:
-        model.fit(data["X_train"], data["y_train"])
-        models[f"{name}/{version}"] = _write_version(registry / name, version, model, data, tol)
+    models: dict[str, Any] = {}
+    for name, data, y_train, tol, about, model in plans:
+        model.fit(data["X_train"], y_train)
+        metrics = {"accuracy": float(model.score(data["X_test"], data["y_test"]))}
+        done = publish(
+            registry, name, reference=data_files[name], estimator=model, tolerance=tol,
+            metrics=metrics, tags={"source": "mlserve demo", "about": about},
+        )  # fmt: skip
+        report = validate_version(registry, name, done.version, data_files[name])
+        log.info(
+            "demo: published %s/%d (%s): gate %s",
+            name, done.version, about, "passed" if report.passed else "FAILED: " + ", ".join(
+                c.name for c in report.failed()
+            ),
+        )  # fmt: skip
+        models[f"{name}/{done.version}"] = {
+            "model_sha256": done.lineage["model_sha256"],
+            "metrics": metrics,
+            "gate_passed": report.passed,
+        }
     return models
 
 

@@ -12,6 +12,7 @@ as class attributes; one handler (``http/errors.py``) renders them all as
     ├── NotFound                  404 not_found
     │   ├── ModelNotFound         404 model_not_found
     │   └── VersionNotFound       404 version_not_found
+    ├── NotExplainable            409 not_explainable
     ├── Unavailable               503 unavailable
     │   ├── ModelNotReady         503 model_not_ready
     │   ├── Overloaded            503 overloaded
@@ -71,6 +72,13 @@ class Forbidden(MLServeError):
     code = "forbidden"
 
 
+class GateNotPassed(MLServeError):
+    """A version that has not passed its validation gate may not take this traffic."""
+
+    status_code = 409
+    code = "gate_not_passed"
+
+
 class NotFound(MLServeError):
     """An unknown route or resource."""
 
@@ -88,6 +96,14 @@ class VersionNotFound(NotFound):
     """The model exists but not that version."""
 
     code = "version_not_found"
+
+
+class NotExplainable(MLServeError):
+    """The version cannot be explained (no reference profile, an input or output that
+    occlusion cannot handle); the message says why. Retrying the same request will not help."""
+
+    status_code = 409
+    code = "not_explainable"
 
 
 class Unavailable(MLServeError):

@@ -24,10 +24,20 @@ from prometheus_client import CollectorRegistry
 from . import __version__
 from .batching.runners import Runner, choose_runner
 from .config import GuardrailConfig, ModelConfig, RoutingConfig, ServerSettings
-from .errors import InvalidInput, MLServeError, ModelLoadError, ServerNotReady, Unavailable
+from .errors import (
+    GateNotPassed,
+    InvalidInput,
+    MLServeError,
+    ModelLoadError,
+    NotExplainable,
+    ServerNotReady,
+    Unavailable,
+)
+from .explain import Explanation, Occlusion, plan
 from .governance.audit import AuditLog
+from .governance.payloads import PayloadLogger, PayloadSink
 from .monitoring.hub import EndpointStats, MonitoringHub
-from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REJECTED, quantile
+from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REJECTED, SUCCESS, quantile
 from .monitoring.monitor import REFERENCE_FILE, ModelMonitor
 from .monitoring.profile import load_profile
 from .registry.store import ModelStore, VersionState
@@ -55,6 +65,17 @@ class Endpoint:
     version_bytes: bytes
     # None with monitoring off: nothing is recorded for this version.
     stats: EndpointStats | None
+    # How explain requests are answered (explain.py), or why they cannot be.
+    occlusion: Occlusion | str = ""
+    # Payload logging for this version (governance/payloads.py); None: nothing is logged.
+    payloads: PayloadSink | None = None
+    # Whether ``InferenceService.record`` has anything to do: the transport's one check.
+    observed: bool = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.observed = self.stats is not None or (
+            self.payloads is not None and self.payloads.sample > 0
+        )
 
 
 @dataclass(slots=True)
@@ -70,6 +91,7 @@ class InferResult:
     feeds: dict[str, np.ndarray]
     outputs: list[np.ndarray]
     names: Sequence[str]
+    request: Any = None  # the request document (for payload logging's id and parameters)
 
 
 class InferenceService:
@@ -98,21 +120,41 @@ class InferenceService:
         self.guard = Guard()
         self._guard_checked: dict[str, float] = {}
         self._guard_actions: dict[str, int] = {}
+        # "model/version/outcome" → explain requests (mlserve_explain_requests_total).
+        self._explained: dict[str, int] = {}
+        self.hub.extra_sources.append(lambda: {"explain_requests": dict(self._explained)})
+        self.payloads: PayloadLogger | None = None
+        if settings.payload_dir:
+            self.payloads = PayloadLogger(
+                settings.payload_dir,
+                max_bytes=settings.payload_max_bytes,
+                backups=settings.payload_backups,
+                max_queue=settings.payload_queue,
+            )
+            self.hub.extra_sources.append(self.payloads.state)
+        self._payload_warned: set[str] = set()
         self.shutting_down = False
 
     def prepare(self, session: ModelSession, config: ModelConfig) -> Endpoint:
         """Build the request path's view of a freshly loaded version (runs at load)."""
         runner = choose_runner(session, config.batching, self._executor)
         stats = None
+        profile: dict[str, Any] | str | None
         if self.hub.enabled:
+            profile = _profile(session)
             monitor = ModelMonitor.build(
                 session.inputs,
                 session.outputs,
                 config.monitoring,
-                _profile(session),
+                profile,
                 session.output_names,
             )
             stats = self.hub.register(session.model, session.version, runner, monitor)
+        else:  # monitoring off: a bad profile only turns explanations off, as before
+            try:
+                profile = _profile(session)
+            except ModelLoadError as exc:
+                profile = str(exc)
         return Endpoint(
             session,
             runner,
@@ -120,7 +162,22 @@ class InferenceService:
             str(session.version),
             str(session.version).encode(),
             stats,
+            plan(session, config.monitoring, profile),
+            self._payload_sink(session, config),
         )
+
+    def _payload_sink(self, session: ModelSession, config: ModelConfig) -> PayloadSink | None:
+        if self.payloads is not None:
+            return self.payloads.sink(session.model, session.version, config.payloads)
+        if config.payloads.sample > 0 and session.model not in self._payload_warned:
+            self._payload_warned.add(session.model)
+            log.warning(
+                "%s: [payloads] sample = %s but the server has no payload directory "
+                "(--payload-dir / MLSERVE_PAYLOAD_DIR): nothing is logged",
+                session.model,
+                config.payloads.sample,
+            )
+        return None
 
     def _retired(self, endpoint: Endpoint) -> None:
         if endpoint.stats is not None:
@@ -172,7 +229,7 @@ class InferenceService:
                 "parameters": self._describe(vrec.describe(), endpoint),
             }
         ready = record.ready_versions()
-        default = self.store.resolve(model) if ready else None
+        default = self.store.resolve(model) if model in self.store.splits_view() else None
         versions = {}
         for v, r in sorted(record.versions.items()):
             ep = r.endpoint if isinstance(r.endpoint, Endpoint) else None
@@ -180,8 +237,9 @@ class InferenceService:
         params: dict[str, Any] = {
             "default_version": default.version if default else None,
             "versions": versions,
+            "gate_required": bool(record.config and record.config.gate.require_gate),
         }
-        if ready:
+        if default is not None:
             split = self.store.split(model)
             params["routing"] = {
                 "stable": split.stable.version,
@@ -204,6 +262,12 @@ class InferenceService:
     def _describe(info: dict[str, Any], endpoint: Endpoint | None) -> dict[str, Any]:
         if endpoint is not None:
             info["execution_mode"] = endpoint.runner.kind
+            occlusion = endpoint.occlusion
+            info["explain"] = (
+                {"available": False, "reason": occlusion}
+                if isinstance(occlusion, str)
+                else {"available": True, "method": "occlusion"}
+            )
         return info
 
     # ------------------------------------------------------------------ inference
@@ -227,6 +291,7 @@ class InferenceService:
             if isinstance(params, dict) and isinstance(params.get("routing_key"), str):
                 routing_key = params["routing_key"]
         endpoint, role = self._target(model, version, routing_key)
+        feeds: dict[str, np.ndarray] | None = None
         try:
             if not isinstance(request, dict):
                 raise InvalidInput("the request body must be a JSON object", reason="json")
@@ -238,7 +303,7 @@ class InferenceService:
                 raise InvalidInput("'id' must be a string", reason="json")
             outputs, queue_s, infer_s = await endpoint.runner.run(feeds, names)
         except MLServeError as exc:
-            self._failed(endpoint, role, exc)
+            self._failed(endpoint, role, exc, request, feeds)
             raise
         return self._respond(
             endpoint,
@@ -250,14 +315,31 @@ class InferenceService:
             queue_s,
             infer_s,
             feeds,
+            request,
         )
 
     def _target(self, model: str, version: int | None, key: str | None) -> tuple[Endpoint, str]:
         if version is not None:
-            return self.store.resolve(model, version), PINNED
+            endpoint = self.store.resolve(model, version)
+            blocked = self.store.gate_blocked.get(model)
+            if blocked and version in blocked:
+                raise GateNotPassed(
+                    f"model {model!r} version {version} may serve only as a shadow "
+                    f"(require_gate = true): it {blocked[version]}"
+                )
+            return endpoint, PINNED
         return self.store.split(model).pick(key)
 
-    def _failed(self, endpoint: Endpoint, role: str, exc: MLServeError) -> None:
+    def _failed(
+        self,
+        endpoint: Endpoint,
+        role: str,
+        exc: MLServeError,
+        request: Any = None,
+        feeds: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        if endpoint.payloads is not None:
+            endpoint.payloads.failure(role, exc, request, feeds)
         stats = endpoint.stats
         if stats is None:
             return
@@ -279,7 +361,11 @@ class InferenceService:
         self._failed(endpoint, STABLE if version is None else PINNED, exc)
 
     def record(self, result: InferResult, total_s: float) -> None:
-        """Account a successful request (after its answer was sent): stats, drift windows."""
+        """Account a successful request (after its answer was sent): payload log, stats,
+        drift windows."""
+        payloads = result.endpoint.payloads
+        if payloads is not None:
+            payloads.success(result, total_s)
         stats = result.endpoint.stats
         if stats is None:
             return
@@ -314,6 +400,65 @@ class InferenceService:
             for key, comparison in list(mirror.comparisons.items())
         }
 
+    async def explain(
+        self,
+        model: str,
+        version: int | None,
+        request: Any,
+        routing_key: str | None = None,
+    ) -> Explanation:
+        """Feature attributions for a V2 inference request (``explain.py``).
+
+        The version is chosen and the inputs validated exactly as ``infer`` does; one
+        occlusion batch runs through the version's runner. Explanations are counted in
+        ``mlserve_explain_requests_total`` only: never as inference traffic, never in drift
+        windows, never mirrored.
+        """
+        if not self.store.loaded:
+            raise ServerNotReady("the server is still loading its models")
+        if routing_key is None and isinstance(request, dict):
+            params = request.get("parameters")
+            if isinstance(params, dict) and isinstance(params.get("routing_key"), str):
+                routing_key = params["routing_key"]
+        endpoint, role = self._target(model, version, routing_key)
+        try:
+            occlusion = endpoint.occlusion
+            if isinstance(occlusion, str):
+                raise NotExplainable(occlusion)
+            if not isinstance(request, dict):
+                raise InvalidInput("the request body must be a JSON object", reason="json")
+            session = endpoint.session
+            feeds = self._feeds(session, request.get("inputs"), None)
+            outputs = occlusion.chosen(request.get("parameters"), session.output_names)
+            request_id = request.get("id")
+            if request_id is not None and not isinstance(request_id, str):
+                raise InvalidInput("'id' must be a string", reason="json")
+            x = feeds[occlusion.input.name]
+            found, queue_s, infer_s = await occlusion.explain(
+                endpoint.runner, x, outputs, session.limits
+            )
+        except MLServeError as exc:
+            if 400 <= exc.status_code < 500:
+                self._count_explain(endpoint, INVALID)
+            elif isinstance(exc, Unavailable) or exc.status_code == 504:
+                self._count_explain(endpoint, REJECTED)
+            else:
+                self._count_explain(endpoint, ERROR)
+            raise
+        except Exception:  # a bug: answered 500 by the transport, counted here
+            self._count_explain(endpoint, ERROR)
+            raise
+        self._count_explain(endpoint, SUCCESS)
+        body: dict[str, Any] = {"model_name": endpoint.model, "model_version": endpoint.version}
+        if request_id is not None:
+            body["id"] = request_id
+        body.update(found)
+        return Explanation(body, endpoint.version, role, queue_s, infer_s)
+
+    def _count_explain(self, endpoint: Endpoint, outcome: int) -> None:
+        key = f"{endpoint.model}/{endpoint.version}/{OUTCOMES[outcome]}"
+        self._explained[key] = self._explained.get(key, 0) + 1
+
     async def infer_raw(
         self, model: str, version: int | None, body: memoryview, routing_key: str | None = None
     ) -> InferResult:
@@ -331,11 +476,12 @@ class InferenceService:
         spec = session.inputs[0]
         shape = raw_shape(spec, len(body))
         tensor = {"name": spec.name, "datatype": spec.datatype, "shape": list(shape)}
+        feeds: dict[str, np.ndarray] | None = None
         try:
             feeds = {spec.name: decode_binary(spec, tensor, body, session.limits)}
             outputs, queue_s, infer_s = await endpoint.runner.run(feeds, None)
         except MLServeError as exc:
-            self._failed(endpoint, role, exc)
+            self._failed(endpoint, role, exc, None, feeds)
             raise
         binary_out = [True] * len(outputs)
         return self._respond(
@@ -361,6 +507,7 @@ class InferenceService:
         queue_s: float,
         infer_s: float,
         feeds: dict[str, np.ndarray],
+        request: Any = None,
     ) -> InferResult:
         blobs: list[bytes] = []
         if binary_out is None:
@@ -383,7 +530,9 @@ class InferenceService:
         }
         if request_id is not None:
             body["id"] = request_id
-        return InferResult(body, endpoint, role, queue_s, infer_s, blobs, feeds, outputs, names)
+        return InferResult(
+            body, endpoint, role, queue_s, infer_s, blobs, feeds, outputs, names, request
+        )
 
     @staticmethod
     def _feeds(
@@ -494,6 +643,9 @@ class InferenceService:
                 for role, state in entry.get("roles", {}).items()
             }
             item: dict[str, Any] = {"requests": traffic, "pending": entry.get("pending", 0)}
+            vrec = record.versions.get(v)
+            if vrec is not None and vrec.gate is not None:
+                item["gate"] = {"passed": vrec.gate.passed, "reason": vrec.gate.reason}
             shadow = merged.get("shadows", {}).get(key)
             if shadow is not None:  # this version runs as a shadow: how it compares
                 item["shadow"] = {
@@ -640,6 +792,8 @@ class InferenceService:
         for mirror in self._mirrors.values():
             mirror.stop()
         self._executor.shutdown(wait=True, cancel_futures=False)
+        if self.payloads is not None:
+            self.payloads.close()  # drains: what was queued is written
 
 
 def _profile(session: ModelSession) -> dict[str, Any] | None:

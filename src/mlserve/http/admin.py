@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..config import RoutingConfig, parse_routing
-from ..errors import ConfigError, Forbidden, InvalidInput, Unauthorized
+from ..errors import ConfigError, Forbidden, GateNotPassed, InvalidInput, Unauthorized
 from ..governance.audit import AuditLog, actor_id
 from ..registry.layout import check_model_name
 from ..service import InferenceService
@@ -61,6 +61,12 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
                 raise InvalidInput(
                     f"{name} version {v} of {model!r} is not ready (ready: {sorted(ready)})",
                     reason="routing",
+                )
+            refusal = service.store.gate_refusal(model, v) if v else None
+            if refusal is not None:
+                raise GateNotPassed(
+                    f"version {v} of {model!r} cannot be {name}: it {refusal}. With "
+                    "require_gate = true it may serve only as a shadow"
                 )
         missing = [v for v in routing.shadows if v not in ready]
         if missing:

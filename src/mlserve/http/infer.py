@@ -112,7 +112,7 @@ class InferHandler:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        if endpoint.stats is not None:  # accounted after the answer left: off its latency
+        if endpoint.observed:  # accounted (and payload-logged) after the answer left
             self.service.record(result, total_s)
 
     async def _read_body(self, declared: bytes | None, receive: Any) -> bytes:

@@ -238,7 +238,8 @@ def collect_families(snapshot: Mapping[str, Any], reports: Mapping[str, Any]) ->
     return [workers, requests, rows, *hist.values(), batch, pending,
             *_model_families(snapshot), *_monitor_families(endpoints, reports),
             *_shadow_families(snapshot.get("shadows", {})),
-            *_routing_families(snapshot)]  # fmt: skip
+            *_routing_families(snapshot), _explain_family(snapshot),
+            *_payload_families(snapshot.get("payloads", {}))]  # fmt: skip
 
 
 def _histogram(
@@ -373,6 +374,45 @@ def _routing_families(snapshot: Mapping[str, Any]) -> list[Family]:
     for key, count in sorted(snapshot.get("guardrail_actions", {}).items()):
         actions.samples.append(("_total", tuple(key.split("/", 1)), count))
     return [weight, actions]
+
+
+def _explain_family(snapshot: Mapping[str, Any]) -> Family:
+    explain = Family(
+        "mlserve_explain_requests",
+        "counter",
+        "Explain requests by outcome (not counted as inference requests).",
+        ("model", "version", "outcome"),
+    )
+    for key, count in sorted(snapshot.get("explain_requests", {}).items()):
+        explain.samples.append(("_total", tuple(key.split("/", 2)), count))
+    return explain
+
+
+def _payload_families(payloads: Mapping[str, Any]) -> list[Family]:
+    """``payloads``: model → ``{"logged", "dropped", "errors", "bytes"}`` (PayloadCounts)."""
+    logged = Family(
+        "mlserve_payloads_logged",
+        "counter",
+        "Request records written to the payload log.",
+        ("model",),
+    )
+    dropped = Family(
+        "mlserve_payloads_dropped",
+        "counter",
+        "Sampled request records not written: queue (the queue was full), error (could not "
+        "be serialised or written).",
+        ("model", "reason"),
+    )
+    written = Family(
+        "mlserve_payloads_bytes", "counter", "Bytes written to the payload log.", ("model",)
+    )
+    for model in sorted(payloads):
+        state = payloads[model]
+        logged.samples.append(("_total", (model,), state["logged"]))
+        dropped.samples.append(("_total", (model, "queue"), state["dropped"]))
+        dropped.samples.append(("_total", (model, "error"), state["errors"]))
+        written.samples.append(("_total", (model,), state["bytes"]))
+    return [logged, dropped, written]
 
 
 # Absolute differences of shadow scores: from float rounding to wholly different.

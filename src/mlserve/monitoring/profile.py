@@ -23,7 +23,8 @@ Schema, version 1 (a JSON object; unknown keys are an error)::
        "counts": [999, 1000, ...],    # len(edges) + 1 value bins; sum = n - missing
        "edges": [21.5, 30.25, ...],   # finite, strictly increasing; bin i = [edges[i-1], edges[i])
        "mean": 48.1, "std": 12.0,     # over finite values, population std; null if none
-       "min": 0.5, "max": 310.0}      # over finite values (the out-of-range bounds); null if none
+       "min": 0.5, "max": 310.0,      # over finite values (the out-of-range bounds); null if none
+       "median": 46.5}                # optional: exact median of finite values; null if none
 
     FEATURE, categorical:
       {"name": "region", "kind": "categorical", "column": 3, "n": 10000, "missing": 0,
@@ -34,6 +35,9 @@ Schema, version 1 (a JSON object; unknown keys are an error)::
 output, a 2-D float output (probabilities, scores) gives one numeric feature per column
 named ``<output>[<j>]``; a 1-D float output one numeric feature named ``<output>``; integer,
 boolean and string outputs (class labels) are categorical in the same way.
+
+``median`` is optional (profiles written before it existed lack it; the schema version is
+still 1): explanations occlude with it and fall back to ``mean`` without it.
 
 Missing: NaN (and None in object arrays). Categorical values that are not among the levels,
 ±Inf included, count as "other".
@@ -64,6 +68,7 @@ _TOP_KEYS = {"schema_version", "n_rows", "bins", "top_k", "features", "outputs"}
 _COMMON_KEYS = {"name", "kind", "column", "n", "missing", "counts"}
 _NUMERIC_KEYS = _COMMON_KEYS | {"edges", "mean", "std", "min", "max"}
 _CATEGORICAL_KEYS = _COMMON_KEYS | {"levels"}
+_OPTIONAL_NUMERIC_KEYS = {"median"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +180,7 @@ def _numeric(name: str, col: NDArray[Any], bins: int) -> dict[str, Any]:
             raise ValueError(f"feature {name!r} is not numeric: {exc}") from exc
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        return {"edges": [], "mean": None, "std": None, "min": None, "max": None}
+        return {"edges": [], "mean": None, "std": None, "min": None, "max": None, "median": None}
     # Edges are reference values (inverted CDF), so discrete data gets no edges in its gaps;
     # np.unique collapses ties, which leaves them strictly increasing.
     q = np.quantile(finite, np.arange(1, bins) / bins, method="inverted_cdf")
@@ -185,6 +190,7 @@ def _numeric(name: str, col: NDArray[Any], bins: int) -> dict[str, Any]:
         "std": float(finite.std()),
         "min": float(finite.min()),
         "max": float(finite.max()),
+        "median": float(np.median(finite)),
     }
 
 
@@ -283,8 +289,10 @@ def _optional_number(v: Any, where: str) -> float | None:
     return float(v)
 
 
-def _keys(doc: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(doc) - allowed)
+def _keys(
+    doc: Mapping[str, Any], allowed: set[str], where: str, optional: set[str] | None = None
+) -> None:
+    unknown = sorted(set(doc) - allowed - (optional or set()))
     if unknown:
         raise _fail(f"{where}{unknown[0]}", "unknown key")
     missing = sorted(allowed - set(doc))
@@ -298,7 +306,10 @@ def _validate_entry(e: Any, where: str, n_rows: int) -> None:
     kind = e.get("kind")
     if kind not in ("numeric", "categorical"):
         raise _fail(f"{where}.kind", f"must be 'numeric' or 'categorical', got {kind!r}")
-    _keys(e, _NUMERIC_KEYS if kind == "numeric" else _CATEGORICAL_KEYS, f"{where}.")
+    if kind == "numeric":
+        _keys(e, _NUMERIC_KEYS, f"{where}.", _OPTIONAL_NUMERIC_KEYS)
+    else:
+        _keys(e, _CATEGORICAL_KEYS, f"{where}.")
     if not isinstance(e["name"], str) or not e["name"]:
         raise _fail(f"{where}.name", f"must be a non-empty string, got {e['name']!r}")
     _int(e, "column", f"{where}.")
@@ -332,6 +343,9 @@ def _validate_entry(e: Any, where: str, n_rows: int) -> None:
             raise _fail(f"{where}.std", "must be >= 0")
         if lo is not None and hi is not None and lo > hi:
             raise _fail(f"{where}.min", "exceeds max")
+        median = _optional_number(e.get("median"), f"{where}.median")
+        if median is not None and lo is not None and hi is not None and not lo <= median <= hi:
+            raise _fail(f"{where}.median", f"must lie within [min, max] = [{lo}, {hi}]")
     else:
         levels = e["levels"]
         if not isinstance(levels, list):

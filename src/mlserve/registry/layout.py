@@ -20,6 +20,13 @@ log = logging.getLogger("mlserve.registry")
 MODEL_FILE = "model.onnx"
 LINEAGE_FILE = "lineage.json"
 SAMPLES_FILE = "samples.npz"
+BARE_VERSION_FILES = (
+    MODEL_FILE,
+    LINEAGE_FILE,
+    SAMPLES_FILE,
+    "reference.json",
+    "validation.json",
+)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,17}")
@@ -57,6 +64,10 @@ class VersionDir:
     model: str
     version: int
     path: Path
+    # The files that make the version (None: every visible file of its directory). A bare
+    # model.onnx beside model.toml and routing.json names its own, so that those changing
+    # do not look like a new version.
+    files: tuple[str, ...] | None = None
 
     @property
     def model_file(self) -> Path:
@@ -106,13 +117,20 @@ class ModelDir:
     versions: dict[int, VersionDir] = field(default_factory=dict)
 
 
-def scan_registry(root: Path) -> dict[str, ModelDir]:
+def scan_registry(root: Path, single_model: str = "") -> dict[str, ModelDir]:
     """Find models and versions under ``root``; odd entries are skipped with a warning.
 
     Hidden entries (a leading dot) are skipped silently: publishers write there first.
-    Symlinks that resolve outside the registry are refused.
+    Symlinks that resolve outside the registry are refused. With ``single_model`` (KServe's
+    layout: ``/mnt/models`` holds one model), ``root`` is that model's directory: its
+    numbered subdirectories are the versions, or a bare ``model.onnx`` is version 1.
     """
     root_resolved = root.resolve()
+    if single_model:
+        model = ModelDir(single_model, root, _scan_versions(root, single_model, root_resolved))
+        if not model.versions and (root / MODEL_FILE).is_file():
+            model.versions[1] = VersionDir(single_model, 1, root, files=BARE_VERSION_FILES)
+        return {single_model: model}
     models: dict[str, ModelDir] = {}
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or not entry.is_dir():
@@ -123,25 +141,27 @@ def scan_registry(root: Path) -> dict[str, ModelDir]:
         if not _inside(entry, root_resolved):
             log.warning("registry: skipping %r: it leaves the registry directory", entry.name)
             continue
-        model = ModelDir(entry.name, entry)
-        for sub in sorted(entry.iterdir()):
-            if sub.name.startswith(".") or not sub.is_dir():
-                continue
-            if _VERSION_RE.fullmatch(sub.name) is None:
-                log.warning(
-                    "registry: skipping %s/%s: versions are positive integers", entry.name, sub.name
-                )
-                continue
-            if not _inside(sub, root_resolved):
-                log.warning(
-                    "registry: skipping %s/%s: it leaves the registry directory",
-                    entry.name,
-                    sub.name,
-                )
-                continue
-            model.versions[int(sub.name)] = VersionDir(entry.name, int(sub.name), sub)
-        models[entry.name] = model
+        models[entry.name] = ModelDir(
+            entry.name, entry, _scan_versions(entry, entry.name, root_resolved)
+        )
     return models
+
+
+def _scan_versions(entry: Path, name: str, root_resolved: Path) -> dict[int, VersionDir]:
+    versions: dict[int, VersionDir] = {}
+    for sub in sorted(entry.iterdir()):
+        if sub.name.startswith(".") or not sub.is_dir():
+            continue
+        if _VERSION_RE.fullmatch(sub.name) is None:
+            log.warning("registry: skipping %s/%s: versions are positive integers", name, sub.name)
+            continue
+        if not _inside(sub, root_resolved):
+            log.warning(
+                "registry: skipping %s/%s: it leaves the registry directory", name, sub.name
+            )
+            continue
+        versions[int(sub.name)] = VersionDir(name, int(sub.name), sub)
+    return versions
 
 
 def sha256_file(path: Path) -> str:

@@ -29,7 +29,15 @@ from ..config import (
     load_model_config,
     parse_routing,
 )
-from ..errors import ConfigError, ModelLoadError, ModelNotFound, ModelNotReady, VersionNotFound
+from ..errors import (
+    ConfigError,
+    GateNotPassed,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    VersionNotFound,
+)
+from ..governance.gate import GateStatus, gate_status
 from ..routing.policy import Split
 from ..runtime.session import ModelSession, load_version
 from .layout import ModelDir, VersionDir, scan_registry
@@ -61,6 +69,8 @@ class VersionRecord:
     lineage: dict[str, Any] | None = None
     load_seconds: float | None = None
     loaded_at: float | None = None
+    # The validation gate as read at load (validation.json against model.toml [gate]).
+    gate: GateStatus | None = None
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"state": self.state.value}
@@ -72,6 +82,14 @@ class VersionRecord:
             info.update(self.session.describe())
         if self.lineage is not None:
             info["lineage"] = self.lineage
+        if self.gate is not None:
+            info["gate"] = {"passed": self.gate.passed, "reason": self.gate.reason}
+            if self.gate.summary is not None:
+                info["gate"].update(
+                    validated_at=self.gate.summary["created_at"],
+                    failed=self.gate.summary["failed"],
+                    criteria=self.gate.summary["criteria"],
+                )
         return info
 
 
@@ -140,6 +158,8 @@ class ModelStore(Generic[E]):
         # Published views, replaced wholesale: model → version → session, and model → default.
         self._ready: dict[str, dict[int, E]] = {}
         self._splits: dict[str, Split[E]] = {}
+        # model → version → why it may not take traffic (models with require_gate only).
+        self.gate_blocked: dict[str, dict[int, str]] = {}
         self.loaded = False
 
     # ------------------------------------------------------------------ request path
@@ -161,6 +181,13 @@ class ModelStore(Generic[E]):
         if record.config_error:
             return ModelNotReady(f"model {model!r} is not available: {record.config_error}")
         if version is None:
+            blocked = self.gate_blocked.get(model, {})
+            if record.ready_versions() and set(record.ready_versions()) <= set(blocked):
+                return GateNotPassed(
+                    f"no ready version of model {model!r} has passed its validation gate "
+                    "(require_gate = true): "
+                    + "; ".join(f"version {v} {why}" for v, why in sorted(blocked.items()))
+                )
             return ModelNotReady(f"model {model!r} has no ready version" + _states(record))
         vrec = record.versions.get(version)
         if vrec is None:
@@ -201,7 +228,7 @@ class ModelStore(Generic[E]):
         """
         with self._lock:
             try:
-                found = scan_registry(self.root)
+                found = scan_registry(self.root, self.settings.model_name)
             except OSError as exc:  # unreadable registry: keep serving what is loaded
                 log.error("registry %s cannot be read: %s", self.root, exc)
                 return []
@@ -251,7 +278,7 @@ class ModelStore(Generic[E]):
             return changes
         changes += self._sync_routing(record)
         config = record.config
-        fps = {v: _fingerprint(vdir.path) for v, vdir in mdir.versions.items()}
+        fps = {v: _fingerprint(vdir.path, vdir.files) for v, vdir in mdir.versions.items()}
         stable = {v for v, fp in fps.items() if initial or self._seen.get((name, v)) == fp}
         self._seen.update(((name, v), fp) for v, fp in fps.items())
         loaded = {v for v in record.versions if v in fps}
@@ -325,7 +352,7 @@ class ModelStore(Generic[E]):
         """Load (or reload from disk) ``model`` now, whatever the watcher last saw."""
         with self._lock:
             try:
-                found = scan_registry(self.root)
+                found = scan_registry(self.root, self.settings.model_name)
             except OSError as exc:
                 raise ModelNotReady(f"the registry cannot be read: {exc}") from exc
             mdir = found.get(model)
@@ -390,6 +417,7 @@ class ModelStore(Generic[E]):
                 rec.lineage = vdir.lineage()
             except ValueError as exc:
                 raise ModelLoadError(str(exc)) from exc
+            rec.gate = gate_status(vdir.path, config.gate)
             rec.session = self._loader(vdir, config, self.settings)
             rec.endpoint = self._prepare(rec.session, config)
         except (ModelLoadError, OSError) as exc:
@@ -409,6 +437,7 @@ class ModelStore(Generic[E]):
     def _publish(self) -> None:
         ready: dict[str, dict[int, E]] = {}
         splits: dict[str, Split[E]] = {}
+        blocked: dict[str, dict[int, str]] = {}
         for name, record in self.models.items():
             endpoints = {
                 v: r.endpoint
@@ -416,9 +445,27 @@ class ModelStore(Generic[E]):
                 if r.state is VersionState.READY and r.endpoint is not None
             }
             ready[name] = endpoints
-            if endpoints and record.config is not None:
-                splits[name] = _split(record.routing, endpoints)
-        self._ready, self._splits = ready, splits
+            if record.config is None or not endpoints:
+                continue
+            eligible = endpoints
+            if record.config.gate.require_gate:  # the others may only shadow
+                blocked[name] = {
+                    v: r.gate.reason if r.gate is not None else "has no gate result"
+                    for v, r in record.versions.items()
+                    if v in endpoints and (r.gate is None or not r.gate.passed)
+                }
+                eligible = {v: e for v, e in endpoints.items() if v not in blocked[name]}
+            if eligible:
+                splits[name] = _split(record.routing, eligible, endpoints)
+        self._ready, self._splits, self.gate_blocked = ready, splits, blocked
+
+    def splits_view(self) -> dict[str, Split[E]]:
+        """Models that have unpinned traffic to route, and how it is split."""
+        return self._splits
+
+    def gate_refusal(self, model: str, version: int) -> str | None:
+        """Why ``version`` may not be stable or canary (its gate), or None when it may."""
+        return self.gate_blocked.get(model, {}).get(version)
 
     def split(self, model: str) -> Split[E]:
         """Who takes ``model``'s unpinned traffic (stable and canary)."""
@@ -428,13 +475,14 @@ class ModelStore(Generic[E]):
             raise self._lookup_error(model, None) from None
 
 
-def _split(routing: RoutingConfig, endpoints: dict[int, E]) -> Split[E]:
-    """Stable: the configured version when ready, else the highest ready one. The canary
-    takes its weight only when it is ready and not the stable version."""
+def _split(routing: RoutingConfig, endpoints: dict[int, E], shadowing: dict[int, E]) -> Split[E]:
+    """Stable: the configured version when ready (and allowed by the gate), else the highest
+    such one. The canary takes its weight only when it is ready and not the stable version.
+    Shadows may be any ready version (``shadowing``)."""
     stable_version = routing.stable if routing.stable in endpoints else max(endpoints)
     canary = endpoints.get(routing.canary) if routing.canary != stable_version else None
     weight = routing.canary_weight if canary is not None else 0.0
-    shadows = tuple(endpoints[v] for v in routing.shadows if v in endpoints)
+    shadows = tuple(shadowing[v] for v in routing.shadows if v in shadowing)
     return Split(endpoints[stable_version], canary, weight, shadows, routing.shadow_sample)
 
 
@@ -448,14 +496,15 @@ def _states(record: ModelRecord) -> str:
     return ": " + "; ".join(parts)
 
 
-def _fingerprint(path: Path) -> tuple[Any, ...]:
-    """Names, sizes and modification times of a file or of a directory's visible files."""
+def _fingerprint(path: Path, only: tuple[str, ...] | None = None) -> tuple[Any, ...]:
+    """Names, sizes and modification times of a file or of a directory's visible files
+    (or of the files named in ``only``)."""
     try:
         if path.is_dir():
             return tuple(
                 (p.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
                 for p in sorted(path.iterdir())
-                if not p.name.startswith(".") and p.is_file()
+                if not p.name.startswith(".") and (only is None or p.name in only) and p.is_file()
                 for st in [p.stat()]
             )
         st = path.stat()

@@ -1,0 +1,630 @@
+"""The validation gate: ``mlserve validate`` and the check the server makes before routing.
+
+``validate_version`` runs a registry version against an evaluation set (features, labels
+and optionally a sensitive-attribute column) and the criteria of its model's
+``model.toml [gate]``: quality (accuracy, ROC AUC, or MAE, RMSE), fairness across groups
+(demographic parity and equalized odds differences), latency in-process (p99 at batch 1 and
+at a stated batch size), golden outputs (``samples.npz``) and agreement with the stable
+version. The report goes to ``validation.json`` in the version directory (written
+atomically) together with the model's sha256 and the criteria it was judged against.
+
+``gate_status`` is what the server reads at load: a version passes only when its
+``validation.json`` passed, was made for this very ``model.onnx`` and against the
+``[gate]`` now in force. With ``require_gate = true`` a version that does not pass serves
+only as a shadow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .. import __version__
+from ..config import MODEL_CONFIG_FILE, GateConfig, ModelConfig, load_model_config, parse_routing
+from ..errors import ModelLoadError
+from ..registry.layout import (
+    MODEL_FILE,
+    SAMPLES_FILE,
+    is_valid_model_name,
+    sha256_file,
+)
+from . import metrics as m
+
+VALIDATION_FILE = "validation.json"
+SCHEMA_VERSION = 1
+ROUTING_FILE = "routing.json"
+_CHUNK = 65536
+_INT_KINDS = "iub"
+
+
+class GateError(ValueError):
+    """The validation could not run (bad data, unknown version, unusable model)."""
+
+
+@dataclass
+class Criterion:
+    """One gate criterion: the measured value against its threshold."""
+
+    name: str
+    value: float | None
+    threshold: float | None
+    op: str  # ">=" or "<=" or "=="
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class GateReport:
+    """The outcome of ``validate_version`` (also the content of ``validation.json``)."""
+
+    model: str
+    version: int
+    passed: bool
+    criteria: list[Criterion]
+    metrics: dict[str, Any]
+    evaluation: dict[str, Any]
+    model_sha256: str
+    gate: dict[str, Any]
+    created_at: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "version": self.version,
+            "passed": self.passed,
+            "created_at": self.created_at,
+            "mlserve_version": __version__,
+            "model_sha256": self.model_sha256,
+            "gate": self.gate,
+            "criteria": [dataclasses.asdict(c) for c in self.criteria],
+            "metrics": self.metrics,
+            "evaluation": self.evaluation,
+        }
+
+    def failed(self) -> list[Criterion]:
+        return [c for c in self.criteria if not c.passed]
+
+    def table(self) -> str:
+        """A readable table of the criteria and the verdict."""
+        rows = [("criterion", "value", "threshold", "result")]
+        for c in self.criteria:
+            value = "-" if c.value is None else f"{c.value:.4g}"
+            threshold = "-" if c.threshold is None else f"{c.op} {c.threshold:.4g}"
+            result = ("pass" if c.passed else "FAIL") + (f" ({c.note})" if c.note else "")
+            rows.append((c.name, value, threshold, result))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [
+            f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows
+        ]
+        lines.insert(1, "-" * (sum(widths) + 6 + max(len(r[3]) for r in rows)))
+        verdict = "PASSED" if self.passed else f"FAILED ({len(self.failed())} criteria)"
+        lines.append(f"{self.model} v{self.version}: {verdict}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# What the server reads
+
+
+@dataclass(frozen=True)
+class GateStatus:
+    """Whether a version may take traffic under ``require_gate``, and why (not)."""
+
+    passed: bool
+    reason: str
+    summary: dict[str, Any] | None = None
+
+
+def gate_criteria(gate: GateConfig) -> dict[str, Any]:
+    """The parts of ``[gate]`` a validation is judged against (all but the switch)."""
+    doc = dataclasses.asdict(gate)
+    doc.pop("require_gate")
+    return doc
+
+
+def gate_status(version_dir: Path, gate: GateConfig, model_sha256: str | None = None) -> GateStatus:
+    """Read ``validation.json`` of a version directory and decide whether it passes."""
+    path = version_dir / VALIDATION_FILE
+    if not path.is_file():
+        return GateStatus(False, f"no {VALIDATION_FILE}: run `mlserve validate` on this version")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return GateStatus(False, f"{VALIDATION_FILE} is unreadable: {exc}")
+    failed = [c for c in doc.get("criteria", []) if isinstance(c, dict) and not c.get("passed")]
+    summary = {
+        "passed": doc.get("passed") is True,
+        "created_at": doc.get("created_at"),
+        "failed": [c.get("name") for c in failed],
+        "criteria": {
+            c.get("name"): {k: c.get(k) for k in ("value", "threshold", "op", "passed")}
+            for c in doc.get("criteria", [])
+            if isinstance(c, dict)
+        },
+    }
+    if model_sha256 is None:
+        model_sha256 = sha256_file(version_dir / MODEL_FILE)
+    if doc.get("model_sha256") != model_sha256:
+        return GateStatus(
+            False,
+            f"{VALIDATION_FILE} was made for a different {MODEL_FILE}: validate again",
+            summary,
+        )
+    if doc.get("gate") != gate_criteria(gate):
+        return GateStatus(
+            False,
+            f"{VALIDATION_FILE} was judged against another [gate] than the one in "
+            f"{MODEL_CONFIG_FILE}: validate again",
+            summary,
+        )
+    if doc.get("passed") is not True:
+        return GateStatus(False, "failed its validation gate: " + _describe(failed), summary)
+    return GateStatus(True, "passed its validation gate", summary)
+
+
+def _describe(failed: list[dict[str, Any]]) -> str:
+    parts = []
+    for c in failed:
+        value, threshold = c.get("value"), c.get("threshold")
+        if value is None or threshold is None:
+            parts.append(f"{c.get('name')} ({c.get('note') or 'not measured'})")
+        else:
+            parts.append(f"{c.get('name')} {value:.4g} (needs {c.get('op')} {threshold:.4g})")
+    return "; ".join(parts) or "no passing criteria recorded"
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation data
+
+
+@dataclass
+class Evaluation:
+    """Features, labels and sensitive attribute of an evaluation set."""
+
+    X: NDArray[Any]
+    y: NDArray[Any] | None
+    group: NDArray[Any] | None
+    feature_names: list[str] | None
+    source: dict[str, Any]
+
+
+def read_evaluation(
+    path: Path,
+    *,
+    input_key: str | None = None,
+    label: str | None = None,
+    group: str | None = None,
+    feature_names: list[str] | None = None,
+) -> Evaluation:
+    """Read an evaluation set from ``.npz`` (arrays ``X``, ``y``, ``group``, or the ``_test``
+    variants), ``.csv`` or ``.parquet`` (a label column ``y``/``label`` and an optional
+    ``group`` column; the other columns are the features, ordered by ``feature_names``
+    when given)."""
+    from ..profiling import read_reference
+
+    path = Path(path)
+    source: dict[str, Any] = {
+        "file": path.name,
+        "sha256": sha256_file(path) if path.is_file() else None,
+    }
+    if path.suffix.lower() == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise GateError(f"{path} is not an .npz archive")
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        x_key = _pick(arrays, input_key, ("X", "X_test", "X_eval"), "features", path)
+        y_key = _pick(arrays, label, ("y", "y_test", "y_eval", "label"), "labels", path, True)
+        g_key = _pick(arrays, group, ("group", "group_test", "group_eval"), "groups", path, True)
+        X = arrays[x_key]
+        if X.ndim != 2:
+            raise GateError(f"array {x_key!r} in {path} must be 2-D (rows × features)")
+        names = [str(n) for n in arrays["feature_names"]] if "feature_names" in arrays else None
+        y = arrays[y_key] if y_key else None
+        g = arrays[g_key] if g_key else None
+    else:
+        try:
+            table, names_read = read_reference(path)
+        except ValueError as exc:
+            raise GateError(str(exc)) from exc
+        cols = {n: table[:, j] for j, n in enumerate(names_read)}
+        y_key = label or next((k for k in ("y", "label") if k in cols), None)
+        if label and label not in cols:
+            raise GateError(f"{path} has no label column {label!r}")
+        g_key = group or ("group" if "group" in cols else None)
+        if group and group not in cols:
+            raise GateError(f"{path} has no group column {group!r}")
+        rest = [n for n in names_read if n not in (y_key, g_key)]
+        if feature_names and set(feature_names) <= set(rest):
+            rest = list(feature_names)
+        try:
+            X = np.column_stack([cols[n].astype(np.float64) for n in rest])
+        except (TypeError, ValueError) as exc:
+            raise GateError(f"{path}: feature columns must be numeric ({exc})") from exc
+        names = rest
+        y = _labels(cols[y_key]) if y_key else None
+        g = cols[g_key] if g_key else None
+    for what, arr in (("labels", y), ("groups", g)):
+        if arr is not None and len(arr) != len(X):
+            raise GateError(f"{path}: {len(arr)} {what} for {len(X)} rows")
+    if len(X) == 0:
+        raise GateError(f"{path} has no rows")
+    source.update(rows=len(X), labels=y is not None, groups=g is not None)
+    return Evaluation(X, y, g, names, source)
+
+
+def _pick(
+    arrays: dict[str, NDArray[Any]],
+    key: str | None,
+    defaults: tuple[str, ...],
+    what: str,
+    path: Path,
+    optional: bool = False,
+) -> str | None:
+    if key is not None:
+        if key not in arrays:
+            raise GateError(f"{path} has no array {key!r} (arrays: {', '.join(arrays)})")
+        return key
+    found = next((k for k in defaults if k in arrays), None)
+    if found is None and not optional:
+        raise GateError(f"{path} has no {what} array ({' / '.join(defaults)})")
+    return found
+
+
+def _labels(col: NDArray[Any]) -> NDArray[Any]:
+    """A label column as integers when every value is integral, else floats."""
+    values = col.astype(np.float64)
+    if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        return values.astype(np.int64)
+    return values
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a version
+
+
+def _session(version_dir: Path, config: ModelConfig, model: str, version: int) -> Any:
+    from ..runtime.session import ModelSession
+
+    try:
+        return ModelSession(
+            model, version, version_dir / MODEL_FILE, config.execution, config.inputs, 1 << 40
+        )
+    except ModelLoadError as exc:
+        raise GateError(f"{model} v{version}: {exc}") from exc
+
+
+def _predict(session: Any, X: NDArray[Any]) -> dict[str, NDArray[Any]]:
+    spec = _feature_input(session)
+    x = X.astype(spec.dtype, copy=False)
+    names = session.output_names
+    parts: dict[str, list[NDArray[Any]]] = {n: [] for n in names}
+    for start in range(0, len(x), _CHUNK):
+        values = session.session.run(names, {spec.name: x[start : start + _CHUNK]})
+        for n, v in zip(names, values, strict=True):
+            parts[n].append(np.asarray(v))
+    return {n: np.concatenate(p) for n, p in parts.items()}
+
+
+def _feature_input(session: Any) -> Any:
+    if len(session.inputs) != 1:
+        names = ", ".join(s.name for s in session.inputs)
+        raise GateError(f"validation needs a model with one input; this one has {names}")
+    return session.inputs[0]
+
+
+def _outputs(gate: GateConfig, outputs: dict[str, NDArray[Any]]) -> tuple[str, str, str | None]:
+    """(task, label output, score output)."""
+    names = list(outputs)
+    for key in (gate.label_output, gate.score_output):
+        if key and key not in outputs:
+            raise GateError(f"[gate] names output {key!r}; the model's outputs are {names}")
+    label = gate.label_output or next(
+        (n for n in ("label", "variable", "output_label") if n in outputs),
+        next((n for n in names if outputs[n].dtype.kind in _INT_KINDS), names[0]),
+    )
+    task = gate.task
+    if task == "auto":
+        task = "classification" if outputs[label].dtype.kind in _INT_KINDS + "OSU" else "regression"
+    score = None
+    if task == "classification":
+        score = gate.score_output or next(
+            (
+                n
+                for n in ("probabilities", "output_probability", *names)
+                if n in outputs
+                and outputs[n].dtype.kind == "f"
+                and outputs[n].ndim == 2
+                and outputs[n].shape[1] >= 2
+            ),
+            None,
+        )
+    return task, label, score
+
+
+def _latency_p99(session: Any, X: NDArray[Any], batch: int, runs: int) -> float:
+    """p99 in milliseconds of ``runs`` session runs on ``batch`` rows (after 5 warm-up runs)."""
+    spec = _feature_input(session)
+    reps = -(-batch // len(X))
+    feed = {spec.name: np.ascontiguousarray(np.tile(X, (reps, 1))[:batch], spec.dtype)}
+    names = session.output_names
+    for _ in range(5):
+        session.session.run(names, feed)
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        session.session.run(names, feed)
+        times[i] = time.perf_counter() - start
+    return float(np.percentile(times, 99) * 1e3)
+
+
+def _stable_version(model_dir: Path, config: ModelConfig, version: int) -> int | None:
+    """The version serving unpinned traffic now: routing.json's stable, else model.toml's,
+    else the highest other version (that passed its gate, when the gate is required)."""
+    stable = 0
+    path = model_dir / ROUTING_FILE
+    if path.is_file():
+        try:
+            stable = parse_routing(json.loads(path.read_text())).stable
+        except (OSError, ValueError):
+            stable = 0
+    stable = stable or config.routing.stable
+    if stable and stable != version and (model_dir / str(stable) / MODEL_FILE).is_file():
+        return stable
+    candidates = sorted(
+        (int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.name != "0"),
+        reverse=True,
+    )
+    for v in candidates:
+        vdir = model_dir / str(v)
+        if v == version or not (vdir / MODEL_FILE).is_file():
+            continue
+        if not config.gate.require_gate or gate_status(vdir, config.gate).passed:
+            return v
+    return None
+
+
+def validate_version(
+    registry: Path,
+    model: str,
+    version: int,
+    data: Path | Evaluation,
+    *,
+    write: bool = True,
+    label: str | None = None,
+    group: str | None = None,
+    input_key: str | None = None,
+) -> GateReport:
+    """Judge ``registry/model/version`` against its ``[gate]``; write ``validation.json``."""
+    if not is_valid_model_name(model):
+        raise GateError(f"invalid model name {model!r}")
+    model_dir = Path(registry) / model
+    vdir = model_dir / str(version)
+    if not (vdir / MODEL_FILE).is_file():
+        raise GateError(f"{model} v{version}: no {MODEL_FILE} in {vdir}")
+    try:
+        config = load_model_config(model_dir)
+    except ValueError as exc:
+        raise GateError(str(exc)) from exc
+    gate = config.gate
+    session = _session(vdir, config, model, version)
+    names = _reference_names(vdir)
+    ev = (
+        data
+        if isinstance(data, Evaluation)
+        else read_evaluation(
+            Path(data), input_key=input_key, label=label, group=group, feature_names=names
+        )
+    )
+    spec = _feature_input(session)
+    width = spec.shape[1] if len(spec.shape) == 2 else None
+    if isinstance(width, int) and width > 0 and ev.X.shape[1] != width:
+        raise GateError(
+            f"the evaluation set has {ev.X.shape[1]} feature columns; "
+            f"{model} v{version} takes {width}"
+        )
+    outputs = _predict(session, ev.X)
+    task, label_out, score_out = _outputs(gate, outputs)
+    y_pred = outputs[label_out].reshape(len(ev.X), -1)[:, 0]
+    criteria: list[Criterion] = []
+    found: dict[str, Any] = {"task": task, "label_output": label_out, "score_output": score_out}
+
+    def judge(
+        name: str, value: float | None, threshold: float | None, op: str, note: str = ""
+    ) -> None:
+        if value is not None:
+            found[name.removeprefix("min_").removeprefix("max_")] = value
+        if threshold is None:
+            return
+        ok = value is not None and (value >= threshold if op == ">=" else value <= threshold)
+        criteria.append(Criterion(name, value, threshold, op, ok, note))
+
+    y = ev.y
+    missing = "the evaluation set has no labels"
+    if task == "classification":
+        acc = m.accuracy(y, y_pred) if y is not None else None
+        judge("min_accuracy", acc, gate.min_accuracy, ">=", "" if y is not None else missing)
+        auc, note = None, "" if y is not None else missing
+        if y is not None and score_out is not None:
+            try:
+                auc = m.roc_auc(y, outputs[score_out], gate.positive_label)
+            except (ValueError, IndexError) as exc:
+                note = str(exc)
+        elif score_out is None:
+            note = "the model has no class-score output"
+        judge("min_roc_auc", auc, gate.min_roc_auc, ">=", note)
+        for key in ("max_mae", "max_rmse"):
+            judge(key, None, getattr(gate, key), "<=", "not a regression model")
+    else:
+        for key, fn in (("max_mae", m.mae), ("max_rmse", m.rmse)):
+            value = fn(y, y_pred) if y is not None else None
+            judge(key, value, getattr(gate, key), "<=", "" if y is not None else missing)
+        for key in ("min_accuracy", "min_roc_auc"):
+            judge(key, None, getattr(gate, key), ">=", "not a classification model")
+    _fairness(gate, task, ev, y_pred, judge, found)
+    sample = ev.X[: max(1, min(len(ev.X), 1024))]
+    p1 = _latency_p99(session, sample, 1, gate.latency_runs)
+    judge("max_p99_ms_batch1", p1, gate.max_p99_ms_batch1, "<=")
+    pb = _latency_p99(session, sample, gate.latency_batch_size, gate.latency_runs)
+    found["latency_batch_size"] = gate.latency_batch_size
+    judge("max_p99_ms_batch", pb, gate.max_p99_ms_batch, "<=")
+    if gate.golden:
+        criteria.append(_golden(session, vdir, gate.golden_tolerance))
+    criteria.append(_agreement(model_dir, config, version, ev, outputs, task, label_out, y_pred))
+    report = GateReport(
+        model,
+        version,
+        all(c.passed for c in criteria),
+        criteria,
+        found,
+        ev.source,
+        sha256_file(vdir / MODEL_FILE),
+        gate_criteria(gate),
+    )
+    if write:
+        _write_atomically(vdir / VALIDATION_FILE, json.dumps(report.to_json(), indent=2) + "\n")
+    return report
+
+
+def _reference_names(vdir: Path) -> list[str] | None:
+    path = vdir / "reference.json"
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() else None
+        return [f["name"] for f in doc["features"]] if doc else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _fairness(
+    gate: GateConfig,
+    task: str,
+    ev: Evaluation,
+    y_pred: NDArray[Any] | None,
+    judge: Any,
+    found: dict[str, Any],
+) -> None:
+    keys = ("max_demographic_parity_difference", "max_equalized_odds_difference")
+    if task != "classification" or y_pred is None:
+        for key in keys:
+            judge(key, None, getattr(gate, key), "<=", "fairness needs a classification model")
+        return
+    if ev.group is None:
+        for key in keys:
+            judge(key, None, getattr(gate, key), "<=", "the evaluation set has no group column")
+        return
+    pos = gate.positive_label
+    groups = np.asarray(ev.group).astype(str)
+    judge(
+        keys[0],
+        m.demographic_parity_difference(y_pred, groups, pos),
+        gate.max_demographic_parity_difference,
+        "<=",
+    )
+    if ev.y is None:
+        judge(keys[1], None, gate.max_equalized_odds_difference, "<=", "no labels")
+    else:
+        eo = m.equalized_odds_difference(ev.y, y_pred, groups, pos)
+        judge(keys[1], eo, gate.max_equalized_odds_difference, "<=")
+    found["groups"] = m.group_rates(y_pred, groups, pos, ev.y)
+
+
+def _golden(session: Any, vdir: Path, tolerance: float) -> Criterion:
+    path = vdir / SAMPLES_FILE
+    if not path.is_file():
+        return Criterion(
+            "golden_outputs", None, None, "==", True, f"no {SAMPLES_FILE}: not checked"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+        feeds = {s.name: data[f"inputs.{s.name}"] for s in session.inputs}
+        golden = {k[len("outputs.") :]: v for k, v in data.items() if k.startswith("outputs.")}
+        actual = dict(
+            zip(session.output_names, session.session.run(session.output_names, feeds), strict=True)
+        )
+    except Exception as exc:  # a bad file or a failing run: the criterion fails with why
+        return Criterion("golden_outputs", None, None, "==", False, f"{SAMPLES_FILE}: {exc}")
+    worst = 0.0
+    for name, expected in golden.items():
+        got = np.asarray(actual.get(name))
+        if got.shape != expected.shape:
+            return Criterion(
+                "golden_outputs",
+                None,
+                None,
+                "==",
+                False,
+                f"{name}: shape {got.shape} != {expected.shape}",
+            )
+        if expected.dtype.kind == "f":
+            scale = np.maximum(np.abs(expected.astype(np.float64)), 1.0)
+            worst = max(worst, float(np.max(np.abs(got - expected) / scale, initial=0.0)))
+        elif not np.array_equal(got, expected):
+            return Criterion("golden_outputs", None, None, "==", False, f"{name} differs")
+    ok = worst <= tolerance
+    return Criterion("golden_outputs", worst, tolerance, "<=", ok, "max relative error")
+
+
+def _agreement(
+    model_dir: Path,
+    config: ModelConfig,
+    version: int,
+    ev: Evaluation,
+    outputs: dict[str, NDArray[Any]],
+    task: str,
+    label_out: str | None,
+    y_pred: NDArray[Any] | None,
+) -> Criterion:
+    gate = config.gate
+    threshold = gate.min_agreement
+    stable = _stable_version(model_dir, config, version)
+    if threshold is None:
+        return Criterion("min_agreement", None, None, ">=", True, "not required")
+    if stable is None:
+        return Criterion(
+            "min_agreement", None, threshold, ">=", True, "no stable version to compare with"
+        )
+    other = _predict(_session(model_dir / str(stable), config, model_dir.name, stable), ev.X)
+    if label_out not in other or y_pred is None:
+        return Criterion(
+            "min_agreement", None, threshold, ">=", False, f"v{stable} has no output {label_out!r}"
+        )
+    theirs = other[label_out].reshape(len(ev.X), -1)[:, 0]
+    if task == "classification":
+        agree = float(np.mean(theirs == y_pred))
+    else:
+        agree = float(
+            np.mean(np.abs(theirs.astype(np.float64) - y_pred) <= gate.agreement_tolerance)
+        )
+    return Criterion(
+        "min_agreement", agree, threshold, ">=", agree >= threshold, f"with stable v{stable}"
+    )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,917 @@
+"""Payload logging: sampled request/response records as JSON lines, and their export.
+
+The request path decides and hands over; it never serialises or writes. After an answer
+has been sent (or a failure answered), ``PayloadSink.success`` / ``failure`` draw the
+model's sample, and a sampled request appends one small tuple of references (the
+already-decoded numpy inputs, the outputs, the request's id and parameters) to a bounded
+queue (about 2 µs); a full queue (``max_queue`` records, or ``MAX_QUEUED_BYTES`` of tensor
+data) drops the record and counts it (0.2 µs). Nothing on the request path wakes a
+thread: one writer thread per process wakes every ``POLL_SECONDS``, takes everything
+queued, turns it into JSON lines (orjson, numpy arrays natively; about 9 µs a record of 20
+features, handing the GIL back to the event loop every few records) and appends them to its
+own file in the payload directory, ``payloads-<host>-<pid>-<seq>.jsonl``: processes never
+share a file, so lines never interleave. A file is rotated before it would pass
+``max_bytes``; each process keeps its current file and at most ``backups`` older ones.
+``close`` drains the queue. Every write is whole lines, so a reader only ever sees complete
+lines (a crash mid-write can leave one torn last line, which ``export_payloads`` skips and
+counts).
+
+A record (one line)::
+
+    {"timestamp": "2025-01-02T03:04:05.678Z", "unix": 1735787045.678, "model": "fraud",
+     "version": "2", "role": "canary", "id": "req-7", "status": 200,
+     "timing_ms": {"queue": 0.01, "infer": 0.05, "total": 0.41},
+     "parameters": {...},                                   # with fields = [..., "parameters"]
+     "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 3], "data": [0.5, 1.0, 2.0]}],
+     "outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [1]}]}
+
+A failure has ``status`` ≥ 400, ``error`` (the message the client got) and ``code``, no
+outputs and no timings. Its inputs are the decoded tensors when it failed after decoding
+(in onnxruntime, in a queue), else those its request document held (as sent, flat or
+nested; binary tensor data is then not logged), or none when the body never parsed
+(malformed JSON, 413). ``data`` is flat, row-major; a redacted tensor has ``"data": "[redacted]"``
+and its values never leave the process. Data of more than ``MAX_FAILED_VALUES`` values in
+a failed request is left out (``"data": "[omitted]"``).
+
+``export_payloads`` turns the logged successful requests of one model into an evaluation
+set (``.npz`` or ``.parquet``) that ``mlserve.profiling.read_reference`` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from random import random
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from ..config import PayloadConfig
+from ..errors import ConfigError, MLServeError
+from ..runtime.tensors import V2_TO_NUMPY, encode_json
+
+if TYPE_CHECKING:
+    from ..service import InferResult
+
+__all__ = [
+    "FILE_GLOB",
+    "REDACTED",
+    "PayloadLogger",
+    "PayloadSink",
+    "export_payloads",
+    "parse_time",
+]
+
+log = logging.getLogger("mlserve.payloads")
+
+REDACTED = "[redacted]"
+OMITTED = "[omitted]"
+FILE_GLOB = "payloads-*.jsonl"
+# A failed request's tensor with more values than this is logged without its data: its
+# values are Python lists, serialised holding the GIL, and would stall the event loop.
+MAX_FAILED_VALUES = 65_536
+_CHUNK_VALUES = 65_536  # a large array is serialised in pieces of this many values
+# The writer wakes this often, takes everything queued and writes it: the request path
+# never wakes a thread (a wake-up per record costs the event loop a GIL hand-over).
+POLL_SECONDS = 0.1
+# Tensor bytes that may wait in the queue whatever its length (large batches, slow disk).
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
+_WRITE_BYTES = 1 << 20  # write pending lines once they reach this many bytes
+_YIELD_EVERY = 32  # records serialised between GIL hand-overs to the event loop
+_DUMPS = orjson.OPT_SERIALIZE_NUMPY
+
+
+# ----------------------------------------------------------------------------------------------
+# the request path's side
+
+
+@dataclass(eq=False)
+class PayloadCounts:
+    """One model's payload counters. ``dropped`` is written by the event loop only; the
+    others by the writer thread only: no counter has two writers."""
+
+    logged: int = 0
+    dropped: int = 0
+    errors: int = 0
+    bytes: int = 0
+
+    def state(self) -> dict[str, int]:
+        return {
+            "logged": self.logged,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "bytes": self.bytes,
+        }
+
+
+class _Served(NamedTuple):
+    role: str
+    id: Any
+    parameters: Any
+    feeds: dict[str, np.ndarray] | None
+    names: Sequence[str]
+    outputs: Sequence[np.ndarray] | None
+    queue_s: float
+    infer_s: float
+
+
+@dataclass(eq=False, slots=True)
+class _Failed:
+    role: str
+    status: int
+    code: str
+    message: str
+    request: Any  # the parsed request document, or None
+    feeds: dict[str, np.ndarray] | None  # decoded inputs, when the failure came after them
+
+
+@dataclass(eq=False)
+class PayloadSink:
+    """One loaded version's payload settings, built at load (``PayloadLogger.sink``)."""
+
+    logger: PayloadLogger
+    model: str
+    version: str
+    sample: float
+    error_sample: float
+    inputs: bool
+    outputs: bool
+    parameters: bool
+    redact: frozenset[str]
+    counts: PayloadCounts
+
+    def success(self, result: InferResult, total_s: float) -> None:
+        """Offer a successful request (after its answer was sent), sampled."""
+        sample = self.sample
+        if sample < 1.0 and (sample <= 0.0 or random() >= sample):
+            return
+        if len(self.logger._queue) >= self.logger.max_queue:  # full: drop before building
+            self.counts.dropped += 1
+            return
+        # Only what the record needs: holding the whole result (the request document's
+        # Python floats, the response body) until the writer runs costs the collector.
+        feeds = result.feeds if self.inputs else None
+        outputs = result.outputs if self.outputs else None
+        params = None
+        if self.parameters and isinstance(result.request, dict):
+            params = result.request.get("parameters")
+        size = 0
+        if feeds is not None:
+            size += sum(a.nbytes for a in feeds.values())
+        if outputs is not None:
+            size += sum(a.nbytes for a in outputs)
+        served = _Served(
+            result.role,
+            result.body.get("id"),
+            params,
+            feeds,
+            result.names,
+            outputs,
+            result.queue_s,
+            result.infer_s,
+        )
+        self.logger.offer((time.time(), self, served, total_s, size), self.counts)
+
+    def failure(
+        self,
+        role: str,
+        exc: MLServeError,
+        request: Any = None,
+        feeds: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Offer a failed request, sampled at ``error_sample``."""
+        sample = self.error_sample
+        if sample < 1.0 and (sample <= 0.0 or random() >= sample):
+            return
+        failed = _Failed(role, exc.status_code, exc.code, exc.message, request, feeds)
+        size = 0 if feeds is None else sum(a.nbytes for a in feeds.values())
+        self.logger.offer((time.time(), self, failed, None, size), self.counts)
+
+
+class PayloadLogger:
+    """The bounded queue, the writer thread and this process's rotating files."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        backups: int = 10,
+        max_queue: int = 10_000,
+    ) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"payload_dir {self.directory}: {exc}") from exc
+        self.max_queue = max_queue
+        self._files = _Files(self.directory, max_bytes, backups)
+        self._queue: deque[tuple[Any, ...]] = deque()  # append / popleft are thread-safe
+        # Tensor bytes queued and taken: one writer each (event loop, writer thread).
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._counts: dict[str, PayloadCounts] = {}
+        self._placeholder = uuid.uuid4().hex
+        self._warned_at = -1e9
+        self._second = -1
+        self._second_text = ""
+        self._thread = threading.Thread(target=self._run, name="mlserve-payloads", daemon=True)
+        self._thread.start()
+
+    def sink(self, model: str, version: int | str, config: PayloadConfig) -> PayloadSink | None:
+        """The request path's view of ``config`` for one version; None when it logs nothing."""
+        if config.sample <= 0 and config.error_sample <= 0:
+            return None
+        counts = self._counts.setdefault(model, PayloadCounts())
+        return PayloadSink(
+            self,
+            model,
+            str(version),
+            config.sample,
+            config.error_sample,
+            "inputs" in config.fields,
+            "outputs" in config.fields,
+            "parameters" in config.fields,
+            frozenset(config.redact),
+            counts,
+        )
+
+    def offer(self, item: tuple[Any, ...], counts: PayloadCounts) -> None:
+        """Queue ``(unix, sink, payload, total_s, tensor_bytes)``; when the queue is full (in
+        records or bytes), drop it and count it. Never blocks, never wakes the writer.
+
+        Only the event loop offers, so the queue cannot grow between the check and the append.
+        """
+        size = item[4]
+        if (
+            len(self._queue) >= self.max_queue
+            or self._bytes_in - self._bytes_out + size > MAX_QUEUED_BYTES
+        ):
+            counts.dropped += 1
+            return
+        self._bytes_in += size
+        self._queue.append(item)
+
+    def state(self) -> dict[str, Any]:
+        """Counters per model, for the monitoring snapshot (merged by addition)."""
+        return {"payloads": {m: c.state() for m, c in list(self._counts.items())}}
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything queued so far, then stop the writer."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ the writer thread
+    def _run(self) -> None:
+        queued = self._queue
+        while True:
+            stopping = self._stopping  # read before draining: nothing offered before close is lost
+            pending: list[tuple[bytes, PayloadCounts]] = []
+            size = taken = 0
+            while queued:
+                item = queued.popleft()
+                self._bytes_out += item[4]
+                counts = item[1].counts
+                try:
+                    line = self._line(*item[:4])
+                except Exception as exc:  # an unserialisable value: count it, keep going
+                    counts.errors += 1
+                    self._warn("could not serialise a payload record of %s: %s", item[1].model, exc)
+                else:
+                    pending.append((line, counts))
+                    size += len(line)
+                if size >= _WRITE_BYTES:
+                    self._write(pending)
+                    pending, size = [], 0
+                taken += 1
+                if taken % _YIELD_EVERY == 0:
+                    time.sleep(0)  # hand the GIL to the event loop if it is waiting
+            if pending:
+                self._write(pending)
+            if stopping:
+                break
+            self._wake.wait(POLL_SECONDS)
+        self._files.close()
+
+    def _write(self, lines: list[tuple[bytes, PayloadCounts]]) -> None:
+        try:
+            self._files.write([line for line, _ in lines])
+        except OSError as exc:
+            for _, counts in lines:
+                counts.errors += 1
+            self._warn("could not write payload records to %s: %s", self.directory, exc)
+            return
+        for line, counts in lines:
+            counts.logged += 1
+            counts.bytes += len(line)
+
+    def _warn(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 60.0:  # at most once a minute: errors come in floods
+            self._warned_at = now
+            log.warning(message, *args)
+
+    def _line(self, unix: float, sink: PayloadSink, payload: Any, total_s: float | None) -> bytes:
+        second = int(unix)
+        if second != self._second:  # strftime once a second, not once a record
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        doc: dict[str, Any] = {
+            "timestamp": f"{self._second_text}.{int((unix - second) * 1000):03d}Z",
+            "unix": unix,
+            "model": sink.model,
+            "version": sink.version,
+        }
+        big: list[NDArray[Any]] = []  # arrays serialised in pieces, spliced in at the end
+        if isinstance(payload, _Failed):
+            request = payload.request
+            doc["role"] = payload.role
+            doc["id"] = _request_id(request)
+            doc["status"] = payload.status
+            doc["code"] = payload.code
+            doc["error"] = payload.message
+            params = request.get("parameters") if isinstance(request, dict) else None
+            if sink.parameters and params is not None:
+                doc["parameters"] = params
+            if sink.inputs:
+                if payload.feeds is not None:
+                    doc["inputs"] = [
+                        self._tensor(sink, n, a, big) for n, a in payload.feeds.items()
+                    ]
+                elif isinstance(request, dict) and isinstance(request.get("inputs"), list):
+                    doc["inputs"] = [_raw_tensor(sink, t) for t in request["inputs"]]
+        else:
+            served: _Served = payload
+            doc["role"] = served.role
+            doc["id"] = served.id
+            doc["status"] = 200
+            doc["timing_ms"] = {  # to the microsecond (round() costs more than the rest)
+                "queue": int(served.queue_s * 1e6) / 1e3,
+                "infer": int(served.infer_s * 1e6) / 1e3,
+                "total": int((total_s or 0.0) * 1e6) / 1e3,
+            }
+            if served.parameters is not None:
+                doc["parameters"] = served.parameters
+            if served.feeds is not None:
+                doc["inputs"] = [self._tensor(sink, n, a, big) for n, a in served.feeds.items()]
+            if served.outputs is not None:
+                doc["outputs"] = [
+                    self._tensor(sink, n, a, big)
+                    for n, a in zip(served.names, served.outputs, strict=True)
+                ]
+        line = orjson.dumps(doc, option=_DUMPS | orjson.OPT_APPEND_NEWLINE, default=_default)
+        for i, array in enumerate(big):
+            line = line.replace(f'"{self._placeholder}-{i}"'.encode(), _chunked(array), 1)
+        return line
+
+    def _tensor(
+        self, sink: PayloadSink, name: str, array: np.ndarray, big: list[NDArray[Any]]
+    ) -> dict[str, Any]:
+        if name in sink.redact:
+            tensor = encode_json(name, array, with_data=False)
+            tensor["data"] = REDACTED
+            return tensor
+        if array.size <= _CHUNK_VALUES or array.dtype == object:
+            return encode_json(name, array)
+        # One orjson call per piece: the request path can take the GIL between pieces.
+        tensor = encode_json(name, array, with_data=False)
+        tensor["data"] = f"{self._placeholder}-{len(big)}"
+        big.append(array.ravel())
+        return tensor
+
+
+def _chunked(flat: NDArray[Any]) -> bytes:
+    parts = [
+        orjson.dumps(flat[i : i + _CHUNK_VALUES], option=_DUMPS, default=_default)[1:-1]
+        for i in range(0, flat.size, _CHUNK_VALUES)
+    ]
+    return b"[" + b",".join(parts) + b"]"
+
+
+def _request_id(request: Any) -> Any:
+    rid = request.get("id") if isinstance(request, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
+def _raw_tensor(sink: PayloadSink, tensor: Any) -> Any:
+    """An input of a failed request as its document held it (redacted, size-capped)."""
+    if not isinstance(tensor, dict):
+        return None
+    name = tensor.get("name")
+    out = {"name": name, "datatype": tensor.get("datatype"), "shape": tensor.get("shape")}
+    if "data" in tensor:
+        data = tensor["data"]
+        if name in sink.redact:
+            out["data"] = REDACTED
+        elif _too_many(data, MAX_FAILED_VALUES):
+            out["data"] = OMITTED
+        else:
+            out["data"] = data
+    return out
+
+
+def _too_many(data: Any, limit: int) -> bool:
+    """Whether nested lists hold more than ``limit`` leaves (stops counting past it)."""
+    if not isinstance(data, list):
+        return False
+    count = 0
+    stack = [data]
+    while stack:
+        items = stack.pop()
+        for item in items:
+            if isinstance(item, list):
+                stack.append(item)
+            else:
+                count += 1
+                if count > limit:
+                    return True
+    return False
+
+
+def _default(obj: Any) -> Any:
+    """What orjson cannot write natively: non-contiguous or object arrays, bytes, scalars."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot write {type(obj).__name__} to a payload record")
+
+
+class _Files:
+    """This process's payload files: ``payloads-<host>-<pid>-<seq>.jsonl``, rotated by size."""
+
+    def __init__(self, directory: Path, max_bytes: int, backups: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.backups = backups
+        host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
+        self.prefix = f"payloads-{host}-{os.getpid()}-"
+        # A restarted process with the same host and pid (containers) carries on numbering
+        # after the files it finds, and counts them against its backups.
+        found = sorted(
+            (int(m.group(1)), p)
+            for p in directory.glob(self.prefix + "*.jsonl")
+            if (m := re.fullmatch(re.escape(self.prefix) + r"(\d+)\.jsonl", p.name))
+        )
+        self.files: deque[Path] = deque(p for _, p in found)
+        self.seq = found[-1][0] + 1 if found else 0
+        self.fd: int | None = None
+        self.size = 0
+
+    def write(self, lines: list[bytes]) -> None:
+        batch: list[bytes] = []
+        batch_size = 0
+        for line in lines:
+            if self.fd is None or (
+                self.size + batch_size and self.size + batch_size + len(line) > self.max_bytes
+            ):
+                self._put(batch)
+                batch, batch_size = [], 0
+                self._rotate()
+            batch.append(line)
+            batch_size += len(line)
+        self._put(batch)
+
+    def _put(self, batch: list[bytes]) -> None:
+        if not batch or self.fd is None:
+            return
+        data = memoryview(b"".join(batch))
+        try:
+            while data:
+                written = os.write(self.fd, data)
+                data = data[written:]
+                self.size += written
+        except OSError:
+            self._close_fd()  # a torn line ends that file: the next write starts a new one
+            raise
+
+    def _rotate(self) -> None:
+        self._close_fd()
+        path = self.directory / f"{self.prefix}{self.seq:06d}.jsonl"
+        self.seq += 1
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.size = os.fstat(self.fd).st_size
+        self.files.append(path)
+        while len(self.files) > self.backups + 1:
+            with contextlib.suppress(FileNotFoundError):
+                self.files.popleft().unlink()
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def close(self) -> None:
+        self._close_fd()
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+
+
+def parse_time(value: float | int | str | datetime | None) -> float | None:
+    """Unix seconds from unix seconds, an ISO 8601 timestamp (naive: UTC) or a datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, (int, float)):
+        return float(value)
+    else:
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is neither unix seconds nor an ISO 8601 timestamp"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+@dataclass
+class _Labels:
+    label: dict[tuple[str, int | None], Any] = field(default_factory=dict)
+    group: dict[tuple[str, int | None], Any] = field(default_factory=dict)
+    has_group: bool = False
+
+
+def export_payloads(
+    directory: str | os.PathLike[str],
+    model: str,
+    *,
+    version: int | str | None = None,
+    since: float | str | datetime | None = None,
+    until: float | str | datetime | None = None,
+    out: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None = None,
+    label_output: str | None = None,
+    input_name: str | None = None,
+    registry: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Write the logged successful requests of ``model`` as an evaluation set; a summary.
+
+    Reads every payload file in ``directory`` (all processes, rotated ones too), keeps
+    successful requests of ``model`` (and ``version``) with ``since ≤ time < until``, in
+    time order, and writes ``out``: ``.npz`` with ``X`` (the feature input's rows, 2-D),
+    ``feature_names``, ``request_id``, ``row`` (within its request), ``timestamp`` (unix
+    seconds), ``version``, and ``y`` (and ``group``) when labels are given; or ``.parquet``
+    with one column per feature and the same per-row columns (needs pyarrow).
+
+    The feature input is the model's only input, or ``input_name``. Feature names come from
+    the version's ``reference.json`` under ``registry`` when given, else ``f0``… Labels:
+    ``labels`` is a CSV with columns ``id`` and ``label`` (optionally ``row``, 0-based, for
+    requests of several rows, and ``group``), joined on the request id (rows without a label
+    are dropped and counted); or ``label_output`` names a served output used as ``y``.
+    Problems raise ``ValueError`` naming the file, input or option at fault.
+    """
+    directory = Path(directory)
+    out = Path(out)
+    if labels is not None and label_output is not None:
+        raise ValueError("give labels or label_output, not both")
+    suffix = out.suffix.lower()
+    if suffix not in (".npz", ".parquet"):
+        raise ValueError(f"{out}: the evaluation set is written as .npz or .parquet")
+    if not directory.is_dir():
+        raise ValueError(f"payload directory {directory} does not exist")
+    start, end = parse_time(since), parse_time(until)
+    want_version = None if version is None else str(int(version))
+    joined = _read_labels(Path(labels)) if labels is not None else None
+
+    files = sorted(directory.glob(FILE_GLOB))
+    summary: dict[str, Any] = {"files": len(files), "bad_lines": 0, "failed_skipped": 0}
+    records: list[dict[str, Any]] = []
+    for path in files:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:  # rotated away while we listed
+            continue
+        for text in raw.splitlines():
+            if not text.strip():
+                continue
+            try:
+                doc = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                summary["bad_lines"] += 1
+                continue
+            if not isinstance(doc, dict) or doc.get("model") != model:
+                continue
+            if want_version is not None and doc.get("version") != want_version:
+                continue
+            unix = doc.get("unix")
+            if not isinstance(unix, (int, float)):
+                summary["bad_lines"] += 1
+                continue
+            if (start is not None and unix < start) or (end is not None and unix >= end):
+                continue
+            if doc.get("status") != 200:
+                summary["failed_skipped"] += 1
+                continue
+            records.append(doc)
+    records.sort(key=lambda d: d["unix"])
+    if not records:
+        where = f"{model}" + (f" version {want_version}" if want_version else "")
+        raise ValueError(
+            f"no successful requests of {where} in {directory} in the time range "
+            f"({len(files)} payload files)"
+        )
+
+    name = input_name or _only_input(records, model)
+    xs: list[NDArray[Any]] = []
+    ys: list[NDArray[Any]] = []
+    groups: list[NDArray[Any]] = []
+    ids: list[str] = []
+    rows: list[int] = []
+    stamps: list[float] = []
+    versions: list[int] = []
+    skipped = {"no_input": 0, "no_label_output": 0}
+    unlabeled = 0
+    width: int | None = None
+    for doc in records:
+        tensor = _find(doc.get("inputs"), name)
+        if tensor is None:
+            skipped["no_input"] += 1
+            continue
+        x = _rows(tensor, f"input {name!r}")
+        if width is not None and x.shape[1] != width:
+            raise ValueError(
+                f"input {name!r} has {x.shape[1]} columns in request {doc.get('id')!r} at "
+                f"{doc.get('timestamp')} but {width} before: export one version at a time"
+            )
+        width = x.shape[1]
+        n = x.shape[0]
+        raw_id = doc.get("id")
+        rid: str = raw_id if isinstance(raw_id, str) else ""
+        keep = np.ones(n, dtype=bool)
+        y: NDArray[Any] | None = None
+        g: NDArray[Any] | None = None
+        if label_output is not None:
+            out_tensor = _find(doc.get("outputs"), label_output)
+            if out_tensor is None:
+                skipped["no_label_output"] += 1
+                continue
+            y = _rows(out_tensor, f"output {label_output!r}")
+            if y.shape[0] != n or y.shape[1] != 1:
+                raise ValueError(
+                    f"output {label_output!r} has shape {out_tensor.get('shape')}: a label "
+                    "output needs one value per row"
+                )
+            y = y[:, 0]
+        elif joined is not None:
+            values: list[Any] = []
+            grp: list[Any] = []
+            for r in range(n):
+                key = (rid, r) if (rid, r) in joined.label else (rid, None)
+                if not rid or key not in joined.label or (key[1] is None and n != 1):
+                    keep[r] = False
+                    values.append(None)
+                    grp.append(None)
+                else:
+                    values.append(joined.label[key])
+                    grp.append(joined.group.get(key))
+            unlabeled += int((~keep).sum())
+            y = np.array([v for v, k in zip(values, keep, strict=True) if k], dtype=object)
+            if joined.has_group:
+                g = np.array([v for v, k in zip(grp, keep, strict=True) if k], dtype=object)
+        if not keep.any():
+            continue
+        xs.append(x[keep])
+        if y is not None:
+            ys.append(y)
+        if g is not None:
+            groups.append(g)
+        count = int(keep.sum())
+        ids.extend([rid] * count)
+        rows.extend(int(r) for r in np.flatnonzero(keep))
+        stamps.extend([float(doc["unix"])] * count)
+        versions.extend([int(doc.get("version", 0))] * count)
+    if not xs:
+        raise ValueError(
+            f"none of the {len(records)} requests gave a row: "
+            f"{unlabeled} rows had no label, {skipped}"
+        )
+    X = np.concatenate(xs)
+    names = _feature_names(registry, model, sorted(set(versions)), name, X.shape[1])
+    columns: dict[str, NDArray[Any]] = {
+        "X": X,
+        "feature_names": np.array(names, dtype=str),
+        "request_id": np.array(ids, dtype=str),
+        "row": np.array(rows, dtype=np.int64),
+        "timestamp": np.array(stamps, dtype=np.float64),
+        "version": np.array(versions, dtype=np.int64),
+    }
+    if ys:
+        columns["y"] = _uniform(np.concatenate(ys))
+    if groups:
+        columns["group"] = _uniform(np.concatenate(groups))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npz":
+        _write_npz(out, columns)
+    else:
+        _write_parquet(out, columns)
+    summary.update(
+        out=str(out),
+        input=name,
+        requests=len(records),
+        rows=int(X.shape[0]),
+        features=int(X.shape[1]),
+        feature_names=names,
+        versions=sorted(set(versions)),
+        labels="y" in columns,
+        unlabeled_rows=unlabeled,
+        skipped=skipped,
+    )
+    return summary
+
+
+def _only_input(records: list[dict[str, Any]], model: str) -> str:
+    names: set[str] = set()
+    for doc in records:
+        for t in doc.get("inputs") or ():
+            if isinstance(t, dict) and isinstance(t.get("name"), str):
+                names.add(t["name"])
+    if not names:
+        raise ValueError(
+            f"the logged requests of {model} carry no inputs ([payloads] fields leaves them out)"
+        )
+    if len(names) > 1:
+        raise ValueError(f"{model} has inputs {sorted(names)}: choose the feature input")
+    return names.pop()
+
+
+def _find(tensors: Any, name: str) -> dict[str, Any] | None:
+    if isinstance(tensors, list):
+        for t in tensors:
+            if isinstance(t, dict) and t.get("name") == name:
+                return t
+    return None
+
+
+def _rows(tensor: Mapping[str, Any], what: str) -> NDArray[Any]:
+    """A logged tensor as a rows × columns array of its datatype."""
+    data = tensor.get("data")
+    if data == REDACTED:
+        raise ValueError(
+            f"{what} is redacted in the payload log ([payloads] redact): it cannot be exported"
+        )
+    if not isinstance(data, list):
+        raise ValueError(f"{what} has no data in the payload log ({data!r})")
+    dtype = V2_TO_NUMPY.get(str(tensor.get("datatype")))
+    if dtype is None:
+        raise ValueError(f"{what} has an unknown datatype {tensor.get('datatype')!r}")
+    shape = tensor.get("shape")
+    try:
+        array = np.asarray(data, dtype=str if dtype.kind == "O" else dtype)
+        array = array.reshape(shape if isinstance(shape, list) else -1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: data does not fit shape {shape}: {exc}") from None
+    if array.ndim == 0:
+        return array.reshape(1, 1)
+    return array.reshape(len(array), -1)
+
+
+def _read_labels(path: Path) -> _Labels:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip() for f in reader.fieldnames or []]
+            table = [{k.strip(): v for k, v in row.items() if k is not None} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"cannot read labels {path}: {exc}") from exc
+    if "id" not in fields or "label" not in fields:
+        raise ValueError(f"labels {path} need columns 'id' and 'label' (found {fields})")
+    result = _Labels(has_group="group" in fields)
+    for i, row in enumerate(table, start=2):
+        row_text = (row.get("row") or "").strip()
+        try:
+            r = int(row_text) if row_text else None
+        except ValueError:
+            raise ValueError(
+                f"labels {path} line {i}: row {row_text!r} is not an integer"
+            ) from None
+        key = ((row.get("id") or "").strip(), r)
+        if key in result.label:
+            raise ValueError(f"labels {path} line {i}: id {key[0]!r} row {r} is labelled twice")
+        result.label[key] = _number((row.get("label") or "").strip())
+        if result.has_group:
+            result.group[key] = _number((row.get("group") or "").strip())
+    return result
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _uniform(values: NDArray[Any]) -> NDArray[Any]:
+    """Object arrays of labels as int64, float64 or str (npz stores no Python objects)."""
+    if values.dtype != object:
+        return values
+    items = values.tolist()
+    if all(isinstance(v, int) for v in items):
+        return np.array(items, dtype=np.int64)
+    if all(isinstance(v, (int, float)) for v in items):
+        return np.array(items, dtype=np.float64)
+    return np.array([str(v) for v in items], dtype=str)
+
+
+def _feature_names(
+    registry: str | os.PathLike[str] | None,
+    model: str,
+    versions: Sequence[int],
+    input_name: str,
+    width: int,
+) -> list[str]:
+    if registry is None:
+        return [f"f{j}" for j in range(width)]
+    from ..monitoring.profile import load_profile
+
+    found: dict[int, list[str]] = {}
+    for v in versions:
+        path = Path(registry) / model / str(v) / "reference.json"
+        if path.is_file():
+            found[v] = [f["name"] for f in load_profile(path)["features"]]
+    if not found:
+        raise ValueError(
+            f"no reference.json for {model} version(s) {list(versions)} under {registry}"
+        )
+    distinct = {tuple(n) for n in found.values()}
+    if len(distinct) > 1:
+        raise ValueError(
+            f"the versions {sorted(found)} of {model} name their features differently: "
+            "export one version at a time"
+        )
+    names = list(distinct.pop())
+    if len(names) != width:
+        raise ValueError(
+            f"reference.json of {model} names {len(names)} features; input {input_name!r} has "
+            f"{width} columns"
+        )
+    return names
+
+
+def _write_npz(out: Path, columns: dict[str, NDArray[Any]]) -> None:
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    try:
+        np.savez_compressed(tmp, **columns)  # type: ignore[arg-type]
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_parquet(out: Path, columns: dict[str, NDArray[Any]]) -> None:
+    try:
+        pa = importlib.import_module("pyarrow")
+        pq = importlib.import_module("pyarrow.parquet")
+    except ImportError:
+        raise ValueError(f"writing {out.name} needs pyarrow: pip install pyarrow") from None
+    names = [str(n) for n in columns["feature_names"].tolist()]
+    X = columns["X"]
+    extra = [k for k in ("y", "group", "request_id", "row", "timestamp", "version") if k in columns]
+    clash = sorted(set(names) & set(extra))
+    if clash:
+        raise ValueError(f"feature names {clash} clash with the export's own columns")
+    data = {n: X[:, j] for j, n in enumerate(names)}
+    data.update({k: columns[k] for k in extra})
+    table = pa.table(data)
+    meta = {
+        b"mlserve": orjson.dumps({"feature_names": names, "label": "y" if "y" in columns else None})
+    }
+    table = table.replace_schema_metadata(meta)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

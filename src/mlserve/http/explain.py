@@ -1,0 +1,81 @@
+"""``POST /v2/models/{m}[/versions/{v}]/explain``: feature attributions (``explain.py``).
+
+A Starlette route: the body is read within the server's size limit and parsed as JSON, the
+service explains it, and the answer carries the same version, route and timing headers as
+an inference answer. JSON only: the binary tensor extension belongs to ``/infer``.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import InvalidInput, PayloadTooLarge
+from ..registry.layout import check_model_name, parse_version
+from ..service import InferenceService
+
+_TIMING = "queue;dur=%.3f, infer;dur=%.3f, total;dur=%.3f"
+
+
+def routes(service: InferenceService, max_body_bytes: int) -> list[Route]:
+    """The explain routes bound to ``service``."""
+
+    async def explain(request: Request) -> Response:
+        start = perf_counter()
+        model = check_model_name(request.path_params["model"])
+        raw = request.path_params.get("version")
+        version = parse_version(raw) if raw is not None else None
+        if "inference-header-content-length" in request.headers:
+            raise InvalidInput(
+                "explain takes a JSON body; the binary tensor extension is for /infer",
+                reason="binary",
+            )
+        body = await _body(request, max_body_bytes)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"malformed JSON body: {exc}", reason="json") from None
+        result = await service.explain(
+            model, version, document, request.headers.get("mlserve-routing-key")
+        )
+        payload = orjson.dumps(result.body, option=orjson.OPT_SERIALIZE_NUMPY)
+        timing = _TIMING % (
+            result.queue_s * 1e3,
+            result.infer_s * 1e3,
+            (perf_counter() - start) * 1e3,
+        )
+        headers = {
+            "mlserve-model-version": result.version,
+            "mlserve-route": result.role,
+            "server-timing": timing,
+        }
+        return Response(payload, media_type="application/json", headers=headers)
+
+    return [
+        Route("/v2/models/{model}/explain", explain, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}/explain", explain, methods=["POST"]),
+    ]
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) beyond ``limit`` bytes whether declared or streamed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidInput("invalid Content-Length header", reason="http")
+        if int(declared) > limit:
+            raise PayloadTooLarge(
+                f"request body of {int(declared)} bytes is over the limit of {limit} bytes"
+            )
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

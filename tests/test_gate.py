@@ -1,0 +1,315 @@
+"""The validation gate: metrics against scikit-learn and fairlearn, criteria, enforcement."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, roc_auc_score
+
+from mlserve.config import GateConfig
+from mlserve.governance import metrics as m
+from mlserve.governance.gate import VALIDATION_FILE, gate_status, validate_version
+from mlserve.governance.publish import publish
+
+from .conftest import running_server
+
+TOKEN = "gate-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+# ------------------------------------------------------------------ metrics against references
+@pytest.mark.parametrize("seed", range(5))
+def test_fairness_metrics_equal_fairlearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 500
+    groups = rng.choice(["a", "b", "c"][: 2 + seed % 2], n)
+    y_true = rng.integers(0, 2, n)
+    y_pred = np.where(rng.random(n) < 0.7, y_true, rng.integers(0, 2, n))
+    y_pred[groups == "b"] &= rng.random((groups == "b").sum()) < 0.6  # fewer positives for b
+    assert m.demographic_parity_difference(y_pred, groups) == pytest.approx(
+        demographic_parity_difference(y_true, y_pred, sensitive_features=groups), abs=1e-12
+    )
+    assert m.equalized_odds_difference(y_true, y_pred, groups) == pytest.approx(
+        equalized_odds_difference(y_true, y_pred, sensitive_features=groups), abs=1e-12
+    )
+
+
+def test_quality_metrics_equal_scikit_learn() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    score = np.round(rng.random(400) + 0.3 * y, 1)  # rounded: many ties
+    proba = np.column_stack([1 - score / 2, score / 2])
+    pred = (score > 0.6).astype(int)
+    assert m.accuracy(y, pred) == accuracy_score(y, pred)
+    assert m.roc_auc(y, proba) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    y3 = rng.integers(0, 3, 400)
+    p3 = rng.dirichlet([1, 1, 1], 400) + np.eye(3)[y3] * 0.3
+    p3 /= p3.sum(axis=1, keepdims=True)
+    assert m.roc_auc(y3, p3) == pytest.approx(roc_auc_score(y3, p3, multi_class="ovr"), abs=1e-12)
+    t, p = rng.normal(size=300), rng.normal(size=300)
+    assert m.mae(t, p) == pytest.approx(mean_absolute_error(t, p), abs=1e-12)
+    assert m.rmse(t, p) == pytest.approx(np.sqrt(mean_squared_error(t, p)), abs=1e-12)
+
+
+# ------------------------------------------------------------------ a registry with a gate each
+def _classification(n: int = 1200, seed: int = 0) -> dict[str, np.ndarray]:
+    """Labels depend on x0, x1 only; column 4 is the group (a feature a biased model uses)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    X[:, 4] = rng.integers(0, 2, n)
+    y = (X[:, 0] + 0.5 * X[:, 1] + 0.4 * rng.normal(size=n) > 0).astype(np.int64)
+    return {"X": X, "y": y, "group": X[:, 4].astype(np.int64)}
+
+
+def _biased(d: dict[str, np.ndarray]) -> np.ndarray:
+    y = d["y"].copy()
+    y[d["group"] == 1] = 0  # a history that never approved group 1
+    return y
+
+
+GOOD = "good"
+CRITERIA = {  # model name → (gate line, how version 2 goes wrong)
+    "acc": ("min_accuracy = 0.8", "flipped"),
+    "auc": ("min_roc_auc = 0.8", "flipped"),
+    "dp": ("max_demographic_parity_difference = 0.15", "biased"),
+    "eo": ("max_equalized_odds_difference = 0.15", "biased"),
+    "agree": ("min_agreement = 0.9", "flipped"),
+    "mae": ("max_mae = 0.5", "shuffled"),
+    "rmse": ("max_rmse = 0.5", "shuffled"),
+}
+
+
+def _build(registry: Path, data: Path, d: dict[str, np.ndarray]) -> None:
+    rng = np.random.default_rng(1)
+    X = d["X"]
+    target = X[:, 0] * 2 + X[:, 1] + 0.1 * rng.normal(size=len(X))
+    fits = {
+        GOOD: LogisticRegression().fit(X, d["y"]),
+        "shuffled": LogisticRegression().fit(X, rng.permutation(d["y"])),
+        "biased": LogisticRegression().fit(X, _biased(d)),
+        "flipped": LogisticRegression().fit(X, 1 - d["y"]),
+    }
+    regs = {GOOD: LinearRegression().fit(X, target),
+            "shuffled": LinearRegression().fit(X, rng.permutation(target))}  # fmt: skip
+    np.savez(data.with_name("reg.npz"), X=X, y=target)
+    for name, (line, bad) in CRITERIA.items():
+        (registry / name).mkdir(parents=True)
+        (registry / name / "model.toml").write_text(
+            f'[versions]\npolicy = "all"\n[gate]\nrequire_gate = true\n{line}\n'
+        )
+        fitted = regs if name in ("mae", "rmse") else fits
+        ref = data.with_name("reg.npz") if name in ("mae", "rmse") else data
+        for kind in (GOOD, bad):
+            publish(registry, name, reference=ref, estimator=fitted[kind])
+    (registry / "ok").mkdir()
+    (registry / "ok" / "model.toml").write_text(
+        '[versions]\npolicy = "all"\n[gate]\nrequire_gate = true\nmin_accuracy = 0.8\n'
+        "max_p99_ms_batch1 = 1000.0\nmax_p99_ms_batch = 1000.0\n"
+    )
+    for _ in range(2):
+        publish(registry, "ok", reference=data, estimator=fits[GOOD])
+    (registry / "slow").mkdir()  # an impossible latency budget: nothing may serve
+    (registry / "slow" / "model.toml").write_text(
+        "[gate]\nrequire_gate = true\nmax_p99_ms_batch1 = 0.0\n"
+    )
+    publish(registry, "slow", reference=data, estimator=fits[GOOD])
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("gate")
+    d = _classification()
+    data = root / "eval.npz"
+    np.savez(data, **d)
+    registry = root / "registry"
+    _build(registry, data, d)
+    for name in (*CRITERIA, "ok"):
+        ev = data.with_name("reg.npz") if name in ("mae", "rmse") else data
+        for v in (1, 2):
+            validate_version(registry, name, v, ev)
+    validate_version(registry, "slow", 1, data)
+    return registry, data
+
+
+@pytest.mark.parametrize("name", list(CRITERIA))
+def test_each_criterion_fails_the_bad_version_only(gated: tuple[Path, Path], name: str) -> None:
+    registry, _ = gated
+    reports = [json.loads((registry / name / str(v) / VALIDATION_FILE).read_text()) for v in (1, 2)]
+    criterion = CRITERIA[name][0].split(" = ")[0]
+    assert reports[0]["passed"], reports[0]["criteria"]
+    assert not reports[1]["passed"]
+    failed = [c["name"] for c in reports[1]["criteria"] if not c["passed"]]
+    assert failed == [criterion]
+    checked = {c["name"]: c for c in reports[1]["criteria"]}[criterion]
+    assert checked["value"] is not None and checked["threshold"] == float(
+        CRITERIA[name][0].split(" = ")[1]
+    )
+
+
+def test_reported_metrics_equal_the_references(gated: tuple[Path, Path]) -> None:
+    registry, data = gated
+    report = json.loads((registry / "dp" / "2" / VALIDATION_FILE).read_text())
+    import onnxruntime as ort
+
+    with np.load(data) as d:
+        X, y, g = d["X"], d["y"], d["group"]
+    sess = ort.InferenceSession(str(registry / "dp" / "2" / "model.onnx"))
+    label, proba = sess.run(["label", "probabilities"], {"X": X})
+    found = report["metrics"]
+    assert found["accuracy"] == pytest.approx(accuracy_score(y, label), abs=1e-12)
+    assert found["roc_auc"] == pytest.approx(roc_auc_score(y, proba[:, 1]), abs=1e-12)
+    assert found["demographic_parity_difference"] == pytest.approx(
+        demographic_parity_difference(y, label, sensitive_features=g), abs=1e-12
+    )
+    assert found["equalized_odds_difference"] == pytest.approx(
+        equalized_odds_difference(y, label, sensitive_features=g), abs=1e-12
+    )
+    assert report["evaluation"]["rows"] == len(X) and report["evaluation"]["groups"] is True
+
+
+def test_status_needs_the_same_model_file_and_gate(
+    gated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    registry, _ = gated
+    vdir = tmp_path / "v"
+    shutil.copytree(registry / "acc" / "1", vdir)
+    gate = GateConfig(require_gate=True, min_accuracy=0.8)
+    assert gate_status(vdir, gate).passed
+    assert "another [gate]" in gate_status(vdir, GateConfig(min_accuracy=0.9)).reason
+    with (vdir / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    status = gate_status(vdir, gate)
+    assert not status.passed and "different model.onnx" in status.reason
+    (vdir / VALIDATION_FILE).unlink()
+    assert "run `mlserve validate`" in gate_status(vdir, gate).reason
+
+
+def test_server_enforces_the_gate(gated: tuple[Path, Path]) -> None:
+    registry, _ = gated
+    x = {"name": "X", "datatype": "FP32", "shape": [1, 5], "data": [0.5, 0.1, 0.0, 0.0, 1.0]}
+    body = {"inputs": [x]}
+    with (
+        running_server(registry, env={"MLSERVE_ADMIN_TOKEN": TOKEN}) as srv,
+        httpx.Client(base_url=srv.url, headers=AUTH) as c,
+    ):
+        for name in CRITERIA:
+            criterion = CRITERIA[name][0].split(" = ")[0]
+            for role in ("canary", "stable"):
+                r = c.put(f"/v2/admin/models/{name}/routing", json={role: 2, "canary_weight": 10})
+                assert r.status_code == 409, r.text
+                assert criterion in r.json()["error"] and "only as a shadow" in r.json()["error"]
+            r = c.post(f"/v2/models/{name}/versions/2/infer", json=body)
+            assert r.status_code == 409 and r.json()["code"] == "gate_not_passed"
+            r = c.post(f"/v2/models/{name}/infer", json=body)  # unpinned: the passing v1
+            assert r.status_code == 200 and r.headers["mlserve-model-version"] == "1"
+            meta = c.get(f"/v2/models/{name}").json()["parameters"]
+            assert meta["gate_required"] is True
+            assert meta["versions"]["1"]["gate"]["passed"] is True
+            assert meta["versions"]["2"]["gate"]["failed"] == [criterion]
+            monitor = c.get(f"/v2/models/{name}/monitor").json()
+            assert monitor["versions"]["2"]["gate"]["passed"] is False
+        # a version that failed may still shadow
+        r = c.put("/v2/admin/models/dp/routing", json={"shadows": [2]})
+        assert r.status_code == 200, r.text
+        # passing versions are accepted
+        r = c.put("/v2/admin/models/ok/routing", json={"canary": 2, "canary_weight": 50})
+        assert r.status_code == 200, r.text
+        assert c.post("/v2/models/ok/versions/2/infer", json=body).status_code == 200
+        # nothing passed: unpinned traffic is refused, and says why
+        r = c.post("/v2/models/slow/infer", json=body)
+        assert r.status_code == 409 and "max_p99_ms_batch1" in r.json()["error"]
+        audit = (registry / "audit.jsonl").read_text()
+        assert '"set_routing"' in audit
+
+
+def test_validation_written_to_a_running_server_opens_the_gate(
+    gated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, data = gated
+    registry = tmp_path / "registry"
+    (registry / "m").mkdir(parents=True)
+    (registry / "m" / "model.toml").write_text(
+        '[versions]\npolicy = "all"\n[gate]\nrequire_gate = true\nmin_accuracy = 0.8\n'
+    )
+    d = _classification(seed=5)
+    est = LogisticRegression().fit(d["X"], d["y"])
+    for _ in range(2):
+        publish(registry, "m", reference=data, estimator=est)
+    validate_version(registry, "m", 1, data)
+    env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
+    with (
+        running_server(registry, "--poll-seconds", "0.2", env=env) as srv,
+        httpx.Client(base_url=srv.url, headers=AUTH) as c,
+    ):
+        r = c.put("/v2/admin/models/m/routing", json={"canary": 2, "canary_weight": 20})
+        assert r.status_code == 409 and "run `mlserve validate`" in r.json()["error"]
+        out = subprocess.run(
+            [sys.executable, "-m", "mlserve", "validate", "--registry", str(registry),
+             "--model", "m", "--version", "2", "--data", str(data)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "min_accuracy" in out.stdout and "m v2: PASSED" in out.stdout
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # picked up by the next registry scans
+            r = c.put("/v2/admin/models/m/routing", json={"canary": 2, "canary_weight": 20})
+            if r.status_code == 200:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
+
+
+def test_cli_validate_exit_codes(gated: tuple[Path, Path]) -> None:
+    registry, data = gated
+    base = [sys.executable, "-m", "mlserve", "validate", "--registry", str(registry)]
+    fail = subprocess.run(
+        [*base, "--model", "eo", "--version", "2", "--data", str(data), "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
+    assert fail.returncode == 1
+    assert "max_equalized_odds_difference" in fail.stdout and "FAIL" in fail.stdout
+    missing = subprocess.run(
+        [*base, "--model", "eo", "--version", "2", "--data", str(data) + ".nope"],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "mlserve:" in missing.stderr
+    # the regression evaluation set has no group column: a fairness gate cannot pass
+    no_group = subprocess.run(
+        [*base, "--model", "dp", "--version", "1", "--data", str(data.with_name("reg.npz")),
+         "--label", "y", "--dry-run"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert no_group.returncode == 1 and "no group column" in no_group.stdout
+
+
+def test_golden_and_batch_latency_criteria(gated: tuple[Path, Path], tmp_path: Path) -> None:
+    registry, data = gated
+    reg = tmp_path / "registry"
+    shutil.copytree(registry / "ok", reg / "ok")
+    (reg / "ok" / "model.toml").write_text(
+        "[gate]\nrequire_gate = true\nmax_p99_ms_batch = 0.0\nlatency_batch_size = 512\n"
+    )
+    report = validate_version(reg, "ok", 1, data, write=False)
+    assert [c.name for c in report.failed()] == ["max_p99_ms_batch"]
+    assert report.metrics["p99_ms_batch"] > 0 and report.metrics["latency_batch_size"] == 512
+    samples = reg / "ok" / "2" / "samples.npz"
+    with np.load(samples) as s:
+        tampered = {k: s[k] for k in s.files}
+    tampered["outputs.probabilities"] = tampered["outputs.probabilities"][::-1].copy()
+    np.savez(samples, **tampered)
+    (reg / "ok" / "model.toml").write_text("[gate]\nrequire_gate = true\n")
+    report = validate_version(reg, "ok", 2, data, write=False)
+    assert [c.name for c in report.failed()] == ["golden_outputs"]
+    assert report.criteria[-2].value is not None and report.criteria[-2].value > 0.01
