@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -88,6 +89,32 @@ def test_sigterm_lets_in_flight_requests_finish_and_exits_zero(slow_registry: Pa
         assert results and results[0].status_code == 200
         with pytest.raises(httpx.ConnectError):
             httpx.get(srv.url + "/v2/health/live", timeout=2)
+
+
+def test_sigterm_ends_open_event_streams_instead_of_waiting_out_the_drain(
+    slow_registry: Path,
+) -> None:
+    with running_server(slow_registry, "--drain-seconds", "30") as srv:
+        events: list[str] = []
+
+        def listen() -> None:
+            with (
+                contextlib.suppress(httpx.HTTPError),
+                httpx.stream("GET", srv.url + "/v2/monitor/stream?interval=0.2", timeout=60) as r,
+            ):
+                events.extend(line for line in r.iter_lines() if line.startswith("data:"))
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        deadline = time.monotonic() + 10
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert events, "the stream sent nothing"
+        start = time.monotonic()
+        assert srv.stop() == 0
+        assert time.monotonic() - start < 10  # not the 30 s drain
+        listener.join(10)
+        assert not listener.is_alive()
 
 
 def _worker_pids(parent: int) -> list[int]:

@@ -97,3 +97,39 @@ def verify(path: Path) -> tuple[int, str | None]:
             expected = hashlib.sha256(line).hexdigest()
             count += 1
     return count, None
+
+
+def latest(path: Path, limit: int, max_bytes: int = 1 << 20) -> list[dict[str, Any]]:
+    """The newest ``limit`` entries, oldest first, without their chain hashes (``prev``).
+
+    Reads only the end of the file (at most ``max_bytes``); lines that are not JSON objects
+    are skipped. An absent log has no entries.
+    """
+    pos, chunk = 0, b""
+    try:
+        with Path(path).open("rb") as fh:
+            end = pos = fh.seek(0, os.SEEK_END)
+            start = max(0, end - max_bytes)
+            while pos > start and chunk.count(b"\n") <= limit:
+                step = min(65536, pos - start)
+                pos -= step
+                fh.seek(pos)
+                chunk = fh.read(step) + chunk
+    except FileNotFoundError:
+        return []
+    lines = chunk.split(b"\n")
+    if pos > 0:
+        lines = lines[1:]  # the first piece may be the tail of a longer line
+    entries: list[dict[str, Any]] = []
+    for raw in reversed(lines):
+        if len(entries) == limit:
+            break
+        try:
+            entry = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entry.pop("prev", None)
+            entries.append(entry)
+    entries.reverse()
+    return entries

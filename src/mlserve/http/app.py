@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator
+from types import FrameType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -21,7 +23,7 @@ from ..config import ServerSettings
 from ..errors import MLServeError
 from ..registry.watcher import RegistryWatcher
 from ..service import InferenceService
-from . import admin, monitor, v2
+from . import admin, dashboard, explain, monitor, v2
 from .errors import error_response
 from .infer import INFER_PREFIX, INFER_SUFFIX, InferHandler
 
@@ -39,7 +41,9 @@ class MLServeApp:
         self.starlette = Starlette(
             routes=[
                 *v2.routes(self.service),
+                *explain.routes(self.service, settings.max_body_bytes),
                 *monitor.routes(self.service),
+                *dashboard.routes(),
                 *admin.routes(self.service, settings.admin_token, self.service.audit),
             ],
             exception_handlers={
@@ -73,6 +77,7 @@ class MLServeApp:
         publisher = None
         if self.service.hub.state_dir is not None:
             publisher = asyncio.create_task(self._publish_forever())
+        self._see_stop_signals()
         try:
             yield
         finally:
@@ -88,6 +93,27 @@ class MLServeApp:
                 publisher.cancel()
                 await asyncio.to_thread(self.service.hub.publish)  # final counts stay counted
             self.service.close()
+
+    def _see_stop_signals(self) -> None:
+        """Mark the service as stopping the moment SIGTERM/SIGINT arrives, then let uvicorn's
+        own handler drain. Readiness turns false at once and open event streams end, instead
+        of holding the drain for its whole length (the lifespan's shutdown only runs after
+        the connections have closed)."""
+
+        def chain(previous: Any) -> Any:
+            def handler(signum: int, frame: FrameType | None) -> None:
+                self.service.shutting_down = True
+                previous(signum, frame)
+
+            return handler
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            if callable(previous):  # uvicorn's handle_exit, restored by uvicorn at exit
+                try:
+                    signal.signal(sig, chain(previous))
+                except ValueError:  # not the main thread (an embedding app): nothing to do
+                    return
 
     def _loaded(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

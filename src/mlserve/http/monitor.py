@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,12 +16,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import InvalidInput
-from ..monitoring.metrics import quantile
+from ..governance import audit
+from ..monitoring.metrics import LATENCY_BUCKETS, quantile
 from ..registry.layout import check_model_name, parse_version
 from ..service import InferenceService
 from .v2 import JSONResponse
 
 STREAM_MAX_SECONDS = 300.0
+AUDIT_ENTRIES = 20  # the latest audit entries a stream sends
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -95,6 +99,7 @@ async def _snapshots(
     """Server-Sent Events: one ``snapshot`` event per interval; ends after ``limit`` seconds
     (EventSource clients reconnect) or when the server starts shutting down."""
     previous: dict[str, Any] | None = None
+    audit_seen: tuple[int, int, int] | None = None
     deadline = time.monotonic() + limit
     yield b"retry: 1000\n\n"
     while not service.shutting_down and time.monotonic() < deadline:
@@ -102,9 +107,57 @@ async def _snapshots(
         reports = service.hub.reports(merged)
         now = time.time()
         event = snapshot_event(merged, reports, previous, now)
+        event["models"] = models_state(service)
+        changed, entries = await asyncio.to_thread(_audit_if_changed, service, audit_seen)
+        if previous is None or changed != audit_seen:
+            event["audit"] = entries
+            audit_seen = changed
         previous = {"time": now, "merged": merged}
         yield b"event: snapshot\ndata: " + orjson.dumps(event) + b"\n\n"
         await asyncio.sleep(interval)
+
+
+def _audit_if_changed(
+    service: InferenceService, seen: tuple[int, int, int] | None
+) -> tuple[tuple[int, int, int] | None, list[dict[str, Any]]]:
+    """The audit log's identity (inode, size, mtime) and, when it differs from ``seen``,
+    its latest entries. A log that cannot be read has none: the stream goes on."""
+    path = service.audit.path
+    try:
+        st = os.stat(path)
+        fingerprint = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if fingerprint == seen:
+            return seen, []
+        return fingerprint, audit.latest(path, AUDIT_ENTRIES)
+    except OSError:
+        return None, []
+
+
+def models_state(service: InferenceService) -> dict[str, Any]:
+    """Per model: the ready versions, the split in force and the guardrails' last verdict
+    (judged on one worker: another worker's stream shows none)."""
+    splits = service.store.splits_view()
+    out: dict[str, Any] = {}
+    for name, record in sorted(list(service.store.models.items()), key=lambda kv: kv[0]):
+        split = splits.get(name)
+        verdict = service.guard.last.get(name)
+        out[name] = {
+            "ready_versions": [str(v) for v in record.ready_versions()],
+            "routing": None
+            if split is None
+            else {
+                "stable": split.stable.version,
+                "canary": split.canary.version if split.canary is not None else None,
+                "canary_weight": split.weight,
+                "shadows": [e.version for e in split.shadows],
+                "shadow_sample": split.shadow_sample,
+            },
+            "guardrails": {
+                "enabled": bool(record.config and record.config.guardrails.enabled),
+                "verdict": dataclasses.asdict(verdict) if verdict is not None else None,
+            },
+        }
+    return out
 
 
 def snapshot_event(
@@ -114,8 +167,9 @@ def snapshot_event(
     now: float,
 ) -> dict[str, Any]:
     """Per version and role: totals, request rate and latency quantiles since the previous
-    snapshot (estimated from histogram buckets as PromQL's histogram_quantile does), and
-    drift alerts."""
+    snapshot (estimated from histogram buckets as PromQL's histogram_quantile does), the
+    cumulative latency bucket counts (for clients that compute over their own windows), and
+    drift: alerts, and every feature's PSI against its threshold."""
     before = previous["merged"]["endpoints"] if previous else {}
     elapsed = now - previous["time"] if previous else None
     endpoints: dict[str, Any] = {}
@@ -134,16 +188,31 @@ def snapshot_event(
                 ),
                 "rate_per_s": done / elapsed if elapsed else None,
                 "latency_s": {f"p{int(q * 100)}": quantile(counts, q) for q in (0.5, 0.9, 0.99)},
+                "duration_counts": state["duration"]["counts"],
             }
         report = reports.get(key)
+        sections = (report or {}).get("sections", {})
         endpoints[key] = {
             "roles": roles,
             "pending": entry.get("pending", 0),
             "drift_alert": bool(report and report["alert"]),
             "alerting": {
                 section: [f["name"] for f in rep["features"] if f["alert"]]
-                for section, rep in (report or {}).get("sections", {}).items()
+                for section, rep in sections.items()
                 if rep["alert"]
             },
+            "features": {
+                section: [
+                    {
+                        "name": f["name"],
+                        "psi": f["psi"],
+                        "threshold": f["psi_threshold"],
+                        "rows": f["window_count"],
+                        "alert": f["alert"],
+                    }
+                    for f in rep["features"]
+                ]
+                for section, rep in sections.items()
+            },
         }
-    return {"time": now, "endpoints": endpoints}
+    return {"time": now, "latency_buckets": LATENCY_BUCKETS, "endpoints": endpoints}

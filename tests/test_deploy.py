@@ -1,0 +1,316 @@
+"""Deployment artefacts: the Dockerfile (linted, its install steps run), Kubernetes and KServe
+manifests (validated, and the server started the way they start it)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+from .conftest import free_port, linear_model, running_server, write_version
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    assert path.exists(), f"{name} is a test dependency (pip install -e '.[test]')"
+    return str(path)
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+# ------------------------------------------------------------------ Dockerfile
+def test_dockerfile_is_lint_clean() -> None:
+    out = subprocess.run(
+        [_tool("hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN cd /src && pip install .\n")
+    out = subprocess.run([_tool("hadolint"), str(bad)], capture_output=True, text=True)
+    assert out.returncode != 0 and "DL3007" in out.stdout  # the linter really runs
+
+
+def _dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def test_dockerfile_contract() -> None:
+    text = _dockerfile()
+    stages = re.findall(r"^FROM \S+ AS (\w+)", text, re.M)
+    assert stages == ["build", "runtime"]
+    runtime = text.split("AS runtime", 1)[1]
+    assert "gcc" not in runtime  # no compiler in the image that runs
+    assert re.search(r"^USER 10001", runtime, re.M)
+    assert re.search(r"^EXPOSE 8080$", runtime, re.M)
+    assert "MLSERVE_REGISTRY=/mnt/models" in runtime
+    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"mlserve-healthcheck\"\]", runtime, re.M)
+    assert re.search(r"^ARG ONNXRUNTIME=onnxruntime$", runtime, re.M)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".git", "mlserve-demo"} <= set(ignored)
+
+
+def _env_of_runtime_stage() -> dict[str, str]:
+    runtime = _dockerfile().split("AS runtime", 1)[1]
+    env: dict[str, str] = {}
+    for block in re.findall(r"^ENV ((?:.*\\\n)*.*)$", runtime, re.M):
+        for key, value in re.findall(r"(\w+)=(\S+)", block.replace("\\\n", " ")):
+            env[key] = value
+    return env
+
+
+def test_install_steps_in_a_fresh_environment(tmp_path: Path) -> None:
+    """The build stage's and the runtime stage's steps, as the Dockerfile runs them: copy
+    what it copies, build the wheel, install it into a fresh venv, start the entrypoint,
+    probe it with the health check command."""
+    text = _dockerfile()
+    build = text.split("AS runtime", 1)[0]
+    src = tmp_path / "src"
+    src.mkdir()
+    for line in re.findall(r"^COPY (?!--)(.+) \S+$", build, re.M):
+        for item in line.split():
+            if item.startswith("deploy/"):
+                continue
+            target = src / item
+            if (ROOT / item).is_dir():
+                shutil.copytree(
+                    ROOT / item, target, ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__")
+                )
+            else:
+                shutil.copy2(ROOT / item, target)
+    wheels = tmp_path / "wheels"
+    envs = {}
+    for name in ("build", "runtime"):
+        subprocess.run([sys.executable, "-m", "venv", str(tmp_path / name)], check=True)
+        envs[name] = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("MLSERVE_", "VIRTUAL_"))},
+            "PATH": f"{tmp_path / name / 'bin'}:{os.environ['PATH']}",
+        }
+    steps = ROOT / "deploy" / "docker"
+    out = subprocess.run(
+        [str(steps / "build-wheel.sh"), str(src), str(wheels)],
+        env=envs["build"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "built mlserve-" in out.stdout
+    out = subprocess.run(
+        [str(steps / "install-wheel.sh"), str(wheels), "onnxruntime"],
+        env=envs["runtime"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "installed" in out.stdout
+    refused = subprocess.run(
+        [str(steps / "install-wheel.sh"), str(wheels), "onnxruntime-rocm-typo"],
+        env=envs["runtime"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "unknown onnxruntime package" in refused.stderr
+    # The image's environment, with loopback instead of every interface (tests stay local).
+    registry = tmp_path / "registry"
+    write_version(registry, "m", 1, linear_model())
+    env = {**envs["runtime"], **_env_of_runtime_stage()}
+    env["PATH"] = envs["runtime"]["PATH"]
+    port = free_port()
+    env.update(
+        MLSERVE_HOST="127.0.0.1",
+        MLSERVE_PORT=str(port),
+        MLSERVE_REGISTRY=str(registry),
+        MLSERVE_AUDIT_LOG=str(tmp_path / "audit.jsonl"),
+    )
+    rt = tmp_path / "runtime" / "bin"
+    health = [str(rt / "mlserve-healthcheck")]
+    assert subprocess.run(health, env=env, capture_output=True).returncode == 1  # not up yet
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [str(rt / "mlserve"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            subprocess.run(["sleep", "0.1"])
+        assert subprocess.run(health, env=env, capture_output=True).returncode == 0
+        body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [1] * 20}]}
+        assert httpx.post(url + "/v2/models/m/infer", json=body).status_code == 200
+        kernel = subprocess.run(
+            [str(rt / "python"), "-c", "import mlserve.monitoring.kernel as k;"
+             "print(k.IMPLEMENTATION)"],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert kernel.stdout.strip() == "cython"
+    finally:
+        server.terminate()
+        code = server.wait(30)
+        log.close()
+    assert code == 0
+
+
+# ------------------------------------------------------------------ Kubernetes
+K8S = ROOT / "deploy" / "kubernetes" / "mlserve.yaml"
+
+
+def test_kubernetes_manifests_are_valid() -> None:
+    out = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", str(K8S)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    kinds = sorted(d["kind"] for d in _docs(K8S))
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+
+
+def test_kubernetes_validate_catches_a_broken_manifest(tmp_path: Path) -> None:
+    docs = _docs(K8S)
+    docs[0]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["pathh"] = (
+        "/v2/health/ready"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump_all(docs))
+    out = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", str(broken)], capture_output=True, text=True
+    )
+    assert out.returncode != 0 and "pathh" in out.stdout + out.stderr
+
+
+def test_deployment_matches_the_server(tmp_path: Path) -> None:
+    """Probes, scrape annotations and the grace period, checked against a real server."""
+    deploy = next(d for d in _docs(K8S) if d["kind"] == "Deployment")
+    pod = deploy["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    drain = float(env["MLSERVE_DRAIN_SECONDS"])
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= drain + pause
+    port = container["ports"][0]["containerPort"]
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port) == "8080"
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/mnt/models"}
+    hpa = next(d for d in _docs(K8S) if d["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
+    registry = tmp_path / "registry"
+    write_version(registry, "m", 1, linear_model())
+    with running_server(registry, *container["args"]) as srv:
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            path = container[probe]["httpGet"]["path"]
+            assert httpx.get(srv.url + path).status_code == 200, probe
+        metrics = httpx.get(srv.url + annotations["prometheus.io/path"])
+        assert metrics.status_code == 200 and "mlserve_model_ready" in metrics.text
+
+
+# ------------------------------------------------------------------ KServe
+KSERVE = ROOT / "deploy" / "kserve"
+
+
+def test_kserve_manifests_structure() -> None:
+    (runtime,) = _docs(KSERVE / "servingruntime.yaml")
+    (isvc,) = _docs(KSERVE / "inferenceservice.yaml")
+    assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
+    assert runtime["kind"] == "ServingRuntime"
+    spec = runtime["spec"]
+    assert spec["protocolVersions"] == ["v2"]
+    assert any(f["name"] == "onnx" and f.get("autoSelect") for f in spec["supportedModelFormats"])
+    (container,) = spec["containers"]
+    assert container["name"] == "kserve-container"
+    assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    assert "--model_dir=/mnt/models" in container["args"]
+    assert "--http_port=8080" in container["args"]
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["kind"] == "InferenceService"
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"]["name"] == "onnx" and model["protocolVersion"] == "v2"
+
+
+def _single_model_dir(tmp_path: Path) -> Path:
+    mdir = tmp_path / "mnt" / "models"
+    for v in (1, 2):
+        write_version(mdir.parent, "models", v, linear_model(seed=v))
+    return mdir
+
+
+def test_server_runs_with_kserve_arguments(tmp_path: Path) -> None:
+    """The ServingRuntime's own args ({{.Name}} filled in) over a directory of one model's
+    versions, as KServe's storage initializer leaves it in /mnt/models."""
+    (runtime,) = _docs(KSERVE / "servingruntime.yaml")
+    args = runtime["spec"]["containers"][0]["args"]
+    mdir = _single_model_dir(tmp_path)
+    (mdir / "model.toml").write_text('[versions]\npolicy = "all"\n[routing]\nstable = 1\n')
+    filled = [
+        a.replace("{{.Name}}", "credit").replace("/mnt/models", str(mdir))
+        for a in args
+        if not a.startswith("--http_port")  # the harness passes a free --port instead
+    ]
+    env = {"MLSERVE_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    with running_server(tmp_path / "unused", *filled, env=env) as srv:
+        meta = httpx.get(srv.url + "/v2/models/credit").json()
+        assert meta["versions"] == ["1", "2"]
+        body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [1] * 20}]}
+        r = httpx.post(srv.url + "/v2/models/credit/infer", json=body)
+        assert r.status_code == 200 and r.json()["model_name"] == "credit"
+        assert r.headers["mlserve-model-version"] == "1"  # model.toml beside the versions
+        assert httpx.get(srv.url + "/v2/models/models").status_code == 404
+
+
+def test_kserve_environment_and_bare_model_file(tmp_path: Path) -> None:
+    """MODEL_NAME and a local STORAGE_URI, over a bare model.onnx (version 1)."""
+    bare = tmp_path / "bare"
+    write_version(tmp_path, "bare", 1, linear_model())
+    for item in (bare / "1").iterdir():
+        item.rename(bare / item.name)
+    (bare / "1").rmdir()
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")
+    } | {"MODEL_NAME": "solo", "STORAGE_URI": f"file://{bare}",
+         "MLSERVE_AUDIT_LOG": str(tmp_path / "audit.jsonl")}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlserve", "serve", f"--http_port={port}", "--log-level=warning"],
+        env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None
+            subprocess.run(["sleep", "0.1"])
+        x = np.ones((1, 20), np.float32)
+        body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20],
+                            "data": x.ravel().tolist()}]}  # fmt: skip
+        r = httpx.post(url + "/v2/models/solo/infer", json=body)
+        assert r.status_code == 200 and r.headers["mlserve-model-version"] == "1"
+        # the audit log lives elsewhere, so writing it does not look like a new version
+        assert httpx.get(url + "/v2/models/solo").json()["versions"] == ["1"]
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
