@@ -175,6 +175,7 @@ def _coerce(name: str, annotation: Any, raw: str) -> Any:
 POLICIES = ("latest", "all", "specific")
 EXEC_MODES = ("auto", "inline", "thread")
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
+IO_BINDING = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,8 @@ class ExecutionConfig:
     mode: str = "auto"
     inline_threshold_us: float = 300.0
     warmup_runs: int = 5
+    # onnxruntime IO binding: "auto" (on when a GPU provider runs the session), "on", "off".
+    io_binding: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -447,6 +450,11 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(
             f"{MODEL_CONFIG_FILE}: [execution] graph_optimization must be one of "
             f"{', '.join(GRAPH_OPTIMIZATIONS)}, got {e.graph_optimization!r}"
+        )
+    if e.io_binding not in IO_BINDING:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [execution] io_binding must be one of "
+            f"{', '.join(IO_BINDING)}, got {e.io_binding!r}"
         )
     for key in ("intra_op_threads", "inter_op_threads"):
         if getattr(e, key) < 0:

@@ -1,0 +1,58 @@
+"""IO binding: the bound path gives the same answers as the plain one (checked on the CPU
+provider, where ``io_binding = "on"`` binds to host memory); ``auto`` binds only on a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from mlserve.config import ExecutionConfig, InputPolicy, parse_model_config
+from mlserve.errors import ConfigError
+from mlserve.runtime.session import ModelSession
+
+from .conftest import linear_model, running_server, write_version
+
+
+def _session(path: Path, binding: str) -> ModelSession:
+    config = ExecutionConfig(io_binding=binding)
+    return ModelSession("m", 1, path, config, InputPolicy(), 1 << 30)
+
+
+def test_bound_and_plain_runs_agree(tmp_path: Path) -> None:
+    write_version(tmp_path, "m", 1, linear_model())
+    path = tmp_path / "m" / "1" / "model.onnx"
+    x = np.random.default_rng(0).normal(size=(33, 20)).astype(np.float32)
+    plain, bound, auto = (_session(path, b) for b in ("off", "on", "auto"))
+    assert (plain.io_device, bound.io_device, auto.io_device) == (None, "cpu", None)
+    assert bound.describe()["io_binding"] == "cpu"
+    for a, b in zip(plain.run({"X": x}), bound.run({"X": x}), strict=True):
+        np.testing.assert_array_equal(a, b)
+    (only,) = bound.run({"X": x[::2]}, ["scores"])  # a strided view and one requested output
+    np.testing.assert_array_equal(only, plain.run({"X": x[::2]}, ["scores"])[0])
+
+
+def test_io_binding_setting_is_validated() -> None:
+    assert parse_model_config({"execution": {"io_binding": "on"}}).execution.io_binding == "on"
+    with pytest.raises(ConfigError, match="io_binding must be one of auto, on, off"):
+        parse_model_config({"execution": {"io_binding": "gpu"}})
+
+
+def test_served_with_io_binding(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    for name, binding in (("bound", "on"), ("plain", "off")):
+        write_version(registry, name, 1, linear_model())
+        (registry / name / "model.toml").write_text(f'[execution]\nio_binding = "{binding}"\n')
+    data = np.random.default_rng(1).normal(size=(4, 20)).astype(np.float32)
+    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [4, 20],
+                        "data": data.ravel().tolist()}]}  # fmt: skip
+    with running_server(registry) as srv:
+        answers = [
+            httpx.post(f"{srv.url}/v2/models/{n}/infer", json=body) for n in ("bound", "plain")
+        ]
+        assert [r.status_code for r in answers] == [200, 200]
+        assert answers[0].json()["outputs"] == answers[1].json()["outputs"]
+        meta = httpx.get(srv.url + "/v2/models/bound/versions/1").json()
+        assert meta["parameters"]["io_binding"] == "cpu"
