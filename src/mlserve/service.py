@@ -111,6 +111,7 @@ class InferenceService:
             enabled=settings.monitoring == "on",
             state_dir=settings.state_dir,
         )
+        self.hub.load_failures = lambda: self.store.load_failures
         self.hub.shadow_sources.append(self._shadow_state)
         self.hub.extra_sources.append(self._routing_state)
         self._mirrors: dict[str, ShadowMirror] = {}

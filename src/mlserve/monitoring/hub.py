@@ -18,7 +18,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,8 @@ class MonitoringHub:
         self.enabled = enabled
         self.state_dir = Path(state_dir) if state_dir else None
         self._versions = versions
+        # Failed version loads per model since start (the service points this at the store).
+        self.load_failures: Callable[[], Mapping[str, int]] = dict
         self._endpoints: dict[str, EndpointStats] = {}
         self._rejected: dict[str, int] = {}
         self._lock = threading.Lock()  # endpoints are registered from the loader thread
@@ -167,14 +169,12 @@ class MonitoringHub:
                 entry["monitor"] = st.monitor.state()
             endpoints[key] = entry
         gauges: dict[str, Any] = {}
-        failures: dict[str, int] = {}
         for model, version, state, load_s in self._versions():
             gauges[f"{model}/{version}"] = {
                 "ready": 1 if state == "ready" else 0,
                 "load_seconds": load_s,
             }
-            if state == "failed":
-                failures[model] = failures.get(model, 0) + 1
+        failures = dict(self.load_failures())
         shadows: dict[str, Any] = {}
         for source in self.shadow_sources:
             shadows.update(source())

@@ -108,6 +108,8 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+# Every worker loads the same registry: these are merged by maximum, not added.
+_MAX_KEYS = frozenset({"gauges", "load_failures"})
 # Per-worker copies of the same facts (labels, the reference profile): never added.
 _CONSTANT_KEYS = frozenset({"names", "levels", "reference_ratio", "canary_weight"})
 
@@ -117,7 +119,7 @@ def _add_into(target: dict[str, Any], source: Mapping[str, Any], gauge: bool = F
         if key not in target or key in _CONSTANT_KEYS:
             target[key] = _copy(value)
         elif isinstance(value, Mapping):
-            _add_into(target[key], value, gauge or key == "gauges")
+            _add_into(target[key], value, gauge or key in _MAX_KEYS)
         elif isinstance(value, list):
             target[key] = _add_lists(target[key], value, gauge)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -224,9 +226,15 @@ def collect_families(snapshot: Mapping[str, Any], reports: Mapping[str, Any]) ->
     for key in sorted(endpoints):
         model, version = key.split("/", 1)
         entry = endpoints[key]
-        for role in sorted(entry.get("roles", {})):
-            state = entry["roles"][role]
+        roles = entry.get("roles", {})
+        for role in sorted({*roles, *_ZERO_ROLES}):
             labels = (model, version, role)
+            state = roles.get(role)
+            if state is None:  # counters exist from load, so rate() sees the first requests
+                for outcome in OUTCOMES:
+                    requests.samples.append(("_total", (*labels, outcome), 0))
+                rows.samples.append(("_total", labels, 0))
+                continue
             for outcome, count in zip(OUTCOMES, state["outcomes"], strict=True):
                 requests.samples.append(("_total", (*labels, outcome), count))
             rows.samples.append(("_total", labels, state["rows"]))
@@ -240,6 +248,10 @@ def collect_families(snapshot: Mapping[str, Any], reports: Mapping[str, Any]) ->
             *_shadow_families(snapshot.get("shadows", {})),
             *_routing_families(snapshot), _explain_family(snapshot),
             *_payload_families(snapshot.get("payloads", {}))]  # fmt: skip
+
+
+# Roles whose request counters are exported (at zero) from the moment a version loads.
+_ZERO_ROLES = ("stable", "canary", "pinned")
 
 
 def _histogram(
@@ -266,7 +278,10 @@ def _model_families(snapshot: Mapping[str, Any]) -> list[Family]:
         if gauge.get("load_seconds") is not None:
             load.samples.append(("", labels, gauge["load_seconds"]))
     failures = Family(
-        "mlserve_model_load_failures", "counter", "Versions that failed to load.", ("model",)
+        "mlserve_model_load_failures",
+        "counter",
+        "Failed attempts to load a version (each new or changed version directory counts once).",
+        ("model",),
     )
     for model, count in sorted(snapshot.get("load_failures", {}).items()):
         failures.samples.append(("_total", (model,), count))

@@ -160,6 +160,8 @@ class ModelStore(Generic[E]):
         self._splits: dict[str, Split[E]] = {}
         # model → version → why it may not take traffic (models with require_gate only).
         self.gate_blocked: dict[str, dict[int, str]] = {}
+        # Failed load attempts per model since start (a counter: never decreases).
+        self.load_failures: dict[str, int] = {}
         self.loaded = False
 
     # ------------------------------------------------------------------ request path
@@ -422,6 +424,7 @@ class ModelStore(Generic[E]):
             rec.endpoint = self._prepare(rec.session, config)
         except (ModelLoadError, OSError) as exc:
             rec.state = VersionState.FAILED
+            self.load_failures[vdir.model] = self.load_failures.get(vdir.model, 0) + 1
             # Never expose server paths in a reason that clients can read.
             rec.reason = str(exc).replace(str(vdir.path), f"{vdir.model}/{vdir.version}")
             rec.reason = rec.reason.replace(str(self.root), "<registry>")
