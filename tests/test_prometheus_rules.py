@@ -243,12 +243,20 @@ def alert_conditions(series: list[Series], t: int) -> dict[str, dict[Labels, flo
     def canary(model: Labels, table: dict[Labels, float]) -> float:
         return table.get((*model, ("role", "canary")), math.nan)
 
-    failures: dict[Labels, float] = defaultdict(float)
-    for s in series:
-        value = s.at(t)
-        if s.name == "mlserve_model_load_failures_total" and value is not None:
-            k = key(s.labels, ("model",))
-            failures[k] = max(failures.get(k, -math.inf), value)
+    # max by (model) (versions failed now) > 0, or else max of the 15-minute increases > 0
+    failures: dict[Labels, float] = {}
+    for name in ("mlserve_model_versions_failed", "mlserve_model_load_failures_total"):
+        side: dict[Labels, float] = {}
+        for s in series:
+            if s.name != name:
+                continue
+            value = s.at(t) if name.endswith("failed") else increase(s, t, 15)
+            if value is not None:
+                k = key(s.labels, ("model",))
+                side[k] = max(side.get(k, -math.inf), value)
+        for k, v in side.items():
+            if v > 0:
+                failures.setdefault(k, v)
     return {
         "MlserveFeatureDrift": {
             k: v

@@ -169,11 +169,15 @@ class MonitoringHub:
                 entry["monitor"] = st.monitor.state()
             endpoints[key] = entry
         gauges: dict[str, Any] = {}
+        failed_now: dict[str, int] = {}
         for model, version, state, load_s in self._versions():
             gauges[f"{model}/{version}"] = {
                 "ready": 1 if state == "ready" else 0,
                 "load_seconds": load_s,
             }
+            failed_now.setdefault(model, 0)
+            if state == "failed":
+                failed_now[model] += 1
         failures = dict(self.load_failures())
         shadows: dict[str, Any] = {}
         for source in self.shadow_sources:
@@ -188,6 +192,7 @@ class MonitoringHub:
             "endpoints": endpoints,
             "gauges": gauges,
             "load_failures": failures,
+            "failed_versions": failed_now,
             "rejected": dict(self._rejected),
         }
 

@@ -109,7 +109,7 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # Every worker loads the same registry: these are merged by maximum, not added.
-_MAX_KEYS = frozenset({"gauges", "load_failures"})
+_MAX_KEYS = frozenset({"gauges", "load_failures", "failed_versions"})
 # Per-worker copies of the same facts (labels, the reference profile): never added.
 _CONSTANT_KEYS = frozenset({"names", "levels", "reference_ratio", "canary_weight"})
 
@@ -285,6 +285,14 @@ def _model_families(snapshot: Mapping[str, Any]) -> list[Family]:
     )
     for model, count in sorted(snapshot.get("load_failures", {}).items()):
         failures.samples.append(("_total", (model,), count))
+    failed = Family(
+        "mlserve_model_versions_failed",
+        "gauge",
+        "Versions of the model that failed to load and serve nothing now.",
+        ("model",),
+    )
+    for model, count in sorted(snapshot.get("failed_versions", {}).items()):
+        failed.samples.append(("", (model,), count))
     rejected = Family(
         "mlserve_input_rejected",
         "counter",
@@ -293,7 +301,7 @@ def _model_families(snapshot: Mapping[str, Any]) -> list[Family]:
     )
     for key, count in sorted(snapshot.get("rejected", {}).items()):
         rejected.samples.append(("_total", tuple(key.split("/", 2)), count))
-    return [ready, load, failures, rejected]
+    return [ready, load, failures, failed, rejected]
 
 
 def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) -> list[Family]:
