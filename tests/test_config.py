@@ -489,3 +489,16 @@ def test_version_policy_select_does_not_mutate_input():
 def test_parsed_latest_policy_selects():
     config = parse_model_config({"versions": {"policy": "latest", "latest": 2}})
     assert config.versions.select([1, 2, 3]) == [2, 3]
+
+
+def test_kserve_variables_apply_only_without_a_chosen_registry(tmp_path: Path) -> None:
+    env = {"MODEL_NAME": "credit", "STORAGE_URI": f"file://{tmp_path}"}
+    settings = ServerSettings.load(environ=env)
+    assert (settings.model_name, settings.registry) == ("credit", tmp_path)
+    # an explicit registry: a stray MODEL_NAME does not turn it into one model
+    chosen = ServerSettings.load({"registry": str(tmp_path / "reg")}, environ=env)
+    assert (chosen.model_name, chosen.registry) == ("", tmp_path / "reg")
+    remote = ServerSettings.load(environ={"MODEL_NAME": "m", "STORAGE_URI": "gs://b/m"})
+    assert remote.registry == Path("/mnt/models")
+    with pytest.raises(ConfigError, match="not a valid model name"):
+        ServerSettings.load({"model_name": "../x"}, environ={})

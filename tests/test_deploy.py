@@ -158,6 +158,8 @@ def test_install_steps_in_a_fresh_environment(tmp_path: Path) -> None:
             assert server.poll() is None, (tmp_path / "server.log").read_text()
             subprocess.run(["sleep", "0.1"])
         assert subprocess.run(health, env=env, capture_output=True).returncode == 0
+        proxied = {**env, "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+        assert subprocess.run(health, env=proxied, capture_output=True).returncode == 0
         body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [1] * 20}]}
         assert httpx.post(url + "/v2/models/m/infer", json=body).status_code == 200
         kernel = subprocess.run(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -285,13 +286,22 @@ def test_cli_validate_exit_codes(gated: tuple[Path, Path]) -> None:
         text=True,
     )
     assert missing.returncode == 2 and "mlserve:" in missing.stderr
-    # the regression evaluation set has no group column: a fairness gate cannot pass
+    # without a group column a fairness gate cannot pass
+    with np.load(data) as d:
+        np.savez(data.with_name("nogroup.npz"), X=d["X"], y=d["y"])
     no_group = subprocess.run(
-        [*base, "--model", "dp", "--version", "1", "--data", str(data.with_name("reg.npz")),
-         "--label", "y", "--dry-run"],
+        [*base, "--model", "dp", "--version", "1", "--data", str(data.with_name("nogroup.npz")),
+         "--dry-run"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert no_group.returncode == 1 and "no group column" in no_group.stdout
+    # a classifier judged on real-valued labels: unusable input, exit 2
+    floats = subprocess.run(
+        [*base, "--model", "dp", "--version", "1", "--data", str(data.with_name("reg.npz")),
+         "--dry-run"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert floats.returncode == 2 and "whole numbers" in floats.stderr
 
 
 def test_golden_and_batch_latency_criteria(gated: tuple[Path, Path], tmp_path: Path) -> None:
@@ -313,3 +323,105 @@ def test_golden_and_batch_latency_criteria(gated: tuple[Path, Path], tmp_path: P
     report = validate_version(reg, "ok", 2, data, write=False)
     assert [c.name for c in report.failed()] == ["golden_outputs"]
     assert report.criteria[-2].value is not None and report.criteria[-2].value > 0.01
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda d: d.update(criteria=5),
+        lambda d: d.update(criteria=None),
+        lambda d: d["criteria"][0].update(name=[1]),
+        lambda d: d["criteria"][0].update(value="high", passed=False),
+        lambda d: d["criteria"][0].update(passed="yes"),
+        lambda d: d.clear(),
+    ],
+)
+def test_malformed_validation_never_raises(
+    gated: tuple[Path, Path], tmp_path: Path, mangle: Any
+) -> None:
+    registry, _ = gated
+    vdir = tmp_path / "v"
+    shutil.copytree(registry / "acc" / "1", vdir)
+    doc = json.loads((vdir / VALIDATION_FILE).read_text())
+    mangle(doc)
+    (vdir / VALIDATION_FILE).write_text(json.dumps(doc))
+    status = gate_status(vdir, GateConfig(require_gate=True, min_accuracy=0.8))
+    assert not status.passed and "malformed" in status.reason
+
+
+def test_a_malformed_validation_leaves_the_server_serving(
+    gated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    registry, _ = gated
+    reg = tmp_path / "registry"
+    shutil.copytree(registry / "acc", reg / "acc")
+    shutil.copytree(registry / "ok", reg / "ok")
+    path = reg / "acc" / "1" / VALIDATION_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), "criteria": 5}))
+    x = {"name": "X", "datatype": "FP32", "shape": [1, 5], "data": [0.5, 0.1, 0.0, 0.0, 1.0]}
+    with running_server(reg) as srv:  # ready: the initial load finished
+        meta = httpx.get(srv.url + "/v2/models/acc").json()["parameters"]["versions"]
+        assert "malformed" in meta["1"]["gate"]["reason"]
+        # nothing of acc passes now: not ready for unpinned traffic, which gets 409
+        assert httpx.get(srv.url + "/v2/models/acc/ready").status_code == 503
+        assert httpx.post(srv.url + "/v2/models/acc/infer", json={"inputs": [x]}).status_code == 409
+        assert httpx.post(srv.url + "/v2/models/ok/infer", json={"inputs": [x]}).status_code == 200
+
+
+def test_validations_from_before_a_new_gate_key_still_count(
+    gated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    registry, _ = gated
+    vdir = tmp_path / "v"
+    shutil.copytree(registry / "acc" / "1", vdir)
+    doc = json.loads((vdir / VALIDATION_FILE).read_text())
+    del doc["gate"]["min_group_rows"]  # written by a release without that key
+    (vdir / VALIDATION_FILE).write_text(json.dumps(doc))
+    assert gate_status(vdir, GateConfig(require_gate=True, min_accuracy=0.8)).passed
+
+
+def _fairness_report(gated: tuple[Path, Path], tmp_path: Path, **arrays: Any) -> Any:
+    registry, data = gated
+    with np.load(data) as d:
+        ev = {k: d[k] for k in d.files}
+    ev.update(arrays)
+    path = tmp_path / "ev.npz"
+    np.savez(path, **ev)
+    return validate_version(registry, "dp", 2, path, write=False)
+
+
+def test_fairness_needs_two_real_groups_and_defined_rates(
+    gated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with np.load(gated[1]) as d:
+        y, g = d["y"], d["group"]
+    one_group = _fairness_report(gated, tmp_path, group=np.zeros_like(g))
+    (dp,) = [c for c in one_group.criteria if c.name == "max_demographic_parity_difference"]
+    assert not dp.passed and dp.value is None and "at least 2 groups" in dp.note
+    tiny = g.copy()
+    tiny[:] = 0
+    tiny[:3] = 1  # a second group of 3 rows is not enough evidence
+    assert not _fairness_report(gated, tmp_path, group=tiny).passed
+    # y of shape (n, 1) is one label per row, not an n × n comparison
+    column = _fairness_report(gated, tmp_path, y=y[:, None])
+    flat = _fairness_report(gated, tmp_path)
+    assert column.metrics["accuracy"] == flat.metrics["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (lambda y: np.where(np.arange(len(y)) == 3, np.nan, y), "NaN"),
+        (lambda y: y.astype(str), "labels are text"),
+        (lambda y: np.stack([y, y], axis=1), "one per row"),
+    ],
+)
+def test_unusable_labels_are_refused(
+    gated: tuple[Path, Path], tmp_path: Path, labels: Any, message: str
+) -> None:
+    from mlserve.governance.gate import GateError
+
+    with np.load(gated[1]) as d:
+        y = d["y"]
+    with pytest.raises(GateError, match=message):
+        _fairness_report(gated, tmp_path, y=labels(y))

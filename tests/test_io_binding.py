@@ -56,3 +56,12 @@ def test_served_with_io_binding(tmp_path: Path) -> None:
         assert answers[0].json()["outputs"] == answers[1].json()["outputs"]
         meta = httpx.get(srv.url + "/v2/models/bound/versions/1").json()
         assert meta["parameters"]["io_binding"] == "cpu"
+
+
+def test_bound_runs_still_report_bad_input_as_invalid(tmp_path: Path) -> None:
+    from mlserve.errors import InvalidInput
+
+    write_version(tmp_path, "m", 1, linear_model())
+    bound = _session(tmp_path / "m" / "1" / "model.onnx", "on")
+    with pytest.raises(InvalidInput):  # not InferenceFailed (a 500)
+        bound.run({"X": np.zeros((2, 19), np.float32)})

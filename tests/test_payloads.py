@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -22,12 +25,15 @@ import pytest
 from onnx import TensorProto, helper
 
 from mlserve.config import PayloadConfig, ServerSettings
+from mlserve.errors import InvalidInput, MLServeError
+from mlserve.governance import payloads as payloads_module
 from mlserve.governance.payloads import PayloadLogger, export_payloads, parse_time
+from mlserve.http.infer import InferHandler
 from mlserve.monitoring.profile import build_profile, save_profile
 from mlserve.profiling import read_reference
 from mlserve.service import InferenceService
 
-from .conftest import linear_model, running_server, write_version
+from .conftest import gather_model, linear_model, running_server, write_version
 
 SECRET = 987654321  # never to be found in a payload file
 SECRET_FAILED = 987654322
@@ -497,3 +503,286 @@ def test_worker_processes_write_their_own_files_and_metrics_add_up(tmp_path: Pat
     pids = {f.name.rsplit("-", 2)[1] for f in files}
     assert len(pids) == len(files)  # one file per process, never shared
     assert len(records(payload_dir)) == n
+
+
+# ---------------------------------------------------------------------------------------------
+# failure records carry only what is safe and bounded (in-process: no server needed)
+
+
+@contextlib.contextmanager
+def in_process(
+    tmp_path: Path, models: dict[str, tuple[onnx.ModelProto, str]], versions: int = 1
+) -> Iterator[InferenceService]:
+    """A service over ``models`` (name → (model, model.toml)) logging to ``tmp_path/payloads``;
+    closing it drains the payload queue."""
+    registry = tmp_path / "registry"
+    for name, (proto, toml) in models.items():
+        for v in range(1, versions + 1):
+            write_version(registry, name, v, proto)
+        (registry / name / "model.toml").write_text(toml)
+    settings = ServerSettings(
+        registry=registry, monitoring="off", payload_dir=str(tmp_path / "payloads")
+    )
+    service = InferenceService(settings)
+    try:
+        service.store.load_all()
+        yield service
+    finally:
+        service.close()
+
+
+def failing(call: Awaitable[Any]) -> MLServeError:
+    async def main() -> MLServeError:
+        try:
+            await call
+        except MLServeError as exc:
+            return exc
+        raise AssertionError("the request succeeded")
+
+    return asyncio.run(main())
+
+
+def test_a_sensitive_tensor_under_a_wrong_name_is_never_written(tmp_path: Path) -> None:
+    toml = '[payloads]\nredact = ["ssn"]\n'
+    secret = {"datatype": "INT64", "shape": [1, 1], "data": [SECRET_FAILED]}
+    x = tensor(np.ones((1, 4), np.float32))
+    names: list[Any] = ["x", "ssn ", "SSN", ["ssn"], {"n": 1}, 7, "s" * 1000]
+    with in_process(tmp_path, {"secret": (secret_model(), toml)}) as service:
+        for name in names:
+            request = {"id": "r", "inputs": [x, {"name": name, **secret}]}
+            failing(service.infer("secret", None, request))
+        sink = service.store.resolve("secret", None).payloads
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "payloads").glob("payloads-*.jsonl"))
+    assert str(SECRET_FAILED).encode() not in raw
+    assert sink is not None and sink.counts.errors == 0  # a non-string name drops nothing
+    docs = records(tmp_path / "payloads", "secret")
+    assert len(docs) == len(names)
+    for doc, name in zip(docs, names, strict=True):
+        known, other = doc["inputs"]
+        assert known == x  # an input of the model, not redacted: as sent
+        assert other["data"] == "[omitted]" and other["shape"] == [1, 1]
+        if isinstance(name, str):
+            assert other["name"] == name[:64]
+        else:
+            assert other["name"] == "[omitted]"
+
+
+def test_runtime_error_text_is_withheld_when_the_model_redacts_an_input(
+    tmp_path: Path,
+) -> None:
+    secret = 987654
+    models = {
+        "hidden": (gather_model(), '[payloads]\nredact = ["idx"]\n'),
+        "open": (gather_model(), "[payloads]\n"),
+    }
+    request = {"inputs": [{"name": "idx", "datatype": "INT64", "shape": [1], "data": [secret]}]}
+    with in_process(tmp_path, models) as service:
+        for model in models:
+            exc = failing(service.infer(model, None, request))
+            assert isinstance(exc, InvalidInput) and exc.reason == "runtime"
+            assert str(secret) in exc.message  # the client is told (its own values)
+    hidden = records(tmp_path / "payloads", "hidden")
+    assert [d["error"] for d in hidden] == [
+        "the model rejected the input (message withheld: the request carries redacted inputs)"
+    ]
+    assert hidden[0]["inputs"][0]["data"] == "[redacted]"
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "payloads").glob("payloads-*.jsonl"))
+    assert raw.count(str(secret).encode()) == 2  # the open model's data and its error text
+    [opened] = records(tmp_path / "payloads", "open")
+    assert f"idx={secret}" in opened["error"]
+
+
+ALL = '[versions]\npolicy = "all"\n'
+
+
+def test_a_redact_name_the_model_lacks_is_warned_about_at_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    models = {
+        "typo": (secret_model(), f'{ALL}[payloads]\nredact = ["snn", "y"]\n'),
+        "right": (secret_model(), f'{ALL}[payloads]\nredact = ["ssn", "y"]\n'),
+    }
+    with (
+        caplog.at_level(logging.WARNING, logger="mlserve"),
+        in_process(tmp_path, models, versions=2),
+    ):
+        pass
+    warnings = [r.getMessage() for r in caplog.records if "redact" in r.getMessage()]
+    assert len(warnings) == 2  # once per version
+    assert {w.split(":")[0] for w in warnings} == {"typo version 1", "typo version 2"}
+    assert all("redact names ['snn']," in w for w in warnings)  # "y" is an output
+
+
+def test_failure_records_cap_every_raw_field(tmp_path: Path) -> None:
+    toml = '[payloads]\nfields = ["inputs", "parameters"]\n'
+    good = tensor(np.ones((1, 20), np.float32))
+    requests: list[dict[str, Any]] = [
+        {"id": "str-data", "inputs": [{**good, "data": "9" * 2_000_000}]},
+        {"id": "long-shape", "inputs": [{**good, "shape": [1] * 300_000}]},
+        {"id": "long-datatype", "inputs": [{**good, "datatype": "F" * 100_000}]},
+        {"id": "obj-shape", "inputs": [{**good, "shape": [{"a": "b" * 100_000}, 20]}]},
+        {"id": "big-params", "inputs": [good, good], "parameters": {"p": "q" * 100_000}},
+        {"id": "small-params", "inputs": [good, good], "parameters": {"p": [1, 2]}},
+        {"id": "i" * 100_000, "inputs": [good, good]},
+        {"id": "many", "inputs": [good] + [{**good, "name": f"t{i}"} for i in range(200)]},
+        {"id": "strings", "inputs": [{**good, "data": ["z" * 100_000] * 20}]},
+        {"id": "nested", "inputs": [{**good, "data": [[[]] * 10] * 10_000}]},
+    ]
+    with in_process(tmp_path, {"m": (linear_model(), toml)}) as service:
+        for request in requests:
+            failing(service.infer("m", None, request))
+    lines = [
+        line
+        for path in (tmp_path / "payloads").glob("payloads-*.jsonl")
+        for line in path.read_bytes().splitlines()
+    ]
+    assert len(lines) == len(requests) and max(map(len, lines)) < 20_000
+    docs = {d["id"][:8]: d for d in map(json.loads, lines)}
+    assert docs["str-data"]["inputs"][0]["data"] == "[omitted]"
+    assert docs["long-sha"]["inputs"][0]["shape"] == "[omitted]"
+    assert docs["long-dat"]["inputs"][0]["datatype"] == "F" * 256 + "…"
+    assert docs["obj-shap"]["inputs"][0]["shape"] == ["[omitted]", 20]
+    assert docs["big-para"]["parameters"] == "[omitted]"
+    assert docs["small-pa"]["parameters"] == {"p": [1, 2]}
+    assert docs["i" * 8]["id"] == "i" * 256 + "…"
+    many = docs["many"]
+    assert len(many["inputs"]) == 64 and many["inputs_omitted"] == 201 - 64
+    assert docs["strings"]["inputs"][0]["data"] == ["z" * 256 + "…"] * 20
+    assert docs["nested"]["inputs"][0]["data"] == "[omitted]"  # 110,000 items
+    assert all(len(d["error"]) <= 1025 for d in docs.values())
+
+
+def test_a_failed_request_counts_its_body_against_the_queue_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the HTTP handler: a failure's record holds its parsed document until the
+    writer runs, so the body's length counts against MAX_QUEUED_BYTES."""
+    bad = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.5] * 200_000}]}
+    body = json.dumps(bad).encode()
+    monkeypatch.setattr(payloads_module, "MAX_QUEUED_BYTES", int(len(body) * 2.5))
+    sent: list[dict[str, Any]] = []
+
+    async def post() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop()
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v2/models/m/infer",
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+        await handler(scope, receive, send)
+
+    with in_process(tmp_path, {"m": (linear_model(), "[payloads]\n")}) as service:
+        logger = service.payloads
+        assert logger is not None
+        handler = InferHandler(service, 1 << 26)
+        entered, release = threading.Event(), threading.Event()
+        line = logger._line
+
+        def slow_line(*item: Any) -> bytes:  # the writer stalls on the first record
+            entered.set()
+            release.wait(10)
+            return line(*item)
+
+        logger._line = slow_line  # type: ignore[method-assign]
+        try:
+            asyncio.run(post())
+            assert entered.wait(5)
+            for _ in range(5):
+                asyncio.run(post())
+            queued = logger._bytes_in - logger._bytes_out
+        finally:
+            release.set()
+        sink = service.store.resolve("m", None).payloads
+        assert sink is not None
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [400] * 6
+    assert len(body) * 2 <= queued <= len(body) * 2.5
+    assert sink.counts.dropped == 3 and sink.counts.logged == 3
+
+
+def test_a_raw_body_that_does_not_fit_the_input_is_logged(tmp_path: Path) -> None:
+    with in_process(tmp_path, {"m": (linear_model(), "[payloads]\n")}) as service:
+        exc = failing(service.infer_raw("m", None, memoryview(b"\0" * 7)))
+        assert isinstance(exc, InvalidInput) and exc.reason == "binary"
+    [doc] = records(tmp_path / "payloads", "m")
+    assert doc["status"] == 400 and "80-byte rows" in doc["error"] and "inputs" not in doc
+
+
+# ---------------------------------------------------------------------------------------------
+# export: labels and time bounds
+
+
+def write_logged(directory: Path, n: int) -> None:
+    """``n`` one-row successful records ``r0``… of model ``m`` at unix 1000, 1001, …"""
+    directory.mkdir(parents=True, exist_ok=True)
+    x = {"name": "X", "datatype": "FP32", "shape": [1, 2]}
+    docs = [
+        {
+            "model": "m",
+            "version": "1",
+            "unix": 1000.0 + i,
+            "id": f"r{i}",
+            "status": 200,
+            "timestamp": f"t{i}",
+            "inputs": [{**x, "data": [i, -i]}],
+        }
+        for i in range(n)
+    ]
+    lines = [json.dumps(d) for d in docs]
+    (directory / "payloads-h-1-000000.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_export_drops_rows_whose_label_cell_is_blank(tmp_path: Path) -> None:
+    write_logged(tmp_path / "p", 4)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\nr0,1\nr1,0\nr2,\nr3,1\n")  # r2 is not labelled yet
+    out = tmp_path / "eval.npz"
+    summary = export_payloads(tmp_path / "p", "m", out=out, labels=labels)
+    with np.load(out) as npz:
+        assert npz["y"].dtype == np.int64 and npz["y"].tolist() == [1, 0, 1]
+        assert npz["request_id"].tolist() == ["r0", "r1", "r3"]
+    assert summary["blank_labels"] == 1 and summary["unlabeled_rows"] == 1
+    labels.write_text("id,label\nr0,cat\nr1,\nr2,dog\n")  # all text: fine
+    export_payloads(tmp_path / "p", "m", out=out, labels=labels)
+    with np.load(out) as npz:
+        assert npz["y"].tolist() == ["cat", "dog"]
+
+
+def test_export_refuses_mixed_numeric_and_text_labels(tmp_path: Path) -> None:
+    write_logged(tmp_path / "p", 4)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\nr0,1\nr1,yes\nr2,0\n")
+    with pytest.raises(ValueError, match=r"mix numbers \(line 2: 1\) and text \(line 3: 'yes'\)"):
+        export_payloads(tmp_path / "p", "m", out=tmp_path / "eval.npz", labels=labels)
+
+
+def test_export_reads_labels_with_a_byte_order_mark(tmp_path: Path) -> None:
+    write_logged(tmp_path / "p", 2)
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("id,label\r\nr0,1\r\nr1,0\r\n".encode("utf-8-sig"))  # Excel "CSV UTF-8"
+    out = tmp_path / "eval.npz"
+    export_payloads(tmp_path / "p", "m", out=out, labels=labels)
+    with np.load(out) as npz:
+        assert npz["y"].tolist() == [1, 0]
+
+
+def test_export_refuses_non_finite_and_reversed_time_bounds(tmp_path: Path) -> None:
+    for bad in ("nan", " NaN ", "inf", "-inf", float("nan"), math.inf):
+        with pytest.raises(ValueError, match="not a finite time"):
+            parse_time(bad)
+    write_logged(tmp_path / "p", 4)
+    out = tmp_path / "eval.npz"
+    with pytest.raises(ValueError, match="--since: 'nan' is not a finite time"):
+        export_payloads(tmp_path / "p", "m", since="nan", out=out)
+    with pytest.raises(ValueError, match="--until: "):
+        export_payloads(tmp_path / "p", "m", until="inf", out=out)
+    with pytest.raises(ValueError, match="--since is after --until"):
+        export_payloads(tmp_path / "p", "m", since=1002, until=1001, out=out)
+    assert export_payloads(tmp_path / "p", "m", since=1001, until=1003, out=out)["rows"] == 2

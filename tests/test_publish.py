@@ -218,3 +218,30 @@ def test_cli_publish(tmp_path: Path) -> None:
         [*cmd, "--estimator", str(tmp_path / "nope.joblib")], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_published_versions_are_readable_by_others_and_inputs_are_checked(
+    tmp_path: Path,
+) -> None:
+    X, y = _data()
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, X=X)
+    est = LogisticRegression().fit(X, y)
+    done = publish(tmp_path / "r", "m", reference=ref, estimator=est)
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(done.path.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
+    with pytest.raises(PublishError, match="finite number"):
+        publish(tmp_path / "r", "m", reference=ref, estimator=est, metrics={"auc": float("nan")})
+    with pytest.raises(PublishError, match="parent must be a version"):
+        publish(tmp_path / "r", "m", reference=ref, estimator=est, parent=-5)
+    with pytest.raises(PublishError, match="not a file"):
+        publish(tmp_path / "r", "m", reference=ref, estimator=tmp_path)
+    pickled = tmp_path / "dict.joblib"
+    joblib.dump({"not": "an estimator"}, pickled)
+    with pytest.raises(PublishError, match="not a fitted scikit-learn estimator"):
+        publish(tmp_path / "r", "m", reference=ref, estimator=pickled)
+    assert sorted(p.name for p in (tmp_path / "r" / "m").iterdir() if p.is_dir()) == ["1"]

@@ -439,8 +439,12 @@ def healthcheck() -> int:
     import urllib.request
 
     port = os.environ.get("MLSERVE_PORT", "8080")
+    if not port.isdigit():
+        print(f"mlserve-healthcheck: MLSERVE_PORT {port!r} is not a port", file=sys.stderr)
+        return 1
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=3) as r:
+        with opener.open(f"http://127.0.0.1:{port}/v2/health/live", timeout=3) as r:
             return 0 if r.status == 200 else 1
     except OSError:
         return 1

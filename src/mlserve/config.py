@@ -124,9 +124,12 @@ class ServerSettings:
                 value = values[f.name]
                 if isinstance(value, bool) or not isinstance(value, want):
                     raise ConfigError(f"setting {f.name} must be {f.type}, got {value!r}")
-        if "model_name" not in values and environ.get("MODEL_NAME"):
-            values["model_name"] = environ["MODEL_NAME"]  # set by KServe
-        if values.get("model_name") and "registry" not in values:
+        # KServe's variables count only where no registry was chosen (or KServe's own
+        # /mnt/models is): a stray MODEL_NAME must not turn a registry into one model.
+        kserve = str(values.get("registry", KSERVE_MODEL_DIR)) == KSERVE_MODEL_DIR
+        if "model_name" not in values and environ.get("MODEL_NAME") and kserve:
+            values["model_name"] = environ["MODEL_NAME"]
+        if values.get("model_name") and kserve:
             values["registry"] = _kserve_model_dir(environ.get("STORAGE_URI", ""))
         if "registry" in values:
             values["registry"] = Path(values["registry"])
@@ -295,6 +298,8 @@ class GateConfig:
     max_rmse: float | None = None
     max_demographic_parity_difference: float | None = None
     max_equalized_odds_difference: float | None = None
+    # Fairness is measured only with >= 2 groups of at least this many evaluation rows.
+    min_group_rows: int = 30
     max_p99_ms_batch1: float | None = None
     max_p99_ms_batch: float | None = None
     latency_batch_size: int = 64
@@ -545,6 +550,8 @@ def _check_gate(g: GateConfig) -> None:
         value = getattr(g, key)
         if value is not None and not value >= 0:
             raise ConfigError(f"{where} {key} must be >= 0, got {value}")
+    if g.min_group_rows < 1:
+        raise ConfigError(f"{where} min_group_rows must be >= 1")
     if g.latency_batch_size < 1 or g.latency_runs < 10:
         raise ConfigError(f"{where} latency_batch_size must be >= 1 and latency_runs >= 10")
     if not g.golden_tolerance >= 0 or not g.agreement_tolerance >= 0:

@@ -22,7 +22,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from . import __version__
-from .batching.runners import Runner, choose_runner
+from .batching.runners import Runner, ThreadRunner, choose_runner
 from .config import GuardrailConfig, ModelConfig, RoutingConfig, ServerSettings
 from .errors import (
     GateNotPassed,
@@ -69,6 +69,8 @@ class Endpoint:
     occlusion: Occlusion | str = ""
     # Payload logging for this version (governance/payloads.py); None: nothing is logged.
     payloads: PayloadSink | None = None
+    # Runs big explain batches of an inline version on the thread pool, off the event loop.
+    explain_runner: Runner | None = None
     # Whether ``InferenceService.record`` has anything to do: the transport's one check.
     observed: bool = dataclasses.field(init=False)
 
@@ -165,11 +167,20 @@ class InferenceService:
             stats,
             plan(session, config.monitoring, profile),
             self._payload_sink(session, config),
+            ThreadRunner(session, self._executor, config.batching.max_queue)
+            if runner.kind == "inline"
+            else None,
         )
 
     def _payload_sink(self, session: ModelSession, config: ModelConfig) -> PayloadSink | None:
         if self.payloads is not None:
-            return self.payloads.sink(session.model, session.version, config.payloads)
+            return self.payloads.sink(
+                session.model,
+                session.version,
+                config.payloads,
+                list(session.input_specs),
+                session.output_names,
+            )
         if config.payloads.sample > 0 and session.model not in self._payload_warned:
             self._payload_warned.add(session.model)
             log.warning(
@@ -211,8 +222,9 @@ class InferenceService:
 
     def model_ready(self, model: str, version: int | None) -> bool:
         """Whether the model (any version) or the given version serves; unknown → 404."""
-        if version is None:
-            return bool(self.store.record(model).ready_versions())
+        if version is None:  # ready: unpinned requests have a version to go to
+            self.store.record(model)
+            return model in self.store.splits_view()
         return self.store.version_record(model, version).state is VersionState.READY
 
     def model_metadata(self, model: str, version: int | None) -> dict[str, Any]:
@@ -279,11 +291,13 @@ class InferenceService:
         request: Any,
         binary: memoryview | None = None,
         routing_key: str | None = None,
+        body_bytes: int | None = None,
     ) -> InferResult:
         """Validate a V2 request (with its binary tensor bytes, if any) and run it.
 
         Without a version, the model's split picks stable or canary; the routing key is the
         ``mlserve-routing-key`` header (``routing_key``) or ``parameters.routing_key``.
+        ``body_bytes`` (the request body's length) sizes a failure's payload record.
         """
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
@@ -304,7 +318,7 @@ class InferenceService:
                 raise InvalidInput("'id' must be a string", reason="json")
             outputs, queue_s, infer_s = await endpoint.runner.run(feeds, names)
         except MLServeError as exc:
-            self._failed(endpoint, role, exc, request, feeds)
+            self._failed(endpoint, role, exc, request, feeds, body_bytes)
             raise
         return self._respond(
             endpoint,
@@ -338,9 +352,10 @@ class InferenceService:
         exc: MLServeError,
         request: Any = None,
         feeds: dict[str, np.ndarray] | None = None,
+        body_bytes: int | None = None,
     ) -> None:
         if endpoint.payloads is not None:
-            endpoint.payloads.failure(role, exc, request, feeds)
+            endpoint.payloads.failure(role, exc, request, feeds, body_bytes)
         stats = endpoint.stats
         if stats is None:
             return
@@ -435,9 +450,12 @@ class InferenceService:
             if request_id is not None and not isinstance(request_id, str):
                 raise InvalidInput("'id' must be a string", reason="json")
             x = feeds[occlusion.input.name]
-            found, queue_s, infer_s = await occlusion.explain(
-                endpoint.runner, x, outputs, session.limits
-            )
+            runner = endpoint.runner
+            if endpoint.explain_runner is not None and x.shape[0] * (x.shape[1] + 1) >= 256:
+                # An occlusion batch is rows × (features + 1) rows: a small request can be a
+                # big run, which must not hold the event loop (and health probes) up.
+                runner = endpoint.explain_runner
+            found, queue_s, infer_s = await occlusion.explain(runner, x, outputs, session.limits)
         except MLServeError as exc:
             if 400 <= exc.status_code < 500:
                 self._count_explain(endpoint, INVALID)
@@ -468,17 +486,17 @@ class InferenceService:
             raise ServerNotReady("the server is still loading its models")
         endpoint, role = self._target(model, version, routing_key)
         session = endpoint.session
-        if len(session.inputs) != 1:
-            raise InvalidInput(
-                f"a raw binary body needs a model with one input; {model!r} has "
-                f"{len(session.inputs)}",
-                reason="binary",
-            )
-        spec = session.inputs[0]
-        shape = raw_shape(spec, len(body))
-        tensor = {"name": spec.name, "datatype": spec.datatype, "shape": list(shape)}
         feeds: dict[str, np.ndarray] | None = None
-        try:
+        try:  # every failure from here on is the version's: accounted and payload-logged
+            if len(session.inputs) != 1:
+                raise InvalidInput(
+                    f"a raw binary body needs a model with one input; {model!r} has "
+                    f"{len(session.inputs)}",
+                    reason="binary",
+                )
+            spec = session.inputs[0]
+            shape = raw_shape(spec, len(body))
+            tensor = {"name": spec.name, "datatype": spec.datatype, "shape": list(shape)}
             feeds = {spec.name: decode_binary(spec, tensor, body, session.limits)}
             outputs, queue_s, infer_s = await endpoint.runner.run(feeds, None)
         except MLServeError as exc:

@@ -137,45 +137,74 @@ def gate_criteria(gate: GateConfig) -> dict[str, Any]:
 
 
 def gate_status(version_dir: Path, gate: GateConfig, model_sha256: str | None = None) -> GateStatus:
-    """Read ``validation.json`` of a version directory and decide whether it passes."""
+    """Read ``validation.json`` of a version directory and decide whether it passes.
+
+    Never raises: a missing, unreadable or malformed file is a gate that did not pass.
+    """
     path = version_dir / VALIDATION_FILE
     if not path.is_file():
         return GateStatus(False, f"no {VALIDATION_FILE}: run `mlserve validate` on this version")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict):
-            raise ValueError("not a JSON object")
+        criteria = _checked_criteria(doc)
     except (OSError, ValueError) as exc:
-        return GateStatus(False, f"{VALIDATION_FILE} is unreadable: {exc}")
-    failed = [c for c in doc.get("criteria", []) if isinstance(c, dict) and not c.get("passed")]
+        return GateStatus(False, f"{VALIDATION_FILE} is unreadable or malformed: {exc}")
+    failed = [c for c in criteria if not c["passed"]]
     summary = {
         "passed": doc.get("passed") is True,
-        "created_at": doc.get("created_at"),
-        "failed": [c.get("name") for c in failed],
+        "created_at": str(doc.get("created_at")),
+        "failed": [c["name"] for c in failed],
         "criteria": {
-            c.get("name"): {k: c.get(k) for k in ("value", "threshold", "op", "passed")}
-            for c in doc.get("criteria", [])
-            if isinstance(c, dict)
+            c["name"]: {k: c.get(k) for k in ("value", "threshold", "op", "passed")}
+            for c in criteria
         },
     }
-    if model_sha256 is None:
-        model_sha256 = sha256_file(version_dir / MODEL_FILE)
+    try:
+        if model_sha256 is None:
+            model_sha256 = sha256_file(version_dir / MODEL_FILE)
+    except OSError as exc:
+        return GateStatus(False, f"{MODEL_FILE} cannot be read: {exc}", summary)
     if doc.get("model_sha256") != model_sha256:
         return GateStatus(
             False,
             f"{VALIDATION_FILE} was made for a different {MODEL_FILE}: validate again",
             summary,
         )
-    if doc.get("gate") != gate_criteria(gate):
+    recorded = doc.get("gate")
+    current = gate_criteria(gate)
+    # Keys a later mlserve added to [gate] count at their defaults in older files.
+    defaults = gate_criteria(GateConfig())
+    if not isinstance(recorded, dict) or {**defaults, **recorded} != current:
         return GateStatus(
             False,
             f"{VALIDATION_FILE} was judged against another [gate] than the one in "
             f"{MODEL_CONFIG_FILE}: validate again",
             summary,
         )
-    if doc.get("passed") is not True:
+    if doc.get("passed") is not True or failed:
         return GateStatus(False, "failed its validation gate: " + _describe(failed), summary)
     return GateStatus(True, "passed its validation gate", summary)
+
+
+def _checked_criteria(doc: Any) -> list[dict[str, Any]]:
+    """The criteria of a parsed ``validation.json``, their types checked (``ValueError``)."""
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    criteria = doc.get("criteria")
+    if not isinstance(criteria, list):
+        raise ValueError("'criteria' must be a list")
+    for c in criteria:
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+            raise ValueError("each criterion must be an object with a string 'name'")
+        if not isinstance(c.get("passed"), bool):
+            raise ValueError(f"criterion {c['name'][:64]!r} needs a boolean 'passed'")
+        for key in ("value", "threshold"):
+            v = c.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"criterion {c['name'][:64]!r}: '{key}' must be a number")
+        if not isinstance(c.get("op", ""), str) or not isinstance(c.get("note", ""), str):
+            raise ValueError(f"criterion {c['name'][:64]!r}: 'op' and 'note' must be strings")
+    return criteria
 
 
 def _describe(failed: list[dict[str, Any]]) -> str:
@@ -183,9 +212,9 @@ def _describe(failed: list[dict[str, Any]]) -> str:
     for c in failed:
         value, threshold = c.get("value"), c.get("threshold")
         if value is None or threshold is None:
-            parts.append(f"{c.get('name')} ({c.get('note') or 'not measured'})")
+            parts.append(f"{c['name']} ({c.get('note') or 'not measured'})")
         else:
-            parts.append(f"{c.get('name')} {value:.4g} (needs {c.get('op')} {threshold:.4g})")
+            parts.append(f"{c['name']} {value:.4g} (needs {c.get('op')} {threshold:.4g})")
     return "; ".join(parts) or "no passing criteria recorded"
 
 
@@ -259,6 +288,12 @@ def read_evaluation(
         names = rest
         y = _labels(cols[y_key]) if y_key else None
         g = cols[g_key] if g_key else None
+    if g is not None:
+        g = np.asarray(g)
+        if g.ndim == 2 and g.shape[1] == 1:
+            g = g[:, 0]
+        if g.ndim != 1:
+            raise GateError(f"{path}: groups must be one value per row, got shape {g.shape}")
     for what, arr in (("labels", y), ("groups", g)):
         if arr is not None and len(arr) != len(X):
             raise GateError(f"{path}: {len(arr)} {what} for {len(X)} rows")
@@ -422,6 +457,7 @@ def validate_version(
     except ValueError as exc:
         raise GateError(str(exc)) from exc
     gate = config.gate
+    model_sha256 = sha256_file(vdir / MODEL_FILE)  # before the run: what was judged
     session = _session(vdir, config, model, version)
     names = _reference_names(vdir)
     ev = (
@@ -439,6 +475,8 @@ def validate_version(
             f"{model} v{version} takes {width}"
         )
     outputs = _predict(session, ev.X)
+    if sha256_file(vdir / MODEL_FILE) != model_sha256:
+        raise GateError(f"{model} v{version}: {MODEL_FILE} changed during validation")
     task, label_out, score_out = _outputs(gate, outputs)
     y_pred = outputs[label_out].reshape(len(ev.X), -1)[:, 0]
     criteria: list[Criterion] = []
@@ -454,7 +492,7 @@ def validate_version(
         ok = value is not None and (value >= threshold if op == ">=" else value <= threshold)
         criteria.append(Criterion(name, value, threshold, op, ok, note))
 
-    y = ev.y
+    y = ev.y = _checked_labels(ev.y, outputs[label_out], task, len(ev.X))
     missing = "the evaluation set has no labels"
     if task == "classification":
         acc = m.accuracy(y, y_pred) if y is not None else None
@@ -493,12 +531,40 @@ def validate_version(
         criteria,
         found,
         ev.source,
-        sha256_file(vdir / MODEL_FILE),
+        model_sha256,
         gate_criteria(gate),
     )
     if write:
         _write_atomically(vdir / VALIDATION_FILE, json.dumps(report.to_json(), indent=2) + "\n")
     return report
+
+
+def _checked_labels(
+    y: NDArray[Any] | None, predicted: NDArray[Any], task: str, n: int
+) -> NDArray[Any] | None:
+    """Labels as a 1-D array comparable with the model's predictions (``GateError`` if not)."""
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n:
+        raise GateError(f"labels must be one per row (shape ({n},)), got shape {y.shape}")
+    if predicted.dtype.kind in "OSU":  # string class labels: compare as text
+        return y.astype(str)
+    if y.dtype.kind in "OSU":
+        raise GateError(
+            f"the labels are text but the model predicts {predicted.dtype} values: "
+            "encode the labels as the model's classes"
+        )
+    values = y.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise GateError("the labels contain NaN or infinite values: drop those rows")
+    if task == "classification":
+        if not np.all(values == np.round(values)):
+            raise GateError("a classifier's labels must be whole numbers")
+        return values.astype(np.int64)
+    return values
 
 
 def _reference_names(vdir: Path) -> list[str] | None:
@@ -529,6 +595,25 @@ def _fairness(
         return
     pos = gate.positive_label
     groups = np.asarray(ev.group).astype(str)
+    levels, counts = np.unique(groups, return_counts=True)
+    found["group_rows"] = {str(g): int(c) for g, c in zip(levels, counts, strict=True)}
+    big = int((counts >= gate.min_group_rows).sum())
+    problem = None
+    if big < 2:
+        problem = (
+            f"needs at least 2 groups of >= {gate.min_group_rows} rows (min_group_rows); "
+            f"found {dict(found['group_rows'])}"
+        )
+    elif ev.y is not None and not np.any(ev.y == pos):
+        problem = f"positive_label {pos} never occurs in the labels"
+    elif ev.y is None and not np.any(y_pred == pos):
+        problem = f"positive_label {pos} is never predicted and there are no labels"
+    if problem is not None:
+        for key in keys:
+            judge(key, None, getattr(gate, key), "<=", problem)
+        return
+    rates = m.group_rates(y_pred, groups, pos, ev.y)
+    found["groups"] = rates
     judge(
         keys[0],
         m.demographic_parity_difference(y_pred, groups, pos),
@@ -537,10 +622,18 @@ def _fairness(
     )
     if ev.y is None:
         judge(keys[1], None, gate.max_equalized_odds_difference, "<=", "no labels")
+        return
+    undefined = [
+        g
+        for g, r in rates.items()
+        if r["true_positive_rate"] is None or r["false_positive_rate"] is None
+    ]
+    if undefined:
+        note = f"groups {undefined} lack positive or negative labels: rates undefined"
+        judge(keys[1], None, gate.max_equalized_odds_difference, "<=", note)
     else:
         eo = m.equalized_odds_difference(ev.y, y_pred, groups, pos)
         judge(keys[1], eo, gate.max_equalized_odds_difference, "<=")
-    found["groups"] = m.group_rates(y_pred, groups, pos, ev.y)
 
 
 def _golden(session: Any, vdir: Path, tolerance: float) -> Criterion:
@@ -573,7 +666,10 @@ def _golden(session: Any, vdir: Path, tolerance: float) -> Criterion:
             )
         if expected.dtype.kind == "f":
             scale = np.maximum(np.abs(expected.astype(np.float64)), 1.0)
-            worst = max(worst, float(np.max(np.abs(got - expected) / scale, initial=0.0)))
+            err = np.abs(got - expected) / scale
+            if np.any(np.isnan(got) != np.isnan(expected)):
+                return Criterion("golden_outputs", None, None, "==", False, f"{name}: NaN differs")
+            worst = max(worst, float(np.nanmax(err, initial=0.0)))
         elif not np.array_equal(got, expected):
             return Criterion("golden_outputs", None, None, "==", False, f"{name} differs")
     ok = worst <= tolerance
@@ -599,7 +695,12 @@ def _agreement(
         return Criterion(
             "min_agreement", None, threshold, ">=", True, "no stable version to compare with"
         )
-    other = _predict(_session(model_dir / str(stable), config, model_dir.name, stable), ev.X)
+    try:
+        other = _predict(_session(model_dir / str(stable), config, model_dir.name, stable), ev.X)
+    except Exception as exc:  # a stable version that cannot run: the criterion fails
+        return Criterion(
+            "min_agreement", None, threshold, ">=", False, f"stable v{stable} failed: {exc}"
+        )
     if label_out not in other or y_pred is None:
         return Criterion(
             "min_agreement", None, threshold, ">=", False, f"v{stable} has no output {label_out!r}"

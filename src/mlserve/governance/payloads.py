@@ -30,8 +30,19 @@ outputs and no timings. Its inputs are the decoded tensors when it failed after 
 (in onnxruntime, in a queue), else those its request document held (as sent, flat or
 nested; binary tensor data is then not logged), or none when the body never parsed
 (malformed JSON, 413). ``data`` is flat, row-major; a redacted tensor has ``"data": "[redacted]"``
-and its values never leave the process. Data of more than ``MAX_FAILED_VALUES`` values in
-a failed request is left out (``"data": "[omitted]"``).
+and its values never leave the process.
+
+A failed request's raw tensors are what any client may send, so every field is capped
+(``_raw_tensor``): data is written only for a tensor whose name is an input of the model and
+not redacted (anything else, a misspelt name included, is ``"[omitted]"``); data that is not
+a list, holds more than ``MAX_FAILED_VALUES`` values (all raw tensors of a record together) or
+``MAX_FAILED_CHARS`` characters of strings is ``"[omitted]"``; strings are cut at
+``MAX_RAW_CHARS``, unknown names at ``MAX_NAME_CHARS``; a shape longer than ``MAX_RAW_DIMS``
+is ``"[omitted]"``; at most ``MAX_RAW_TENSORS`` tensors are written (the rest are counted in
+``inputs_omitted``); ``parameters`` serialising to more than ``MAX_PARAMETER_BYTES`` are
+``"[omitted]"``. A failed request's queued size counts its body length, so the
+``MAX_QUEUED_BYTES`` budget holds its document too. When the model redacts an input, the
+text of an error raised by onnxruntime (which may quote input values) is withheld.
 
 ``export_payloads`` turns the logged successful requests of one model into an evaluation
 set (``.npz`` or ``.parquet``) that ``mlserve.profiling.read_reference`` reads.
@@ -43,6 +54,7 @@ import contextlib
 import csv
 import importlib
 import logging
+import math
 import os
 import re
 import socket
@@ -62,7 +74,7 @@ import orjson
 from numpy.typing import NDArray
 
 from ..config import PayloadConfig
-from ..errors import ConfigError, MLServeError
+from ..errors import ConfigError, InferenceFailed, InvalidInput, MLServeError
 from ..runtime.tensors import V2_TO_NUMPY, encode_json
 
 if TYPE_CHECKING:
@@ -82,9 +94,18 @@ log = logging.getLogger("mlserve.payloads")
 REDACTED = "[redacted]"
 OMITTED = "[omitted]"
 FILE_GLOB = "payloads-*.jsonl"
-# A failed request's tensor with more values than this is logged without its data: its
-# values are Python lists, serialised holding the GIL, and would stall the event loop.
+# A failed request's raw tensors (as its document held them) with more values than this, all
+# together, are logged without their data: their values are Python lists, serialised holding
+# the GIL, and would stall the event loop. Strings in them count against MAX_FAILED_CHARS.
 MAX_FAILED_VALUES = 65_536
+MAX_FAILED_CHARS = 1 << 20
+MAX_RAW_CHARS = 256  # a string of a raw field (datatype, a data value, id) is cut here
+MAX_NAME_CHARS = 64  # the name of a tensor that is no input of the model is cut here
+MAX_RAW_DIMS = 32  # a longer raw shape is "[omitted]"
+MAX_RAW_TENSORS = 64  # raw tensors written per failed request; the rest are counted
+MAX_PARAMETER_BYTES = 4096  # request parameters serialising to more are "[omitted]"
+MAX_ERROR_CHARS = 1024  # the logged error text is cut here
+WITHHELD = "the model rejected the input (message withheld: the request carries redacted inputs)"
 _CHUNK_VALUES = 65_536  # a large array is serialised in pieces of this many values
 # The writer wakes this often, takes everything queued and writes it: the request path
 # never wakes a thread (a wake-up per record costs the event loop a GIL hand-over).
@@ -154,6 +175,10 @@ class PayloadSink:
     parameters: bool
     redact: frozenset[str]
     counts: PayloadCounts
+    # The model's input names (None: unknown, then no raw tensor data of a failure is written).
+    input_names: frozenset[str] | None = None
+    # Whether an error raised by onnxruntime has its text withheld (a redacted input).
+    withhold: bool = False
 
     def success(self, result: InferResult, total_s: float) -> None:
         """Offer a successful request (after its answer was sent), sampled."""
@@ -193,13 +218,29 @@ class PayloadSink:
         exc: MLServeError,
         request: Any = None,
         feeds: dict[str, np.ndarray] | None = None,
+        body_bytes: int | None = None,
     ) -> None:
-        """Offer a failed request, sampled at ``error_sample``."""
+        """Offer a failed request, sampled at ``error_sample``.
+
+        ``body_bytes`` is the length of the request's body: the queued record holds the parsed
+        document until the writer caps it, so it counts against ``MAX_QUEUED_BYTES`` (without
+        it, the document's serialised length is used).
+        """
         sample = self.error_sample
         if sample < 1.0 and (sample <= 0.0 or random() >= sample):
             return
-        failed = _Failed(role, exc.status_code, exc.code, exc.message, request, feeds)
+        message = exc.message
+        if self.withhold and (
+            isinstance(exc, InferenceFailed)
+            or (isinstance(exc, InvalidInput) and exc.reason == "runtime")
+        ):
+            message = WITHHELD  # onnxruntime's text may quote input values
+        elif len(message) > MAX_ERROR_CHARS:
+            message = message[:MAX_ERROR_CHARS] + "…"
+        failed = _Failed(role, exc.status_code, exc.code, message, request, feeds)
         size = 0 if feeds is None else sum(a.nbytes for a in feeds.values())
+        if request is not None:
+            size += body_bytes if body_bytes is not None else _document_bytes(request)
         self.logger.offer((time.time(), self, failed, None, size), self.counts)
 
 
@@ -235,10 +276,38 @@ class PayloadLogger:
         self._thread = threading.Thread(target=self._run, name="mlserve-payloads", daemon=True)
         self._thread.start()
 
-    def sink(self, model: str, version: int | str, config: PayloadConfig) -> PayloadSink | None:
-        """The request path's view of ``config`` for one version; None when it logs nothing."""
+    def sink(
+        self,
+        model: str,
+        version: int | str,
+        config: PayloadConfig,
+        inputs: Sequence[str] | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> PayloadSink | None:
+        """The request path's view of ``config`` for one version; None when it logs nothing.
+
+        ``inputs`` and ``outputs`` are the model's tensor names: a failed request's raw data
+        is written only for its inputs, and a ``redact`` name that is neither is warned about
+        (once per version: this runs at load). Without ``inputs``, no raw data is written.
+        """
         if config.sample <= 0 and config.error_sample <= 0:
             return None
+        redact = frozenset(config.redact)
+        input_names = None if inputs is None else frozenset(inputs)
+        if input_names is not None and outputs is not None:
+            stray = sorted(redact - input_names - frozenset(outputs))
+            if stray:
+                log.warning(
+                    "%s version %s: [payloads] redact names %s, which the model has neither "
+                    "as an input nor as an output (inputs %s, outputs %s): check the spelling",
+                    model,
+                    version,
+                    stray,
+                    sorted(input_names),
+                    list(outputs),
+                )
+        # Unknown inputs: withhold whenever anything is redacted (the safe side).
+        withhold = bool(redact & input_names) if input_names is not None else bool(redact)
         counts = self._counts.setdefault(model, PayloadCounts())
         return PayloadSink(
             self,
@@ -249,8 +318,10 @@ class PayloadLogger:
             "inputs" in config.fields,
             "outputs" in config.fields,
             "parameters" in config.fields,
-            frozenset(config.redact),
+            redact,
             counts,
+            input_names,
+            withhold,
         )
 
     def offer(self, item: tuple[Any, ...], counts: PayloadCounts) -> None:
@@ -350,14 +421,18 @@ class PayloadLogger:
             doc["error"] = payload.message
             params = request.get("parameters") if isinstance(request, dict) else None
             if sink.parameters and params is not None:
-                doc["parameters"] = params
+                doc["parameters"] = _capped_parameters(params)
             if sink.inputs:
                 if payload.feeds is not None:
                     doc["inputs"] = [
                         self._tensor(sink, n, a, big) for n, a in payload.feeds.items()
                     ]
                 elif isinstance(request, dict) and isinstance(request.get("inputs"), list):
-                    doc["inputs"] = [_raw_tensor(sink, t) for t in request["inputs"]]
+                    raw = request["inputs"]
+                    budget = _Budget()
+                    doc["inputs"] = [_raw_tensor(sink, t, budget) for t in raw[:MAX_RAW_TENSORS]]
+                    if len(raw) > MAX_RAW_TENSORS:
+                        doc["inputs_omitted"] = len(raw) - MAX_RAW_TENSORS
         else:
             served: _Served = payload
             doc["role"] = served.role
@@ -369,7 +444,7 @@ class PayloadLogger:
                 "total": int((total_s or 0.0) * 1e6) / 1e3,
             }
             if served.parameters is not None:
-                doc["parameters"] = served.parameters
+                doc["parameters"] = _capped_parameters(served.parameters)
             if served.feeds is not None:
                 doc["inputs"] = [self._tensor(sink, n, a, big) for n, a in served.feeds.items()]
             if served.outputs is not None:
@@ -408,42 +483,130 @@ def _chunked(flat: NDArray[Any]) -> bytes:
 
 def _request_id(request: Any) -> Any:
     rid = request.get("id") if isinstance(request, dict) else None
-    return rid if isinstance(rid, str) else None
+    return _capped_scalar(rid) if isinstance(rid, str) else None
 
 
-def _raw_tensor(sink: PayloadSink, tensor: Any) -> Any:
-    """An input of a failed request as its document held it (redacted, size-capped)."""
+def _document_bytes(request: Any) -> int:
+    """The serialised length of a request document (when the caller did not give it)."""
+    try:
+        return len(orjson.dumps(request, option=_DUMPS, default=_default))
+    except (TypeError, orjson.JSONEncodeError):
+        return 0
+
+
+@dataclass(slots=True)
+class _Budget:
+    """What the raw tensors of one failed record may still write, all together."""
+
+    values: int = MAX_FAILED_VALUES
+    chars: int = MAX_FAILED_CHARS
+
+
+_NUMBERS = frozenset((float, int, bool, type(None)))
+
+
+def _capped_scalar(value: Any) -> Any:
+    """A JSON leaf as logged: numbers, booleans and null as they are, strings cut at
+    ``MAX_RAW_CHARS``, anything else (an object) ``"[omitted]"``."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= MAX_RAW_CHARS else value[:MAX_RAW_CHARS] + "…"
+    return OMITTED
+
+
+def _raw_tensor(sink: PayloadSink, tensor: Any, budget: _Budget) -> Any:
+    """An input of a failed request as its document held it (redacted, size-capped).
+
+    Its data is written only when its name is an input of the model that is not redacted: a
+    sensitive tensor sent under a wrong name (``"x"``, ``"X "``) or a non-string name is
+    ``"[omitted]"``, never written in clear.
+    """
     if not isinstance(tensor, dict):
         return None
     name = tensor.get("name")
-    out = {"name": name, "datatype": tensor.get("datatype"), "shape": tensor.get("shape")}
+    known = isinstance(name, str) and sink.input_names is not None and name in sink.input_names
+    if known or name is None:
+        shown = name
+    elif isinstance(name, str):
+        shown = name[:MAX_NAME_CHARS]
+    else:
+        shown = OMITTED
+    shape = tensor.get("shape")
+    if isinstance(shape, list):
+        shape = [_capped_scalar(d) for d in shape] if len(shape) <= MAX_RAW_DIMS else OMITTED
+    else:
+        shape = _capped_scalar(shape)
+    out = {"name": shown, "datatype": _capped_scalar(tensor.get("datatype")), "shape": shape}
     if "data" in tensor:
-        data = tensor["data"]
-        if name in sink.redact:
-            out["data"] = REDACTED
-        elif _too_many(data, MAX_FAILED_VALUES):
+        if not known:
             out["data"] = OMITTED
+        elif name in sink.redact:
+            out["data"] = REDACTED
         else:
-            out["data"] = data
+            out["data"] = _capped_data(tensor["data"], budget)
     return out
 
 
-def _too_many(data: Any, limit: int) -> bool:
-    """Whether nested lists hold more than ``limit`` leaves (stops counting past it)."""
+def _capped_data(data: Any, budget: _Budget) -> Any:
+    """A copy of raw (nested) list data with long strings cut, objects omitted; ``"[omitted]"``
+    when it is no list or would overrun the record's budget (then nothing is taken from it)."""
     if not isinstance(data, list):
-        return False
-    count = 0
-    stack = [data]
+        return OMITTED
+    values, chars = budget.values, budget.chars
+    root: list[Any] = []
+    stack: list[tuple[list[Any], list[Any]]] = [(data, root)]
     while stack:
-        items = stack.pop()
-        for item in items:
+        source, target = stack.pop()
+        values -= len(source)  # every item counts, nested lists too (``[[], [], …]``)
+        if values < 0:
+            return OMITTED
+        for item in source:
+            if item.__class__ in _NUMBERS:  # the common case, without a call
+                target.append(item)
+                continue
             if isinstance(item, list):
-                stack.append(item)
+                nested: list[Any] = []
+                target.append(nested)
+                stack.append((item, nested))
+                continue
+            item = _capped_scalar(item)
+            if isinstance(item, str):
+                chars -= len(item)
+                if chars < 0:
+                    return OMITTED
+            target.append(item)
+    budget.values, budget.chars = values, chars
+    return root
+
+
+def _capped_parameters(params: Any) -> Any:
+    """Request parameters as logged: as they are when they serialise to at most
+    ``MAX_PARAMETER_BYTES``, else ``"[omitted]"`` (the walk stops as soon as they are over)."""
+    left = MAX_PARAMETER_BYTES  # a lower bound of the serialised length, counted down
+    stack = [params]
+    while stack:
+        value = stack.pop()
+        left -= 1
+        if isinstance(value, str):
+            left -= len(value)
+        elif isinstance(value, (dict, list)):
+            left -= len(value)  # each item takes a byte or more: bounds the loops below
+            if left < 0:
+                return OMITTED
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    left -= len(key) if isinstance(key, str) else 1
+                    stack.append(item)
             else:
-                count += 1
-                if count > limit:
-                    return True
-    return False
+                stack.extend(value)
+        if left < 0:
+            return OMITTED
+    try:  # small now: at most a few thousand items
+        size = len(orjson.dumps(params, option=_DUMPS, default=_default))
+    except (TypeError, orjson.JSONEncodeError):
+        return OMITTED
+    return params if size <= MAX_PARAMETER_BYTES else OMITTED
 
 
 def _default(obj: Any) -> Any:
@@ -530,19 +693,23 @@ class _Files:
 
 
 def parse_time(value: float | int | str | datetime | None) -> float | None:
-    """Unix seconds from unix seconds, an ISO 8601 timestamp (naive: UTC) or a datetime."""
+    """Unix seconds from unix seconds, an ISO 8601 timestamp (naive: UTC) or a datetime.
+
+    NaN and infinities are refused (a NaN bound would silently disable the filter)."""
     if value is None:
         return None
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, (int, float)):
-        return float(value)
+        return _finite(float(value), value)
     else:
         text = value.strip()
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             pass
+        else:
+            return _finite(number, value)
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
@@ -554,11 +721,18 @@ def parse_time(value: float | int | str | datetime | None) -> float | None:
     return moment.timestamp()
 
 
+def _finite(number: float, value: Any) -> float:
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite time")
+    return number
+
+
 @dataclass
 class _Labels:
     label: dict[tuple[str, int | None], Any] = field(default_factory=dict)
     group: dict[tuple[str, int | None], Any] = field(default_factory=dict)
     has_group: bool = False
+    blank: int = 0  # lines whose label is empty: unlabelled, left out
 
 
 def export_payloads(
@@ -586,8 +760,9 @@ def export_payloads(
     The feature input is the model's only input, or ``input_name``. Feature names come from
     the version's ``reference.json`` under ``registry`` when given, else ``f0``… Labels:
     ``labels`` is a CSV with columns ``id`` and ``label`` (optionally ``row``, 0-based, for
-    requests of several rows, and ``group``), joined on the request id (rows without a label
-    are dropped and counted); or ``label_output`` names a served output used as ``y``.
+    requests of several rows, and ``group``), joined on the request id (rows without a label,
+    a blank one included, are dropped and counted; labels are all numbers or all text); or
+    ``label_output`` names a served output used as ``y``.
     Problems raise ``ValueError`` naming the file, input or option at fault.
     """
     directory = Path(directory)
@@ -599,7 +774,9 @@ def export_payloads(
         raise ValueError(f"{out}: the evaluation set is written as .npz or .parquet")
     if not directory.is_dir():
         raise ValueError(f"payload directory {directory} does not exist")
-    start, end = parse_time(since), parse_time(until)
+    start, end = _bound("--since", since), _bound("--until", until)
+    if start is not None and end is not None and start > end:
+        raise ValueError(f"--since is after --until ({since!r} > {until!r})")
     want_version = None if version is None else str(int(version))
     joined = _read_labels(Path(labels)) if labels is not None else None
 
@@ -744,9 +921,17 @@ def export_payloads(
         versions=sorted(set(versions)),
         labels="y" in columns,
         unlabeled_rows=unlabeled,
+        blank_labels=joined.blank if joined is not None else 0,
         skipped=skipped,
     )
     return summary
+
+
+def _bound(option: str, value: float | str | datetime | None) -> float | None:
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
 
 
 def _only_input(records: list[dict[str, Any]], model: str) -> str:
@@ -797,7 +982,7 @@ def _rows(tensor: Mapping[str, Any], what: str) -> NDArray[Any]:
 
 def _read_labels(path: Path) -> _Labels:
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # Excel writes a BOM
             reader = csv.DictReader(fh)
             fields = [f.strip() for f in reader.fieldnames or []]
             table = [{k.strip(): v for k, v in row.items() if k is not None} for row in reader]
@@ -806,7 +991,13 @@ def _read_labels(path: Path) -> _Labels:
     if "id" not in fields or "label" not in fields:
         raise ValueError(f"labels {path} need columns 'id' and 'label' (found {fields})")
     result = _Labels(has_group="group" in fields)
+    first_number: tuple[int, Any] | None = None
+    first_text: tuple[int, Any] | None = None
     for i, row in enumerate(table, start=2):
+        label_text = (row.get("label") or "").strip()
+        if not label_text:  # a blank cell: no label (not the label "")
+            result.blank += 1
+            continue
         row_text = (row.get("row") or "").strip()
         try:
             r = int(row_text) if row_text else None
@@ -817,7 +1008,17 @@ def _read_labels(path: Path) -> _Labels:
         key = ((row.get("id") or "").strip(), r)
         if key in result.label:
             raise ValueError(f"labels {path} line {i}: id {key[0]!r} row {r} is labelled twice")
-        result.label[key] = _number((row.get("label") or "").strip())
+        label = result.label[key] = _number(label_text)
+        if isinstance(label, str):
+            first_text = first_text or (i, label)
+        else:
+            first_number = first_number or (i, label)
+        if first_text is not None and first_number is not None:
+            raise ValueError(
+                f"labels {path} mix numbers (line {first_number[0]}: {first_number[1]!r}) and "
+                f"text (line {first_text[0]}: {first_text[1]!r}): labels are all numbers or all "
+                "text"
+            )
         if result.has_group:
             result.group[key] = _number((row.get("group") or "").strip())
     return result

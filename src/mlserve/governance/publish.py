@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shutil
@@ -98,6 +99,11 @@ def publish(
         raise PublishError("publish needs an estimator or an ONNX model")
     if not tolerance >= 0:
         raise PublishError(f"tolerance must be >= 0, got {tolerance}")
+    if parent is not None and parent < 1:
+        raise PublishError(f"parent must be a version (>= 1), got {parent}")
+    for key, number in (metrics or {}).items():
+        if not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise PublishError(f"metric {key!r} must be a finite number, got {number!r}")
     reference = Path(reference)
     try:
         X, names = read_reference(reference, input_key=input_key, feature_names=feature_names)
@@ -114,6 +120,11 @@ def publish(
         estimator = _load_estimator(path)
         source["estimator_file"] = path.name
         source["estimator_sha256"] = _sha256_file(path)
+    if estimator is not None and not callable(getattr(estimator, "predict", None)):
+        raise PublishError(
+            f"the estimator is a {type(estimator).__name__}, not a fitted scikit-learn "
+            "estimator (no predict method)"
+        )
     if onnx_model is not None:
         path = Path(onnx_model)
         if not path.is_file():
@@ -154,6 +165,9 @@ def publish(
     model_dir = Path(registry) / model
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=model_dir))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the version from other users
     try:
         (tmp / MODEL_FILE).write_bytes(blob)
         save_profile(profile, tmp / "reference.json")
@@ -183,8 +197,10 @@ def publish(
 
 
 def _load_estimator(path: Path) -> Any:
-    if not path.is_file():
+    if not path.exists():
         raise PublishError(f"estimator file {path} does not exist")
+    if not path.is_file():
+        raise PublishError(f"estimator file {path} is not a file")
     try:
         import joblib
 

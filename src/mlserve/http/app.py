@@ -118,9 +118,8 @@ class MLServeApp:
     def _loaded(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
-        if task.exception() is not None:
+        if task.exception() is not None:  # serve what loaded; the watcher retries the rest
             log.error("registry load failed", exc_info=task.exception())
-            return
         self.service.hub.mark_ready()
         if self.settings.poll_seconds > 0:
             watcher = RegistryWatcher(

@@ -61,7 +61,7 @@ class InferHandler:
                 request = _loads(body)
                 served = True
                 result = await self.service.infer(
-                    target[0], target[1], request, routing_key=routing_key
+                    target[0], target[1], request, routing_key=routing_key, body_bytes=len(body)
                 )
             elif header_length == 0:
                 served = True
@@ -79,7 +79,7 @@ class InferHandler:
                 request = _loads(view[:header_length])
                 served = True
                 result = await self.service.infer(
-                    target[0], target[1], request, view[header_length:], routing_key
+                    target[0], target[1], request, view[header_length:], routing_key, len(body)
                 )
             payload = orjson.dumps(result.body, option=_DUMPS_OPTIONS)
         except ClientDisconnected:

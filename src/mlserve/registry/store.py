@@ -215,8 +215,10 @@ class ModelStore(Generic[E]):
     # ------------------------------------------------------------------ control plane
     def load_all(self) -> None:
         """The initial load: scan and load every selected version; failures are recorded."""
-        self.sync(initial=True)
-        self.loaded = True
+        try:
+            self.sync(initial=True)
+        finally:  # even after an unexpected error: serve what loaded, keep scanning
+            self.loaded = True
 
     def sync(self, initial: bool = False) -> list[str]:
         """Bring the loaded versions in line with the registry directory; returns what changed.
@@ -422,7 +424,9 @@ class ModelStore(Generic[E]):
             rec.gate = gate_status(vdir.path, config.gate)
             rec.session = self._loader(vdir, config, self.settings)
             rec.endpoint = self._prepare(rec.session, config)
-        except (ModelLoadError, OSError) as exc:
+        except Exception as exc:  # whatever goes wrong, only this version fails
+            if not isinstance(exc, (ModelLoadError, OSError)):
+                log.exception("unexpected error loading %s v%s", vdir.model, vdir.version)
             rec.state = VersionState.FAILED
             self.load_failures[vdir.model] = self.load_failures.get(vdir.model, 0) + 1
             # Never expose server paths in a reason that clients can read.

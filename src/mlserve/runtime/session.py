@@ -116,10 +116,16 @@ class ModelSession:
         self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None = None
     ) -> list[np.ndarray]:
         """Run the session; onnxruntime failures become ``InvalidInput``/``InferenceFailed``."""
+        names = output_names or self.output_names
         try:
             if self.io_device is not None:
-                return self._run_bound(feeds, output_names or self.output_names)
-            return self.session.run(output_names or self.output_names, feeds)  # type: ignore[no-any-return]
+                try:
+                    return self._run_bound(feeds, names)
+                except Exception:
+                    # Bound runs report every failure as a generic RuntimeError; rerun
+                    # unbound (failures only) so a bad input is still a 400, not a 500.
+                    pass
+            return self.session.run(names, feeds)  # type: ignore[no-any-return]
         except _OrtInvalidArgument as exc:
             raise InvalidInput(
                 f"the model rejected the input: {_short(exc)}", reason="runtime"
