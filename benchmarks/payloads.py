@@ -21,7 +21,6 @@ import gc
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +31,7 @@ from mlserve.config import ServerSettings
 from mlserve.demo import build_demo
 from mlserve.http.app import create_app
 
-
-async def per_request_us(app: Any, scope: dict[str, Any], body: bytes, n: int) -> float:
-    message = {"type": "http.request", "body": body, "more_body": False}
-
-    async def receive() -> dict[str, Any]:
-        return message
-
-    async def send(_: dict[str, Any]) -> None:
-        return None
-
-    start = time.perf_counter()
-    for _ in range(n):
-        await app(scope, receive, send)
-    return (time.perf_counter() - start) / n * 1e6
+from .inprocess import per_request_us
 
 
 def main() -> None:

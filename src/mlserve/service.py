@@ -301,11 +301,7 @@ class InferenceService:
         """
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
-        if routing_key is None and isinstance(request, dict):
-            params = request.get("parameters")
-            if isinstance(params, dict) and isinstance(params.get("routing_key"), str):
-                routing_key = params["routing_key"]
-        endpoint, role = self._target(model, version, routing_key)
+        endpoint, role = self._target(model, version, _routing_key(request, routing_key))
         feeds: dict[str, np.ndarray] | None = None
         try:
             if not isinstance(request, dict):
@@ -432,11 +428,7 @@ class InferenceService:
         """
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
-        if routing_key is None and isinstance(request, dict):
-            params = request.get("parameters")
-            if isinstance(params, dict) and isinstance(params.get("routing_key"), str):
-                routing_key = params["routing_key"]
-        endpoint, role = self._target(model, version, routing_key)
+        endpoint, role = self._target(model, version, _routing_key(request, routing_key))
         try:
             occlusion = endpoint.occlusion
             if isinstance(occlusion, str):
@@ -823,3 +815,12 @@ def _profile(session: ModelSession) -> dict[str, Any] | None:
         return load_profile(path)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{REFERENCE_FILE} is invalid: {exc}") from exc
+
+
+def _routing_key(request: Any, header: str | None) -> str | None:
+    """The routing key: the ``mlserve-routing-key`` header, else ``parameters.routing_key``."""
+    if header is None and isinstance(request, dict):
+        params = request.get("parameters")
+        if isinstance(params, dict) and isinstance(params.get("routing_key"), str):
+            return str(params["routing_key"])
+    return header

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from ..registry.layout import (
     SAMPLES_FILE,
     is_valid_model_name,
     sha256_file,
+    write_atomically,
 )
 from . import metrics as m
 
@@ -535,7 +534,7 @@ def validate_version(
         gate_criteria(gate),
     )
     if write:
-        _write_atomically(vdir / VALIDATION_FILE, json.dumps(report.to_json(), indent=2) + "\n")
+        write_atomically(vdir / VALIDATION_FILE, json.dumps(report.to_json(), indent=2) + "\n")
     return report
 
 
@@ -715,17 +714,3 @@ def _agreement(
     return Criterion(
         "min_agreement", agree, threshold, ">=", agree >= threshold, f"with stable v{stable}"
     )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

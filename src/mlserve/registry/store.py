@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +38,7 @@ from ..errors import (
 from ..governance.gate import GateStatus, gate_status
 from ..routing.policy import Split
 from ..runtime.session import ModelSession, load_version
-from .layout import ModelDir, VersionDir, scan_registry
+from .layout import ModelDir, VersionDir, scan_registry, write_atomically
 
 log = logging.getLogger("mlserve.registry")
 
@@ -392,7 +390,7 @@ class ModelStore(Generic[E]):
                     path.unlink(missing_ok=True)
                 else:
                     text = json.dumps(dataclasses.asdict(routing), indent=1) + "\n"
-                    _write_atomically(path, text)
+                    write_atomically(path, text)
             except OSError as exc:
                 raise ModelNotReady(f"routing of {model!r} cannot be saved: {exc}") from exc
             record.routing_override = routing
@@ -519,23 +517,3 @@ def _fingerprint(path: Path, only: tuple[str, ...] | None = None) -> tuple[Any, 
         return ((path.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns),)
     except OSError:
         return ()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write, fsync, rename: readers (and a crash) see the old file or the new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
