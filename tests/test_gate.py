@@ -219,6 +219,9 @@ def test_server_enforces_the_gate(gated: tuple[Path, Path]) -> None:
             assert meta["versions"]["2"]["gate"]["failed"] == [criterion]
             monitor = c.get(f"/v2/models/{name}/monitor").json()
             assert monitor["versions"]["2"]["gate"]["passed"] is False
+            lineage = json.loads((registry / name / "1" / "lineage.json").read_text())
+            assert monitor["versions"]["1"]["lineage"]["model_sha256"] == lineage["model_sha256"]
+            assert monitor["versions"]["1"]["lineage"]["source"] == "estimator"
         # a version that failed may still shadow
         r = c.put("/v2/admin/models/dp/routing", json={"shadows": [2]})
         assert r.status_code == 200, r.text

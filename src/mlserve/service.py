@@ -51,6 +51,8 @@ from .runtime.tensors import decode_json, encode_json
 log = logging.getLogger("mlserve")
 
 PLATFORM = "onnxruntime_onnx"
+# The lineage facts the monitor endpoint repeats (the metadata endpoint has all of it).
+_LINEAGE_SUMMARY = ("created_at", "model_sha256", "parent_version", "code_revision", "source")
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
@@ -657,6 +659,8 @@ class InferenceService:
             vrec = record.versions.get(v)
             if vrec is not None and vrec.gate is not None:
                 item["gate"] = {"passed": vrec.gate.passed, "reason": vrec.gate.reason}
+            if vrec is not None and vrec.lineage is not None:  # where the version came from
+                item["lineage"] = {k: vrec.lineage.get(k) for k in _LINEAGE_SUMMARY}
             shadow = merged.get("shadows", {}).get(key)
             if shadow is not None:  # this version runs as a shadow: how it compares
                 item["shadow"] = {
