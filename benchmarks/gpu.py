@@ -225,7 +225,14 @@ def main() -> int:
                 )
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
-    return 1 if missing else 0
+    # onnxruntime-gpu lists CUDA even where it cannot start (no driver, missing CUDA/cuDNN
+    # libraries) and then runs on the CPU: judge by the provider the sessions really used.
+    unused = sorted(
+        {r["provider"] for r in result["in_process"] if r["provider_in_use"] != r["provider"]}
+    )
+    if unused:
+        print(f"NOT USED: {', '.join(unused)} fell back to {CPU} (figures above are CPU's)")
+    return 1 if missing or unused else 0
 
 
 if __name__ == "__main__":

@@ -17,9 +17,16 @@ has_cuda() {
     "$1" -c "import sys, onnxruntime as o; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null
 }
 
-if ! has_cuda "$python" || ! "$python" -c "import mlserve, sklearn, skl2onnx, httpx" 2>/dev/null; then
+ready() {
+    has_cuda "$1" && "$1" -c "import mlserve, sklearn, skl2onnx, httpx" 2>/dev/null
+}
+
+if ! ready "$python" && [[ -x .venv-gpu/bin/python ]] && ready .venv-gpu/bin/python; then
+    python=.venv-gpu/bin/python  # prepared by an earlier run: installing again would break it
+elif ! ready "$python"; then
     echo "gpu_check: preparing .venv-gpu (mlserve[demo] with onnxruntime-gpu)"
-    python3 -m venv .venv-gpu
+    rm -rf .venv-gpu
+    python3 -m venv .venv-gpu || exit 2
     python=.venv-gpu/bin/python
     "$python" -m pip install --quiet --upgrade pip || exit 2
     "$python" -m pip install --quiet -e '.[demo]' httpx || exit 2

@@ -498,6 +498,9 @@ def test_kserve_variables_apply_only_without_a_chosen_registry(tmp_path: Path) -
     # an explicit registry: a stray MODEL_NAME does not turn it into one model
     chosen = ServerSettings.load({"registry": str(tmp_path / "reg")}, environ=env)
     assert (chosen.model_name, chosen.registry) == ("", tmp_path / "reg")
+    # the image sets MLSERVE_REGISTRY: then only --model_name makes one model
+    image = ServerSettings.load(environ={**env, "MLSERVE_REGISTRY": "/mnt/models"})
+    assert (image.model_name, image.registry) == ("", Path("/mnt/models"))
     remote = ServerSettings.load(environ={"MODEL_NAME": "m", "STORAGE_URI": "gs://b/m"})
     assert remote.registry == Path("/mnt/models")
     with pytest.raises(ConfigError, match="not a valid model name"):

@@ -224,6 +224,8 @@ def test_deployment_matches_the_server(tmp_path: Path) -> None:
             assert httpx.get(srv.url + path).status_code == 200, probe
         metrics = httpx.get(srv.url + annotations["prometheus.io/path"])
         assert metrics.status_code == 200 and "mlserve_model_ready" in metrics.text
+        # exported at 0 from the first scan, so increase() in the alert sees a first failure
+        assert 'mlserve_model_load_failures_total{model="m"} 0' in metrics.text
 
 
 # ------------------------------------------------------------------ KServe
@@ -313,6 +315,38 @@ def test_kserve_environment_and_bare_model_file(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.headers["mlserve-model-version"] == "1"
         # the audit log lives elsewhere, so writing it does not look like a new version
         assert httpx.get(url + "/v2/models/solo").json()["versions"] == ["1"]
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
+def test_one_model_with_nothing_to_serve_is_not_ready(tmp_path: Path) -> None:
+    """A wrong storageUri or a broken model must not look Ready to KServe."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
+    env["MLSERVE_AUDIT_LOG"] = str(tmp_path / "audit.jsonl")
+    cmd = [sys.executable, "-m", "mlserve", "serve", "--model_name=m1",
+           f"--model_dir={empty}", f"--http_port={port}", "--log-level=warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/v2/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            subprocess.run(["sleep", "0.1"])
+        subprocess.run(["sleep", "1"])  # the initial load of nothing has long finished
+        assert httpx.get(url + "/v2/health/ready").status_code == 503
+        write_version(tmp_path, "empty", 1, linear_model())  # the model arrives: ready
+        for _ in range(100):
+            if httpx.get(url + "/v2/health/ready").status_code == 200:
+                break
+            subprocess.run(["sleep", "0.2"])
+        assert httpx.get(url + "/v2/health/ready").status_code == 200
     finally:
         proc.terminate()
         assert proc.wait(30) == 0

@@ -65,3 +65,13 @@ def test_bound_runs_still_report_bad_input_as_invalid(tmp_path: Path) -> None:
     bound = _session(tmp_path / "m" / "1" / "model.onnx", "on")
     with pytest.raises(InvalidInput):  # not InferenceFailed (a 500)
         bound.run({"X": np.zeros((2, 19), np.float32)})
+
+
+def test_binding_that_fails_at_warm_up_is_switched_off_with_a_note(tmp_path: Path) -> None:
+    from .conftest import echo_model
+
+    write_version(tmp_path, "echo", 1, echo_model())  # string tensors cannot be bound
+    session = _session(tmp_path / "echo" / "1" / "model.onnx", "on")
+    session.warm_up(None)
+    assert session.io_device is None
+    assert any(n.startswith("io_binding off") for n in session.describe()["notes"])

@@ -310,7 +310,7 @@ def test_sse_stream_sends_periodic_snapshots(watched: Path) -> None:
     x = np.zeros((1, N_FEATURES), np.float32)
     with running_server(watched) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
         events = []
-        with c.stream("GET", "/v2/monitor/stream?interval=0.3&max_seconds=5") as r:
+        with c.stream("GET", "/v2/monitor/stream?interval=0.5&max_seconds=5") as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             for line in r.iter_lines():
                 if line.startswith("data: "):

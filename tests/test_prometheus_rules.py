@@ -275,7 +275,9 @@ def alert_conditions(series: list[Series], t: int) -> dict[str, dict[Labels, flo
         },
         "MlserveModelLoadFailed": {k: v for k, v in failures.items() if v > 0},
         "MlserveOverloaded": {
-            k: v for k, v in r["model:mlserve_requests_rejected:ratio_rate5m"].items() if v > 0.01
+            k: v
+            for k, v in r["model:mlserve_requests_rejected:ratio_rate5m"].items()
+            if v > 0.01 and sum(x for key_, x in rate.items() if key_[0] == k[0]) * 300 >= 200
         },
     }
 

@@ -100,7 +100,7 @@ def test_sigterm_ends_open_event_streams_instead_of_waiting_out_the_drain(
         def listen() -> None:
             with (
                 contextlib.suppress(httpx.HTTPError),
-                httpx.stream("GET", srv.url + "/v2/monitor/stream?interval=0.2", timeout=60) as r,
+                httpx.stream("GET", srv.url + "/v2/monitor/stream?interval=0.5", timeout=60) as r,
             ):
                 events.extend(line for line in r.iter_lines() if line.startswith("data:"))
 

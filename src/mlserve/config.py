@@ -124,13 +124,14 @@ class ServerSettings:
                 value = values[f.name]
                 if isinstance(value, bool) or not isinstance(value, want):
                     raise ConfigError(f"setting {f.name} must be {f.type}, got {value!r}")
-        # KServe's variables count only where no registry was chosen (or KServe's own
-        # /mnt/models is): a stray MODEL_NAME must not turn a registry into one model.
-        kserve = str(values.get("registry", KSERVE_MODEL_DIR)) == KSERVE_MODEL_DIR
-        if "model_name" not in values and environ.get("MODEL_NAME") and kserve:
-            values["model_name"] = environ["MODEL_NAME"]
-        if values.get("model_name") and kserve:
-            values["registry"] = _kserve_model_dir(environ.get("STORAGE_URI", ""))
+        # KServe's own variables count only where no registry was chosen at all (KServe
+        # passes --model_name and --model_dir): a stray MODEL_NAME must not turn a registry
+        # into one model.
+        if "registry" not in values:
+            if "model_name" not in values and environ.get("MODEL_NAME"):
+                values["model_name"] = environ["MODEL_NAME"]
+            if values.get("model_name"):
+                values["registry"] = _kserve_model_dir(environ.get("STORAGE_URI", ""))
         if "registry" in values:
             values["registry"] = Path(values["registry"])
         return cls(**values)

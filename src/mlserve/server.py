@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import signal
@@ -57,7 +58,7 @@ def serve(settings: ServerSettings) -> int:
         # No X-Forwarded-* rewriting: mlserve logs no client addresses, and the middleware
         # costs every request a layer.
         proxy_headers=False,
-        timeout_graceful_shutdown=int(settings.drain_seconds) or None,
+        timeout_graceful_shutdown=math.ceil(settings.drain_seconds),  # 0: no drain
     )
     if state_dir is not None:
         shutil.rmtree(state_dir, ignore_errors=True)

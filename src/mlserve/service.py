@@ -103,7 +103,7 @@ class InferenceService:
 
     def __init__(self, settings: ServerSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        threads = settings.inference_threads or (os.cpu_count() or 1)
+        threads = settings.inference_threads or len(os.sched_getaffinity(0))
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlserve-infer")
         self.store: ModelStore[Endpoint] = ModelStore(
             settings, self.prepare, on_retire=self._retired
@@ -216,6 +216,9 @@ class InferenceService:
         """
         if not self.store.loaded or self.shutting_down:
             return False
+        name = self.settings.model_name
+        if name and name not in self.store.splits_view():
+            return False  # serving one model (KServe) that has nothing to serve is not ready
         workers = self.settings.workers
         return workers <= 1 or self.hub.ready_workers() >= workers
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, Overloaded
 from ..governance import audit
 from ..monitoring.metrics import LATENCY_BUCKETS, quantile
 from ..registry.layout import check_model_name, parse_version
@@ -30,6 +30,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 def routes(service: InferenceService) -> list[Route]:
     """Routes bound to ``service``."""
+    streams = [0]  # open event streams on this worker
 
     async def metrics(request: Request) -> Response:
         openmetrics = _prefers_openmetrics(request.headers.get("accept", ""))
@@ -45,10 +46,14 @@ def routes(service: InferenceService) -> list[Route]:
         return JSONResponse(await asyncio.to_thread(service.monitor, model, version))
 
     async def stream(request: Request) -> Response:
-        interval = _number(request, "interval", 1.0, 0.2, 60.0)
+        interval = _number(request, "interval", 1.0, 0.5, 60.0)
+        if streams[0] >= MAX_STREAMS:  # each stream merges and renders its own snapshots
+            raise Overloaded(
+                f"{MAX_STREAMS} event streams are open on this worker; try again later"
+            )
         limit = _number(request, "max_seconds", STREAM_MAX_SECONDS, 1.0, 3600.0)
         return StreamingResponse(
-            _snapshots(service, interval, limit),
+            _counted(streams, _snapshots(service, interval, limit)),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -93,6 +98,18 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     return value
 
 
+MAX_STREAMS = 16  # open event streams per worker
+
+
+async def _counted(counter: list[int], events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    counter[0] += 1
+    try:
+        async for chunk in events:
+            yield chunk
+    finally:
+        counter[0] -= 1
+
+
 async def _snapshots(
     service: InferenceService, interval: float, limit: float
 ) -> AsyncIterator[bytes]:
@@ -114,7 +131,9 @@ async def _snapshots(
             audit_seen = changed
         previous = {"time": now, "merged": merged}
         yield b"event: snapshot\ndata: " + orjson.dumps(event) + b"\n\n"
-        await asyncio.sleep(interval)
+        wake = time.monotonic() + interval
+        while not service.shutting_down and time.monotonic() < wake:
+            await asyncio.sleep(min(0.5, wake - time.monotonic()))
 
 
 def _audit_if_changed(
@@ -128,7 +147,11 @@ def _audit_if_changed(
         fingerprint = (st.st_ino, st.st_size, st.st_mtime_ns)
         if fingerprint == seen:
             return seen, []
-        return fingerprint, audit.latest(path, AUDIT_ENTRIES)
+        entries = audit.latest(path, AUDIT_ENTRIES)
+        for entry in entries:  # the stream is unauthenticated: no token hashes to guess at
+            if isinstance(entry.get("actor"), str):
+                entry["actor"] = entry["actor"].split(":", 1)[0]
+        return fingerprint, entries
     except OSError:
         return None, []
 

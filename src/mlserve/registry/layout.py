@@ -138,10 +138,10 @@ def scan_registry(root: Path, single_model: str = "") -> dict[str, ModelDir]:
         if entry.name.startswith(".") or not entry.is_dir():
             continue
         if not is_valid_model_name(entry.name):
-            log.warning("registry: skipping %r: not a valid model name", entry.name)
+            _warn_once(f"registry: skipping {entry.name!r}: not a valid model name")
             continue
         if not _inside(entry, root_resolved):
-            log.warning("registry: skipping %r: it leaves the registry directory", entry.name)
+            _warn_once(f"registry: skipping {entry.name!r}: it leaves the registry directory")
             continue
         models[entry.name] = ModelDir(
             entry.name, entry, _scan_versions(entry, entry.name, root_resolved)
@@ -155,15 +155,23 @@ def _scan_versions(entry: Path, name: str, root_resolved: Path) -> dict[int, Ver
         if sub.name.startswith(".") or not sub.is_dir():
             continue
         if _VERSION_RE.fullmatch(sub.name) is None:
-            log.warning("registry: skipping %s/%s: versions are positive integers", name, sub.name)
+            _warn_once(f"registry: skipping {name}/{sub.name}: versions are positive integers")
             continue
         if not _inside(sub, root_resolved):
-            log.warning(
-                "registry: skipping %s/%s: it leaves the registry directory", name, sub.name
-            )
+            _warn_once(f"registry: skipping {name}/{sub.name}: it leaves the registry directory")
             continue
         versions[int(sub.name)] = VersionDir(name, int(sub.name), sub)
     return versions
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Odd entries (e.g. ``lost+found`` on a fresh volume) are named once, not every scan."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
 
 
 def sha256_file(path: Path) -> str:

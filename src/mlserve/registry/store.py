@@ -265,11 +265,13 @@ class ModelStore(Generic[E]):
                 log.error("model %s: %s", name, exc)
                 if record is None or record.config is None:
                     self.models[name] = ModelRecord(name, mdir.path, None, str(exc))
+                    self.load_failures.setdefault(name, 0)
                 else:  # keep serving with the last good configuration
                     record.config_error = f"{exc} (still serving with the previous model.toml)"
                 return [f"{name}: model.toml invalid"]
             if record is None or record.config is None:
                 record = ModelRecord(name, mdir.path, config)
+                self.load_failures.setdefault(name, 0)  # exported from the first scan
                 self.models[name] = record
             else:
                 record.config, record.config_error = config, None

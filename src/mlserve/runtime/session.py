@@ -87,6 +87,16 @@ class ModelSession:
         except Exception as exc:  # onnxruntime raises several unrelated classes here
             raise ModelLoadError(f"onnxruntime could not load the model: {_short(exc)}") from exc
         self.providers = tuple(self.session.get_providers())
+        # A provider this build has can still fail to start (no driver, missing CUDA
+        # libraries): onnxruntime then runs on the next one without raising. Say so.
+        dropped = [p for p in providers if p not in self.providers]
+        if dropped:
+            note = (
+                f"{', '.join(dropped)} could not be initialised (driver or libraries missing?); "
+                f"running on {', '.join(self.providers)}"
+            )
+            log.warning("%s v%s: %s", model, version, note)
+            self.provider_note = f"{self.provider_note}; {note}" if self.provider_note else note
         self.inputs = tuple(_spec(arg, "input") for arg in self.session.get_inputs())
         self.outputs = tuple(_spec(arg, "output") for arg in self.session.get_outputs())
         self.input_specs = {s.name: s for s in self.inputs}
@@ -107,6 +117,7 @@ class ModelSession:
             self.io_device = device
         else:
             self.io_device = None
+        self.binding_fallbacks = 0  # bound runs that failed and were rerun unbound
         self.inline = True
         self.warmup: WarmupReport | None = None
         # Facts decided at load that users should see in the metadata (e.g. batching off).
@@ -124,7 +135,7 @@ class ModelSession:
                 except Exception:
                     # Bound runs report every failure as a generic RuntimeError; rerun
                     # unbound (failures only) so a bad input is still a 400, not a 500.
-                    pass
+                    self.binding_fallbacks += 1
             return self.session.run(names, feeds)  # type: ignore[no-any-return]
         except _OrtInvalidArgument as exc:
             raise InvalidInput(
@@ -148,6 +159,13 @@ class ModelSession:
         Raises ``ModelLoadError`` when a run fails or golden outputs differ.
         """
         feeds, golden, source = self._warmup_feeds(samples)
+        if self.io_device is not None:  # binding that fails here is switched off, with a note
+            try:
+                self._run_bound(feeds, self.output_names)
+            except Exception as exc:
+                self.notes.append(f"io_binding off: a bound run failed at warm-up ({_short(exc)})")
+                log.warning("%s v%s: %s", self.model, self.version, self.notes[-1])
+                self.io_device = None
         runs = max(1, self.execution.warmup_runs)
         timings = []
         outputs: list[np.ndarray] = []
@@ -213,6 +231,8 @@ class ModelSession:
             "execution_mode": "inline" if self.inline else "thread",
             "io_binding": self.io_device,
         }
+        if self.binding_fallbacks:
+            info["io_binding_fallbacks"] = self.binding_fallbacks
         if self.provider_note:
             info["provider_note"] = self.provider_note
         if self.notes:
