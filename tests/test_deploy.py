@@ -3,11 +3,13 @@ manifests (validated, and the server started the way they start it)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,18 @@ def _tool(name: str) -> str:
     path = BIN / name
     assert path.exists(), f"{name} is a test dependency (pip install -e '.[test]')"
     return str(path)
+
+
+def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200 (30 s at most) while ``proc`` keeps running."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        assert proc.poll() is None, log.read_text() if log else proc.returncode
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer 200 within 30 s")
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -149,14 +163,7 @@ def test_install_steps_in_a_fresh_environment(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            subprocess.run(["sleep", "0.1"])
+        _wait_for(url + "/v2/health/ready", server, tmp_path / "server.log")
         assert subprocess.run(health, env=env, capture_output=True).returncode == 0
         proxied = {**env, "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
         assert subprocess.run(health, env=proxied, capture_output=True).returncode == 0
@@ -300,14 +307,7 @@ def test_kserve_environment_and_bare_model_file(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None
-            subprocess.run(["sleep", "0.1"])
+        _wait_for(url + "/v2/health/ready", proc)
         x = np.ones((1, 20), np.float32)
         body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20],
                             "data": x.ravel().tolist()}]}  # fmt: skip
@@ -332,20 +332,14 @@ def test_one_model_with_nothing_to_serve_is_not_ready(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/v2/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            subprocess.run(["sleep", "0.1"])
-        subprocess.run(["sleep", "1"])  # the initial load of nothing has long finished
+        _wait_for(url + "/v2/health/live", proc)
+        time.sleep(1)  # the initial load of nothing has long finished
         assert httpx.get(url + "/v2/health/ready").status_code == 503
         write_version(tmp_path, "empty", 1, linear_model())  # the model arrives: ready
         for _ in range(100):
             if httpx.get(url + "/v2/health/ready").status_code == 200:
                 break
-            subprocess.run(["sleep", "0.2"])
+            time.sleep(0.2)
         assert httpx.get(url + "/v2/health/ready").status_code == 200
     finally:
         proc.terminate()
