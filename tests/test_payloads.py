@@ -786,3 +786,45 @@ def test_export_refuses_non_finite_and_reversed_time_bounds(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="--since is after --until"):
         export_payloads(tmp_path / "p", "m", since=1002, until=1001, out=out)
     assert export_payloads(tmp_path / "p", "m", since=1001, until=1003, out=out)["rows"] == 2
+
+
+def test_production_traffic_back_into_the_gate(tmp_path: Path) -> None:
+    """The loop the issue asks for: serve a published version with payload logging, join
+    labels that arrive later by request id, export, and validate the next version on it."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+
+    from mlserve.governance.gate import validate_version
+    from mlserve.governance.publish import publish
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 4)).astype(np.float32)
+    group = rng.integers(0, 2, 400)
+    y = (X[:, 0] + 0.3 * rng.normal(size=400) > 0).astype(np.int64)
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, X=X[:200])
+    registry = tmp_path / "registry"
+    est = LogisticRegression().fit(X[:200], y[:200])
+    publish(registry, "loop", reference=ref, estimator=est)
+    (registry / "loop" / "model.toml").write_text(
+        "[payloads]\nsample = 1.0\n[gate]\nmin_accuracy = 0.7\n"
+        "max_demographic_parity_difference = 0.5\n"
+    )
+    payload_dir = tmp_path / "payloads"
+    with running_server(registry, "--payload-dir", str(payload_dir)) as srv:
+        for i in range(200, 400):  # one row per request, each with its id
+            body = {"id": f"r{i}", "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4],
+                                               "data": X[i].tolist()}]}  # fmt: skip
+            assert httpx.post(srv.url + "/v2/models/loop/infer", json=body).status_code == 200
+    labels = tmp_path / "labels.csv"  # ground truth, known later
+    labels.write_text(
+        "id,label,group\n" + "".join(f"r{i},{y[i]},{group[i]}\n" for i in range(200, 400))
+    )
+    out = tmp_path / "eval.npz"
+    summary = export_payloads(payload_dir, "loop", out=out, labels=labels, registry=registry)
+    assert summary["rows"] == 200
+    report = validate_version(registry, "loop", 1, out, write=False)
+    expected = accuracy_score(y[200:], est.predict(X[200:]))
+    assert report.metrics["accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert report.passed, report.table()
+    assert report.evaluation["rows"] == 200 and report.evaluation["groups"] is True
