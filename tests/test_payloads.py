@@ -27,7 +27,8 @@ from onnx import TensorProto, helper
 from mlserve.config import PayloadConfig, ServerSettings
 from mlserve.errors import InvalidInput, MLServeError
 from mlserve.governance import payloads as payloads_module
-from mlserve.governance.payloads import PayloadLogger, export_payloads, parse_time
+from mlserve.governance.payload_export import export_payloads, parse_time
+from mlserve.governance.payloads import PayloadLogger
 from mlserve.http.infer import InferHandler
 from mlserve.monitoring.profile import build_profile, save_profile
 from mlserve.profiling import read_reference

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _payload_export_options(p: argparse.ArgumentParser) -> None:
-    """Options of ``mlserve payloads export`` (see ``governance.payloads.export_payloads``)."""
+    """Options of ``mlserve payloads export`` (``governance.payload_export.export_payloads``)."""
     p.add_argument("--dir", required=True, type=Path, help="the payload directory")
     p.add_argument("--model", required=True)
     p.add_argument("--version", type=int, dest="model_version", help="one version only")
@@ -390,7 +390,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _payloads_export(args: argparse.Namespace) -> int:
-    from .governance.payloads import export_payloads
+    from .governance.payload_export import export_payloads
 
     try:
         summary = export_payloads(

@@ -360,14 +360,10 @@ class InferenceService:
         stats = endpoint.stats
         if stats is None:
             return
-        if 400 <= exc.status_code < 500:  # the client's fault: invalid, by reason
-            stats.roles[role].failure(INVALID)
-            reason = exc.reason if isinstance(exc, InvalidInput) else "size"
-            self.hub.rejected(stats, reason)
-        elif isinstance(exc, Unavailable) or exc.status_code == 504:
-            stats.roles[role].failure(REJECTED)
-        else:
-            stats.roles[role].failure(ERROR)
+        outcome = _outcome(exc)
+        stats.roles[role].failure(outcome)
+        if outcome == INVALID:  # the client's fault: counted by reason too
+            self.hub.rejected(stats, exc.reason if isinstance(exc, InvalidInput) else "size")
 
     def count_failure(self, model: str, version: int | None, exc: MLServeError) -> None:
         """Account a request that failed before the service saw it (body, JSON, size)."""
@@ -454,12 +450,7 @@ class InferenceService:
                 runner = endpoint.explain_runner
             found, queue_s, infer_s = await occlusion.explain(runner, x, outputs, session.limits)
         except MLServeError as exc:
-            if 400 <= exc.status_code < 500:
-                self._count_explain(endpoint, INVALID)
-            elif isinstance(exc, Unavailable) or exc.status_code == 504:
-                self._count_explain(endpoint, REJECTED)
-            else:
-                self._count_explain(endpoint, ERROR)
+            self._count_explain(endpoint, _outcome(exc))
             raise
         except Exception:  # a bug: answered 500 by the transport, counted here
             self._count_explain(endpoint, ERROR)
@@ -822,6 +813,15 @@ def _profile(session: ModelSession) -> dict[str, Any] | None:
         return load_profile(path)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{REFERENCE_FILE} is invalid: {exc}") from exc
+
+
+def _outcome(exc: MLServeError) -> int:
+    """How a failed request counts: invalid (4xx), rejected (503/504) or error."""
+    if 400 <= exc.status_code < 500:
+        return INVALID
+    if isinstance(exc, Unavailable) or exc.status_code == 504:
+        return REJECTED
+    return ERROR
 
 
 def _routing_key(request: Any, header: str | None) -> str | None:
