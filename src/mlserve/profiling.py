@@ -29,12 +29,8 @@ from .monitoring.profile import build_profile
 
 __all__ = ["profile_from_file", "read_reference"]
 
-# ONNX input element types the data can be cast to.
-_FLOAT_INPUTS = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-}
+# Input datatypes the data can be cast to.
+_FLOAT_INPUTS = ("FP32", "FP64", "FP16")
 _CHUNK_ROWS = 65536  # rows per model run
 
 
@@ -213,51 +209,44 @@ def _stack(columns: list[NDArray[Any]], n_rows: int) -> NDArray[Any]:
 
 
 def _model_outputs(model: Path, X: NDArray[Any], names: Sequence[str]) -> dict[str, NDArray[Any]]:
-    """Run ``model`` on ``X`` (its single float input) and return every output by name."""
-    import onnxruntime as ort
+    """Run ``model`` on ``X`` (its single float input) and return every output by name.
+
+    The model runs as the server runs it (``ModelSession``, default execution settings), so
+    a profile made here equals the one ``mlserve publish`` writes."""
+    from .config import ExecutionConfig, InputPolicy
+    from .errors import MLServeError, ModelLoadError
+    from .runtime.session import ModelSession
 
     if not model.is_file():
         raise ValueError(f"model {model} does not exist or is not a file")
     try:
-        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
+        sess = ModelSession("profile", 0, model, ExecutionConfig(), InputPolicy(), 1 << 40)
+    except ModelLoadError as exc:
+        if "only tensors" in str(exc):
+            raise ValueError(
+                f"{exc}; only tensor outputs can be profiled "
+                "(for scikit-learn classifiers, export without ZipMap)"
+            ) from exc
         raise ValueError(f"cannot load model {model}: {exc}") from exc
-    inputs = sess.get_inputs()
-    if len(inputs) != 1:
-        listed = ", ".join(i.name for i in inputs)
-        raise ValueError(f"model {model} has {len(inputs)} inputs ({listed}); expected one")
-    inp = inputs[0]
-    dtype = _FLOAT_INPUTS.get(inp.type)
-    if dtype is None:
-        raise ValueError(f"model input {inp.name!r} is {inp.type}; expected a float tensor")
+    if len(sess.inputs) != 1:
+        listed = ", ".join(i.name for i in sess.inputs)
+        raise ValueError(f"model {model} has {len(sess.inputs)} inputs ({listed}); expected one")
+    inp = sess.inputs[0]
+    if inp.datatype not in _FLOAT_INPUTS:
+        raise ValueError(f"model input {inp.name!r} is {inp.datatype}; expected a float tensor")
     shape = list(inp.shape)
     if len(shape) != 2:
         raise ValueError(f"model input {inp.name!r} has shape {shape}; expected [rows, features]")
-    if isinstance(shape[1], int) and shape[1] != X.shape[1]:
+    if shape[1] >= 0 and shape[1] != X.shape[1]:
         raise ValueError(
             f"model input {inp.name!r} takes {shape[1]} features; the data has {X.shape[1]}"
         )
-    for o in sess.get_outputs():
-        if not o.type.startswith("tensor("):
-            raise ValueError(
-                f"model output {o.name!r} is {o.type}; only tensor outputs can be profiled "
-                "(for scikit-learn classifiers, export without ZipMap)"
-            )
     try:
-        x = X.astype(dtype)
+        x = X.astype(inp.dtype)
     except (TypeError, ValueError):
         text = [n for j, n in enumerate(names) if any(isinstance(v, str) for v in X[:, j])]
         raise ValueError(f"the data cannot be fed to model {model}: text columns {text}") from None
-    out_names = [o.name for o in sess.get_outputs()]
-    parts: dict[str, list[NDArray[Any]]] = {n: [] for n in out_names}
-    for start in range(0, x.shape[0], _CHUNK_ROWS):
-        try:
-            values = sess.run(out_names, {inp.name: x[start : start + _CHUNK_ROWS]})
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ValueError(f"running model {model} on the data failed: {exc}") from exc
-        for n, v in zip(out_names, values, strict=True):
-            v = np.asarray(v)
-            if v.ndim == 0:
-                raise ValueError(f"model output {n!r} is a scalar, not one value per row")
-            parts[n].append(v)
-    return {n: np.concatenate(p) for n, p in parts.items()}
+    try:
+        return sess.run_rows(x, _CHUNK_ROWS)
+    except MLServeError as exc:
+        raise ValueError(f"running model {model} on the data failed: {exc}") from exc

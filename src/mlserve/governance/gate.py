@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from .. import __version__
 from ..config import MODEL_CONFIG_FILE, GateConfig, ModelConfig, load_model_config, parse_routing
-from ..errors import ModelLoadError
+from ..errors import MLServeError, ModelLoadError
 from ..registry.layout import (
     MODEL_FILE,
     SAMPLES_FILE,
@@ -43,7 +43,6 @@ from . import metrics as m
 VALIDATION_FILE = "validation.json"
 SCHEMA_VERSION = 1
 ROUTING_FILE = "routing.json"
-_CHUNK = 65536
 _INT_KINDS = "iub"
 
 
@@ -345,14 +344,10 @@ def _session(version_dir: Path, config: ModelConfig, model: str, version: int) -
 
 def _predict(session: Any, X: NDArray[Any]) -> dict[str, NDArray[Any]]:
     spec = _feature_input(session)
-    x = X.astype(spec.dtype, copy=False)
-    names = session.output_names
-    parts: dict[str, list[NDArray[Any]]] = {n: [] for n in names}
-    for start in range(0, len(x), _CHUNK):
-        values = session.session.run(names, {spec.name: x[start : start + _CHUNK]})
-        for n, v in zip(names, values, strict=True):
-            parts[n].append(np.asarray(v))
-    return {n: np.concatenate(p) for n, p in parts.items()}
+    try:
+        return session.run_rows(X.astype(spec.dtype, copy=False))  # type: ignore[no-any-return]
+    except MLServeError as exc:
+        raise GateError(f"the model fails on the evaluation data: {exc}") from exc
 
 
 def _feature_input(session: Any) -> Any:

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import __version__
+from ..errors import MLServeError, ModelLoadError
 from ..monitoring.profile import build_profile, save_profile
 from ..registry.layout import LINEAGE_FILE, MODEL_FILE, SAMPLES_FILE, is_valid_model_name
 
@@ -133,7 +134,8 @@ def publish(
         source["onnx_file"] = path.name
     else:
         blob = _convert(estimator, model, X.shape[1], input_name, target_opset)
-    session, input_name, x = _session(blob, X)
+    with tempfile.TemporaryDirectory() as scratch:  # outside the registry: nothing appears
+        session, input_name, x = _session(blob, X, Path(scratch))
     outputs = _run(session, x)
     max_error = None
     if estimator is not None:
@@ -246,43 +248,31 @@ def _convert(estimator: Any, model: str, n_features: int, input_name: str, opset
     return bytes(onx.SerializeToString())
 
 
-def _session(blob: bytes, X: NDArray[Any]) -> tuple[Any, str, NDArray[Any]]:
-    import onnxruntime as ort
+def _session(blob: bytes, X: NDArray[Any], directory: Path) -> tuple[Any, str, NDArray[Any]]:
+    """The model as the server would load it (``ModelSession``), its input's name, and the
+    reference rows cast to that input's type."""
+    from ..config import ExecutionConfig, InputPolicy
+    from ..runtime.session import ModelSession
 
+    path = directory / MODEL_FILE
+    path.write_bytes(blob)
     try:
-        sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises several unrelated classes
-        raise PublishError(f"onnxruntime cannot load the model: {exc}") from exc
-    inputs = sess.get_inputs()
-    if len(inputs) != 1:
-        raise PublishError(f"the model has {len(inputs)} inputs; publish handles one")
-    kinds = {"tensor(float)": np.float32, "tensor(double)": np.float64}
-    dtype = kinds.get(inputs[0].type)
-    if dtype is None:
-        raise PublishError(f"model input {inputs[0].name!r} is {inputs[0].type}; expected float")
-    for o in sess.get_outputs():
-        if not o.type.startswith("tensor("):
-            raise PublishError(
-                f"model output {o.name!r} is {o.type}: plain tensor outputs are needed "
-                "(export classifiers without ZipMap)"
-            )
-    return sess, inputs[0].name, np.ascontiguousarray(X, dtype=dtype)
+        session = ModelSession("publish", 0, path, ExecutionConfig(), InputPolicy(), 1 << 40)
+    except ModelLoadError as exc:
+        raise PublishError(str(exc)) from exc
+    if len(session.inputs) != 1:
+        raise PublishError(f"the model has {len(session.inputs)} inputs; publish handles one")
+    spec = session.inputs[0]
+    if spec.datatype not in ("FP32", "FP64"):
+        raise PublishError(f"model input {spec.name!r} is {spec.datatype}; expected FP32 or FP64")
+    return session, spec.name, np.ascontiguousarray(X, dtype=spec.dtype)
 
 
 def _run(session: Any, x: NDArray[Any]) -> dict[str, NDArray[Any]]:
-    names = [o.name for o in session.get_outputs()]
-    parts: dict[str, list[NDArray[Any]]] = {n: [] for n in names}
     try:
-        for start in range(0, len(x), 65536):
-            for n, v in zip(
-                names,
-                session.run(names, {session.get_inputs()[0].name: x[start : start + 65536]}),
-                strict=True,
-            ):
-                parts[n].append(np.asarray(v))
-    except Exception as exc:  # onnxruntime raises its own types
+        return session.run_rows(x)  # type: ignore[no-any-return]
+    except MLServeError as exc:
         raise PublishError(f"the model fails on the reference data: {exc}") from exc
-    return {n: np.concatenate(p) for n, p in parts.items()}
 
 
 def _compare(
