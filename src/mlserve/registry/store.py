@@ -421,7 +421,8 @@ class ModelStore(Generic[E]):
                 rec.lineage = vdir.lineage()
             except ValueError as exc:
                 raise ModelLoadError(str(exc)) from exc
-            rec.gate = gate_status(vdir.path, config.gate)
+            # incomplete_reason() has just checked model.onnx against lineage's sha256
+            rec.gate = gate_status(vdir.path, config.gate, vdir.expected_sha256())
             rec.session = self._loader(vdir, config, self.settings)
             rec.endpoint = self._prepare(rec.session, config)
         except Exception as exc:  # whatever goes wrong, only this version fails
