@@ -166,6 +166,12 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
             f"{count} values, 'data' holds {len(data)}",
             reason="data",
         )
+    if target.kind == "O":
+        return _decode_strings(spec, data, shape, count)
+    # numpy would infer a fixed-width str dtype as wide as the longest string for every
+    # element: one long string among many short ones must not allocate count × its size.
+    if data and not _numbers_only(data) and _leaf_types(data) & {str, bytes}:
+        raise _wrong_kind(spec)
     try:
         # Infer first, then check the kind: np.array(["1.5"], dtype=float32) would accept
         # strings silently; a V2 FP32 tensor must carry JSON numbers.
@@ -180,7 +186,7 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
             f"{count} values, 'data' holds {raw.size}",
             reason="data",
         )
-    if raw.ndim != 1 and raw.shape != shape:
+    if raw.ndim != 1 and raw.shape != shape and not _empty_prefix(raw.shape, shape):
         raise InvalidInput(
             f"input {spec.name!r}: nested 'data' has shape "
             f"{_shape_text(list(raw.shape))}, 'shape' says "
@@ -191,20 +197,15 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
         # numpy infers float64 or object for integers beyond int64: convert those exactly.
         raw = _big_integers(spec, data)
     if count and raw.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
-        raise InvalidInput(
-            f"input {spec.name!r} ({spec.datatype}) must hold JSON {_KIND_WORDS[target.kind]}",
-            reason="data",
-        )
+        raise _wrong_kind(spec)
     if target.kind in "iu" and count and raw.dtype != target:
         low, high = _INT_RANGE[target.char]
         if raw.min() < low or raw.max() > high:
             raise _out_of_range(spec)
-    if target.kind == "O":
-        # numpy turns numbers among strings into strings: check each element instead.
-        return np.array(_flatten(spec, data, str), dtype=object).reshape(shape)
-    if target.kind != "f" or raw.dtype.kind != "f":
-        # Integers, booleans, and JSON integers into floats: no NaN, no overflow.
+    if target.kind != "f":
+        # Integers and booleans: no NaN, no overflow.
         return raw.astype(target, copy=False).reshape(shape)
+    # Floats, and JSON integers into floats (70000 overflows FP16): the NaN policy applies.
     try:
         array = raw.astype(target, copy=False).reshape(shape)
     except RuntimeWarning:  # overflow where warnings are errors; the server ignores it
@@ -215,6 +216,75 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
     if count and not limits.allow_nan and not np.isfinite(array).all():
         raise _not_finite(spec)
     return array
+
+
+def _decode_strings(
+    spec: TensorSpec, data: list[Any], shape: tuple[int, ...], count: int
+) -> np.ndarray:
+    """BYTES: an object array of the request's own str objects (no fixed-width copy)."""
+    try:
+        raw = np.array(data, dtype=object)  # ragged nesting leaves lists as elements
+    except ValueError as exc:
+        raise InvalidInput(
+            f"input {spec.name!r}: 'data' is ragged or mixed ({_first_line(exc)})", reason="data"
+        ) from None
+    if raw.shape != shape and not (raw.ndim == 1 and raw.size == count):
+        if _empty_prefix(raw.shape, shape):
+            return np.empty(shape, dtype=object)
+        if raw.ndim == 1 or raw.size != count:
+            raise InvalidInput(
+                f"input {spec.name!r}: shape {_shape_text(list(shape))} needs "
+                f"{count} values, 'data' holds {raw.size}",
+                reason="data",
+            )
+        raise InvalidInput(
+            f"input {spec.name!r}: nested 'data' has shape "
+            f"{_shape_text(list(raw.shape))}, 'shape' says "
+            f"{_shape_text(list(shape))}",
+            reason="data",
+        )
+    if count and set(map(type, raw.flat)) != {str}:
+        raise _wrong_kind(spec)
+    return raw.reshape(shape)
+
+
+def _empty_prefix(found: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Nested ``data`` of an empty tensor ends at its first zero dimension: ``[[], []]`` is
+    all that JSON can say of shape ``[2, 0, 3]``."""
+    return bool(found) and found[-1] == 0 and found == shape[: len(found)]
+
+
+def _numbers_only(data: list[Any]) -> bool:
+    """Whether flat or 2-D ``data`` holds only JSON numbers and booleans, at C speed."""
+    try:
+        if type(data[0]) is list:
+            sum(map(sum, data))
+        else:
+            sum(data)
+    except (TypeError, OverflowError):  # a str, None, dict, deeper list, or huge int
+        return False
+    return True
+
+
+def _leaf_types(data: list[Any]) -> set[type]:
+    """The types of every non-list value in nested ``data`` (iterative: no recursion limit)."""
+    kinds: set[type] = set()
+    stack = [data]
+    while stack:
+        items = stack.pop()
+        found = set(map(type, items))
+        if list in found:
+            found.discard(list)
+            stack.extend(item for item in items if type(item) is list)
+        kinds |= found
+    return kinds
+
+
+def _wrong_kind(spec: TensorSpec) -> InvalidInput:
+    return InvalidInput(
+        f"input {spec.name!r} ({spec.datatype}) must hold JSON {_KIND_WORDS[spec.dtype.kind]}",
+        reason="data",
+    )
 
 
 def _not_finite(spec: TensorSpec) -> InvalidInput:
@@ -257,11 +327,7 @@ def _flatten(spec: TensorSpec, data: list[Any], kind: type) -> list[Any]:
             elif type(item) is kind:
                 flat.append(item)
             else:
-                raise InvalidInput(
-                    f"input {spec.name!r} ({spec.datatype}) must hold JSON "
-                    f"{_KIND_WORDS[spec.dtype.kind]}",
-                    reason="data",
-                )
+                raise _wrong_kind(spec)
 
     walk(data)
     return flat
