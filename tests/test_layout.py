@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from mlserve.registry.layout import (
     check_model_name,
     is_valid_model_name,
     parse_version,
+    remove_stale_staged,
     scan_registry,
     sha256_file,
 )
@@ -347,3 +350,16 @@ def test_sha256_file_matches_hashlib(tmp_path, size):
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_staged_files_a_crash_left_are_removed_once_old(tmp_path: Path) -> None:
+    target = tmp_path / "routing.json"
+    old = tmp_path / ".routing.json.abc123"
+    fresh = tmp_path / ".routing.json.def456"  # another process's change in progress
+    other = tmp_path / ".model.toml.xyz"
+    for f in (old, fresh, other):
+        f.write_text("{}")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    os.utime(other, (time.time() - 3600, time.time() - 3600))
+    assert remove_stale_staged(target) == 1
+    assert not old.exists() and fresh.exists() and other.exists()

@@ -6,12 +6,15 @@ complete, and which names are acceptable. Building sessions is the store's job.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import tempfile
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,7 @@ BARE_VERSION_FILES = (
     "reference.json",
     "validation.json",
 )
+MODEL_LEVEL_FILES = ("model.toml", "routing.json")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,17}")
@@ -70,6 +74,8 @@ class VersionDir:
     # model.onnx beside model.toml and routing.json names its own, so that those changing
     # do not look like a new version.
     files: tuple[str, ...] | None = None
+    # The registry directory, resolved: no file of the version may lead out of it.
+    registry: Path | None = field(default=None, compare=False)
 
     @property
     def model_file(self) -> Path:
@@ -77,6 +83,14 @@ class VersionDir:
 
     def incomplete_reason(self) -> str | None:
         """Why this version cannot be loaded yet, or ``None`` when it is complete."""
+        if self.registry is not None:
+            names = self.files if self.files is not None else _entries(self.path)
+            escaping = leaving_registry(self.path, names, self.registry)
+            if escaping:
+                return (
+                    f"refused: {', '.join(escaping)} leads out of the registry directory "
+                    "(a symlink); nothing outside the registry is read"
+                )
         if not self.model_file.is_file():
             return f"incomplete: no {MODEL_FILE} in the version directory"
         expected = self.expected_sha256()
@@ -117,6 +131,8 @@ class ModelDir:
     name: str
     path: Path
     versions: dict[int, VersionDir] = field(default_factory=dict)
+    # Model-level files (model.toml, routing.json) that lead out of the registry: refused.
+    escaping: tuple[str, ...] = ()
 
 
 def scan_registry(root: Path, single_model: str = "") -> dict[str, ModelDir]:
@@ -130,8 +146,11 @@ def scan_registry(root: Path, single_model: str = "") -> dict[str, ModelDir]:
     root_resolved = root.resolve()
     if single_model:
         model = ModelDir(single_model, root, _scan_versions(root, single_model, root_resolved))
+        model.escaping = tuple(leaving_registry(root, MODEL_LEVEL_FILES, root_resolved))
         if not model.versions and (root / MODEL_FILE).is_file():
-            model.versions[1] = VersionDir(single_model, 1, root, files=BARE_VERSION_FILES)
+            model.versions[1] = VersionDir(
+                single_model, 1, root, files=BARE_VERSION_FILES, registry=root_resolved
+            )
         return {single_model: model}
     models: dict[str, ModelDir] = {}
     for entry in sorted(root.iterdir()):
@@ -144,7 +163,10 @@ def scan_registry(root: Path, single_model: str = "") -> dict[str, ModelDir]:
             _warn_once(f"registry: skipping {entry.name!r}: it leaves the registry directory")
             continue
         models[entry.name] = ModelDir(
-            entry.name, entry, _scan_versions(entry, entry.name, root_resolved)
+            entry.name,
+            entry,
+            _scan_versions(entry, entry.name, root_resolved),
+            tuple(leaving_registry(entry, MODEL_LEVEL_FILES, root_resolved)),
         )
     return models
 
@@ -160,8 +182,25 @@ def _scan_versions(entry: Path, name: str, root_resolved: Path) -> dict[int, Ver
         if not _inside(sub, root_resolved):
             _warn_once(f"registry: skipping {name}/{sub.name}: it leaves the registry directory")
             continue
-        versions[int(sub.name)] = VersionDir(name, int(sub.name), sub)
+        versions[int(sub.name)] = VersionDir(name, int(sub.name), sub, registry=root_resolved)
     return versions
+
+
+def leaving_registry(directory: Path, names: Iterable[str], root_resolved: Path) -> list[str]:
+    """The entries of ``directory`` among ``names`` that resolve outside the registry."""
+    out = []
+    for name in names:
+        path = directory / name
+        if path.is_symlink() and not _inside(path, root_resolved):
+            out.append(name)
+    return out
+
+
+def _entries(directory: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in directory.iterdir())
+    except OSError:
+        return []
 
 
 _warned: set[str] = set()
@@ -188,6 +227,13 @@ def _inside(path: Path, root_resolved: Path) -> bool:
 
 def write_atomically(path: Path, text: str) -> None:
     """Write, fsync, rename: readers (and a crash) see the old file or the new, never half."""
+    commit_staged(stage_file(path, text), path)
+
+
+def stage_file(path: Path, text: str) -> Path:
+    """Write ``text`` to a hidden temporary file beside ``path`` and fsync it; the caller
+    renames it into place with ``commit_staged`` (or removes it). On failure (a full disk)
+    nothing is left behind."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -195,12 +241,46 @@ def write_atomically(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def remove_stale_staged(path: Path, older_than: float = 600.0) -> int:
+    """Remove files staged for ``path`` that a crash left behind (a SIGKILL between
+    ``stage_file`` and ``commit_staged``); only those older than ``older_than`` seconds, so
+    another process's change in progress is never touched. Returns how many."""
+    removed = 0
+    cutoff = time.time() - older_than
+    for tmp in path.parent.glob(f".{path.name}.*"):
+        with contextlib.suppress(OSError):
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def commit_staged(tmp: Path, path: Path) -> None:
+    """Rename a staged file over ``path`` and fsync the directory, so the rename itself
+    survives a crash; ``tmp`` is removed if the rename fails."""
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def remove_durably(path: Path) -> None:
+    """Unlink ``path`` (absent is fine) and fsync its directory."""
+    path.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

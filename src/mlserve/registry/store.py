@@ -9,8 +9,10 @@ update. It knows neither HTTP nor metric objects.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,16 +35,29 @@ from ..errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
+    StorageFull,
     VersionNotFound,
 )
 from ..governance.gate import GateStatus, gate_status
 from ..routing.policy import Split
 from ..runtime.session import ModelSession, load_version
-from .layout import ModelDir, VersionDir, scan_registry, write_atomically
+from .layout import (
+    ModelDir,
+    VersionDir,
+    commit_staged,
+    leaving_registry,
+    remove_durably,
+    remove_stale_staged,
+    scan_registry,
+    stage_file,
+)
 
 log = logging.getLogger("mlserve.registry")
 
 ROUTING_FILE = "routing.json"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# An absolute path in a message (``/x/y``, not ``a/b`` or ``1/2``), up to a quote or space.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~<>-])/[^\s'\"]+")
 
 
 class VersionState(str, Enum):
@@ -260,8 +275,14 @@ class ModelStore(Generic[E]):
         if config_changed:
             self._config_fp[name] = config_fp
             try:
+                if mdir.escaping:
+                    raise ConfigError(
+                        f"refused: {', '.join(mdir.escaping)} leads out of the registry "
+                        "directory (a symlink); nothing outside the registry is read"
+                    )
                 config = load_model_config(mdir.path)
             except ConfigError as exc:
+                exc = ConfigError(self._scrub(str(exc)))
                 log.error("model %s: %s", name, exc)
                 if record is None or record.config is None:
                     self.models[name] = ModelRecord(name, mdir.path, None, str(exc))
@@ -326,6 +347,9 @@ class ModelStore(Generic[E]):
         fp = _fingerprint(path) if path.exists() else ()
         if fp == self._routing_fp.get(record.name, ()):
             return []
+        if leaving_registry(record.path, (ROUTING_FILE,), self.root.resolve()):
+            log.error("model %s: %s leads out of the registry: ignored", record.name, ROUTING_FILE)
+            return []
         self._routing_fp[record.name] = fp
         if not fp:
             record.routing_override = None
@@ -376,29 +400,70 @@ class ModelStore(Generic[E]):
         self,
         model: str,
         update: Callable[[RoutingConfig, set[int]], RoutingConfig | None],
+        audit: Callable[[RoutingConfig, RoutingConfig], None] | None = None,
     ) -> tuple[RoutingConfig, RoutingConfig]:
         """Change a model's routing override atomically: re-read ``routing.json`` (another
         worker may have written it), apply ``update(current, ready_versions)`` under the
-        lock, persist (write, fsync, rename) and publish. Returns (before, after).
-        ``update`` may raise to refuse; returning ``None`` removes the override."""
+        lock, persist and publish. Returns (before, after). ``update`` may raise to refuse;
+        returning ``None`` removes the override.
+
+        The order makes a crash (SIGKILL, power loss) at any point leave the old state or
+        the new one, and never a change in force that the audit log lacks: the new file is
+        written and fsynced under a hidden name, then ``audit(before, after)`` appends (and
+        fsyncs) its record, then the file is renamed into place and the directory fsynced,
+        then the change is applied in memory. A failure before the rename (a full disk)
+        changes nothing and leaves no temporary file: ``StorageFull`` (507) when out of
+        space. A crash between the audit record and the rename leaves a record of a change
+        that did not happen; never the reverse."""
         with self._lock:
             record = self.record(model)
             self._sync_routing(record)
             before = record.routing
             routing = update(before, set(record.ready_versions()))
+            after = (
+                routing
+                if routing is not None
+                else (record.config.routing if record.config is not None else RoutingConfig())
+            )
             path = record.path / ROUTING_FILE
+            staged = None
             try:
-                if routing is None:
-                    path.unlink(missing_ok=True)
-                else:
+                if remove_stale_staged(path):
+                    log.info("model %s: removed routing files a crash left staged", model)
+                if routing is not None:
                     text = json.dumps(dataclasses.asdict(routing), indent=1) + "\n"
-                    write_atomically(path, text)
+                    staged = stage_file(path, text)
+                if audit is not None:
+                    audit(before, after)
+                if staged is not None:
+                    commit_staged(staged, path)
+                    staged = None
+                else:
+                    remove_durably(path)
             except OSError as exc:
-                raise ModelNotReady(f"routing of {model!r} cannot be saved: {exc}") from exc
+                if exc.errno in _NO_SPACE:
+                    raise StorageFull(
+                        f"routing of {model!r} cannot be saved: no space left on the device "
+                        "holding the registry or the audit log; nothing was changed"
+                    ) from exc
+                # strerror, not str(exc): the latter names the server's path.
+                raise ModelNotReady(
+                    f"routing of {model!r} cannot be saved: {exc.strerror or 'I/O error'}"
+                ) from exc
+            finally:
+                if staged is not None:
+                    staged.unlink(missing_ok=True)
             record.routing_override = routing
             self._routing_fp[model] = _fingerprint(path) if path.exists() else ()
             self._publish()
             return before, record.routing
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with paths made relative to the registry and any other absolute path
+        hidden: load-failure reasons and configuration errors are shown to clients."""
+        for root in dict.fromkeys((str(self.root.resolve()), str(self.root))):
+            text = text.replace(root + "/", "").replace(root, "<registry>")
+        return _ABSOLUTE_PATH.sub("<path>", text)
 
     def _retire(self, name: str, version: int) -> None:
         rec = self.models[name].versions.pop(version)
@@ -431,8 +496,9 @@ class ModelStore(Generic[E]):
             rec.state = VersionState.FAILED
             self.load_failures[vdir.model] = self.load_failures.get(vdir.model, 0) + 1
             # Never expose server paths in a reason that clients can read.
-            rec.reason = str(exc).replace(str(vdir.path), f"{vdir.model}/{vdir.version}")
-            rec.reason = rec.reason.replace(str(self.root), "<registry>")
+            rec.reason = self._scrub(
+                str(exc).replace(str(vdir.path), f"{vdir.model}/{vdir.version}")
+            )
             log.error(
                 "model %s version %s failed to load: %s", vdir.model, vdir.version, rec.reason
             )

@@ -9,6 +9,7 @@ once, from warm-up timing.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import onnxruntime as ort
 
 from ..config import ExecutionConfig, InputPolicy
 from ..errors import InferenceFailed, InvalidInput, ModelLoadError
+from .external_data import check_external_data
 from .tensors import ONNX_TO_V2, InputLimits, TensorSpec
 
 log = logging.getLogger("mlserve.runtime")
@@ -80,12 +82,19 @@ class ModelSession:
         options.inter_op_num_threads = execution.inter_op_threads
         options.graph_optimization_level = _OPT_LEVELS[execution.graph_optimization]
         options.log_severity_level = 4  # failures are translated and logged by us
+        check_external_data(path)  # before onnxruntime opens any file the model names
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=providers
             )
         except Exception as exc:  # onnxruntime raises several unrelated classes here
-            raise ModelLoadError(f"onnxruntime could not load the model: {_short(exc)}") from exc
+            # Its messages name absolute paths: make them relative before cutting them short.
+            text = str(exc)
+            for directory in {str(path.parent.resolve()), str(path.parent)}:
+                text = text.replace(directory, f"{model}/{version}")
+            raise ModelLoadError(
+                f"onnxruntime could not load the model: {_short(RuntimeError(text))}"
+            ) from exc
         self.providers = tuple(self.session.get_providers())
         # A provider this build has can still fail to start (no driver, missing CUDA
         # libraries): onnxruntime then runs on the next one without raising. Say so.
@@ -345,4 +354,12 @@ def _short(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if text.startswith("[ONNXRuntimeError]"):
         text = text.split(":", 3)[-1].strip()
+    # Kernel failures name onnxruntime's source file and C++ function
+    # ("/onnxruntime_src/…/reshape_helper.h:61 onnxruntime::ReshapeHelper::ReshapeHelper(…)
+    # <the check that failed>"): no server paths in an answer, keep the check.
+    text = _ORT_SOURCE.sub("", text)
     return text.splitlines()[0][:300]
+
+
+# "Status Message: " then a source path with line, a C++ signature, and the message.
+_ORT_SOURCE = re.compile(r"(?:/\S+\.(?:h|cc|cpp|hpp):\d+ )(?:[\w:~<>]+\(.*?\)(?: const)? )?")

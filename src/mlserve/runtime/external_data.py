@@ -1,0 +1,175 @@
+"""ONNX external data: tensors whose bytes live in another file must stay in the version.
+
+An ONNX initializer (or a tensor in a node attribute, a subgraph, a function, a sparse
+tensor) may keep its data in a file named by its ``external_data`` ``location`` entry,
+relative to the model file. A hostile model could name ``../../etc/shadow``, an absolute
+path, or a symlink beside it that leads out of the registry. onnxruntime ≥ 1.17 refuses
+most of these itself, but its message carries absolute server paths and older builds do
+not check at all, so every version is checked here before onnxruntime opens it.
+
+The check reads ``model.onnx``'s protobuf wire format directly (``onnx`` is not a runtime
+dependency): a model with no ``location`` bytes anywhere (nearly every model) costs one
+``mmap.find``; only the others are walked, and only along the messages that can hold
+tensors.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+
+from ..errors import ModelLoadError
+
+# Field numbers from onnx.proto: which fields of which message lead to tensors.
+_MODEL = {7: "graph", 20: "training", 25: "function"}
+_GRAPH = {1: "node", 5: "tensor", 15: "sparse"}
+_NODE = {5: "attribute"}
+_ATTRIBUTE = {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"}
+_SPARSE = {1: "tensor", 2: "tensor"}
+_FUNCTION = {7: "node"}
+_TRAINING = {1: "graph", 2: "graph"}
+_MESSAGES = {
+    "graph": _GRAPH,
+    "node": _NODE,
+    "attribute": _ATTRIBUTE,
+    "sparse": _SPARSE,
+    "function": _FUNCTION,
+    "training": _TRAINING,
+}
+_TENSOR_NAME, _TENSOR_EXTERNAL = 8, 13
+_MAX_DEPTH = 64  # subgraphs within subgraphs; onnxruntime itself refuses far less
+
+
+class _Malformed(Exception):
+    """Not a protobuf this walker can read: left for onnxruntime to refuse."""
+
+
+def check_external_data(model_file: Path) -> None:
+    """Raise ``ModelLoadError`` when a tensor of ``model_file`` keeps its data outside the
+    model file's directory (an absolute location, ``..``, or a symlink leading out)."""
+    try:
+        with model_file.open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return  # onnxruntime refuses an empty file with its own reason
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                if mm.find(b"location") < 0:
+                    return  # no external data can be named without that key
+                view = memoryview(mm)
+                try:
+                    references = _references(view)
+                except _Malformed:
+                    return
+                finally:
+                    view.release()
+    except OSError as exc:
+        raise ModelLoadError(f"{model_file.name} cannot be read: {exc.strerror}") from None
+    base = os.path.realpath(model_file.parent)
+    for tensor, location in references:
+        _check_location(model_file.name, base, tensor, location)
+
+
+def _check_location(model: str, base: str, tensor: str, location: str) -> None:
+    what = f"{model}: tensor {tensor[:80]!r} keeps its data"
+    if (
+        "\x00" in location
+        or os.path.isabs(location)
+        or location.startswith(("/", "\\"))
+        or (len(location) > 1 and location[1] == ":")  # C:\..., refused on every platform
+    ):
+        raise ModelLoadError(
+            f"{what} at an absolute path; external data must be a file in the version directory"
+        )
+    resolved = os.path.realpath(os.path.join(base, location))
+    if resolved != base and not resolved.startswith(base + os.sep):
+        raise ModelLoadError(
+            f"{what} outside the version directory (external data location "
+            f"{location[:100]!r}); external data must be a file in the version directory"
+        )
+
+
+def _references(buf: memoryview) -> list[tuple[str, str]]:
+    """(tensor name, location) of every tensor with an external data location."""
+    found: list[tuple[str, str]] = []
+    _walk(buf, 0, len(buf), _MODEL, found, 0)
+    return found
+
+
+def _walk(
+    buf: memoryview,
+    pos: int,
+    end: int,
+    fields: dict[int, str],
+    found: list[tuple[str, str]],
+    depth: int,
+) -> None:
+    if depth > _MAX_DEPTH:
+        raise ModelLoadError(f"the model nests subgraphs deeper than {_MAX_DEPTH} levels")
+    for number, start, stop in _fields(buf, pos, end):
+        kind = fields.get(number)
+        if kind is None or start < 0:
+            continue
+        if kind == "tensor":
+            _tensor(buf, start, stop, found)
+        else:
+            _walk(buf, start, stop, _MESSAGES[kind], found, depth + 1)
+
+
+def _tensor(buf: memoryview, pos: int, end: int, found: list[tuple[str, str]]) -> None:
+    name = ""
+    location = None
+    for number, start, stop in _fields(buf, pos, end):
+        if number == _TENSOR_NAME and start >= 0:
+            name = bytes(buf[start:stop]).decode("utf-8", "replace")
+        elif number == _TENSOR_EXTERNAL and start >= 0:
+            key = value = b""
+            for n, s, e in _fields(buf, start, stop):
+                if n == 1 and s >= 0:
+                    key = bytes(buf[s:e])
+                elif n == 2 and s >= 0:
+                    value = bytes(buf[s:e])
+            if key == b"location":
+                location = value.decode("utf-8", "replace")
+    if location is not None:
+        found.append((name, location))
+
+
+def _fields(buf: memoryview, pos: int, end: int) -> list[tuple[int, int, int]]:
+    """(field number, start, stop) of each field in ``buf[pos:end]``; start is -1 for
+    fields that are not length-delimited."""
+    out = []
+    while pos < end:
+        tag, pos = _varint(buf, pos, end)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos, end)
+            out.append((number, -1, -1))
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if pos + length > end:
+                raise _Malformed
+            out.append((number, pos, pos + length))
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:  # groups (deprecated) or garbage
+            raise _Malformed
+    if pos != end:
+        raise _Malformed
+    return out
+
+
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < end:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            break
+    raise _Malformed
