@@ -1,0 +1,909 @@
+"""The OpenAPI 3.0 document of every HTTP endpoint, served at ``GET /v2/openapi.json``.
+
+The document is built once, at import, from the same constants the routes use (datatypes,
+error codes, media types), and served as pre-rendered bytes. It describes the Open Inference
+Protocol routes (health, metadata, infer with the binary tensor extension), explain, the
+monitoring routes, the dashboard, the admin and model repository routes (bearer security),
+and itself. Every status an operation can answer is listed; every error body is
+``{"error": str, "code": str}`` with the codes of ``errors.py`` for that status.
+``tests/test_openapi_fuzz.py`` checks it against the app's routes and fuzzes the live server
+against it with schemathesis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..runtime.tensors import V2_TO_NUMPY
+from . import dashboard, monitor
+
+__all__ = ["DOCUMENT", "OPENAPI_PATH", "build_document", "routes"]
+
+OPENAPI_PATH = "/v2/openapi.json"
+
+Schema = dict[str, Any]
+
+_MODEL = "/v2/models/{model}"
+_VERSION = "/v2/models/{model}/versions/{version}"
+_ADMIN = "/v2/admin/models/{model}"
+
+# Per status: what the error body's ``code`` can be, and what the status means.
+_ERRORS: dict[int, tuple[tuple[str, ...], str]] = {
+    400: (
+        ("invalid_input",),
+        "The request is invalid: malformed JSON, a tensor that does not fit the model "
+        "(names, shapes, datatypes, values, limits), a bad model name or version, a bad "
+        "query parameter or routing change.",
+    ),
+    401: (("unauthorized",), "No valid `Authorization: Bearer <token>` header."),
+    403: (
+        ("forbidden",),
+        "The admin API is disabled: the server has no `MLSERVE_ADMIN_TOKEN`.",
+    ),
+    408: (
+        ("request_timeout",),
+        "The request body did not arrive within the server's body timeout; the connection "
+        "is closed after the answer.",
+    ),
+    404: (
+        ("model_not_found", "version_not_found", "not_found"),
+        "No such model or version (or the path matches no route).",
+    ),
+    409: (
+        ("gate_not_passed", "not_explainable"),
+        "The version has not passed its validation gate (`require_gate`), or cannot be "
+        "explained; retrying will not help.",
+    ),
+    413: (("payload_too_large",), "The request body is over the server's limit."),
+    414: (
+        ("uri_too_long",),
+        "The request URL is over the request-head limit (`--max-header-bytes`); the "
+        "connection is closed.",
+    ),
+    431: (
+        ("headers_too_large",),
+        "The request head is over `--max-header-bytes` or has more than 256 headers; the "
+        "connection is closed.",
+    ),
+    500: (
+        ("internal", "inference_failed"),
+        "The runtime failed on a valid input (`inference_failed`), or a bug (`internal`, "
+        "logged; the body carries no details).",
+    ),
+    503: (
+        ("unavailable", "model_not_ready", "overloaded", "server_not_ready"),
+        "Not available now (loading, failed, draining, overloaded); retry after `Retry-After`.",
+    ),
+    504: (("queue_timeout",), "The request waited in the batching queue past its timeout."),
+    507: (("storage_full",), "The change could not be written: the disk is full."),
+}
+_RESPONSE_NAMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    408: "RequestTimeout",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    414: "URITooLong",
+    431: "HeadersTooLarge",
+    500: "InternalError",
+    503: "Unavailable",
+    504: "QueueTimeout",
+    507: "InsufficientStorage",
+}
+
+
+def _ref(kind: str, name: str) -> Schema:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _schema(name: str) -> Schema:
+    return _ref("schemas", name)
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"allOf": [schema], "nullable": True}
+
+
+def _json(schema: Schema) -> Schema:
+    return {"application/json": {"schema": schema}}
+
+
+def _header(description: str, schema: Schema | None = None, *, required: bool = True) -> Schema:
+    return {
+        "description": description,
+        "required": required,
+        "schema": schema or {"type": "string"},
+    }
+
+
+# Possible on every request: a request head over the server's limits (answered before the
+# application sees it) and a bug.
+_ALWAYS = (414, 431, 500)
+
+
+def _errors(*statuses: int) -> dict[str, Schema]:
+    """References to the shared error responses, with those every request may get."""
+    return {str(s): _ref("responses", _RESPONSE_NAMES[s]) for s in sorted({*statuses, *_ALWAYS})}
+
+
+def _error_schema(status: int) -> Schema:
+    return {
+        "type": "object",
+        "required": ["error", "code"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {"type": "string", "description": "a human-readable message"},
+            "code": {"type": "string", "enum": list(_ERRORS[status][0])},
+        },
+    }
+
+
+def _error_response(status: int) -> Schema:
+    codes, description = _ERRORS[status]
+    response: Schema = {
+        "description": f"{description} Codes: {', '.join(codes)}.",
+        "content": _json(_schema(f"Error{status}")),
+    }
+    if status == 503:
+        response["headers"] = {"Retry-After": _header("seconds", {"type": "integer"})}
+    elif status == 401:
+        response["headers"] = {"WWW-Authenticate": _header('`Bearer realm="mlserve admin"`')}
+    return response
+
+
+def _path_parameters(path: str) -> list[Schema]:
+    params: list[Schema] = [
+        {
+            "name": "model",
+            "in": "path",
+            "required": True,
+            "description": "model name: letters, digits, `_`, `.`, `-`, at most 128, not "
+            "starting with `.` (otherwise 400)",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$"},
+            "example": "credit-risk",
+        }
+    ]
+    if "{version}" in path:
+        params.append(
+            {
+                "name": "version",
+                "in": "path",
+                "required": True,
+                "description": "a positive integer without leading zeros (otherwise 400)",
+                "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
+                "example": "1",
+            }
+        )
+    return params
+
+
+# The README's example: the demo's credit-risk model takes 20 FP32 features as "X".
+_EXAMPLE_REQUEST = {
+    "id": "loan-42",
+    "inputs": [
+        {
+            "name": "X",
+            "datatype": "FP32",
+            "shape": [1, 20],
+            "data": [
+                *(62.5, 0.21, 12.0, 4, 18.0, 36, 7.5, 6.0, 38, 0),
+                *(0.35, 14.0, 1, 1, 1, 2.1, 1, 250.0, 0, 1.0),
+            ],
+        }
+    ],
+}
+
+_ROUTING_KEY = {
+    "name": "mlserve-routing-key",
+    "in": "header",
+    "required": False,
+    "description": "sticky routing key: the same key always lands on the same side of the "
+    "stable/canary split (ignored when the URL names a version)",
+    "schema": {"type": "string"},
+}
+
+_ANSWER_HEADERS = {
+    "mlserve-model-version": _header("the version that answered"),
+    "mlserve-route": _header(
+        "why that version answered",
+        {"type": "string", "enum": ["stable", "canary", "pinned"]},
+    ),
+    "Server-Timing": _header("`queue;dur=…, infer;dur=…, total;dur=…` in milliseconds"),
+}
+
+
+def _components() -> Schema:
+    datatype = {"type": "string", "enum": list(V2_TO_NUMPY)}
+    shape = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+    routing_properties = {
+        "stable": {"type": "integer", "minimum": 0},
+        "canary": {"type": "integer", "minimum": 0},
+        "canary_weight": {"type": "number", "minimum": 0, "maximum": 100},
+        "shadows": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+        "shadow_sample": {"type": "number", "minimum": 0, "maximum": 1},
+        "shadow_queue": {"type": "integer", "minimum": 1},
+    }
+    schemas: dict[str, Schema] = {
+        "Datatype": datatype,
+        "Live": {
+            "type": "object",
+            "required": ["live"],
+            "additionalProperties": False,
+            "properties": {"live": {"type": "boolean"}},
+        },
+        "Ready": {
+            "type": "object",
+            "required": ["ready"],
+            "additionalProperties": False,
+            "properties": {"ready": {"type": "boolean"}},
+        },
+        "ModelReady": {
+            "type": "object",
+            "required": ["name", "ready"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "ready": {"type": "boolean"},
+            },
+        },
+        "ServerMetadata": {
+            "type": "object",
+            "required": ["name", "version", "extensions"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "extensions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "TensorMetadata": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": _schema("Datatype"),
+                "shape": {
+                    "type": "array",
+                    "description": "-1 for a free dimension",
+                    "items": {"type": "integer", "minimum": -1},
+                },
+            },
+        },
+        "ModelMetadata": {
+            "type": "object",
+            "required": ["name", "versions", "platform", "inputs", "outputs", "parameters"],
+            "properties": {
+                "name": {"type": "string"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "string"},
+                "inputs": {"type": "array", "items": _schema("TensorMetadata")},
+                "outputs": {"type": "array", "items": _schema("TensorMetadata")},
+                "parameters": {
+                    "type": "object",
+                    "description": "per-version state, failure reason, providers, execution "
+                    "mode, warm-up timing, lineage, gate and explain availability; the "
+                    "routing split in force",
+                },
+            },
+        },
+        "RequestInput": {
+            "type": "object",
+            "required": ["name", "shape", "datatype"],
+            "properties": {
+                "name": {"type": "string"},
+                "shape": shape,
+                "datatype": _schema("Datatype"),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "binary_data_size": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "bytes of this tensor in the binary part",
+                        }
+                    },
+                },
+                "data": {
+                    "type": "array",
+                    "description": "row-major elements, flat or nested; absent for a binary input",
+                    "items": {},
+                },
+            },
+        },
+        "RequestOutput": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data": {"type": "boolean"}},
+                },
+            },
+        },
+        "InferenceRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string", "description": "echoed in the answer"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "routing_key": {"type": "string"},
+                        "binary_data_output": {"type": "boolean"},
+                        "explain_outputs": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "string"},
+                            "description": "explain only: the outputs to explain",
+                        },
+                    },
+                },
+                "inputs": {"type": "array", "minItems": 1, "items": _schema("RequestInput")},
+                "outputs": {"type": "array", "items": _schema("RequestOutput")},
+            },
+        },
+        "ResponseOutput": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": _schema("Datatype"),
+                "shape": shape,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                },
+                "data": {"type": "array", "description": "flat, row-major", "items": {}},
+            },
+        },
+        "InferenceResponse": {
+            "type": "object",
+            "required": ["model_name", "model_version", "outputs"],
+            "additionalProperties": False,
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "outputs": {"type": "array", "items": _schema("ResponseOutput")},
+            },
+        },
+        "ExplainResponse": {
+            "type": "object",
+            "required": ["model_name", "model_version", "method", "rows_evaluated", "outputs"],
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "method": {"type": "string", "enum": ["occlusion"]},
+                "rows_evaluated": {"type": "integer", "minimum": 1},
+                "baseline": {
+                    "type": "object",
+                    "required": ["source", "feature_names", "statistics", "values"],
+                    "properties": {
+                        "source": {"type": "string"},
+                        "feature_names": {"type": "array", "items": {"type": "string"}},
+                        "statistics": {"type": "array", "items": {"type": "string"}},
+                        "values": {"type": "array", "items": {"type": "number"}},
+                    },
+                },
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "datatype", "shape", "attributions"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "datatype": _schema("Datatype"),
+                            "shape": shape,
+                            "prediction": {"description": "the model's answer for the rows"},
+                            "baseline_prediction": {"description": "its answer at the baseline"},
+                            "attributions": {
+                                "type": "array",
+                                "description": "the output's shape with the feature axis "
+                                "inserted after the rows",
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "MonitorReport": {
+            "type": "object",
+            "required": ["model", "monitoring", "versions"],
+            "properties": {
+                "model": {"type": "string"},
+                "monitoring": {"type": "boolean"},
+                "guardrails": {"type": "object", "description": "the last canary verdict"},
+                "versions": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["requests", "pending", "drift"],
+                        "properties": {
+                            "requests": {"type": "object"},
+                            "pending": {"type": "integer"},
+                            "drift": {"type": "object", "nullable": True},
+                            "note": {"type": "string"},
+                            "predictions": {"type": "object"},
+                            "gate": {"type": "object"},
+                            "lineage": {"type": "object"},
+                            "shadow": {"type": "object"},
+                        },
+                    },
+                },
+            },
+        },
+        "Routing": {
+            "type": "object",
+            "required": list(routing_properties),
+            "properties": routing_properties,
+        },
+        "RoutingChange": {
+            "type": "object",
+            "description": "any of the routing keys; the versions named must be ready",
+            "additionalProperties": False,
+            "properties": routing_properties,
+        },
+        "RoutingState": {
+            "type": "object",
+            "required": ["model", "ready_versions", "model_toml", "override", "effective"],
+            "properties": {
+                "model": {"type": "string"},
+                "ready_versions": {"type": "array", "items": {"type": "string"}},
+                "model_toml": _nullable(_schema("Routing")),
+                "override": _nullable(_schema("Routing")),
+                "effective": _schema("Routing"),
+            },
+        },
+        "RepositoryIndex": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "state"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "state": {"type": "string"},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+    }
+    schemas.update({f"Error{s}": _error_schema(s) for s in _ERRORS})
+    responses = {_RESPONSE_NAMES[s]: _error_response(s) for s in _ERRORS}
+    return {
+        "schemas": schemas,
+        "responses": responses,
+        "securitySchemes": {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "the token of `MLSERVE_ADMIN_TOKEN`",
+            }
+        },
+    }
+
+
+def _operation(
+    summary: str,
+    ok: Schema,
+    errors: tuple[int, ...],
+    *,
+    tags: tuple[str, ...],
+    parameters: list[Schema] | None = None,
+    body: Schema | None = None,
+    admin: bool = False,
+) -> Schema:
+    op: Schema = {
+        "summary": summary,
+        "tags": list(tags),
+        "responses": {"200": ok, **_errors(*errors)},
+    }
+    if body is not None:  # the app times the reading of request bodies (408)
+        op["responses"] = {"200": ok, **_errors(*errors, 408)}
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = body
+    if admin:
+        op["security"] = [{"bearerAuth": []}]
+    return op
+
+
+def _ok(description: str, schema: Schema, headers: Schema | None = None) -> Schema:
+    response: Schema = {"description": description, "content": _json(schema)}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _model_paths(paths: dict[str, Schema]) -> None:
+    """The model-scoped routes, each with and without a version."""
+    infer_body = {
+        "required": True,
+        "description": "A V2 inference request as JSON; or, with the binary tensor extension, "
+        "a JSON header of `Inference-Header-Content-Length` bytes followed by the tensors' raw "
+        "bytes (inputs with `parameters.binary_data_size`); with "
+        "`Inference-Header-Content-Length: 0` the whole body is the raw tensor of a "
+        "single-input model.",
+        "content": {
+            "application/json": {
+                "schema": _schema("InferenceRequest"),
+                "example": _EXAMPLE_REQUEST,
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+    explain_body = {
+        "required": True,
+        "description": "The same V2 JSON request as for `/infer` (no binary extension).",
+        "content": {
+            "application/json": {
+                "schema": _schema("InferenceRequest"),
+                "example": _EXAMPLE_REQUEST,
+            }
+        },
+    }
+    for base in (_MODEL, _VERSION):
+        pinned = base == _VERSION
+        params = _path_parameters(base)
+        which = "the version" if pinned else "the model (its default version)"
+        ready_503 = {
+            "description": "Not ready (the ready body), or not available (an error body "
+            "with `Retry-After`).",
+            "headers": {"Retry-After": _header("seconds (with the error body)", required=False)},
+            "content": _json({"anyOf": [_schema("ModelReady"), _schema("Error503")]}),
+        }
+        ready_errors = _errors(400, 404)
+        ready_errors["503"] = ready_503
+        paths[base] = {
+            "get": _operation(
+                f"Metadata of {which}",
+                _ok("V2 model metadata", _schema("ModelMetadata")),
+                (400, 404, 503),
+                tags=("v2",),
+                parameters=params,
+            )
+        }
+        paths[base + "/ready"] = {
+            "get": {
+                "summary": f"Whether {which} is ready",
+                "tags": ["v2"],
+                "parameters": params,
+                "responses": {
+                    "200": _ok("ready", _schema("ModelReady")),
+                    **dict(sorted(ready_errors.items())),
+                },
+            }
+        }
+        paths[base + "/infer"] = {
+            "post": _operation(
+                f"Inference on {which}",
+                {
+                    "description": "The V2 inference response: JSON, or with binary outputs "
+                    "the JSON header (`Inference-Header-Content-Length` bytes) followed by "
+                    "the outputs' raw bytes.",
+                    "headers": {
+                        **_ANSWER_HEADERS,
+                        "Inference-Header-Content-Length": _header(
+                            "with binary outputs: the length of the JSON header",
+                            {"type": "integer"},
+                            required=False,
+                        ),
+                    },
+                    "content": {
+                        "application/json": {"schema": _schema("InferenceResponse")},
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                    },
+                },
+                (400, 404, 409, 413, 503, 504),
+                tags=("v2",),
+                parameters=[
+                    *params,
+                    _ROUTING_KEY,
+                    {
+                        "name": "Inference-Header-Content-Length",
+                        "in": "header",
+                        "required": False,
+                        "description": "binary tensor extension: the length of the JSON header "
+                        "at the start of the body (0: the body is one raw tensor)",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+                body=infer_body,
+            )
+        }
+        paths[base + "/explain"] = {
+            "post": _operation(
+                f"Feature attributions by occlusion on {which}",
+                _ok("The explanation", _schema("ExplainResponse"), _ANSWER_HEADERS),
+                (400, 404, 409, 413, 503, 504),
+                tags=("explain",),
+                parameters=[*params, _ROUTING_KEY],
+                body=explain_body,
+            )
+        }
+        paths[base + "/monitor"] = {
+            "get": _operation(
+                f"Drift, data quality and traffic of {which}"
+                if pinned
+                else "Drift, data quality and traffic of the model's ready versions",
+                _ok("The monitoring report", _schema("MonitorReport")),
+                (400, 404, 503),
+                tags=("monitoring",),
+                parameters=params,
+            )
+        }
+
+
+def _admin_paths(paths: dict[str, Schema]) -> None:
+    params = _path_parameters(_ADMIN)
+    state = _ok("The routing now in force", _schema("RoutingState"))
+    common = (400, 401, 403, 404, 503)
+    change = (*common, 507)  # persisted and audited: 507 when the disk is full
+    paths[_ADMIN + "/routing"] = {
+        "get": _operation(
+            "The model's routing: model.toml's, the override, the effective one",
+            state,
+            common,
+            tags=("admin",),
+            parameters=params,
+            admin=True,
+        ),
+        "put": _operation(
+            "Change the routing (persisted beside model.toml, audited)",
+            state,
+            (*change, 409, 413),
+            tags=("admin",),
+            parameters=params,
+            body={"required": True, "content": _json(_schema("RoutingChange"))},
+            admin=True,
+        ),
+        "delete": _operation(
+            "Drop the override: model.toml's routing applies again",
+            state,
+            change,
+            tags=("admin",),
+            parameters=params,
+            admin=True,
+        ),
+    }
+    paths[_ADMIN + "/promote"] = {
+        "post": _operation(
+            "The canary becomes stable",
+            state,
+            (*change, 409),
+            tags=("admin",),
+            parameters=params,
+            admin=True,
+        )
+    }
+    paths[_ADMIN + "/rollback"] = {
+        "post": _operation(
+            "The canary stops taking traffic",
+            state,
+            change,
+            tags=("admin",),
+            parameters=params,
+            admin=True,
+        )
+    }
+    paths["/v2/repository/index"] = {
+        "post": _operation(
+            "Every version and its state (model_repository extension)",
+            _ok("The index", _schema("RepositoryIndex")),
+            (400, 401, 403, 413),
+            tags=("admin",),
+            body={
+                "required": False,
+                "content": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "ready": {"type": "boolean", "description": "serving ones only"}
+                        },
+                    }
+                ),
+            },
+            admin=True,
+        )
+    }
+    repo_params = _path_parameters("/v2/repository/models/{model}")
+    paths["/v2/repository/models/{model}/load"] = {
+        "post": _operation(
+            "Load or reload the model from disk now",
+            _ok(
+                "What changed and the versions' states",
+                {
+                    "type": "object",
+                    "required": ["model", "changes", "versions"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "changes": {"type": "array", "items": {"type": "string"}},
+                        "versions": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        },
+                    },
+                },
+            ),
+            change,
+            tags=("admin",),
+            parameters=repo_params,
+            admin=True,
+        )
+    }
+    paths["/v2/repository/models/{model}/unload"] = {
+        "post": _operation(
+            "Retire every version; the watcher leaves the model alone until loaded again",
+            _ok(
+                "Unloaded",
+                {
+                    "type": "object",
+                    "required": ["model", "unloaded"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "unloaded": {"type": "boolean", "enum": [True]},
+                    },
+                },
+            ),
+            change,
+            tags=("admin",),
+            parameters=repo_params,
+            admin=True,
+        )
+    }
+
+
+def _other_paths(paths: dict[str, Schema]) -> None:
+    health = {"description": "The probe's answer", "content": _json(_schema("Live"))}
+    paths["/v2/health/live"] = {
+        "get": {
+            "summary": "Liveness",
+            "tags": ["v2"],
+            "responses": {"200": health, "503": health, **_errors()},
+        }
+    }
+    ready = {"description": "The probe's answer", "content": _json(_schema("Ready"))}
+    paths["/v2/health/ready"] = {
+        "get": {
+            "summary": "Readiness: the initial load has finished, not shutting down",
+            "tags": ["v2"],
+            "responses": {"200": ready, "503": ready, **_errors()},
+        }
+    }
+    paths["/v2"] = {
+        "get": _operation(
+            "Server metadata and extensions",
+            _ok("Server metadata", _schema("ServerMetadata")),
+            (),
+            tags=("v2",),
+        )
+    }
+    paths[OPENAPI_PATH] = {
+        "get": _operation(
+            "This document", _ok("OpenAPI 3.0", {"type": "object"}), (), tags=("meta",)
+        )
+    }
+    paths["/metrics"] = {
+        "get": _operation(
+            "Prometheus metrics (OpenMetrics when the client prefers it)",
+            {
+                "description": "The exposition",
+                "content": {
+                    monitor.TEXT_FORMAT.split(";")[0]: {"schema": {"type": "string"}},
+                    monitor.OPENMETRICS.split(";")[0]: {"schema": {"type": "string"}},
+                },
+            },
+            (),
+            tags=("monitoring",),
+        )
+    }
+    paths["/v2/monitor/stream"] = {
+        "get": _operation(
+            "Server-Sent Events: one `snapshot` event per interval, until `max_seconds`",
+            {
+                "description": "The event stream",
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "description": "each event (after a first `retry: 1000`)",
+                            "required": ["event", "data"],
+                            "properties": {
+                                "event": {"type": "string", "enum": ["snapshot"]},
+                                "data": {
+                                    "type": "string",
+                                    "description": "JSON: per version and role, totals, "
+                                    "request rate, latency quantiles and buckets, drift; "
+                                    "models' routing and guardrails; latest audit entries",
+                                },
+                            },
+                        }
+                    }
+                },
+            },
+            (400, 503),
+            tags=("monitoring",),
+            parameters=[
+                {
+                    "name": "interval",
+                    "in": "query",
+                    "required": False,
+                    "description": "seconds between snapshots (default 1)",
+                    "schema": {"type": "number", "minimum": 0.5, "maximum": 60},
+                },
+                {
+                    "name": "max_seconds",
+                    "in": "query",
+                    "required": False,
+                    "description": f"when the stream ends (default {monitor.STREAM_MAX_SECONDS:g})",
+                    "schema": {"type": "number", "minimum": 1, "maximum": 3600},
+                },
+            ],
+        )
+    }
+    for name in dashboard.STATIC:
+        path = "/dashboard" if name.endswith(".html") else f"/dashboard/{name}"
+        media = dashboard.MEDIA_TYPES[name[name.rindex(".") :]].split(";")[0]
+        paths[path] = {
+            "get": _operation(
+                f"The live dashboard's {name}",
+                {"description": name, "content": {media: {"schema": {"type": "string"}}}},
+                (),
+                tags=("dashboard",),
+            )
+        }
+
+
+def build_document() -> dict[str, Any]:
+    """The OpenAPI 3.0.3 document of every route the app serves."""
+    paths: dict[str, Schema] = {}
+    _other_paths(paths)
+    _model_paths(paths)
+    _admin_paths(paths)
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "mlserve",
+            "version": __version__,
+            "description": "Open Inference Protocol (KServe V2) over HTTP, with the "
+            "binary_tensor_data and model_repository extensions, explanations, monitoring "
+            "and admin routing.",
+        },
+        "tags": [
+            {"name": "v2", "description": "Open Inference Protocol"},
+            {"name": "explain", "description": "feature attributions"},
+            {"name": "monitoring", "description": "metrics, drift, live stream"},
+            {"name": "dashboard", "description": "the live dashboard"},
+            {"name": "admin", "description": "authenticated: routing, model repository"},
+            {"name": "meta", "description": "this document"},
+        ],
+        "paths": paths,
+        "components": _components(),
+    }
+
+
+DOCUMENT = build_document()
+_BODY = orjson.dumps(DOCUMENT)
+
+
+def routes() -> list[Route]:
+    """``GET /v2/openapi.json``: the document, rendered once."""
+
+    async def openapi(request: Request) -> Response:
+        return Response(_BODY, media_type="application/json")
+
+    return [Route(OPENAPI_PATH, openapi, methods=["GET"])]
