@@ -56,6 +56,11 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
         bad = c.put(url, headers=AUTH, json={"canary_weight": 250})
         assert bad.status_code == 400 and "canary_weight" in bad.json()["error"]
         assert c.put(url, headers=AUTH, content=b"{").status_code == 400
+        huge = b'{"canary": 2, "pad": "' + b"x" * (2 << 20) + b'"}'
+        for target in (url, "/v2/repository/index"):
+            method = "PUT" if target == url else "POST"
+            r = c.request(method, target, headers=AUTH, content=huge)
+            assert r.status_code == 413 and r.json()["code"] == "payload_too_large", r.text
     saved = json.loads((registry / "m" / "routing.json").read_text())
     assert saved["canary"] == 2 and saved["canary_weight"] == 100.0
     # A restart keeps the change; promote and roll back are audited too.

@@ -217,7 +217,28 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
     p.add_argument("--max-elements", dest="max_elements", type=int)
+    p.add_argument(
+        "--max-header-bytes",
+        dest="max_header_bytes",
+        type=int,
+        help="largest request head (request line and headers); 431/414 beyond "
+        "(default 65536; env MLSERVE_MAX_HEADER_BYTES)",
+    )
     p.add_argument("--drain-seconds", dest="drain_seconds", type=float)
+    p.add_argument(
+        "--body-timeout-seconds",
+        dest="body_timeout_seconds",
+        type=float,
+        help="seconds a request body (or head) may take to arrive; 408 beyond "
+        "(default 30; env MLSERVE_BODY_TIMEOUT_SECONDS)",
+    )
+    p.add_argument(
+        "--overload-delay-ms",
+        dest="overload_delay_ms",
+        type=float,
+        help="event-loop delay beyond which new inference requests get 503 overloaded "
+        "(default 250; 0: never; env MLSERVE_OVERLOAD_DELAY_MS)",
+    )
     p.add_argument("--inference-threads", dest="inference_threads", type=int)
     p.add_argument(
         "--monitoring",
@@ -256,7 +277,10 @@ _SETTING_KEYS = (
     "log_level",
     "max_body_bytes",
     "max_elements",
+    "max_header_bytes",
     "drain_seconds",
+    "body_timeout_seconds",
+    "overload_delay_ms",
     "inference_threads",
     "monitoring",
     "poll_seconds",

@@ -42,8 +42,16 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     # Largest tensor accepted, in elements, checked on the claimed shape before allocating.
     max_elements: int = 16 * 1024 * 1024
+    # Largest request head (request line and headers), in bytes (431/414 beyond).
+    max_header_bytes: int = 64 * 1024
     # Seconds given to in-flight requests on shutdown.
     drain_seconds: float = 30.0
+    # Seconds a request's body (and a request's head, from the connection or its first
+    # byte) may take to arrive; a body beyond it gets 408, a head the connection closed.
+    body_timeout_seconds: float = 30.0
+    # Event-loop delay (ms) above which new infer and explain requests are refused with
+    # 503 overloaded + Retry-After, so admitted requests keep a latency bound (0: never).
+    overload_delay_ms: float = 250.0
     # Threads that run inference for versions in "thread" mode (0: one per core).
     inference_threads: int = 0
     # Seconds between registry scans for new, changed and removed versions (0: never).
@@ -76,13 +84,17 @@ class ServerSettings:
                 f"log_level must be one of critical/error/warning/info/debug/trace, "
                 f"got {self.log_level!r}"
             )
-        for name in ("max_body_bytes", "max_elements"):
+        for name in ("max_body_bytes", "max_elements", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.drain_seconds >= 0:  # also rejects NaN
             raise ConfigError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
+        if not self.body_timeout_seconds > 0:
+            raise ConfigError(f"body_timeout_seconds must be > 0, got {self.body_timeout_seconds}")
         if not self.poll_seconds >= 0:
             raise ConfigError(f"poll_seconds must be >= 0, got {self.poll_seconds}")
+        if not self.overload_delay_ms >= 0:
+            raise ConfigError(f"overload_delay_ms must be >= 0, got {self.overload_delay_ms}")
         if self.monitoring not in ("on", "off"):
             raise ConfigError(f"monitoring must be 'on' or 'off', got {self.monitoring!r}")
         if self.model_name:

@@ -6,6 +6,7 @@ as class attributes; one handler (``http/errors.py``) renders them all as
 
     MLServeError                  500 internal
     ├── InvalidInput              400 invalid_input
+    ├── RequestTimeout            408 request_timeout (the connection is closed after it)
     ├── PayloadTooLarge           413 payload_too_large
     ├── Unauthorized              401 unauthorized
     ├── Forbidden                 403 forbidden
@@ -18,6 +19,7 @@ as class attributes; one handler (``http/errors.py``) renders them all as
     │   ├── Overloaded            503 overloaded
     │   └── ServerNotReady        503 server_not_ready
     ├── QueueTimeout              504 queue_timeout
+    ├── StorageFull               507 storage_full
     ├── ClientDisconnected        499 client_disconnected (never sent: nobody is listening)
     └── InferenceFailed           500 inference_failed
 
@@ -49,6 +51,14 @@ class InvalidInput(MLServeError):
         super().__init__(message)
         # A short machine label (shape, dtype, nan, rows, json, ...) for metrics.
         self.reason = reason
+
+
+class RequestTimeout(MLServeError):
+    """The request body did not arrive within the server's body timeout; the connection is
+    closed after the answer, since the rest of the body may still be on its way."""
+
+    status_code = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(MLServeError):
@@ -136,6 +146,14 @@ class QueueTimeout(MLServeError):
 
     status_code = 504
     code = "queue_timeout"
+
+
+class StorageFull(MLServeError):
+    """A change could not be persisted (disk full, quota, read-only file system); nothing
+    was changed and the previous state is in force. Retry once space is freed."""
+
+    status_code = 507
+    code = "storage_full"
 
 
 class ClientDisconnected(MLServeError):

@@ -15,6 +15,7 @@ from types import FrameType
 import uvicorn
 
 from .config import ServerSettings
+from .http.head_timeout import TimedHeadProtocol
 
 log = logging.getLogger("mlserve")
 
@@ -51,7 +52,11 @@ def serve(settings: ServerSettings) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         loop="uvloop",
-        http="httptools",
+        # httptools with limits on request heads: size (protocol.py) and time (slowloris).
+        http=TimedHeadProtocol,
+        # The request-head size limit of protocol.py: uvicorn's own setting (h11 only) carries
+        # it to every worker process.
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         lifespan="on",
         access_log=False,
         server_header=False,

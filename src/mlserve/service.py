@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .errors import (
     MLServeError,
     ModelLoadError,
     NotExplainable,
+    Overloaded,
     ServerNotReady,
     Unavailable,
 )
@@ -139,6 +141,29 @@ class InferenceService:
             self.hub.extra_sources.append(self.payloads.state)
         self._payload_warned: set[str] = set()
         self.shutting_down = False
+        # Load shedding: the share of new infer/explain requests to refuse, set by the app's
+        # event-loop watch while the loop runs later than settings.overload_delay_ms.
+        self.shed_share = 0.0
+        self.loop_delay_s = 0.0
+        self.shed = 0  # requests refused for that reason (mlserve_overload_rejections_total)
+        self.hub.extra_sources.append(
+            lambda: {
+                "overload_rejections": self.shed,
+                "loop": {"delay_seconds": self.loop_delay_s},
+            }
+        )
+
+    def shed_this(self) -> bool:
+        """Whether load shedding refuses this request (only called while shedding)."""
+        return random.random() < self.shed_share
+
+    def refuse_overloaded(self) -> Overloaded:
+        """The error for a request refused by load shedding (counted here)."""
+        self.shed += 1
+        return Overloaded(
+            f"server overloaded: the event loop is running {self.loop_delay_s * 1e3:.0f} ms "
+            "late; retry later"
+        )
 
     def prepare(self, session: ModelSession, config: ModelConfig) -> Endpoint:
         """Build the request path's view of a freshly loaded version (runs at load)."""
@@ -753,16 +778,19 @@ class InferenceService:
                 return dataclasses.replace(current, canary_weight=float(higher[0]))
             return dataclasses.replace(current, stable=current.canary, canary=0, canary_weight=0.0)
 
-        before, after = self.store.update_routing(name, make)
+        def audited(before: RoutingConfig, after: RoutingConfig) -> None:
+            if before != after:  # audited before it takes effect (store.update_routing)
+                self.audit.append(
+                    "guardrails",
+                    verdict.action,
+                    name,
+                    dataclasses.asdict(before),
+                    {**dataclasses.asdict(after), "reason": verdict.reason},
+                )
+
+        before, after = self.store.update_routing(name, make, audited)
         if before == after:
             return
-        self.audit.append(
-            "guardrails",
-            verdict.action,
-            name,
-            dataclasses.asdict(before),
-            {**dataclasses.asdict(after), "reason": verdict.reason},
-        )
         key = f"{name}/{verdict.action}"
         self._guard_actions[key] = self._guard_actions.get(key, 0) + 1
         if verdict.action == "step":

@@ -4,7 +4,9 @@ Each entry records the time, the actor (a short hash of the credential, never th
 credential), the action, the model and the state before and after. Each line carries
 the SHA-256 of the previous line, so editing, removing or reordering lines breaks the
 chain from that point; ``verify`` names the first line that does not fit. Lines are
-flushed and fsynced before the change they describe is reported as done.
+flushed and fsynced before the change they describe is reported as done (for routing
+changes, before the change is even made: see ``ModelStore.update_routing``); a line that
+could not be written whole (a full disk) is cut off again, never left half.
 """
 
 from __future__ import annotations
@@ -51,13 +53,33 @@ class AuditLog:
                     "prev": _last_hash(fh),
                 }
                 line = json.dumps(entry, sort_keys=True, separators=(",", ":"))
-                fh.seek(0, os.SEEK_END)
-                fh.write(line.encode() + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+                end = fh.seek(0, os.SEEK_END)
+                try:
+                    fh.write(line.encode() + b"\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                except BaseException:
+                    # A full disk may have taken part of the line: cut it off, so the chain
+                    # stays verifiable and the next entry starts on a line of its own.
+                    _truncate(fh, end)
+                    raise
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
             return entry
+
+
+def _truncate(fh: Any, size: int) -> None:
+    """Best effort: drop what the buffer holds and cut the file back to ``size``."""
+    try:
+        os.ftruncate(fh.fileno(), size)
+        os.fsync(fh.fileno())
+    except OSError:
+        pass
+    try:
+        fh.seek(size)
+        fh.truncate(size)  # also discards bytes still buffered
+    except OSError:
+        pass
 
 
 def _last_hash(fh: Any) -> str:

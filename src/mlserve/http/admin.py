@@ -3,7 +3,8 @@
 Every route needs ``Authorization: Bearer <MLSERVE_ADMIN_TOKEN>`` (compared in constant
 time); with no token configured the admin API is refused, never open. Changes are
 persisted atomically (``routing.json`` beside ``model.toml``, which stays the human's
-file), applied in one swap, and written to the audit log before the answer says done.
+file), written to the audit log before they take effect, applied in one swap; a full disk
+is answered 507 ``storage_full`` with nothing changed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from ..errors import ConfigError, Forbidden, GateNotPassed, InvalidInput, Unauth
 from ..governance.audit import AuditLog, actor_id
 from ..registry.layout import check_model_name
 from ..service import InferenceService
+from .explain import read_body
 from .v2 import JSONResponse
+
+# Admin bodies are a few routing keys: anything bigger is refused (413) before it is read.
+ADMIN_MAX_BODY = 1 << 20
 
 
 def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route]:
@@ -83,11 +88,15 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
     ) -> Response:
         # Built from the routing in force under the store's lock: concurrent changes (here,
         # on another worker, or by the guardrails) are never lost.
-        before, after = await asyncio.to_thread(service.store.update_routing, model, make)
-        await asyncio.to_thread(
-            audit.append, actor, action, model, dataclasses.asdict(before),
-            dataclasses.asdict(after),
-        )  # fmt: skip
+        # The audit record is written (fsynced) after the new routing.json is staged and
+        # before it is renamed into place: a change in force is always audited, whatever
+        # moment a crash picks (store.update_routing).
+        def audited(before: RoutingConfig, after: RoutingConfig) -> None:
+            audit.append(
+                actor, action, model, dataclasses.asdict(before), dataclasses.asdict(after)
+            )
+
+        await asyncio.to_thread(service.store.update_routing, model, make, audited)
         return JSONResponse(state(model))
 
     async def get_routing(request: Request) -> Response:
@@ -98,7 +107,7 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(await read_body(request, ADMIN_MAX_BODY))
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"malformed JSON body: {exc}", reason="json") from None
         if not isinstance(body, dict):
@@ -147,7 +156,7 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
 
     async def repository_index(request: Request) -> Response:
         authorize(request)
-        raw = await request.body()
+        raw = await read_body(request, ADMIN_MAX_BODY)
         ready_only = False
         if raw.strip():
             try:

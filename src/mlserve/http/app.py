@@ -13,6 +13,7 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
+from time import perf_counter
 from types import FrameType
 from typing import Any
 
@@ -23,11 +24,15 @@ from ..config import ServerSettings
 from ..errors import MLServeError
 from ..registry.watcher import RegistryWatcher
 from ..service import InferenceService
-from . import admin, dashboard, explain, monitor, v2
+from . import admin, dashboard, explain, monitor, openapi, v2
+from .body_timeout import BodyDeadlines
 from .errors import error_response
 from .infer import INFER_PREFIX, INFER_SUFFIX, InferHandler
 
 log = logging.getLogger("mlserve.http")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_LOOP_TICK_S = 0.01
+_MAX_SHED = 0.95  # some requests are always admitted, so work always gets done
 
 
 class MLServeApp:
@@ -37,7 +42,8 @@ class MLServeApp:
         self.settings = settings
         self.service = InferenceService(settings)
         self.store = self.service.store
-        self.infer = InferHandler(self.service, settings.max_body_bytes)
+        self.deadlines = BodyDeadlines(settings.body_timeout_seconds)
+        self.infer = InferHandler(self.service, settings.max_body_bytes, self.deadlines)
         self.starlette = Starlette(
             routes=[
                 *v2.routes(self.service),
@@ -45,6 +51,7 @@ class MLServeApp:
                 *monitor.routes(self.service),
                 *dashboard.routes(),
                 *admin.routes(self.service, settings.admin_token, self.service.audit),
+                *openapi.routes(),
             ],
             exception_handlers={
                 HTTPException: error_response,
@@ -65,6 +72,9 @@ class MLServeApp:
             and scope["type"] == "http"
         ):
             await self.infer(scope, receive, send)
+        elif scope["type"] == "http" and scope["method"] in _BODY_METHODS:
+            # Admin and explain read their bodies through Starlette: timed until complete.
+            await self.starlette(scope, self.deadlines.guard(receive, perf_counter()), send)
         else:
             await self.starlette(scope, receive, send)
 
@@ -78,9 +88,14 @@ class MLServeApp:
         if self.service.hub.state_dir is not None:
             publisher = asyncio.create_task(self._publish_forever())
         self._see_stop_signals()
+        self.deadlines.start()
+        watch = None
+        if self.settings.overload_delay_ms > 0:
+            watch = asyncio.create_task(self._watch_loop_delay())
         try:
             yield
         finally:
+            self.deadlines.stop()
             self.service.shutting_down = True
             if not self._loading.done():
                 self._loading.cancel()
@@ -89,6 +104,8 @@ class MLServeApp:
                 self._watcher.cancel()
             if self._guard is not None:
                 self._guard.cancel()
+            if watch is not None:
+                watch.cancel()
             if publisher is not None:
                 publisher.cancel()
                 await asyncio.to_thread(self.service.hub.publish)  # final counts stay counted
@@ -142,6 +159,30 @@ class MLServeApp:
                     await asyncio.to_thread(self.service.check_guardrails)
             except Exception:  # one failed check must not stop the later ones
                 log.exception("guardrail check failed")
+
+    async def _watch_loop_delay(self) -> None:
+        """Load shedding. A loop that runs late has more work ready than it can do: every
+        request accepted now waits behind it. Every 10 ms, see how late the loop woke us.
+        Beyond ``overload_delay_ms`` the share of new infer/explain requests refused (503,
+        far cheaper than serving) grows by 10 points a check, up to 95 %; once the loop is
+        back under half the limit it falls by a fifth a check, to none within ~0.2 s. A
+        share, not an on/off switch: clients that retry at once would otherwise keep the
+        loop busy with refusals alone and nothing would be served. Health, metadata and
+        metrics are never refused."""
+        loop = asyncio.get_running_loop()
+        limit = self.settings.overload_delay_ms / 1e3
+        service = self.service
+        while True:
+            due = loop.time() + _LOOP_TICK_S
+            await asyncio.sleep(_LOOP_TICK_S)
+            late = max(0.0, loop.time() - due)
+            service.loop_delay_s = late
+            share = service.shed_share
+            if late > limit:
+                share = min(_MAX_SHED, share + 0.1)
+            elif late < limit / 2:
+                share = share * 0.8 if share > 0.01 else 0.0
+            service.shed_share = share
 
     async def _publish_forever(self) -> None:
         """Share this worker's monitoring snapshot with the other workers once a second."""

@@ -26,6 +26,8 @@ def error_payload(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, byt
             extra.append((b"retry-after", b"1"))
         elif status == 401:
             extra.append((b"www-authenticate", b'Bearer realm="mlserve admin"'))
+        elif status == 408:  # the rest of a slow body may still come: end the connection
+            extra.append((b"connection", b"close"))
     elif isinstance(exc, HTTPException):
         status, message = exc.status_code, str(exc.detail)
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")

@@ -29,12 +29,14 @@ def routes(service: InferenceService, max_body_bytes: int) -> list[Route]:
         model = check_model_name(request.path_params["model"])
         raw = request.path_params.get("version")
         version = parse_version(raw) if raw is not None else None
+        if service.shed_share and service.shed_this():
+            raise service.refuse_overloaded()
         if "inference-header-content-length" in request.headers:
             raise InvalidInput(
                 "explain takes a JSON body; the binary tensor extension is for /infer",
                 reason="binary",
             )
-        body = await _body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes)
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -61,7 +63,7 @@ def routes(service: InferenceService, max_body_bytes: int) -> list[Route]:
     ]
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) beyond ``limit`` bytes whether declared or streamed."""
     declared = request.headers.get("content-length")
     if declared is not None:

@@ -7,6 +7,7 @@ the answer is written with two ``send`` calls. Everything else is Starlette's.
 
 from __future__ import annotations
 
+from asyncio import CancelledError, current_task
 from time import perf_counter
 from typing import Any
 
@@ -15,6 +16,7 @@ import orjson
 from ..errors import ClientDisconnected, InvalidInput, MLServeError, NotFound, PayloadTooLarge
 from ..registry.layout import check_model_name, parse_version
 from ..service import InferenceService
+from .body_timeout import BodyDeadlines
 from .errors import send_error
 
 INFER_PREFIX = "/v2/models/"
@@ -28,9 +30,17 @@ _ROLE_BYTES = {role: role.encode() for role in ("stable", "canary", "pinned", "s
 class InferHandler:
     """An ASGI callable for the infer routes only (the app dispatches here by path)."""
 
-    def __init__(self, service: InferenceService, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        service: InferenceService,
+        max_body_bytes: int,
+        deadlines: BodyDeadlines | None = None,
+    ) -> None:
         self.service = service
         self.max_body = max_body_bytes
+        # Body reads that outlast the timeout are cancelled by its sweeper (started by the
+        # app's lifespan; without one, reads are untimed).
+        self.deadlines = deadlines or BodyDeadlines(service.settings.body_timeout_seconds)
         # Validated paths → (model, version): a dict hit instead of a split and two regexes.
         self._routes: dict[str, tuple[str, int | None]] = {}
 
@@ -48,6 +58,8 @@ class InferHandler:
             if scope["method"] != "POST":
                 await _method_not_allowed(send)
                 return
+            if self.service.shed_share and self.service.shed_this():
+                raise self.service.refuse_overloaded()
             declared = header_length = routing_key = None
             for key, value in scope["headers"]:
                 if key == b"content-length":
@@ -124,27 +136,41 @@ class InferHandler:
                     f"request body of {int(declared)} bytes is over the limit "
                     f"of {self.max_body} bytes"
                 )
-        message = await receive()
-        body = message.get("body", b"")
-        if len(body) > self.max_body:  # no (or a false) Content-Length: count what arrives
-            raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes")
-        if not message.get("more_body", False):
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected("client disconnected before sending the body")
-            return body  # type: ignore[no-any-return]
-        chunks = [body]
-        size = len(body)
-        while True:
+        # Under the body timeout while it reads: a dict insert and pop, no timer per request.
+        task: Any = current_task()
+        reading = self.deadlines.reading
+        reading[task] = perf_counter()
+        try:
             message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected("client disconnected before sending the body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
+            body = message.get("body", b"")
+            if len(body) > self.max_body:  # no (or a false) Content-Length: count what arrives
                 raise PayloadTooLarge(f"request body is over the limit of {self.max_body} bytes")
-            chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnected("client disconnected before sending the body")
+                return body  # type: ignore[no-any-return]
+            chunks = [body]
+            size = len(body)
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnected("client disconnected before sending the body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    raise PayloadTooLarge(
+                        f"request body is over the limit of {self.max_body} bytes"
+                    )
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        except CancelledError:
+            error = self.deadlines.expired(task)
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            reading.pop(task, None)
 
 
 def _loads(data: bytes | memoryview) -> Any:

@@ -109,7 +109,7 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # Every worker loads the same registry: these are merged by maximum, not added.
-_MAX_KEYS = frozenset({"gauges", "load_failures", "failed_versions"})
+_MAX_KEYS = frozenset({"gauges", "load_failures", "failed_versions", "loop"})
 # Per-worker copies of the same facts (labels, the reference profile): never added.
 _CONSTANT_KEYS = frozenset({"names", "levels", "reference_ratio", "canary_weight"})
 
@@ -247,6 +247,7 @@ def collect_families(snapshot: Mapping[str, Any], reports: Mapping[str, Any]) ->
             *_model_families(snapshot), *_monitor_families(endpoints, reports),
             *_shadow_families(snapshot.get("shadows", {})),
             *_routing_families(snapshot), _explain_family(snapshot),
+            *_overload_families(snapshot),
             *_payload_families(snapshot.get("payloads", {}))]  # fmt: skip
 
 
@@ -397,6 +398,26 @@ def _routing_families(snapshot: Mapping[str, Any]) -> list[Family]:
     for key, count in sorted(snapshot.get("guardrail_actions", {}).items()):
         actions.samples.append(("_total", tuple(key.split("/", 1)), count))
     return [weight, actions]
+
+
+def _overload_families(snapshot: Mapping[str, Any]) -> list[Family]:
+    """Load shedding: requests refused while the event loop ran late, and how late it runs
+    (the most of any worker)."""
+    shed = Family(
+        "mlserve_overload_rejections",
+        "counter",
+        "Requests refused with 503 overloaded because the event loop ran late.",
+        (),
+    )
+    shed.samples.append(("_total", (), snapshot.get("overload_rejections", 0)))
+    delay = Family(
+        "mlserve_event_loop_delay_seconds",
+        "gauge",
+        "How late the event loop ran at its last check (the most of any worker).",
+        (),
+    )
+    delay.samples.append(("", (), snapshot.get("loop", {}).get("delay_seconds", 0.0)))
+    return [shed, delay]
 
 
 def _explain_family(snapshot: Mapping[str, Any]) -> Family:

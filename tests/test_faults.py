@@ -1,0 +1,631 @@
+"""Faults against a real server process over loopback HTTP.
+
+The server keeps answering what it can, refuses what it must with a clear JSON error, and
+never corrupts its state. What is already covered elsewhere and only extended here:
+a garbage file over a loaded version and a truncated new version (test_hot_reload), one
+in-flight request through SIGTERM (test_server_lifecycle), a failing row isolated inside
+one batch (test_batching, in-process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from mlserve.governance.audit import AuditLog, verify
+
+from .conftest import (
+    ServerProcess,
+    linear_model,
+    matmul_model,
+    running_server,
+    slow_batch_model,
+    write_version,
+)
+
+X = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.25] * 20}
+TOKEN = "fault-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def metric(text: str, prefix: str) -> float:
+    return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(prefix))
+
+
+def slow_body(n: int) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1], "data": [1e-3]},
+            {"name": "size", "datatype": "INT64", "shape": [2], "data": [n, n]},
+        ]
+    }
+
+
+def raw_request(port: int, head: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(head)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ---------------------------------------------------------------- model files go bad
+
+
+def test_model_file_truncated_then_garbage_while_serving(tmp_path: Path) -> None:
+    """Extends test_hot_reload: under load, v2's file is truncated, then replaced by garbage.
+    Expected (what a production user wants): v1 keeps answering 200 with its outputs, v2 keeps
+    serving its loaded session (the file on disk is not what serves), its metadata says
+    ``reload failed`` and the load-failure counter counts each bad file; fixing the file
+    reloads it."""
+    root = tmp_path / "registry"
+    write_version(root, "m", 1, linear_model(seed=1), lineage=False)
+    write_version(root, "m", 2, linear_model(seed=2), lineage=False)
+    (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    statuses: Counter[int] = Counter()
+    stop = threading.Event()
+    with running_server(root, "--poll-seconds", "0.1") as srv, httpx.Client(base_url=srv.url) as c:
+        good = {v: c.post(f"/v2/models/m/versions/{v}/infer", json={"inputs": [X]}).json()
+                for v in (1, 2)}  # fmt: skip
+
+        def load() -> None:
+            with httpx.Client(base_url=srv.url, timeout=10) as lc:
+                while not stop.is_set():
+                    for v in (1, 2):
+                        r = lc.post(f"/v2/models/m/versions/{v}/infer", json={"inputs": [X]})
+                        statuses[r.status_code] += 1
+                        assert r.json()["outputs"] == good[v]["outputs"]
+
+        worker = threading.Thread(target=load)
+        worker.start()
+        try:
+            model = root / "m" / "2" / "model.onnx"
+            data = model.read_bytes()
+            model.write_bytes(data[: len(data) // 2])  # truncated
+            wait_for(lambda: "reload failed" in str(c.get("/v2/models/m").json()))
+            assert c.get("/v2/models/m/versions/2/ready").status_code == 200
+            assert (
+                metric(c.get("/metrics").text, 'mlserve_model_load_failures_total{model="m"}') == 1
+            )
+            model.write_bytes(b"\x08\x07garbage, not a protobuf" * 10)  # garbage
+            wait_for(
+                lambda: (
+                    metric(c.get("/metrics").text, 'mlserve_model_load_failures_total{model="m"}')
+                    == 2
+                )
+            )
+            reason = c.get("/v2/models/m").json()["parameters"]["versions"]["2"]["reason"]
+            assert "reload failed, still serving the previous files" in reason
+            model.write_bytes(data)  # fixed: reloads, the reason goes
+            wait_for(
+                lambda: "reason" not in c.get("/v2/models/m").json()["parameters"]["versions"]["2"]
+            )
+        finally:
+            stop.set()
+            worker.join()
+    assert set(statuses) == {200} and statuses[200] > 20, statuses
+
+
+# ---------------------------------------------------------------- a version deleted mid-request
+
+
+def test_version_directory_deleted_while_requests_are_in_flight(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    write_version(root, "slow", 1, matmul_model(fixed=None))
+    write_version(root, "slow", 2, matmul_model(fixed=None))
+    (root / "slow" / "model.toml").write_text(
+        '[versions]\npolicy = "all"\n[execution]\nmode = "thread"\n'
+    )
+    results: list[int] = []
+
+    def pinned() -> None:
+        r = httpx.post(
+            srv.url + "/v2/models/slow/versions/2/infer", json=slow_body(1500), timeout=30
+        )
+        results.append(r.status_code)
+
+    with running_server(root, "--poll-seconds", "0.1") as srv, httpx.Client(base_url=srv.url) as c:
+        workers = [threading.Thread(target=pinned) for _ in range(6)]
+        for w in workers:
+            w.start()
+        wait_for(lambda: metric(c.get("/metrics").text, "mlserve_pending_requests{") >= 4)
+        shutil.rmtree(root / "slow" / "2")
+        wait_for(lambda: c.get("/v2/models/slow/versions/2").status_code == 404)
+        for w in workers:
+            w.join(30)
+            assert not w.is_alive(), "a request on the deleted version hung"
+        r = c.post("/v2/models/slow/versions/2/infer", json=slow_body(10))
+        assert r.status_code == 404 and r.json()["code"] == "version_not_found"
+        assert c.post("/v2/models/slow/versions/1/infer", json=slow_body(10)).status_code == 200
+        assert c.get("/v2/health/ready").status_code == 200
+    # The (at least 4) in flight when the directory went finished 200: a retired version
+    # finishes what it has. Any that reached the server after it: 404, never a hang or 500.
+    assert set(results) <= {200, 404} and results.count(200) >= 4, results
+    assert srv.proc.returncode == 0
+
+
+# ---------------------------------------------------------------- the registry unreadable
+
+
+def test_registry_unreadable_keeps_serving_and_recovers(tmp_path: Path) -> None:
+    """The registry path stops being a readable directory (we run as root, which ignores
+    mode bits, so it is replaced by a file: every scan fails with an OSError, as chmod 000
+    would for another user). What is loaded keeps serving, the failure is logged on every
+    scan, and once the directory is back, scans resume (a new version loads)."""
+    root = tmp_path / "registry"
+    write_version(root, "m", 1, linear_model(seed=1))
+    with running_server(root, "--poll-seconds", "0.1") as srv, httpx.Client(base_url=srv.url) as c:
+        before = c.post("/v2/models/m/infer", json={"inputs": [X]}).json()
+        away = tmp_path / "registry.away"
+        os.rename(root, away)
+        root.write_text("not a directory")
+        wait_for(lambda: "cannot be read" in srv.log())
+        time.sleep(0.3)  # several failed scans
+        r = c.post("/v2/models/m/infer", json={"inputs": [X]})
+        assert r.status_code == 200 and r.json()["outputs"] == before["outputs"]
+        assert c.get("/v2/models/m/ready").status_code == 200
+        assert c.get("/v2/health/ready").status_code == 200
+        write_version(away, "m", 2, linear_model(seed=2))
+        root.unlink()
+        os.rename(away, root)
+        wait_for(lambda: c.get("/v2/models/m").json()["versions"] == ["2"])
+        assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
+    assert srv.proc.returncode == 0
+
+
+# ---------------------------------------------------------------- onnxruntime fails on some inputs
+
+
+def reshape_model() -> onnx.ModelProto:
+    """``y = 2·X`` by way of ``Reshape(X, [-1, k])`` with ``k = int(min(X))``: every row with
+    a value under 1 makes k = 0, which onnxruntime refuses while running (FAIL, not an
+    invalid argument). The batch dimension is free, so it batches."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMin", ["X"], ["m"], keepdims=0),
+            helper.make_node("Cast", ["m"], ["mi"], to=TensorProto.INT64),
+            helper.make_node("Reshape", ["mi", "one"], ["k"]),
+            helper.make_node("Concat", ["minus1", "k"], ["shape"], axis=0),
+            helper.make_node("Reshape", ["X", "shape"], ["flat"], allowzero=1),
+            helper.make_node("Shape", ["X"], ["xs"]),
+            helper.make_node("Reshape", ["flat", "xs"], ["back"]),
+            helper.make_node("Add", ["back", "X"], ["y"]),
+        ],
+        "reshape",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=[
+            helper.make_tensor("minus1", TensorProto.INT64, [1], [-1]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_onnxruntime_failure_for_some_inputs_is_isolated(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    for name in ("plain", "batched"):  # warm-up on golden rows that pass (generated may not)
+        vdir = write_version(root, name, 1, reshape_model())
+        ones = np.full((2, 4), 1.5, np.float32)
+        np.savez(vdir / "samples.npz", **{"inputs.X": ones, "outputs.y": ones * 2})
+    (root / "batched" / "model.toml").write_text(
+        "[batching]\nmax_batch_size = 64\nmax_delay_us = 50000\n"
+    )
+
+    def body(value: float) -> dict[str, Any]:
+        return {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [value] * 4}]}
+
+    with running_server(root) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
+        ok = c.post("/v2/models/plain/infer", json=body(1.5))
+        assert ok.status_code == 200 and ok.json()["outputs"][0]["data"] == [3.0] * 4
+        bad = c.post("/v2/models/plain/infer", json=body(0.5))
+        assert bad.status_code == 500, bad.text
+        assert bad.json()["code"] == "inference_failed"
+        assert bad.json()["error"].startswith("inference failed in onnxruntime")
+        assert "/onnxruntime_src" not in bad.text  # no server paths
+        assert c.post("/v2/models/plain/infer", json=body(1.25)).status_code == 200
+        # Batched: 16 requests gathered into batches, one bad; only that one fails.
+        values = [1.0 + i / 16 for i in range(16)]
+        values[5] = 0.25
+        out: dict[int, httpx.Response] = {}
+
+        def send(i: int) -> None:
+            out[i] = httpx.post(
+                srv.url + "/v2/models/batched/infer", json=body(values[i]), timeout=10
+            )
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i, r in out.items():
+            if i == 5:
+                assert r.status_code == 500 and r.json()["code"] == "inference_failed"
+            else:
+                assert r.status_code == 200, r.text
+                np.testing.assert_allclose(r.json()["outputs"][0]["data"], [2 * values[i]] * 4)
+        text = c.get("/metrics").text
+        assert metric(text, "mlserve_batch_size_count") < 16  # requests did share batches
+        assert (
+            metric(
+                text,
+                'mlserve_requests_total{model="batched",version="1",role="stable",outcome="error"}',
+            )
+            == 1
+        )
+
+
+# ---------------------------------------------------------------- a slow model fills the queue
+
+
+def test_slow_model_filling_the_queue_is_refused_then_recovers(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    write_version(root, "slow", 1, slow_batch_model(1200))
+    (root / "slow" / "model.toml").write_text(
+        '[execution]\nmode = "thread"\n[batching]\nmax_batch_size = 1\nmax_queue = 2\n'
+    )
+    x = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1.0] * 4}]}
+    statuses: list[httpx.Response] = []
+    with running_server(root, "--inference-threads", "1") as srv:
+
+        def send() -> None:
+            statuses.append(httpx.post(srv.url + "/v2/models/slow/infer", json=x, timeout=60))
+
+        threads = [threading.Thread(target=send) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        refused = [r for r in statuses if r.status_code == 503]
+        assert refused and any(r.status_code == 200 for r in statuses)
+        assert {r.status_code for r in statuses} <= {200, 503}
+        for r in refused:
+            assert r.json()["code"] == "overloaded" and r.headers["retry-after"] == "1"
+        r = httpx.post(srv.url + "/v2/models/slow/infer", json=x, timeout=60)
+        assert r.status_code == 200  # load dropped: answered again
+        pending = metric(httpx.get(srv.url + "/metrics").text, "mlserve_pending_requests{")
+        assert pending == 0
+
+
+# ---------------------------------------------------------------- clients that go away or dawdle
+
+
+def test_clients_disconnecting_mid_request_leave_the_server_healthy(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    write_version(root, "slow", 1, matmul_model(fixed=None))
+    (root / "slow" / "model.toml").write_text('[execution]\nmode = "thread"\n')
+    write_version(root, "fast", 1, linear_model())
+    with running_server(root) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
+        body = json.dumps(slow_body(1200)).encode()
+        for _ in range(3):  # gone while its (slow) inference runs
+            s = raw_request(
+                srv.port,
+                b"POST /v2/models/slow/infer HTTP/1.1\r\nhost: x\r\n"
+                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                % (len(body), body),
+            )
+            time.sleep(0.05)
+            s.close()
+        for _ in range(3):  # gone half-way through its body
+            s = raw_request(
+                srv.port,
+                b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n"
+                b'{"inputs": [',
+            )
+            time.sleep(0.05)
+            s.close()
+        time.sleep(1.0)  # the abandoned inferences finish
+        assert c.get("/v2/health/ready").status_code == 200
+        assert c.post("/v2/models/fast/infer", json={"inputs": [X]}).status_code == 200
+        text = c.get("/metrics").text
+        assert metric(text, "mlserve_pending_requests{") == 0
+        assert srv.proc.poll() is None
+
+
+def test_slow_bodies_and_heads_time_out(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    write_version(root, "fast", 1, linear_model())
+    env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
+    with (
+        running_server(root, "--body-timeout-seconds", "1", env=env) as srv,
+        httpx.Client(base_url=srv.url, timeout=10) as c,
+    ):
+        body = json.dumps({"inputs": [X]}).encode()
+        # A body that stops half-way: 408 JSON after the timeout, then the connection closes.
+        start = time.monotonic()
+        s = raw_request(
+            srv.port,
+            b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(body), body[:20]),
+        )
+        answer = read_all(s)
+        elapsed = time.monotonic() - start
+        s.close()
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer
+        assert b"connection: close" in head.lower()
+        assert json.loads(payload)["code"] == "request_timeout"
+        assert 0.9 <= elapsed < 3.0, elapsed
+        # A body dribbled a byte every 0.2 s: cut off all the same (the deadline is total).
+        s = raw_request(
+            srv.port,
+            b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n"
+            % len(body),
+        )
+        start = time.monotonic()
+        s.settimeout(0.2)
+        got = b""
+        for byte in body:
+            try:
+                s.sendall(bytes([byte]))
+                got += s.recv(65536)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if got:
+                break
+        s.close()
+        assert got.startswith(b"HTTP/1.1 408"), got
+        assert time.monotonic() - start < 3.0
+        # Starlette routes read bodies too: an admin change whose body never finishes.
+        s = raw_request(
+            srv.port,
+            b"PUT /v2/admin/models/fast/routing HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
+            + TOKEN.encode()
+            + b"\r\ncontent-length: 100\r\n\r\n{",
+        )
+        answer = read_all(s)
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer
+        # A head that never completes (slowloris): the connection is closed.
+        start = time.monotonic()
+        s = raw_request(srv.port, b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\n")
+        assert read_all(s) == b""
+        s.close()
+        assert 0.9 <= time.monotonic() - start < 3.0
+        # A connection that sends nothing at all: closed too.
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        assert read_all(s) == b""
+        s.close()
+        # Normal requests, and keep-alive connections, are unaffected.
+        for _ in range(5):
+            assert c.post("/v2/models/fast/infer", json={"inputs": [X]}).status_code == 200
+        assert metric(c.get("/metrics").text, "mlserve_pending_requests{") == 0
+
+
+# ---------------------------------------------------------------- SIGTERM under load
+
+
+def test_sigterm_under_load_drains_and_refuses_new_work(tmp_path: Path) -> None:
+    """Extends test_server_lifecycle (one request): many in flight, then new connections."""
+    root = tmp_path / "registry"
+    write_version(root, "slow", 1, matmul_model(fixed=None))
+    (root / "slow" / "model.toml").write_text('[execution]\nmode = "thread"\n')
+    srv = ServerProcess(root, "--drain-seconds", "10", "--inference-threads", "2")
+    srv.wait_ready()
+    results: list[str] = []
+
+    def send() -> None:
+        try:
+            r = httpx.post(srv.url + "/v2/models/slow/infer", json=slow_body(900), timeout=30)
+            results.append(str(r.status_code))
+        except httpx.TransportError:  # not yet accepted when the signal came: refused
+            results.append("refused")
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    with httpx.Client(base_url=srv.url) as c:  # all 8 in the server (2 run, the rest wait a thread)
+        wait_for(lambda: metric(c.get("/metrics").text, "mlserve_pending_requests{") >= 4)
+    start = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    late: list[str] = []
+    for _ in range(3):  # new work after the signal: refused, never served
+        try:
+            r = httpx.post(srv.url + "/v2/models/slow/infer", json=slow_body(10), timeout=5)
+            late.append(str(r.status_code))
+        except httpx.ConnectError:
+            late.append("refused")
+    for t in threads:
+        t.join(30)
+    code = srv.proc.wait(15)
+    took = time.monotonic() - start
+    srv.stop()
+    assert set(results) <= {"200", "refused"} and results.count("200") >= 4, results
+    assert set(late) <= {"refused", "503"}, late
+    assert code == 0 and took < 10, (code, took)
+
+
+# ---------------------------------------------------------------- SIGKILL during admin changes
+
+
+def audit_ok(path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mlserve", "audit", "verify", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sigkill_during_routing_changes_leaves_old_or_new_state(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    for v in (1, 2):
+        write_version(root, "m", v, linear_model(seed=v))
+    (root / "m" / "model.toml").write_text('[versions]\npolicy = "all"\n[routing]\nstable = 1\n')
+    state_file = root / "m" / "routing.json"
+    rng = random.Random(8)
+    env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
+    kills = 0
+    for _ in range(5):
+        srv = ServerProcess(root, env=env)
+        srv.wait_ready()
+        persisted = (
+            json.loads(state_file.read_text())["canary_weight"] if state_file.exists() else 0
+        )
+        r = httpx.get(srv.url + "/v2/admin/models/m/routing", headers=AUTH, timeout=5)
+        assert r.json()["effective"]["canary_weight"] == persisted  # the restart serves it
+        acked: list[float] = [persisted]
+        sent: list[float] = []
+        stop = threading.Event()
+
+        def change(
+            srv: ServerProcess = srv,
+            stop: threading.Event = stop,
+            sent: list[float] = sent,
+            acked: list[float] = acked,
+        ) -> None:
+            with httpx.Client(base_url=srv.url, headers=AUTH, timeout=5) as c:
+                while not stop.is_set():
+                    weight = float(rng.randrange(1, 10000)) / 100
+                    sent.append(weight)
+                    try:
+                        r = c.put(
+                            "/v2/admin/models/m/routing",
+                            json={"canary": 2, "canary_weight": weight},
+                        )
+                    except httpx.HTTPError:
+                        return
+                    assert r.status_code == 200, r.text
+                    acked.append(weight)
+
+        worker = threading.Thread(target=change)
+        worker.start()
+        time.sleep(rng.uniform(0.05, 0.5))
+        srv.proc.kill()
+        srv.proc.wait()
+        kills += 1
+        stop.set()
+        worker.join()
+        srv.stop()
+        saved = json.loads(state_file.read_text())  # parses: never half-written
+        # The last acknowledged state, or the one in flight when the kill came.
+        assert saved["canary_weight"] in {acked[-1], sent[-1]}, (saved, acked[-3:], sent[-3:])
+        audit = root / "audit.jsonl"
+        audit_ok(audit)
+        last = json.loads(audit.read_text().splitlines()[-1])
+        # Write-ahead audit: what is in force was audited (the last record's after), or the
+        # kill fell between the record and the rename (the last record's before).
+        assert saved in (last["after"], last["before"]), (saved, last)
+    assert kills == 5
+    srv = ServerProcess(root, env=env)  # and it serves the last state
+    try:
+        srv.wait_ready()
+        r = httpx.get(srv.url + "/v2/admin/models/m/routing", headers=AUTH, timeout=5)
+        assert r.json()["effective"] == json.loads(state_file.read_text())
+    finally:
+        assert srv.stop() == 0
+
+
+# ---------------------------------------------------------------- disk full
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir(parents=True)
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {exc}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(path: Path) -> None:
+    with path.open("wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+
+
+def test_disk_full_while_writing_state(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk", "256k") as disk:
+        root = disk / "registry"
+        for v in (1, 2):
+            write_version(root, "m", v, linear_model(seed=v))
+        (root / "m" / "model.toml").write_text(
+            '[versions]\npolicy = "all"\n[routing]\nstable = 1\n'
+        )
+        env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
+        url = "/v2/admin/models/m/routing"
+        with (
+            running_server(root, env=env) as srv,
+            httpx.Client(base_url=srv.url, headers=AUTH) as c,
+        ):
+            assert c.put(url, json={"canary": 2, "canary_weight": 10}).status_code == 200
+            old_state = (root / "m" / "routing.json").read_text()
+            old_audit = (root / "audit.jsonl").read_bytes()
+            filler = disk / "filler"
+            fill(filler)
+            r = c.put(url, json={"canary_weight": 20})
+            assert r.status_code == 507, r.text
+            assert r.json()["code"] == "storage_full" and "nothing was changed" in r.json()["error"]
+            assert (root / "m" / "routing.json").read_text() == old_state
+            assert [p.name for p in (root / "m").iterdir() if p.name.startswith(".")] == []
+            assert (root / "audit.jsonl").read_bytes() == old_audit
+            assert c.get(url).json()["effective"]["canary_weight"] == 10.0
+            assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
+            filler.unlink()
+            r = c.put(url, json={"canary_weight": 20})
+            assert r.status_code == 200 and r.json()["effective"]["canary_weight"] == 20.0
+        audit_ok(root / "audit.jsonl")
+        # The audit log itself on a full disk: a line that did not fit is cut off, not left half.
+        log = AuditLog(root / "audit.jsonl")
+        fill(disk / "filler")
+        size = (root / "audit.jsonl").stat().st_size
+        with pytest.raises(OSError):
+            log.append("t", "big", "m", None, "x" * 64 * 1024)
+        assert (root / "audit.jsonl").stat().st_size == size
+        (disk / "filler").unlink()
+        log.append("t", "after", "m", None, 1)
+        assert verify(root / "audit.jsonl") == (3, None)
