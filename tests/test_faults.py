@@ -204,6 +204,8 @@ def test_registry_unreadable_keeps_serving_and_recovers(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["outputs"] == before["outputs"]
         assert c.get("/v2/models/m/ready").status_code == 200
         assert c.get("/v2/health/ready").status_code == 200
+        failed_scans = metric(c.get("/metrics").text, "mlserve_registry_scan_failures_total")
+        assert failed_scans >= 2  # metered, not only logged
         write_version(away, "m", 2, linear_model(seed=2))
         root.unlink()
         os.rename(away, root)

@@ -237,7 +237,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         dest="overload_delay_ms",
         type=float,
         help="event-loop delay beyond which new inference requests get 503 overloaded "
-        "(default 250; 0: never; env MLSERVE_OVERLOAD_DELAY_MS)",
+        "(default 100; 0: never; env MLSERVE_OVERLOAD_DELAY_MS)",
     )
     p.add_argument("--inference-threads", dest="inference_threads", type=int)
     p.add_argument(

@@ -51,7 +51,7 @@ class ServerSettings:
     body_timeout_seconds: float = 30.0
     # Event-loop delay (ms) above which new infer and explain requests are refused with
     # 503 overloaded + Retry-After, so admitted requests keep a latency bound (0: never).
-    overload_delay_ms: float = 250.0
+    overload_delay_ms: float = 100.0
     # Threads that run inference for versions in "thread" mode (0: one per core).
     inference_threads: int = 0
     # Seconds between registry scans for new, changed and removed versions (0: never).

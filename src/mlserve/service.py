@@ -150,6 +150,8 @@ class InferenceService:
             lambda: {
                 "overload_rejections": self.shed,
                 "loop": {"delay_seconds": self.loop_delay_s},
+                # Every worker scans the same directory: merged by maximum, like load failures.
+                "registry": {"scan_failures": self.store.scan_failures},
             }
         )
 

@@ -163,15 +163,16 @@ class MLServeApp:
     async def _watch_loop_delay(self) -> None:
         """Load shedding. A loop that runs late has more work ready than it can do: every
         request accepted now waits behind it. Every 10 ms, see how late the loop woke us.
-        Beyond ``overload_delay_ms`` the share of new infer/explain requests refused (503,
-        far cheaper than serving) grows by 10 points a check, up to 95 %; once the loop is
-        back under half the limit it falls by a fifth a check, to none within ~0.2 s. A
-        share, not an on/off switch: clients that retry at once would otherwise keep the
-        loop busy with refusals alone and nothing would be served. Health, metadata and
-        metrics are never refused."""
+        Beyond ``overload_delay_ms`` (two checks in a row) the share of new infer/explain
+        requests refused (503, far cheaper than serving) grows by 10 points a check, up to
+        95 %; once the loop is back under half the limit it falls by a fifth a check, to
+        none within ~0.2 s. A share, not an on/off switch: clients that retry at once
+        would otherwise keep the loop busy with refusals alone and nothing would be
+        served. Health, metadata and metrics are never refused."""
         loop = asyncio.get_running_loop()
         limit = self.settings.overload_delay_ms / 1e3
         service = self.service
+        was_late = False
         while True:
             due = loop.time() + _LOOP_TICK_S
             await asyncio.sleep(_LOOP_TICK_S)
@@ -179,9 +180,15 @@ class MLServeApp:
             service.loop_delay_s = late
             share = service.shed_share
             if late > limit:
-                share = min(_MAX_SHED, share + 0.1)
-            elif late < limit / 2:
-                share = share * 0.8 if share > 0.01 else 0.0
+                # One late check alone is a pause (a collection, a descheduled process),
+                # not a backlog: shedding starts on the second in a row.
+                if was_late or share > 0:
+                    share = min(_MAX_SHED, share + 0.1)
+                was_late = True
+            else:
+                was_late = False
+                if late < limit / 2:
+                    share = share * 0.8 if share > 0.01 else 0.0
             service.shed_share = share
 
     async def _publish_forever(self) -> None:

@@ -109,7 +109,7 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # Every worker loads the same registry: these are merged by maximum, not added.
-_MAX_KEYS = frozenset({"gauges", "load_failures", "failed_versions", "loop"})
+_MAX_KEYS = frozenset({"gauges", "load_failures", "failed_versions", "loop", "registry"})
 # Per-worker copies of the same facts (labels, the reference profile): never added.
 _CONSTANT_KEYS = frozenset({"names", "levels", "reference_ratio", "canary_weight"})
 
@@ -417,7 +417,14 @@ def _overload_families(snapshot: Mapping[str, Any]) -> list[Family]:
         (),
     )
     delay.samples.append(("", (), snapshot.get("loop", {}).get("delay_seconds", 0.0)))
-    return [shed, delay]
+    scans = Family(
+        "mlserve_registry_scan_failures",
+        "counter",
+        "Registry scans that could not read the registry directory (what loaded keeps serving).",
+        (),
+    )
+    scans.samples.append(("_total", (), snapshot.get("registry", {}).get("scan_failures", 0)))
+    return [shed, delay, scans]
 
 
 def _explain_family(snapshot: Mapping[str, Any]) -> Family:

@@ -175,6 +175,7 @@ class ModelStore(Generic[E]):
         self.gate_blocked: dict[str, dict[int, str]] = {}
         # Failed load attempts per model since start (a counter: never decreases).
         self.load_failures: dict[str, int] = {}
+        self.scan_failures = 0  # scans that could not read the registry directory
         self.loaded = False
 
     # ------------------------------------------------------------------ request path
@@ -247,6 +248,7 @@ class ModelStore(Generic[E]):
             try:
                 found = scan_registry(self.root, self.settings.model_name)
             except OSError as exc:  # unreadable registry: keep serving what is loaded
+                self.scan_failures += 1
                 log.error("registry %s cannot be read: %s", self.root, exc)
                 return []
             changes: list[str] = []
@@ -382,7 +384,10 @@ class ModelStore(Generic[E]):
             try:
                 found = scan_registry(self.root, self.settings.model_name)
             except OSError as exc:
-                raise ModelNotReady(f"the registry cannot be read: {exc}") from exc
+                # strerror, not str(exc): the latter names the server's path.
+                raise ModelNotReady(
+                    f"the registry cannot be read: {exc.strerror or 'I/O error'}"
+                ) from exc
             mdir = found.get(model)
             if mdir is None:
                 raise ModelNotFound(f"unknown model {model!r}: no such directory in the registry")
