@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -129,6 +130,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "lenient" / "model.toml").write_text("[inputs]\nallow_nan = true\n")
     (root / ".tmp-publish").mkdir()  # hidden: a publisher's temporary directory, ignored
     return root
+
+
+def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    """Poll ``predicate`` every 50 ms until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
 
 
 def free_port() -> int:

@@ -39,21 +39,13 @@ from .conftest import (
     matmul_model,
     running_server,
     slow_batch_model,
+    wait_for,
     write_version,
 )
 
 X = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.25] * 20}
 TOKEN = "fault-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def metric(text: str, prefix: str) -> float:

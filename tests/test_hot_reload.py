@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from .conftest import linear_model, running_server, write_version
+from .conftest import linear_model, running_server, wait_for, write_version
 
 X = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.25] * 20}
 
@@ -25,15 +25,6 @@ def publish(root: Path, model: str, version: int, seed: int) -> None:
     hidden = root / model / f".tmp-{version}"
     os.rename(tmp, hidden)
     os.rename(hidden, root / model / str(version))
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_publish_reconfigure_and_remove_under_load(tmp_path: Path) -> None:

@@ -40,7 +40,13 @@ from numpy.typing import NDArray
 from .. import __version__
 from ..errors import MLServeError, ModelLoadError
 from ..monitoring.profile import build_profile, save_profile
-from ..registry.layout import LINEAGE_FILE, MODEL_FILE, SAMPLES_FILE, is_valid_model_name
+from ..registry.layout import (
+    LINEAGE_FILE,
+    MODEL_FILE,
+    SAMPLES_FILE,
+    fsync_dir,
+    is_valid_model_name,
+)
 
 __all__ = ["PublishError", "Published", "publish"]
 
@@ -188,7 +194,7 @@ def publish(
             (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
             _fsync_tree(tmp)
             os.rename(tmp, model_dir / str(version))  # fails if that number exists
-            _fsync_dir(model_dir)
+            fsync_dir(model_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -343,15 +349,7 @@ def _fsync_tree(directory: Path) -> None:
     for p in directory.iterdir():
         with p.open("rb") as fh:
             os.fsync(fh.fileno())
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 def _sha256_file(path: Path) -> str:
