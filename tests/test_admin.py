@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -174,3 +175,50 @@ def test_an_admin_change_builds_on_what_another_worker_wrote(registry: Path) -> 
             30.0,
             0.5,
         )
+
+
+def test_concurrent_changes_on_two_workers_each_build_on_the_last(registry: Path) -> None:
+    """Two workers, eight clients changing the weight at once: every audit record's
+    ``before`` is the previous record's ``after`` (none wrote over another's change), and
+    routing.json holds the last record's ``after``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
+    with running_server(registry, "--workers", "2", env=env) as srv:
+        url = srv.url + "/v2/admin/models/m/routing"
+        assert httpx.put(url, headers=AUTH, json={"canary": 2}).status_code == 200
+
+        def change(i: int) -> int:
+            with httpx.Client(timeout=30) as c:
+                for j in range(6):
+                    r = c.put(url, headers=AUTH, json={"canary_weight": float(i * 10 + j)})
+                    assert r.status_code == 200, r.text
+            return i
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(change, range(8)))
+    records = [json.loads(line) for line in (registry / "audit.jsonl").read_text().splitlines()]
+    records = [r for r in records if r["action"] == "set_routing"]
+    assert len(records) == 1 + 8 * 6
+    for previous, record in itertools.pairwise(records):
+        assert record["before"] == previous["after"], (previous, record)
+    saved = json.loads((registry / "m" / "routing.json").read_text())
+    assert saved == records[-1]["after"]
+
+
+def test_repository_actions_are_not_done_when_their_audit_record_cannot_be_written(
+    registry: Path, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")  # the audit log's parent is a file: every append fails
+    env = {"MLSERVE_ADMIN_TOKEN": TOKEN, "MLSERVE_AUDIT_LOG": str(blocked / "audit.jsonl")}
+    with running_server(registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
+        for action in ("unload", "load"):
+            r = c.post(f"/v2/repository/models/m/{action}", headers=AUTH)
+            assert r.status_code == 503 and r.json()["code"] == "model_not_ready", r.text
+            assert "audit record" in r.json()["error"] and str(tmp_path) not in r.text
+            assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
+        r = c.put("/v2/admin/models/m/routing", headers=AUTH, json={"canary": 2})
+        assert r.status_code == 503 and str(tmp_path) not in r.text
+        assert c.get("/v2/admin/models/m/routing", headers=AUTH).json()["override"] is None
+    assert not (registry / "m" / "routing.json").exists()

@@ -363,3 +363,17 @@ def test_staged_files_a_crash_left_are_removed_once_old(tmp_path: Path) -> None:
     os.utime(other, (time.time() - 3600, time.time() - 3600))
     assert remove_stale_staged(target) == 1
     assert not old.exists() and fresh.exists() and other.exists()
+
+
+def test_a_link_loop_refuses_its_own_entry_not_the_whole_scan(tmp_path):
+    root = tmp_path / "registry"
+    _version(root, "good", 1)
+    _version(root, "evil", 1)
+    os.symlink("routing.json", root / "evil" / "routing.json")  # points at itself
+    os.symlink("model.toml", root / "evil" / "model.toml")
+
+    models = scan_registry(root)
+
+    assert sorted(models) == ["evil", "good"]
+    assert models["good"].escaping == ()
+    assert set(models["evil"].escaping) == {"routing.json", "model.toml"}

@@ -392,6 +392,17 @@ class InferenceService:
         if outcome == INVALID:  # the client's fault: counted by reason too
             self.hub.rejected(stats, exc.reason if isinstance(exc, InvalidInput) else "size")
 
+    def count_shed(self, model: str, version: int | None) -> None:
+        """Account a request refused by load shedding: the version's ``rejected`` outcome
+        (what the overload alert watches) and nothing else (no payload record: shedding
+        is when the server can least afford extra work)."""
+        try:
+            endpoint = self.store.resolve(model, version)
+        except MLServeError:
+            return
+        if endpoint.stats is not None:
+            endpoint.stats.roles[STABLE if version is None else PINNED].failure(REJECTED)
+
     def count_failure(self, model: str, version: int | None, exc: MLServeError) -> None:
         """Account a request that failed before the service saw it (body, JSON, size)."""
         try:

@@ -55,8 +55,11 @@ class AuditLog:
                 line = json.dumps(entry, sort_keys=True, separators=(",", ":"))
                 end = fh.seek(0, os.SEEK_END)
                 try:
-                    fh.write(line.encode() + b"\n")
-                    fh.flush()
+                    # Unbuffered (O_APPEND): nothing is left in a buffer to be written again
+                    # at close() after a failure, past the cut below.
+                    data = memoryview(line.encode() + b"\n")
+                    while data:
+                        data = data[os.write(fh.fileno(), data) :]
                     os.fsync(fh.fileno())
                 except BaseException:
                     # A full disk may have taken part of the line: cut it off, so the chain
@@ -69,15 +72,10 @@ class AuditLog:
 
 
 def _truncate(fh: Any, size: int) -> None:
-    """Best effort: drop what the buffer holds and cut the file back to ``size``."""
+    """Best effort: cut the file back to ``size``."""
     try:
         os.ftruncate(fh.fileno(), size)
         os.fsync(fh.fileno())
-    except OSError:
-        pass
-    try:
-        fh.seek(size)
-        fh.truncate(size)  # also discards bytes still buffered
     except OSError:
         pass
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import hmac
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..config import RoutingConfig, parse_routing
-from ..errors import ConfigError, Forbidden, GateNotPassed, InvalidInput, Unauthorized
+from ..errors import (
+    ConfigError,
+    Forbidden,
+    GateNotPassed,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    StorageFull,
+    Unauthorized,
+)
 from ..governance.audit import AuditLog, actor_id
 from ..registry.layout import check_model_name
 from ..service import InferenceService
@@ -178,22 +188,42 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
             index = [e for e in index if e["state"] == "READY"]
         return JSONResponse(index)
 
+    def append_first(actor: str, action: str, model: str, before: Any) -> None:
+        """The audit record of a repository action, written before the action: a change
+        is never in force without its record. A record that cannot be written (a full
+        disk) stops the action (507 or 503), nothing changed."""
+        try:
+            audit.append(actor, action, model, before, None)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(
+                    f"{action} of {model!r} not done: no space left for its audit record"
+                ) from exc
+            raise ModelNotReady(
+                f"{action} of {model!r} not done: its audit record cannot be written "
+                f"({exc.strerror or 'I/O error'})"
+            ) from exc
+
+    def states(model: str) -> dict[str, str]:
+        record = service.store.record(model)
+        return {str(v): r.state.value for v, r in sorted(record.versions.items())}
+
     async def repository_load(request: Request) -> Response:
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
+        if not service.store.in_registry(model):
+            raise ModelNotFound(f"unknown model {model!r}: no such directory in the registry")
+        before = states(model) if model in service.store.models else None
+        await asyncio.to_thread(append_first, actor, "load", model, before)
         changes = await asyncio.to_thread(service.store.load, model)
-        record = service.store.record(model)
-        after = {str(v): r.state.value for v, r in sorted(record.versions.items())}
-        await asyncio.to_thread(audit.append, actor, "load", model, None, after)
-        return JSONResponse({"model": model, "changes": changes, "versions": after})
+        return JSONResponse({"model": model, "changes": changes, "versions": states(model)})
 
     async def repository_unload(request: Request) -> Response:
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
-        record = service.store.record(model)
-        before = {str(v): r.state.value for v, r in sorted(record.versions.items())}
+        before = states(model)  # 404 for an unknown model, before anything is written
+        await asyncio.to_thread(append_first, actor, "unload", model, before)
         await asyncio.to_thread(service.store.unload, model)
-        await asyncio.to_thread(audit.append, actor, "unload", model, before, None)
         return JSONResponse({"model": model, "unloaded": True})
 
     base = "/v2/admin/models/{model}"

@@ -59,7 +59,9 @@ class InferHandler:
                 await _method_not_allowed(send)
                 return
             if self.service.shed_share and self.service.shed_this():
-                raise self.service.refuse_overloaded()
+                self.service.count_shed(*target)
+                await send_error(send, self.service.refuse_overloaded())
+                return
             declared = header_length = routing_key = None
             for key, value in scope["headers"]:
                 if key == b"content-length":

@@ -230,6 +230,7 @@ class MonitoringHub:
                 snap["workers"] = 1
             else:  # its counters still count; its gauges are stale
                 snap.pop("gauges", None)
+                snap.pop("loop", None)
                 for entry in snap.get("endpoints", {}).values():
                     entry["pending"] = 0
             parts.append(snap)

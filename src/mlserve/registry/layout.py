@@ -7,6 +7,7 @@ complete, and which names are acceptable. Building sessions is the store's job.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,7 +223,13 @@ def sha256_file(path: Path) -> str:
 
 
 def _inside(path: Path, root_resolved: Path) -> bool:
-    return path.resolve().is_relative_to(root_resolved)
+    """Whether ``path`` resolves inside the registry. A link that cannot be resolved (a
+    loop: ``Path.resolve`` raises RuntimeError on 3.11; or unreadable) counts as leaving,
+    so it refuses only its own entry instead of failing the whole scan."""
+    try:
+        return path.resolve().is_relative_to(root_resolved)
+    except (OSError, RuntimeError):
+        return False
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -245,6 +252,18 @@ def stage_file(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if absent) for the block: the worker
+    processes of one server, and servers sharing a registry, take turns."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def remove_stale_staged(path: Path, older_than: float = 600.0) -> int:

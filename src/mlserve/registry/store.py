@@ -8,6 +8,7 @@ update. It knows neither HTTP nor metric objects.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -15,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -45,6 +46,7 @@ from .layout import (
     ModelDir,
     VersionDir,
     commit_staged,
+    file_lock,
     leaving_registry,
     remove_durably,
     remove_stale_staged,
@@ -55,6 +57,7 @@ from .layout import (
 log = logging.getLogger("mlserve.registry")
 
 ROUTING_FILE = "routing.json"
+ROUTING_LOCK_FILE = ".routing.lock"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # An absolute path in a message (``/x/y``, not ``a/b`` or ``1/2``), up to a quote or space.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~<>-])/[^\s'\"]+")
@@ -247,7 +250,7 @@ class ModelStore(Generic[E]):
         with self._lock:
             try:
                 found = scan_registry(self.root, self.settings.model_name)
-            except OSError as exc:  # unreadable registry: keep serving what is loaded
+            except (OSError, RuntimeError) as exc:  # unreadable (or a link loop): keep serving
                 self.scan_failures += 1
                 log.error("registry %s cannot be read: %s", self.root, exc)
                 return []
@@ -378,6 +381,12 @@ class ModelStore(Generic[E]):
             self._publish()
         log.info("registry: %s unloaded", model)
 
+    def in_registry(self, model: str) -> bool:
+        """Whether the registry directory holds ``model`` now (whatever is loaded)."""
+        if self.settings.model_name:
+            return model == self.settings.model_name
+        return (self.root / model).is_dir()
+
     def load(self, model: str) -> list[str]:
         """Load (or reload from disk) ``model`` now, whatever the watcher last saw."""
         with self._lock:
@@ -419,8 +428,10 @@ class ModelStore(Generic[E]):
         then the change is applied in memory. A failure before the rename (a full disk)
         changes nothing and leaves no temporary file: ``StorageFull`` (507) when out of
         space. A crash between the audit record and the rename leaves a record of a change
-        that did not happen; never the reverse."""
-        with self._lock:
+        that did not happen; never the reverse. The whole change holds ``.routing.lock``
+        in the model's directory (``flock``): other workers, and the guardrails on the
+        leader, read the state this one wrote instead of writing over it."""
+        with self._lock, self._routing_lock(model):
             record = self.record(model)
             self._sync_routing(record)
             before = record.routing
@@ -462,6 +473,23 @@ class ModelStore(Generic[E]):
             self._routing_fp[model] = _fingerprint(path) if path.exists() else ()
             self._publish()
             return before, record.routing
+
+    @contextlib.contextmanager
+    def _routing_lock(self, model: str) -> Iterator[None]:
+        record = self.record(model)
+        try:
+            with file_lock(record.path / ROUTING_LOCK_FILE):
+                yield
+                return
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise StorageFull(
+                    f"routing of {model!r} cannot be saved: no space left on the device "
+                    "holding the registry; nothing was changed"
+                ) from exc
+            raise ModelNotReady(
+                f"routing of {model!r} cannot be saved: {exc.strerror or 'I/O error'}"
+            ) from exc
 
     def _scrub(self, text: str) -> str:
         """``text`` with paths made relative to the registry and any other absolute path
