@@ -605,7 +605,8 @@ def test_disk_full_while_writing_state(tmp_path: Path) -> None:
             assert r.status_code == 507, r.text
             assert r.json()["code"] == "storage_full" and "nothing was changed" in r.json()["error"]
             assert (root / "m" / "routing.json").read_text() == old_state
-            assert [p.name for p in (root / "m").iterdir() if p.name.startswith(".")] == []
+            hidden = {p.name for p in (root / "m").iterdir() if p.name.startswith(".")}
+            assert hidden <= {".routing.lock"}  # the lock file, and no staged file left
             assert (root / "audit.jsonl").read_bytes() == old_audit
             assert c.get(url).json()["effective"]["canary_weight"] == 10.0
             assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
@@ -623,3 +624,144 @@ def test_disk_full_while_writing_state(tmp_path: Path) -> None:
         (disk / "filler").unlink()
         log.append("t", "after", "m", None, 1)
         assert verify(root / "audit.jsonl") == (3, None)
+
+
+# ---------------------------------------------------------------- bytes that start no request
+
+
+def dribble(sock: socket.socket, data: bytes, every: float, limit: float) -> float:
+    """Send ``data`` a byte every ``every`` seconds until the server closes the connection;
+    the seconds that took (``limit`` if it never did). Any answer fails."""
+    start = time.monotonic()
+    sock.settimeout(every)
+    i = 0
+    while time.monotonic() - start < limit:
+        try:
+            sock.sendall(data[i % len(data) : i % len(data) + 1])
+            i += 1
+            got = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - start
+        assert got == b"", got
+        return time.monotonic() - start
+    return limit
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One response with a content-length: its head and its body."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, head + body
+        body += chunk
+    assert len(body) == length, (head, body)
+    return head, body
+
+
+def test_bytes_that_start_no_request_time_out_but_keep_alive_and_slow_answers_do_not(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "registry"
+    write_version(root, "fast", 1, linear_model())
+    write_version(root, "slow", 1, matmul_model(fixed=None))
+    (root / "slow" / "model.toml").write_text('[execution]\nmode = "thread"\n')
+    live = b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+    with running_server(
+        root, "--body-timeout-seconds", "1", "--inference-threads", "1", "--poll-seconds", "0"
+    ) as srv:
+        # An idle keep-alive connection: closed by uvicorn's keep-alive timeout (5 s), not
+        # by the head timeout; watched while the rest runs.
+        idle = raw_request(srv.port, live)
+        assert read_response(idle)[0].startswith(b"HTTP/1.1 200")
+        idle_since = time.monotonic()
+        idle_closed: list[float] = []
+
+        def watch() -> None:
+            idle.settimeout(15)
+            with contextlib.suppress(OSError):
+                assert idle.recv(1) == b""
+            idle_closed.append(time.monotonic() - idle_since)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+
+        # Blank lines after a response (llhttp skips them: no request begins).
+        s = raw_request(srv.port, live)
+        assert read_response(s)[0].startswith(b"HTTP/1.1 200")
+        assert 0.9 < dribble(s, b"\r\n", 0.2, 5.0) < 2.0
+        s.close()
+
+        # The unread rest of a body answered early (413): dribbled after the answer.
+        s = raw_request(
+            srv.port,
+            b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\n"
+            b"content-length: 100000000000\r\n\r\n{",
+        )
+        head, body = read_response(s)
+        assert head.startswith(b"HTTP/1.1 413"), head
+        assert 0.9 < dribble(s, b"0", 0.2, 5.0) < 2.0
+        s.close()
+
+        # The body of a GET that the application never reads.
+        s = raw_request(
+            srv.port, b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n"
+        )
+        assert read_response(s)[0].startswith(b"HTTP/1.1 200")
+        assert 0.9 < dribble(s, b"0", 0.2, 5.0) < 2.0
+        s.close()
+
+        # A keep-alive client, each head sent in two parts, requests spaced under the timeout
+        # and once over it (idle time between requests is the keep-alive timeout's): served
+        # throughout.
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        start = time.monotonic()
+        for gap in (0.2, 0.5, 1.5):
+            s.sendall(live[:20])
+            time.sleep(0.3)
+            s.sendall(live[20:])
+            assert read_response(s)[0].startswith(b"HTTP/1.1 200")
+            time.sleep(gap)
+        assert time.monotonic() - start > 3.0
+        s.sendall(live)
+        assert read_response(s)[0].startswith(b"HTTP/1.1 200")
+        s.close()
+
+        # A partial pipelined head behind a slow inference (longer than the timeout): the
+        # slow answer arrives, then the head is finished and answered too. The size is
+        # calibrated for about 2 s on this machine (the cost grows as n³).
+        start = time.monotonic()
+        r = httpx.post(srv.url + "/v2/models/slow/infer", json=slow_body(2000), timeout=60)
+        assert r.status_code == 200, r.text
+        n = min(int(2000 * (2.0 / max(time.monotonic() - start, 0.01)) ** (1 / 3)), 6000)
+        body = json.dumps(slow_body(max(n, 2000))).encode()
+        slow = (
+            b"POST /v2/models/slow/infer HTTP/1.1\r\nhost: x\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        start = time.monotonic()
+        s = raw_request(srv.port, slow + live[:20])
+        head, payload = read_response(s)
+        elapsed = time.monotonic() - start
+        assert head.startswith(b"HTTP/1.1 200"), (head, payload)
+        assert json.loads(payload)["outputs"][0]["name"] == "y"
+        s.sendall(live[20:])
+        assert read_response(s)[0].startswith(b"HTTP/1.1 200")
+        s.close()
+        assert elapsed > 1.5, f"the slow model took {elapsed:.2f} s: not slow enough"
+
+        watcher.join()
+        assert idle_closed and 4.5 <= idle_closed[0] < 7.0, idle_closed
+        idle.close()
+        assert srv.proc.poll() is None

@@ -27,10 +27,16 @@ import orjson
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from mlserve.errors import ModelLoadError
+from mlserve.runtime.external_data import check_external_data
+
 from .conftest import ServerProcess, echo_model, linear_model, running_server, write_version
 
 TOKEN = "s3cret-admin-token-0123456789abcdef"
 W = np.arange(12, dtype=np.float32).reshape(4, 3)
+# A valid protobuf field that no ONNX message declares: an empty group, field 99 (start and
+# end group tags, wire types 3 and 4). Parsers skip it; a walker that cannot must refuse.
+GROUP = b"\x9b\x06\x9c\x06"
 
 
 # ------------------------------------------------------------------------------- registry
@@ -103,6 +109,10 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     - ``ext`` (policy all): external data at ``../../../outside.bin`` (v1), an absolute path
       (v2), ``link.bin`` → ``registry/outside.bin`` (v3), ``inside.bin`` (v4, good),
       ``../../outside.bin`` (v5: inside the registry, outside the version).
+    - ``extgroup`` (policy all): external data with :data:`GROUP` appended to model.onnx, at
+      ``../../../outside.bin`` (v1), an absolute path (v2), ``sub/link.bin`` →
+      ``registry/outside.bin`` (v3), ``sub/inside.bin`` (v4, good); v5 ``inside.bin`` but an
+      unterminated group (a file the check cannot walk).
     - ``corrupt``: v1 garbage bytes; ``echo``: every datatype; ``free``: [N, M] identity.
     """
     root = tmp_path_factory.mktemp("hostile")
@@ -138,6 +148,22 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (reg / "ext" / "3" / "link.bin").symlink_to(reg / "outside.bin")
     (reg / "ext" / "4" / "inside.bin").write_bytes(W.tobytes())
     (reg / "ext" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    grouped = {
+        1: ("../../../outside.bin", GROUP),
+        2: (str(root / "outside.bin"), GROUP),
+        3: ("sub/link.bin", GROUP),
+        4: ("sub/inside.bin", GROUP),
+        5: ("inside.bin", GROUP[:2]),
+    }
+    for version, (location, suffix) in grouped.items():
+        vdir = reg / "extgroup" / str(version)
+        (vdir / "sub").mkdir(parents=True)
+        model = external_model(location).SerializeToString() + suffix
+        (vdir / "model.onnx").write_bytes(model)
+    (reg / "extgroup" / "3" / "sub" / "link.bin").symlink_to(reg / "outside.bin")
+    (reg / "extgroup" / "4" / "sub" / "inside.bin").write_bytes(W.tobytes())
+    (reg / "extgroup" / "5" / "inside.bin").write_bytes(W.tobytes())
+    (reg / "extgroup" / "model.toml").write_text('[versions]\npolicy = "all"\n')
     (reg / "corrupt" / "1").mkdir(parents=True)
     (reg / "corrupt" / "1" / "model.onnx").write_bytes(b"\x08\x07not a protobuf at all")
     write_version(reg, "echo", 1, echo_model())
@@ -416,6 +442,90 @@ def test_external_data_outside_the_version_is_refused(c: Client) -> None:
     )  # fmt: skip
     assert float(line.rsplit(" ", 1)[1]) == 4.0
     assert c.infer("lin", {"inputs": [x4()]})[0] == 200
+
+
+def test_external_data_behind_unknown_group_fields_is_checked(c: Client) -> None:
+    """A group field ONNX does not declare is skipped, not a reason to stop checking: the
+    escapes behind one are refused, the good version loads, and a model whose protobuf
+    cannot be walked at all while it names external data is refused, not let through."""
+    meta = c.call("GET", "/v2/models/extgroup")[1]
+    assert meta["versions"] == ["4"]
+    states = meta["parameters"]["versions"]
+    outside = (
+        "model.onnx: tensor 'W' keeps its data outside the version directory "
+        "(external data location {!r}); external data must be a file in the version directory"
+    )
+    assert states["1"]["reason"] == outside.format("../../../outside.bin")
+    assert states["2"]["reason"] == (
+        "model.onnx: tensor 'W' keeps its data at an absolute path; external data must be a "
+        "file in the version directory"
+    )
+    assert states["3"]["reason"] == outside.format("sub/link.bin")
+    assert states["5"]["reason"] == (
+        "model.onnx: cannot verify where its external data lives (not a protobuf this check "
+        "can read); external data must be a file in the version directory"
+    )
+    assert all(states[v]["state"] == "failed" for v in "1235")
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    doc = {
+        "inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]
+    }
+    status, body = c.infer("extgroup", doc)
+    assert status == 200, body
+    assert body["model_version"] == "4"
+    np.testing.assert_array_equal(
+        np.asarray(body["outputs"][0]["data"], dtype=np.float32).reshape(2, 3), 2 * (x @ W)
+    )
+
+
+def _function_model(location: str) -> onnx.ModelProto:
+    """A model whose only external tensor is a function's attribute default
+    (``FunctionProto.attribute_proto``)."""
+    tensor = numpy_helper.from_array(W, "F")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+    function = helper.make_function(
+        "custom", "f", ["X"], ["Y"], [helper.make_node("Identity", ["X"], ["Y"])],
+        [helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    function.attribute_proto.append(helper.make_attribute("w", tensor))
+    model = echo_model()
+    model.functions.append(function)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("suffix", "walkable"),
+    [
+        (b"", True),
+        (GROUP, True),
+        (b"\x9b\x06\x08\x01\x0a\x02hi\xa3\x06\x0d\x00\x00\x00\x00\xa4\x06\x9c\x06", True),
+        (b"\x9b\x06", False),  # a group never ended
+        (b"\x9c\x06", False),  # an end group with no start
+        (b"\x9b\x06\xa4\x06", False),  # an end group that closes another group
+        (b"\x9b\x06\x0d\x00", False),  # a fixed32 cut short inside the group
+    ],
+)
+def test_external_data_check_walks_functions_and_groups(
+    tmp_path: Path, suffix: bytes, walkable: bool
+) -> None:
+    """Unit level: a function's attribute defaults are walked, nested groups are skipped,
+    and malformed groups make the model unverifiable (refused, with that reason)."""
+    vdir = tmp_path / "m" / "1"
+    vdir.mkdir(parents=True)
+    model_file = vdir / "model.onnx"
+    for location, escapes in (("../../../x.bin", True), ("w.bin", False)):
+        model_file.write_bytes(_function_model(location).SerializeToString() + suffix)
+        if not walkable:
+            with pytest.raises(ModelLoadError, match=r"^model\.onnx: cannot verify where its"):
+                check_external_data(model_file)
+        elif escapes:
+            with pytest.raises(ModelLoadError, match=r"^model\.onnx: tensor 'F' keeps its data"):
+                check_external_data(model_file)
+        else:
+            check_external_data(model_file)
 
 
 def test_load_failures_shown_to_clients_name_no_server_path(c: Client) -> None:
@@ -707,6 +817,33 @@ def test_request_heads_beyond_limits(srv: ServerProcess, base: Path) -> None:
         assert_clean(body, base)
         assert raw_exchange(srv.port, get + b"\r\n")[0] == 200, what
     assert srv.proc.poll() is None
+
+
+def test_unparsable_requests_get_a_json_400(srv: ServerProcess, base: Path) -> None:
+    # uvicorn answers text/plain; the OpenAPI document declares every 400 as JSON.
+    get = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+    for what, data in [
+        ("a malformed request line", b"GET /v2/health/live HTTP/1.1 garbage\r\n\r\n"),
+        ("an unknown HTTP version", b"GET /v2/health/live HTTP/9.x\r\n\r\n"),
+        ("a header without a colon", get + b"garbage\r\n\r\n"),
+        (
+            "a bad chunk size",
+            b"POST /v2/health/live HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ),
+    ]:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(data)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        assert lines[0] == b"http/1.1 400 bad request", (what, answer)
+        assert b"content-type: application/json" in lines, (what, answer)
+        assert b"connection: close" in lines, (what, answer)
+        assert orjson.loads(body) == {"error": "invalid HTTP request", "code": "invalid_http"}
+        assert_clean(body, base)
+    assert raw_exchange(srv.port, get + b"\r\n")[0] == 200
 
 
 def test_header_limit_is_a_setting(base: Path) -> None:

@@ -413,8 +413,10 @@ def test_long_strings_in_data_do_not_amplify_allocation(
 ) -> None:
     """One long string among many short ones: memory stays in proportion to the request."""
     strings = ["x" * long] + [short] * (count - 1)
-    data: list[Any] = [strings] if nested else strings
-    shape = [1, count] if nested else [count]
+    data: list[Any] = strings
+    for _ in range(rank if nested else 0):  # 2-D to 4-D nesting
+        data = [data]
+    shape = [1] * rank + [count] if nested else [count]
     spec = TensorSpec("X", datatype, (-1,) * len(shape))
     tensor = {"name": "X", "datatype": datatype, "shape": shape, "data": data}
     limits = InputLimits(max_elements=10**6, max_rows=10**6, allow_nan=True)

@@ -114,6 +114,59 @@ def test_decode_nested_three_dimensions():
     np.testing.assert_array_equal(array, np.arange(1, 9, dtype=np.int32).reshape(2, 2, 2))
 
 
+@pytest.mark.parametrize("datatype", ["BOOL", "INT64", "FP32", "FP64"])
+@pytest.mark.parametrize("shape", [(2, 1, 3, 1, 2), (1, 2, 2, 3), (3, 0, 2, 2)])
+def test_decode_nested_deeper_dimensions(datatype, shape):
+    values = (SAMPLES[datatype] * 4)[: math.prod(shape)]
+    expected = _reference(datatype, values, shape)
+    data = expected.tolist()
+    if 0 in shape:  # JSON nesting of an empty tensor ends at its first zero dimension
+        data = [[] for _ in range(shape[0])]
+    array = decode_json(
+        _spec(datatype, (-1,) * len(shape)), _tensor(datatype, list(shape), data), LIMITS
+    )
+    assert array.shape == shape
+    np.testing.assert_array_equal(array, expected, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([[[[1.0, "2"]], [[3.0, 4.0]]]], "must hold JSON numbers"),  # a string at the leaves
+        ([[[[1.0, 2.0]], ""]], "must hold JSON numbers"),  # an empty string among the lists
+        ([[[[1.0, 2.0]], [""]]], "must hold JSON numbers"),
+        ([[[[1.0, 2.0]], {}]], "'data' is ragged or mixed"),
+        ([[[[1.0, 2.0]], [[3.0, [4.0]]]]], "'data' is ragged or mixed"),  # deeper than claimed
+        ([[[[1.0, 2.0]], [[3.0, None]]]], "must hold JSON numbers"),
+    ],
+)
+def test_wrong_values_deep_in_nested_numbers(data, message):
+    _expect_invalid(
+        _spec("FP32", (-1, -1, -1, -1)),
+        _tensor("FP32", [1, 2, 1, 2], data),
+        rf"^input 'X'.*{re.escape(message)}",
+        "data",
+    )
+
+
+@pytest.mark.parametrize("rank", [3, 4, 6])
+def test_long_string_deep_in_nested_numbers_is_refused_before_allocation(rank):
+    """numpy would allocate count × the longest string's width: refused first at any depth."""
+    inner = ["x" * 200_000] + [1.5] * 999
+    data: list = inner
+    for _ in range(rank - 1):
+        data = [data]
+    shape = [1] * (rank - 1) + [1000]
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInput, match=r"must hold JSON numbers$"):
+            decode_json(_spec("FP32", (-1,) * rank), _tensor("FP32", shape, data), LIMITS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024, peak
+
+
 @pytest.mark.parametrize("datatype", list(V2_TO_NUMPY))
 def test_decode_empty_tensor(datatype):
     array = decode_json(_spec(datatype), _tensor(datatype, [0, 3], []), LIMITS)

@@ -8,6 +8,14 @@ within ``MLSERVE_BODY_TIMEOUT_SECONDS``, else the connection is closed (no appli
 the request yet; like nginx's ``client_header_timeout``, nothing is answered). As for
 bodies (``body_timeout.py``), one sweep a tick checks every connection instead of a timer
 per request: the request path only sets an attribute when a head starts and when it ends.
+
+After a response, any byte cancels uvicorn's keep-alive timer, which is armed again only
+when another response completes; bytes that start no request (blank lines, which llhttp
+skips, or the unread rest of a body the application answered early) would then hold the
+connection for ever. So the timer starts at the first byte received after a response, not
+only when the parser sees a message begin. While a response is being computed the
+connection is left alone (a pipelined head behind it waits for it, through no fault of the
+client's); the timer restarts when the response completes.
 """
 
 from __future__ import annotations
@@ -47,6 +55,12 @@ class TimedHeadProtocol(LimitedHttpToolsProtocol):
                 _sweep(self.connections, head_timeout())
             )
 
+    def data_received(self, data: bytes) -> None:
+        if self.head_started is None and (self.cycle is None or self.cycle.response_complete):
+            # No request in flight: these bytes must lead to a complete head in time.
+            self.head_started = perf_counter()
+        super().data_received(data)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self.head_started is None:
@@ -55,6 +69,12 @@ class TimedHeadProtocol(LimitedHttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.head_started = None
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.head_started is not None:
+            # A head begun while the response was computed: its time starts now.
+            self.head_started = perf_counter()
 
     def head_timed_out(self) -> None:
         self.head_started = None
@@ -70,5 +90,9 @@ async def _sweep(connections: set[Any], timeout: float) -> None:
         limit = perf_counter() - timeout
         for protocol in list(connections):
             started = getattr(protocol, "head_started", None)
-            if started is not None and started <= limit:
-                protocol.head_timed_out()
+            if started is None or started > limit:
+                continue
+            cycle = getattr(protocol, "cycle", None)
+            if cycle is not None and not cycle.response_complete:
+                continue  # a response is being computed; the timer restarts after it
+            protocol.head_timed_out()

@@ -36,10 +36,11 @@ _ADMIN = "/v2/admin/models/{model}"
 # Per status: what the error body's ``code`` can be, and what the status means.
 _ERRORS: dict[int, tuple[tuple[str, ...], str]] = {
     400: (
-        ("invalid_input",),
+        ("invalid_input", "invalid_http"),
         "The request is invalid: malformed JSON, a tensor that does not fit the model "
         "(names, shapes, datatypes, values, limits), a bad model name or version, a bad "
-        "query parameter or routing change.",
+        "query parameter or routing change; or not valid HTTP (`invalid_http`: the "
+        "connection is closed).",
     ),
     401: (("unauthorized",), "No valid `Authorization: Bearer <token>` header."),
     403: (

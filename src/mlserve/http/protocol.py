@@ -7,7 +7,8 @@ the bytes that arrive while a request's head (request line and headers) is incom
 the headers it holds; beyond ``max_header_bytes`` (uvicorn's
 ``h11_max_incomplete_event_size`` setting, reused so that it reaches every worker process)
 or ``MAX_HEADERS``, the client gets 431 (414 when the URL is most of it) as JSON and the
-connection is closed before the request reaches the application.
+connection is closed before the request reaches the application. A request the parser
+cannot read gets a JSON 400 (``invalid_http``) instead of uvicorn's text/plain one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 256
+# The error code of each status the protocol answers itself (declared in openapi.py).
+_CODES = {400: "invalid_http", 414: "uri_too_long", 431: "headers_too_large"}
 
 
 class _HeadTooLarge(Exception):
@@ -63,9 +66,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if isinstance(cause, _HeadTooLarge):
                 self._refuse(cause.status, cause.message)
             else:
-                msg = "Invalid HTTP request received."
-                self.logger.warning(msg)
-                self.send_400_response(msg)
+                self.send_400_response("invalid HTTP request")
             return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
@@ -118,10 +119,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
 
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's is text/plain; every error this server sends is JSON (see openapi.py).
+        self._refuse(400, "invalid HTTP request")
+
     def _refuse(self, status: int, message: str) -> None:
-        code = "uri_too_long" if status == 414 else "headers_too_large"
+        code = _CODES[status]
         body = orjson.dumps({"error": message, "code": code})
-        self.logger.warning("refused a request head: %s", message)
+        self.logger.warning("refused a request: %s", message)
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]

@@ -10,7 +10,9 @@ not check at all, so every version is checked here before onnxruntime opens it.
 The check reads ``model.onnx``'s protobuf wire format directly (``onnx`` is not a runtime
 dependency): a model with no ``location`` bytes anywhere (nearly every model) costs one
 ``mmap.find``; only the others are walked, and only along the messages that can hold
-tensors.
+tensors. Fields the walker does not know (groups included) are skipped; a file that names
+``location`` somewhere but cannot be walked is refused, since where its external data lives
+cannot be verified (onnxruntime might still read it).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ _GRAPH = {1: "node", 5: "tensor", 15: "sparse"}
 _NODE = {5: "attribute"}
 _ATTRIBUTE = {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"}
 _SPARSE = {1: "tensor", 2: "tensor"}
-_FUNCTION = {7: "node"}
+_FUNCTION = {7: "node", 11: "attribute"}
 _TRAINING = {1: "graph", 2: "graph"}
 _MESSAGES = {
     "graph": _GRAPH,
@@ -42,7 +44,7 @@ _MAX_DEPTH = 64  # subgraphs within subgraphs; onnxruntime itself refuses far le
 
 
 class _Malformed(Exception):
-    """Not a protobuf this walker can read: left for onnxruntime to refuse."""
+    """Not a protobuf this walker can read."""
 
 
 def check_external_data(model_file: Path) -> None:
@@ -59,7 +61,12 @@ def check_external_data(model_file: Path) -> None:
                 try:
                     references = _references(view)
                 except _Malformed:
-                    return
+                    # Older onnxruntime builds may read what this walker cannot: refuse.
+                    raise ModelLoadError(
+                        f"{model_file.name}: cannot verify where its external data lives "
+                        "(not a protobuf this check can read); external data must be a file "
+                        "in the version directory"
+                    ) from None
                 finally:
                     view.release()
     except OSError as exc:
@@ -117,7 +124,7 @@ def _walk(
 
 def _tensor(buf: memoryview, pos: int, end: int, found: list[tuple[str, str]]) -> None:
     name = ""
-    location = None
+    locations = []  # every one: which of several a reader uses is not ours to guess
     for number, start, stop in _fields(buf, pos, end):
         if number == _TENSOR_NAME and start >= 0:
             name = bytes(buf[start:stop]).decode("utf-8", "replace")
@@ -129,36 +136,64 @@ def _tensor(buf: memoryview, pos: int, end: int, found: list[tuple[str, str]]) -
                 elif n == 2 and s >= 0:
                     value = bytes(buf[s:e])
             if key == b"location":
-                location = value.decode("utf-8", "replace")
-    if location is not None:
-        found.append((name, location))
+                locations.append(value.decode("utf-8", "replace"))
+    found.extend((name, location) for location in locations)
 
 
 def _fields(buf: memoryview, pos: int, end: int) -> list[tuple[int, int, int]]:
     """(field number, start, stop) of each field in ``buf[pos:end]``; start is -1 for
-    fields that are not length-delimited."""
+    fields that are not length-delimited. Groups (deprecated; no ONNX field is one) are
+    skipped whole."""
     out = []
     while pos < end:
         tag, pos = _varint(buf, pos, end)
         number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos, end)
-            out.append((number, -1, -1))
-        elif wire == 2:
+        if wire == 2:
             length, pos = _varint(buf, pos, end)
             if pos + length > end:
                 raise _Malformed
             out.append((number, pos, pos + length))
             pos += length
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:  # groups (deprecated) or garbage
-            raise _Malformed
-    if pos != end:
-        raise _Malformed
+        elif wire == 3:
+            pos = _skip_group(buf, pos, end, number)
+        else:
+            pos = _skip_scalar(buf, pos, end, wire)
+            out.append((number, -1, -1))
     return out
+
+
+def _skip_scalar(buf: memoryview, pos: int, end: int, wire: int) -> int:
+    """The position after a varint (0), fixed64 (1) or fixed32 (5) value at ``pos``."""
+    if wire == 0:
+        return _varint(buf, pos, end)[1]
+    size = 8 if wire == 1 else 4 if wire == 5 else -1
+    if size < 0 or pos + size > end:  # an end-group without its start, wire types 6/7
+        raise _Malformed
+    return pos + size
+
+
+def _skip_group(buf: memoryview, pos: int, end: int, number: int) -> int:
+    """The position after the end-group tag matching the start-group ``number`` whose
+    contents begin at ``pos`` (groups nest: a stack, not recursion)."""
+    open_groups = [number]
+    while open_groups:
+        if pos >= end:
+            raise _Malformed
+        tag, pos = _varint(buf, pos, end)
+        number, wire = tag >> 3, tag & 7
+        if wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if pos + length > end:
+                raise _Malformed
+            pos += length
+        elif wire == 3:
+            open_groups.append(number)
+        elif wire == 4:
+            if open_groups.pop() != number:
+                raise _Malformed
+        else:
+            pos = _skip_scalar(buf, pos, end, wire)
+    return pos
 
 
 def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:

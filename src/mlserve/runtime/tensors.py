@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -170,7 +171,7 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
         return _decode_strings(spec, data, shape, count)
     # numpy would infer a fixed-width str dtype as wide as the longest string for every
     # element: one long string among many short ones must not allocate count × its size.
-    if data and not _numbers_only(data) and _leaf_types(data) & {str, bytes}:
+    if data and not _numbers_only(data, len(shape)) and _leaf_types(data) & {str, bytes}:
         raise _wrong_kind(spec)
     try:
         # Infer first, then check the kind: np.array(["1.5"], dtype=float32) would accept
@@ -254,13 +255,25 @@ def _empty_prefix(found: tuple[int, ...], shape: tuple[int, ...]) -> bool:
     return bool(found) and found[-1] == 0 and found == shape[: len(found)]
 
 
-def _numbers_only(data: list[Any]) -> bool:
-    """Whether flat or 2-D ``data`` holds only JSON numbers and booleans, at C speed."""
+def _numbers_only(data: list[Any], rank: int) -> bool:
+    """Whether flat or nested ``data`` (at most ``rank`` levels deep) holds only JSON numbers
+    and booleans, at C speed: each level of lists is flattened by ``chain`` (checked to hold
+    only lists, a cost per list, not per value) down to the innermost lists, whose values
+    are summed."""
+    level: list[Any] = data
+    for _ in range(rank - 2):  # every level above the innermost lists
+        if not level or type(level[0]) is not list:
+            break
+        if set(map(type, level)) != {list}:
+            return False
+        level = list(chain.from_iterable(level))
     try:
-        if type(data[0]) is list:
-            sum(map(sum, data))
+        if level and type(level[0]) is list:
+            if set(map(type, level)) != {list}:
+                return False
+            sum(map(sum, level))
         else:
-            sum(data)
+            sum(level)
     except (TypeError, OverflowError):  # a str, None, dict, deeper list, or huge int
         return False
     return True
