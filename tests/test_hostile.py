@@ -407,21 +407,24 @@ def test_symlinks_out_of_the_registry_are_refused(c: Client, base: Path) -> None
     assert not [e for e in index if e["name"] == "evil" or e.get("version") == "7"]
 
 
+OUTSIDE = (
+    "model.onnx: tensor 'W' keeps its data outside the version directory "
+    "(external data location {!r}); external data must be a file in the version directory"
+)
+ABSOLUTE = (
+    "model.onnx: tensor 'W' keeps its data at an absolute path; external data must be a "
+    "file in the version directory"
+)
+
+
 def test_external_data_outside_the_version_is_refused(c: Client) -> None:
     meta = c.call("GET", "/v2/models/ext")[1]
     assert meta["versions"] == ["4"]
     states = meta["parameters"]["versions"]
-    outside = (
-        "model.onnx: tensor 'W' keeps its data outside the version directory "
-        "(external data location {!r}); external data must be a file in the version directory"
-    )
-    assert states["1"]["reason"] == outside.format("../../../outside.bin")
-    assert states["2"]["reason"] == (
-        "model.onnx: tensor 'W' keeps its data at an absolute path; external data must be a "
-        "file in the version directory"
-    )
-    assert states["3"]["reason"] == outside.format("link.bin")
-    assert states["5"]["reason"] == outside.format("../../outside.bin")
+    assert states["1"]["reason"] == OUTSIDE.format("../../../outside.bin")
+    assert states["2"]["reason"] == ABSOLUTE
+    assert states["3"]["reason"] == OUTSIDE.format("link.bin")
+    assert states["5"]["reason"] == OUTSIDE.format("../../outside.bin")
     assert all(states[v]["state"] == "failed" for v in "1235")
     # The good version (external data inside its directory) serves the right numbers.
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
@@ -451,16 +454,9 @@ def test_external_data_behind_unknown_group_fields_is_checked(c: Client) -> None
     meta = c.call("GET", "/v2/models/extgroup")[1]
     assert meta["versions"] == ["4"]
     states = meta["parameters"]["versions"]
-    outside = (
-        "model.onnx: tensor 'W' keeps its data outside the version directory "
-        "(external data location {!r}); external data must be a file in the version directory"
-    )
-    assert states["1"]["reason"] == outside.format("../../../outside.bin")
-    assert states["2"]["reason"] == (
-        "model.onnx: tensor 'W' keeps its data at an absolute path; external data must be a "
-        "file in the version directory"
-    )
-    assert states["3"]["reason"] == outside.format("sub/link.bin")
+    assert states["1"]["reason"] == OUTSIDE.format("../../../outside.bin")
+    assert states["2"]["reason"] == ABSOLUTE
+    assert states["3"]["reason"] == OUTSIDE.format("sub/link.bin")
     assert states["5"]["reason"] == (
         "model.onnx: cannot verify where its external data lives (not a protobuf this check "
         "can read); external data must be a file in the version directory"

@@ -149,17 +149,22 @@ def _fields(buf: memoryview, pos: int, end: int) -> list[tuple[int, int, int]]:
         tag, pos = _varint(buf, pos, end)
         number, wire = tag >> 3, tag & 7
         if wire == 2:
-            length, pos = _varint(buf, pos, end)
-            if pos + length > end:
-                raise _Malformed
-            out.append((number, pos, pos + length))
-            pos += length
+            start, pos = _skip_bytes(buf, pos, end)
+            out.append((number, start, pos))
         elif wire == 3:
             pos = _skip_group(buf, pos, end, number)
         else:
             pos = _skip_scalar(buf, pos, end, wire)
             out.append((number, -1, -1))
     return out
+
+
+def _skip_bytes(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """(start, stop) of the length-delimited value whose length varint is at ``pos``."""
+    length, start = _varint(buf, pos, end)
+    if start + length > end:
+        raise _Malformed
+    return start, start + length
 
 
 def _skip_scalar(buf: memoryview, pos: int, end: int, wire: int) -> int:
@@ -182,10 +187,7 @@ def _skip_group(buf: memoryview, pos: int, end: int, number: int) -> int:
         tag, pos = _varint(buf, pos, end)
         number, wire = tag >> 3, tag & 7
         if wire == 2:
-            length, pos = _varint(buf, pos, end)
-            if pos + length > end:
-                raise _Malformed
-            pos += length
+            pos = _skip_bytes(buf, pos, end)[1]
         elif wire == 3:
             open_groups.append(number)
         elif wire == 4:
