@@ -162,11 +162,7 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
     target = spec.dtype
     count = math.prod(shape)
     if data and type(data[0]) is not list and len(data) != count:  # flat: check before converting
-        raise InvalidInput(
-            f"input {spec.name!r}: shape {_shape_text(list(shape))} needs "
-            f"{count} values, 'data' holds {len(data)}",
-            reason="data",
-        )
+        raise _count_mismatch(spec, shape, len(data))
     if target.kind == "O":
         return _decode_strings(spec, data, shape, count)
     # numpy would infer a fixed-width str dtype as wide as the longest string for every
@@ -178,22 +174,11 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
         # strings silently; a V2 FP32 tensor must carry JSON numbers.
         raw = np.array(data)
     except (ValueError, OverflowError, TypeError) as exc:
-        raise InvalidInput(
-            f"input {spec.name!r}: 'data' is ragged or mixed ({_first_line(exc)})", reason="data"
-        ) from None
+        raise _ragged(spec, exc) from None
     if raw.size != count:
-        raise InvalidInput(
-            f"input {spec.name!r}: shape {_shape_text(list(shape))} needs "
-            f"{count} values, 'data' holds {raw.size}",
-            reason="data",
-        )
+        raise _count_mismatch(spec, shape, raw.size)
     if raw.ndim != 1 and raw.shape != shape and not _empty_prefix(raw.shape, shape):
-        raise InvalidInput(
-            f"input {spec.name!r}: nested 'data' has shape "
-            f"{_shape_text(list(raw.shape))}, 'shape' says "
-            f"{_shape_text(list(shape))}",
-            reason="data",
-        )
+        raise _nested_mismatch(spec, raw.shape, shape)
     if count and target.kind in "iu" and raw.dtype.kind in "fO":
         # numpy infers float64 or object for integers beyond int64: convert those exactly.
         raw = _big_integers(spec, data)
@@ -226,24 +211,13 @@ def _decode_strings(
     try:
         raw = np.array(data, dtype=object)  # ragged nesting leaves lists as elements
     except ValueError as exc:
-        raise InvalidInput(
-            f"input {spec.name!r}: 'data' is ragged or mixed ({_first_line(exc)})", reason="data"
-        ) from None
+        raise _ragged(spec, exc) from None
     if raw.shape != shape and not (raw.ndim == 1 and raw.size == count):
         if _empty_prefix(raw.shape, shape):
             return np.empty(shape, dtype=object)
         if raw.ndim == 1 or raw.size != count:
-            raise InvalidInput(
-                f"input {spec.name!r}: shape {_shape_text(list(shape))} needs "
-                f"{count} values, 'data' holds {raw.size}",
-                reason="data",
-            )
-        raise InvalidInput(
-            f"input {spec.name!r}: nested 'data' has shape "
-            f"{_shape_text(list(raw.shape))}, 'shape' says "
-            f"{_shape_text(list(shape))}",
-            reason="data",
-        )
+            raise _count_mismatch(spec, shape, raw.size)
+        raise _nested_mismatch(spec, raw.shape, shape)
     if count and set(map(type, raw.flat)) != {str}:
         raise _wrong_kind(spec)
     return raw.reshape(shape)
@@ -293,6 +267,30 @@ def _leaf_types(data: list[Any]) -> set[type]:
     return kinds
 
 
+def _count_mismatch(spec: TensorSpec, shape: tuple[int, ...], held: int) -> InvalidInput:
+    return InvalidInput(
+        f"input {spec.name!r}: shape {_shape_text(list(shape))} needs "
+        f"{math.prod(shape)} values, 'data' holds {held}",
+        reason="data",
+    )
+
+
+def _ragged(spec: TensorSpec, exc: Exception) -> InvalidInput:
+    return InvalidInput(
+        f"input {spec.name!r}: 'data' is ragged or mixed ({_first_line(exc)})", reason="data"
+    )
+
+
+def _nested_mismatch(
+    spec: TensorSpec, found: tuple[int, ...], shape: tuple[int, ...]
+) -> InvalidInput:
+    return InvalidInput(
+        f"input {spec.name!r}: nested 'data' has shape {_shape_text(list(found))}, "
+        f"'shape' says {_shape_text(list(shape))}",
+        reason="data",
+    )
+
+
 def _wrong_kind(spec: TensorSpec) -> InvalidInput:
     return InvalidInput(
         f"input {spec.name!r} ({spec.datatype}) must hold JSON {_KIND_WORDS[spec.dtype.kind]}",
@@ -324,20 +322,20 @@ def encode_json(name: str, array: np.ndarray, *, with_data: bool = True) -> dict
 
 def _big_integers(spec: TensorSpec, data: list[Any]) -> np.ndarray:
     try:
-        return np.array(_flatten(spec, data, int), dtype=spec.dtype)
+        return np.array(_integer_leaves(spec, data), dtype=spec.dtype)
     except OverflowError:
         raise _out_of_range(spec) from None
 
 
-def _flatten(spec: TensorSpec, data: list[Any], kind: type) -> list[Any]:
-    """The leaves of nested ``data`` in order, each of exactly type ``kind``."""
+def _integer_leaves(spec: TensorSpec, data: list[Any]) -> list[int]:
+    """The leaves of nested ``data`` in order, each a JSON integer (not a bool)."""
     flat: list[Any] = []
 
     def walk(items: list[Any]) -> None:  # JSON nesting depth is bounded by the parser
         for item in items:
             if isinstance(item, list):
                 walk(item)
-            elif type(item) is kind:
+            elif type(item) is int:
                 flat.append(item)
             else:
                 raise _wrong_kind(spec)
