@@ -29,6 +29,8 @@ as class attributes; one handler (``http/errors.py``) renders them all as
 
 from __future__ import annotations
 
+import errno
+
 
 class MLServeError(Exception):
     """Base of every error that is rendered to a client."""
@@ -176,3 +178,11 @@ class ConfigError(ValueError):
 
 class ModelLoadError(Exception):
     """A model version could not be loaded; the message is the recorded reason."""
+
+
+def storage_error(what: str, exc: OSError) -> MLServeError:
+    """The answer when ``what`` could not be written (nothing was changed): 507 when the
+    device is full (or over quota), else 503. Names the OS error, never the path."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"{what}: no space left on the device; nothing was changed")
+    return ModelNotReady(f"{what}: {exc.strerror or 'I/O error'}; nothing was changed")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import hmac
 from collections.abc import Callable
 from typing import Any
@@ -28,9 +27,8 @@ from ..errors import (
     GateNotPassed,
     InvalidInput,
     ModelNotFound,
-    ModelNotReady,
-    StorageFull,
     Unauthorized,
+    storage_error,
 )
 from ..governance.audit import AuditLog, actor_id
 from ..registry.layout import check_model_name
@@ -195,14 +193,7 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
         try:
             audit.append(actor, action, model, before, None)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(
-                    f"{action} of {model!r} not done: no space left for its audit record"
-                ) from exc
-            raise ModelNotReady(
-                f"{action} of {model!r} not done: its audit record cannot be written "
-                f"({exc.strerror or 'I/O error'})"
-            ) from exc
+            raise storage_error(f"{action} of {model!r}: its audit record", exc) from exc
 
     def states(model: str) -> dict[str, str]:
         record = service.store.record(model)

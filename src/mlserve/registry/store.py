@@ -8,15 +8,13 @@ update. It knows neither HTTP nor metric objects.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -36,8 +34,8 @@ from ..errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
-    StorageFull,
     VersionNotFound,
+    storage_error,
 )
 from ..governance.gate import GateStatus, gate_status
 from ..routing.policy import Split
@@ -58,7 +56,6 @@ log = logging.getLogger("mlserve.registry")
 
 ROUTING_FILE = "routing.json"
 ROUTING_LOCK_FILE = ".routing.lock"
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # An absolute path in a message (``/x/y``, not ``a/b`` or ``1/2``), up to a quote or space.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~<>-])/[^\s'\"]+")
 
@@ -431,65 +428,52 @@ class ModelStore(Generic[E]):
         that did not happen; never the reverse. The whole change holds ``.routing.lock``
         in the model's directory (``flock``): other workers, and the guardrails on the
         leader, read the state this one wrote instead of writing over it."""
-        with self._lock, self._routing_lock(model):
+        with self._lock:
             record = self.record(model)
-            self._sync_routing(record)
-            before = record.routing
-            routing = update(before, set(record.ready_versions()))
-            after = (
-                routing
-                if routing is not None
-                else (record.config.routing if record.config is not None else RoutingConfig())
-            )
-            path = record.path / ROUTING_FILE
-            staged = None
             try:
-                if remove_stale_staged(path):
-                    log.info("model %s: removed routing files a crash left staged", model)
-                if routing is not None:
-                    text = json.dumps(dataclasses.asdict(routing), indent=1) + "\n"
-                    staged = stage_file(path, text)
-                if audit is not None:
-                    audit(before, after)
-                if staged is not None:
-                    commit_staged(staged, path)
-                    staged = None
-                else:
-                    remove_durably(path)
+                with file_lock(record.path / ROUTING_LOCK_FILE):
+                    return self._change_routing(record, update, audit)
             except OSError as exc:
-                if exc.errno in _NO_SPACE:
-                    raise StorageFull(
-                        f"routing of {model!r} cannot be saved: no space left on the device "
-                        "holding the registry or the audit log; nothing was changed"
-                    ) from exc
-                # strerror, not str(exc): the latter names the server's path.
-                raise ModelNotReady(
-                    f"routing of {model!r} cannot be saved: {exc.strerror or 'I/O error'}"
-                ) from exc
-            finally:
-                if staged is not None:
-                    staged.unlink(missing_ok=True)
-            record.routing_override = routing
-            self._routing_fp[model] = _fingerprint(path) if path.exists() else ()
-            self._publish()
-            return before, record.routing
+                # strerror, never str(exc): that names the server's path.
+                raise storage_error(f"routing of {model!r} cannot be saved", exc) from exc
 
-    @contextlib.contextmanager
-    def _routing_lock(self, model: str) -> Iterator[None]:
-        record = self.record(model)
+    def _change_routing(
+        self,
+        record: ModelRecord,
+        update: Callable[[RoutingConfig, set[int]], RoutingConfig | None],
+        audit: Callable[[RoutingConfig, RoutingConfig], None] | None,
+    ) -> tuple[RoutingConfig, RoutingConfig]:
+        """``update_routing`` under its locks (see there for the order)."""
+        self._sync_routing(record)
+        before = record.routing
+        routing = update(before, set(record.ready_versions()))
+        after = (
+            routing
+            if routing is not None
+            else (record.config.routing if record.config is not None else RoutingConfig())
+        )
+        path = record.path / ROUTING_FILE
+        if remove_stale_staged(path):
+            log.info("model %s: removed routing files a crash left staged", record.name)
+        staged = None
         try:
-            with file_lock(record.path / ROUTING_LOCK_FILE):
-                yield
-                return
-        except OSError as exc:
-            if exc.errno in _NO_SPACE:
-                raise StorageFull(
-                    f"routing of {model!r} cannot be saved: no space left on the device "
-                    "holding the registry; nothing was changed"
-                ) from exc
-            raise ModelNotReady(
-                f"routing of {model!r} cannot be saved: {exc.strerror or 'I/O error'}"
-            ) from exc
+            if routing is not None:
+                text = json.dumps(dataclasses.asdict(routing), indent=1) + "\n"
+                staged = stage_file(path, text)
+            if audit is not None:
+                audit(before, after)
+            if staged is not None:
+                commit_staged(staged, path)
+                staged = None
+            else:
+                remove_durably(path)
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+        record.routing_override = routing
+        self._routing_fp[record.name] = _fingerprint(path) if path.exists() else ()
+        self._publish()
+        return before, record.routing
 
     def _scrub(self, text: str) -> str:
         """``text`` with paths made relative to the registry and any other absolute path
