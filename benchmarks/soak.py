@@ -33,6 +33,7 @@ summary and writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -43,6 +44,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,23 +185,51 @@ class Probe(threading.Thread):
         return out
 
 
+@contextlib.contextmanager
+def mlserve_server(
+    registry: Path, log_path: Path, *extra: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``mlserve serve`` on a free loopback port, ready; terminated (SIGTERM) at exit."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlserve", "serve", "--registry", str(registry),
+             "--port", str(port), "--log-level", "warning", *extra],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_ready(port, server, "mlserve")
+            yield server, port
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+def probed(
+    port: int, path: str, body: bytes, run: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], Probe]:
+    """``run()``'s result, with the summary of a ``Probe`` run beside it under ``"probe"``."""
+    probe = Probe(port, path, body)
+    probe.start()
+    try:
+        result = run()
+    finally:
+        probe.stop.set()
+        probe.join()
+    result["probe"] = probe.summary()
+    return result, probe
+
+
 def locust_phase(seconds: int, users: int, workdir: Path) -> dict[str, Any]:
     """The demo registry under locust's mixed traffic with ``users`` users (no ramp)."""
     from mlserve.demo import build_demo
 
     registry = build_demo(workdir / "locust-demo")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
-    log = (workdir / "locust-server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlserve", "serve", "--registry", str(registry),
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        wait_ready(port, server, "mlserve")
+    with mlserve_server(registry, workdir / "locust-server.log") as (server, port):
         rss_start = rss_kib(server.pid)
         locust = shutil.which("locust") or str(Path(sys.executable).with_name("locust"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
         env["MLSERVE_LOCUST_SHAPE"] = "off"
         run = subprocess.Popen(
             [locust, "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--headless",
@@ -212,28 +243,25 @@ def locust_phase(seconds: int, users: int, workdir: Path) -> dict[str, Any]:
         if run.wait(timeout=seconds + 120) != 0:
             raise SystemExit(f"locust exited with {run.returncode}")
         rss_end = rss_kib(server.pid)
-        rows = (workdir / "locust_stats.csv").read_text().splitlines()
-        header = rows[0].split(",")
-        aggregated = next(r for r in rows if ",Aggregated," in r).split(",")
-        total = dict(zip(header, aggregated, strict=False))
-        return {
-            "users": users,
-            "seconds": seconds,
-            "requests": int(total["Request Count"]),
-            "failures": int(total["Failure Count"]),
-            "rate": float(total["Requests/s"]),
-            "p50_ms": float(total["50%"]),
-            "p99_ms": float(total["99%"]),
-            "max_ms": float(total["Max Response Time"]),
-            "rss_start_mib": rss_start / 1024,
-            "rss_after_quarter_mib": rss_warm / 1024,
-            "rss_end_mib": rss_end / 1024,
-            "server_alive": server.poll() is None,
-        }
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
+        alive = server.poll() is None
+    rows = (workdir / "locust_stats.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    aggregated = next(r for r in rows if ",Aggregated," in r).split(",")
+    total = dict(zip(header, aggregated, strict=False))
+    return {
+        "users": users,
+        "seconds": seconds,
+        "requests": int(total["Request Count"]),
+        "failures": int(total["Failure Count"]),
+        "rate": float(total["Requests/s"]),
+        "p50_ms": float(total["50%"]),
+        "p99_ms": float(total["99%"]),
+        "max_ms": float(total["Max Response Time"]),
+        "rss_start_mib": rss_start / 1024,
+        "rss_after_quarter_mib": rss_warm / 1024,
+        "rss_end_mib": rss_end / 1024,
+        "server_alive": alive,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,21 +309,12 @@ def main(argv: list[str] | None = None) -> int:
             script.write_text(LUA.format(body=body_path, delay=delay))
             return script
 
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
-        log = (workdir / "server.log").open("wb")
         extra = []
         if args.overload_delay_ms is not None:
             extra = ["--overload-delay-ms", str(args.overload_delay_ms)]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlserve", "serve", "--registry", str(registry),
-             "--port", str(port), "--log-level", "warning", *extra],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
         path = f"/v2/models/{args.model}/infer"
-        url = f"http://127.0.0.1:{port}{path}"
-        try:
-            wait_ready(port, server, "mlserve")
+        with mlserve_server(registry, workdir / "server.log", *extra) as (server, port):
+            url = f"http://127.0.0.1:{port}{path}"
             wrk(url, flat, 64, 3)  # warm-up
             # Capacity: 64 connections, no think time, as benchmarks/serve.py measures it;
             # the machine's speed wanders, so the median of three runs.
@@ -349,12 +368,10 @@ def main(argv: list[str] | None = None) -> int:
             # retry at once; each overload followed by a return to 80 %.
             for honour in (True, False):
                 key = "overload" if honour else "overload_retry_at_once"
-                probe = Probe(port, path, body)
-                probe.start()
-                over = wrk(url, paced(1.5 * capacity["rate"], honour), n150, args.overload_seconds)
-                probe.stop.set()
-                probe.join()
-                over["probe"] = probe.summary()
+                script = paced(1.5 * capacity["rate"], honour)
+                over, _ = probed(
+                    port, path, body, partial(wrk, url, script, n150, args.overload_seconds)
+                )
                 over["alive"] = server.poll() is None
                 over["served_rate"] = over["rate"] * (1 - over["non2xx"] / max(1, over["requests"]))
                 result[key] = over
@@ -365,12 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"errors {over['errors']}; probe {over['probe']}"
                 )
 
-                probe = Probe(port, path, body)
-                probe.start()
-                rec = wrk(url, soak_script, n80, args.recovery_seconds)
-                probe.stop.set()
-                probe.join()
-                rec["probe"] = probe.summary()
+                rec, probe = probed(
+                    port, path, body, partial(wrk, url, soak_script, n80, args.recovery_seconds)
+                )
                 half = probe.samples[len(probe.samples) // 2 :]
                 rec["probe_non200_second_half"] = sum(1 for s in half if s[0] != 200)
                 rec["rss_kib"] = rss_kib(server.pid)
@@ -380,40 +394,24 @@ def main(argv: list[str] | None = None) -> int:
                     f"errors {rec['errors']}, probe {rec['probe']}"
                 )
             result["server_alive"] = server.poll() is None
-        finally:
-            server.terminate()
-            result["exit_code"] = server.wait(timeout=60)
-            log.close()
+        result["exit_code"] = server.returncode
         if args.compare_off:
             # The same overload against a fresh server with shedding off: what the admitted
             # requests' latency would be without it.
-            port = free_port()
-            url = f"http://127.0.0.1:{port}{path}"
-            log = (workdir / "server-off.log").open("wb")
-            server = subprocess.Popen(
-                [sys.executable, "-m", "mlserve", "serve", "--registry", str(registry),
-                 "--port", str(port), "--log-level", "warning", "--overload-delay-ms", "0"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            try:
-                wait_ready(port, server, "mlserve")
+            off_log = workdir / "server-off.log"
+            with mlserve_server(registry, off_log, "--overload-delay-ms", "0") as (server, port):
+                url = f"http://127.0.0.1:{port}{path}"
                 wrk(url, flat, 64, 3)  # warm-up
-                probe = Probe(port, path, body)
-                probe.start()
-                off = wrk(url, paced(1.5 * capacity["rate"], True), n150, args.overload_seconds)
-                probe.stop.set()
-                probe.join()
-                off["probe"] = probe.summary()
-                off["alive"] = server.poll() is None
-                result["overload_shedding_off"] = off
-                print(
-                    f"overload, shedding off: {off['rate']:,.0f} answers/s, "
-                    f"non-2xx {off['non2xx']}, errors {off['errors']}; probe {off['probe']}"
+                script = paced(1.5 * capacity["rate"], True)
+                off, _ = probed(
+                    port, path, body, partial(wrk, url, script, n150, args.overload_seconds)
                 )
-            finally:
-                server.terminate()
-                server.wait(timeout=60)
-                log.close()
+                off["alive"] = server.poll() is None
+            result["overload_shedding_off"] = off
+            print(
+                f"overload, shedding off: {off['rate']:,.0f} answers/s, "
+                f"non-2xx {off['non2xx']}, errors {off['errors']}; probe {off['probe']}"
+            )
         if args.locust_seconds:
             result["locust"] = locust_phase(args.locust_seconds, args.locust_users, workdir)
             print(f"locust: {result['locust']}")
