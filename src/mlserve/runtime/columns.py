@@ -58,7 +58,7 @@ def cast_column(name: str, values: np.ndarray, datatype: str, policy: str = "saf
     if got == datatype:
         return values if values.dtype == target else values.astype(target)
     if policy == "none":
-        raise _refuse(name, got, datatype, "send the model's datatype ([inputs] cast = \"none\")")
+        raise _refuse(name, got, datatype, 'send the model\'s datatype ([inputs] cast = "none")')
     src = values.dtype.kind
     if target.kind == "O":
         raise _refuse(name, got, datatype, "send text (strings) for this column")
@@ -68,9 +68,8 @@ def cast_column(name: str, values: np.ndarray, datatype: str, policy: str = "saf
         if src in "iu" and values.size:
             limit = _EXACT_INT[target.char]
             if int(values.max()) > limit or int(values.min()) < -limit:
-                raise _refuse(
-                    name, got, datatype, f"integers beyond ±{limit} would be rounded; send {datatype}"
-                )
+                why = f"integers beyond ±{limit} would be rounded; send {datatype}"
+                raise _refuse(name, got, datatype, why)
         with np.errstate(over="ignore", invalid="ignore"):
             out = values.astype(target)
         if src == "f" and values.size:
@@ -86,11 +85,11 @@ def cast_column(name: str, values: np.ndarray, datatype: str, policy: str = "saf
         return values.astype(target)
     # integer targets
     if values.size:
-        if src == "f":
-            if not np.isfinite(values).all() or (np.trunc(values) != values).any():
-                raise _refuse(
-                    name, got, datatype, "values with fractions or NaN are not integers"
-                )
+        fractional = src == "f" and (
+            not np.isfinite(values).all() or (np.trunc(values) != values).any()
+        )
+        if fractional:
+            raise _refuse(name, got, datatype, "values with fractions or NaN are not integers")
         info = np.iinfo(target)
         low, high = (values.min(), values.max()) if src != "b" else (0, 1)
         if low < info.min or high > info.max:
