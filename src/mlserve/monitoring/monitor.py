@@ -1,11 +1,13 @@
 """Per-version monitoring on the request path: feature and prediction windows, data quality.
 
 A ``ModelMonitor`` is built at load from the version's reference profile
-(``reference.json``) and ``model.toml [monitoring]``: one section for the input that
-holds the features and one per profiled model output. ``observe`` only queues a request's
-arrays; they are binned together (one kernel call per section for many requests) when
-``FLUSH_ROWS`` rows are queued, ``FLUSH_SECONDS`` after the first, or before any read, so
-the per-request cost is a few list appends. ``state`` exports plain data that merges
+(``reference.json``) and ``model.toml [monitoring]``: one section for the model's
+features and one per profiled model output. The features are the columns of its one 2-D
+input, or, for a model with one input per feature (``runtime/columns.py``), the rows ×
+features table of its inputs, built at flush for many requests at once. ``observe`` only
+queues a request's arrays; they are binned together (one kernel call per section for many
+requests) when ``FLUSH_ROWS`` rows are queued, ``FLUSH_SECONDS`` after the first, or before
+any read, so the per-request cost is a few list appends. ``state`` exports plain data that merges
 across workers by addition; ``report`` turns merged state into drift statistics, alerts
 and data-quality figures.
 """
@@ -23,6 +25,7 @@ import numpy as np
 
 from ..config import MonitoringConfig
 from ..errors import ModelLoadError
+from ..runtime.columns import FeatureSchema
 from ..runtime.tensors import TensorSpec
 from .binning import Binning
 from .drift import WindowedCounts, drift_report
@@ -43,10 +46,12 @@ class Section:
     """One profiled tensor: the model input with the features, or one output."""
 
     key: str  # "inputs" or the output's name
-    source: str  # the tensor's name
+    source: str  # the tensor's name ("features": the feature table of a multi-input model)
     is_input: bool
     binning: Binning
     window: WindowedCounts
+    # Set for the feature table of a multi-input model: its queue holds the requests' feeds.
+    schema: FeatureSchema | None = None
 
 
 class ModelMonitor:
@@ -63,7 +68,7 @@ class ModelMonitor:
         self.config = config
         self._clock = clock
         # Queued arrays per section (same order as sections), and rows queued.
-        self._queued: list[list[np.ndarray]] = [[] for _ in sections]
+        self._queued: list[list[Any]] = [[] for _ in sections]
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
         self._lock = threading.Lock()  # guards the queues (observe vs flush)
@@ -71,7 +76,12 @@ class ModelMonitor:
         # Where each request's arrays go, worked out once: (queue, input name) and, for
         # responses with every output in model order, (queue, output position).
         self._all_outputs = output_names
-        self._input_plan = [(i, s.source) for i, s in enumerate(sections) if s.is_input]
+        # (source None: the section counts the feature table, its queue takes the feeds.)
+        self._input_plan = [
+            (i, None if s.schema is not None else s.source)
+            for i, s in enumerate(sections)
+            if s.is_input
+        ]
         self._output_queue = {s.source: i for i, s in enumerate(sections) if not s.is_input}
         position = {name: p for p, name in enumerate(output_names)}
         self._output_plan = [
@@ -89,18 +99,26 @@ class ModelMonitor:
         profile: Mapping[str, Any] | None,
         output_names: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
+        schema: FeatureSchema | None = None,
     ) -> ModelMonitor | None:
         """The monitor for a version, or ``None`` without a profile or when disabled.
 
         ``output_names`` is the session's list of output names (the very object the
-        service passes back when a request asks for every output).
+        service passes back when a request asks for every output). ``schema``: the model's
+        named features (derived from the inputs and the profile's names when None).
         A profile that does not fit the model (unknown tensors, columns beyond the input's
-        width) is a load failure: ``ModelLoadError`` says what does not fit.
+        width, features named unlike the model's inputs) is a load failure:
+        ``ModelLoadError`` says what does not fit.
         """
         if profile is None or not config.enabled:
             return None
-        source = _feature_input(inputs, config)
-        sections = [cls._section(INPUTS, source, True, profile["features"], config, clock)]
+        entries = profile["features"]
+        table = None if config.features else _table_schema(inputs, entries, schema)
+        if table is not None:
+            sections = [cls._table_section(table, entries, config, clock)]
+        else:
+            source = _feature_input(inputs, config)
+            sections = [cls._section(INPUTS, source, True, entries, config, clock)]
         names = {s.name: s for s in outputs}
         for name, entries in profile.get("outputs", {}).items():
             spec = names.get(name)
@@ -139,6 +157,29 @@ class ModelMonitor:
         )
         return Section(key, spec.name, is_input, binning, window)
 
+    @classmethod
+    def _table_section(
+        cls,
+        schema: FeatureSchema,
+        entries: Any,
+        config: MonitoringConfig,
+        clock: Callable[[], float],
+    ) -> Section:
+        """The inputs section of a multi-input model, counted on ``schema.table``."""
+        names = schema.names
+        for e in entries:
+            column, name = e.get("column"), e.get("name")
+            if isinstance(column, int) and 0 <= column < len(names) and names[column] != name:
+                raise ModelLoadError(
+                    f"{REFERENCE_FILE}: feature {name!r} is column {column} of the feature "
+                    f"table, which is the model's input {names[column]!r} (features: "
+                    f"{list(names)})"
+                )
+        spec = TensorSpec("features", "FP64" if schema.numeric else "BYTES", (-1, len(names)))
+        section = cls._section(INPUTS, spec, True, entries, config, clock)
+        section.schema = schema
+        return section
+
     # ------------------------------------------------------------------ request path
     def observe(
         self,
@@ -151,7 +192,7 @@ class ModelMonitor:
         with self._lock:
             queued = self._queued
             for i, source in self._input_plan:
-                queued[i].append(feeds[source])
+                queued[i].append(feeds[source] if source is not None else feeds)
             if names is self._all_outputs:  # the common case: every output, in model order
                 for i, position in self._output_plan:
                     queued[i].append(outputs[position])
@@ -186,9 +227,13 @@ class ModelMonitor:
                 self._timer = None
             now = self._clock()
             for arrays, section in zip(queued, self.sections, strict=True):
-                if arrays:
+                if not arrays:
+                    continue
+                if section.schema is not None:
+                    batch = _table(section.schema, arrays)
+                else:
                     batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-                    section.window.add_batch(batch, now)
+                section.window.add_batch(batch, now)
 
     # ------------------------------------------------------------------ export
     def state(self, now: float | None = None) -> dict[str, Any]:
@@ -260,6 +305,31 @@ class ModelMonitor:
             "alert": any(r["alert"] for r in reports.values()),
             "window_seconds": self.config.window_buckets * self.config.bucket_seconds,
         }
+
+
+def _table_schema(
+    inputs: tuple[TensorSpec, ...], entries: Any, schema: FeatureSchema | None
+) -> FeatureSchema | None:
+    """The schema whose feature table the inputs section counts, or None when the features
+    are the columns of one input (or the model's features are not one input each)."""
+    if schema is None:
+        try:
+            ordered = sorted(entries, key=lambda e: int(e["column"]))
+            names = [str(e["name"]) for e in ordered]
+        except (KeyError, TypeError, ValueError):
+            return None
+        schema = FeatureSchema.from_inputs(inputs, names)
+    if schema is None or schema.single:
+        return None
+    return schema
+
+
+def _table(schema: FeatureSchema, requests: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """The feature table of many requests' feeds, in one go."""
+    if len(requests) == 1:
+        return schema.table(requests[0])
+    inputs = {f.input for f in schema.features}
+    return schema.table({name: np.concatenate([r[name] for r in requests]) for name in inputs})
 
 
 def _feature_input(inputs: tuple[TensorSpec, ...], config: MonitoringConfig) -> TensorSpec:
