@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
             "export", help="write logged requests of a model as an evaluation set (.npz/.parquet)"
         )
     )
+    _predict_options(
+        sub.add_parser("predict", help="score a data file against a running server (batch)")
+    )
     return parser
 
 
@@ -304,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _publish(args)
     if args.command == "validate":
         return _validate(args)
+    if args.command == "predict":
+        return _predict(args)
     overrides = {k: getattr(args, k, None) for k in _SETTING_KEYS}
     if args.command == "demo":
         from .demo import build_demo
@@ -453,6 +458,74 @@ def _audit_verify(file: str) -> int:
         print(f"mlserve: audit log {file}: {problem}", file=sys.stderr)
         return 1
     print(f"{file}: {count} entries, hash chain intact")
+    return 0
+
+
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``mlserve predict`` (see ``mlserve.client.score_file``)."""
+    p.add_argument(
+        "--url", default="http://127.0.0.1:8080", help="the server (default http://127.0.0.1:8080)"
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument(
+        "--version",
+        type=int,
+        dest="model_version",
+        help="the version to score with (default: the model's default version, pinned)",
+    )
+    p.add_argument(
+        "--data", required=True, type=Path, metavar="FILE", help=".csv, .parquet or .npz"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help=".csv, .parquet or .npz (default: CSV on standard output)",
+    )
+    p.add_argument("--batch-rows", type=int, default=1000, help="rows per request (1000)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (60)")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """``mlserve predict``: score a file through ``mlserve.client``; progress on stderr."""
+    from time import perf_counter
+
+    from .client import Client, ClientError, score_file, write_outputs
+
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        sys.stderr.write(f"\r {done:,}/{total:,} rows")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    start = perf_counter()
+    try:
+        with Client(args.url, timeout=args.timeout, batch_rows=args.batch_rows) as client:
+            outputs, version = score_file(
+                client,
+                args.model,
+                args.data,
+                version=args.model_version,
+                out=args.out,
+                progress=progress if tty else None,
+            )
+    except ClientError as exc:
+        print(f"mlserve: {args.url}: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, ImportError) as exc:
+        print(f"mlserve: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        write_outputs(outputs, sys.stdout)
+    rows = next(iter(outputs.values())).shape[0] if outputs else 0
+    where = f" to {args.out}" if args.out is not None else ""
+    print(
+        f"scored {rows:,} rows with {args.model} v{version} in "
+        f"{perf_counter() - start:.1f} s{where}",
+        file=sys.stderr,
+    )
     return 0
 
 
