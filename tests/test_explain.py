@@ -280,7 +280,7 @@ def test_classifier_attributions(client: httpx.Client, models: dict[str, Any]) -
     [
         ("reg64", _request(np.zeros((1, 3)))),
         ("reg64", {"inputs": [{**_request(np.zeros((1, 4)))["inputs"][0], "name": "Y"}]}),
-        ("reg64", _request(np.zeros((1, 4)), "FP32")),
+        ("reg64", _request(np.zeros((1, 4)), "BYTES")),
         ("reg64", {"inputs": []}),
         ("reg64", [1, 2]),
         ("reg64", {**_request(np.zeros((1, 4))), "id": 5}),

@@ -240,9 +240,9 @@ def _x(n: int = 1, f: int = 20) -> dict[str, Any]:
         ),
         (
             "linear",
-            {"inputs": [{**_x(), "datatype": "FP64"}]},
+            {"inputs": [{**_x(), "datatype": "FP64", "data": [1e39] + [0.5] * 19}]},
             400,
-            "input 'X' expects datatype FP32, got FP64",
+            "column 'X' is FP64 but the model takes FP32: values beyond the range of FP32",
         ),
         (
             "linear",

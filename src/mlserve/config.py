@@ -191,6 +191,7 @@ def _coerce(name: str, annotation: Any, raw: str) -> Any:
 POLICIES = ("latest", "all", "specific")
 EXEC_MODES = ("auto", "inline", "thread")
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
+CAST_POLICIES = ("safe", "none")  # [inputs] cast (rules: runtime/columns.py)
 IO_BINDING = ("auto", "on", "off")
 
 
@@ -237,6 +238,9 @@ class InputPolicy:
     max_rows: int = 10_000
     # Per-tensor element cap for this model; the server-wide cap applies when unset (0).
     max_elements: int = 0
+    # Data of another datatype than the input's: "safe" casts what keeps its value (FP64 →
+    # FP32, integers a float holds exactly, integral floats → integers), "none" refuses.
+    cast: str = "safe"
 
 
 @dataclass(frozen=True)
@@ -487,6 +491,11 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [inputs] max_rows must be >= 1")
     if i.max_elements < 0:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [inputs] max_elements must be >= 0")
+    if i.cast not in CAST_POLICIES:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [inputs] cast must be one of {', '.join(CAST_POLICIES)}, "
+            f"got {i.cast!r}"
+        )
     if b.max_batch_size < 1:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [batching] max_batch_size must be >= 1")
     if b.max_delay_us < 0:

@@ -10,6 +10,7 @@ not depend on the request (the runner, header values) is done at load, in
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -42,13 +43,15 @@ from .monitoring.hub import EndpointStats, MonitoringHub
 from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REJECTED, SUCCESS, quantile
 from .monitoring.monitor import REFERENCE_FILE, ModelMonitor
 from .monitoring.profile import load_profile
+from .registry.layout import LINEAGE_FILE
 from .registry.store import ModelStore, VersionState
 from .routing.guardrails import Guard, Verdict, decide
 from .routing.policy import PINNED, STABLE
 from .routing.shadow import ShadowMirror
 from .runtime.binary import binary_size, decode_binary, encode_binary, raw_shape
+from .runtime.columns import FeatureSchema, cast_column, listed
 from .runtime.session import ModelSession
-from .runtime.tensors import decode_json, encode_json
+from .runtime.tensors import V2_TO_NUMPY, TensorSpec, decode_json, encode_json
 
 log = logging.getLogger("mlserve")
 
@@ -75,6 +78,9 @@ class Endpoint:
     payloads: PayloadSink | None = None
     # Runs big explain batches of an inline version on the thread pool, off the event loop.
     explain_runner: Runner | None = None
+    # The model's features by name (runtime/columns.py): named-column requests, metadata;
+    # None when its features are not named (no reference profile or lineage names).
+    schema: FeatureSchema | None = None
     # Whether ``InferenceService.record`` has anything to do: the transport's one check.
     observed: bool = dataclasses.field(init=False)
 
@@ -199,6 +205,7 @@ class InferenceService:
             ThreadRunner(session, self._executor, config.batching.max_queue)
             if runner.kind == "inline"
             else None,
+            _schema(session, profile),
         )
 
     def _payload_sink(self, session: ModelSession, config: ModelConfig) -> PayloadSink | None:
@@ -293,6 +300,8 @@ class InferenceService:
             }
         if record.config_error:
             params["config_error"] = record.config_error
+        if default is not None and default.schema is not None:
+            params["features"] = default.schema.metadata()
         session = default.session if default else None
         return {
             "name": model,
@@ -307,6 +316,8 @@ class InferenceService:
     def _describe(info: dict[str, Any], endpoint: Endpoint | None) -> dict[str, Any]:
         if endpoint is not None:
             info["execution_mode"] = endpoint.runner.kind
+            if endpoint.schema is not None:  # what a named-column request may send
+                info["features"] = endpoint.schema.metadata()
             occlusion = endpoint.occlusion
             info["explain"] = (
                 {"available": False, "reason": occlusion}
@@ -339,7 +350,7 @@ class InferenceService:
             if not isinstance(request, dict):
                 raise InvalidInput("the request body must be a JSON object", reason="json")
             session = endpoint.session
-            feeds = self._feeds(session, request.get("inputs"), binary)
+            feeds = self._feeds(endpoint, request.get("inputs"), binary)
             names, binary_out = self._outputs(session, request)
             request_id = request.get("id")
             if request_id is not None and not isinstance(request_id, str):
@@ -475,7 +486,7 @@ class InferenceService:
             if not isinstance(request, dict):
                 raise InvalidInput("the request body must be a JSON object", reason="json")
             session = endpoint.session
-            feeds = self._feeds(session, request.get("inputs"), None)
+            feeds = self._feeds(endpoint, request.get("inputs"), None)
             outputs = occlusion.chosen(request.get("parameters"), session.output_names)
             request_id = request.get("id")
             if request_id is not None and not isinstance(request_id, str):
@@ -580,11 +591,12 @@ class InferenceService:
         )
 
     @staticmethod
-    def _feeds(
-        session: ModelSession, inputs: Any, binary: memoryview | None
-    ) -> dict[str, np.ndarray]:
+    def _feeds(endpoint: Endpoint, inputs: Any, binary: memoryview | None) -> dict[str, np.ndarray]:
+        """The model's tensors from the request's: its own inputs in their own datatypes
+        here; anything else (named columns, other datatypes) through ``_converted_feeds``."""
         if not isinstance(inputs, list) or not inputs:
             raise InvalidInput("'inputs' must be a non-empty list of tensors", reason="json")
+        session = endpoint.session
         feeds: dict[str, np.ndarray] = {}
         specs = session.input_specs
         offset = 0
@@ -593,43 +605,28 @@ class InferenceService:
                 raise InvalidInput("each input must be a JSON object", reason="json")
             name = tensor.get("name")
             spec = specs.get(name) if isinstance(name, str) else None
-            if spec is None:
-                if not isinstance(name, str):
-                    raise InvalidInput("each input needs a string 'name'", reason="json")
-                raise InvalidInput(
-                    f"unknown input {name[:64]!r}; the model's inputs are {sorted(specs)}",
-                    reason="name",
-                )
+            if spec is None or tensor.get("datatype") != spec.datatype:
+                return _converted_feeds(endpoint, inputs, binary)
             if spec.name in feeds:
                 raise InvalidInput(f"input {name!r} is given more than once", reason="name")
             size = binary_size(tensor) if "parameters" in tensor else None
-            if size is None:
-                feeds[spec.name] = decode_json(spec, tensor, session.limits)
-                continue
-            if binary is None:
-                raise InvalidInput(
-                    f"input {name!r} has binary_data_size but the request has no binary part "
-                    "(Inference-Header-Content-Length)",
-                    reason="binary",
+            try:
+                if size is None:
+                    feeds[spec.name] = decode_json(spec, tensor, session.limits)
+                    continue
+                feeds[spec.name] = decode_binary(
+                    spec, tensor, _blob(spec.name, binary, offset, size), session.limits
                 )
-            if offset + size > len(binary):
-                raise InvalidInput(
-                    f"input {name!r}: binary_data_size {size} runs past the end of the body "
-                    f"({len(binary) - offset} bytes remain)",
-                    reason="binary",
-                )
-            feeds[spec.name] = decode_binary(
-                spec, tensor, binary[offset : offset + size], session.limits
-            )
+            except InvalidInput as exc:  # a one-column input sent as a column, shape [n]
+                schema = endpoint.schema
+                if exc.reason != "shape" or schema is None or schema.single:
+                    raise
+                return _converted_feeds(endpoint, inputs, binary)
             offset += size
         if len(feeds) != len(specs):
             missing = sorted(set(specs) - set(feeds))
             raise InvalidInput(f"missing input(s) {missing}", reason="name")
-        if binary is not None and offset != len(binary):
-            raise InvalidInput(
-                f"the binary part has {len(binary) - offset} bytes that no input claims",
-                reason="binary",
-            )
+        _all_claimed(binary, offset)
         return feeds
 
     @staticmethod
@@ -844,6 +841,139 @@ class InferenceService:
         self._executor.shutdown(wait=True, cancel_futures=False)
         if self.payloads is not None:
             self.payloads.close()  # drains: what was queued is written
+
+
+def _schema(session: ModelSession, profile: Any) -> FeatureSchema | None:
+    """The version's named features: the reference profile's feature names, else lineage's."""
+    names: list[str] | None = None
+    if isinstance(profile, dict):
+        entries = sorted(profile["features"], key=lambda e: e["column"])
+        names = [e["name"] for e in entries]
+    else:
+        lineage = _lineage(session)
+        found = lineage.get("input", {}).get("features") if isinstance(lineage, dict) else None
+        if isinstance(found, list) and all(isinstance(n, str) for n in found):
+            names = found
+    return FeatureSchema.from_inputs(session.inputs, names)
+
+
+def _lineage(session: ModelSession) -> Any:
+    try:
+        return json.loads((session.path.parent / LINEAGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _blob(name: str, binary: memoryview | None, offset: int, size: int) -> memoryview:
+    """The bytes of input ``name`` in the binary part."""
+    if binary is None:
+        raise InvalidInput(
+            f"input {name!r} has binary_data_size but the request has no binary part "
+            "(Inference-Header-Content-Length)",
+            reason="binary",
+        )
+    if offset + size > len(binary):
+        raise InvalidInput(
+            f"input {name!r}: binary_data_size {size} runs past the end of the body "
+            f"({len(binary) - offset} bytes remain)",
+            reason="binary",
+        )
+    return binary[offset : offset + size]
+
+
+def _all_claimed(binary: memoryview | None, offset: int) -> None:
+    if binary is not None and offset != len(binary):
+        raise InvalidInput(
+            f"the binary part has {len(binary) - offset} bytes that no input claims",
+            reason="binary",
+        )
+
+
+def _converted_feeds(
+    endpoint: Endpoint, inputs: list[Any], binary: memoryview | None
+) -> dict[str, np.ndarray]:
+    """Requests that are not the model's own tensors in its own datatypes: inputs in another
+    datatype, cast under ``[inputs] cast``; or one tensor per feature column (shape ``[n]``
+    or ``[n, 1]``, the pandas-codec convention), mapped by name onto the model's inputs."""
+    session = endpoint.session
+    schema = endpoint.schema
+    limits = session.limits
+    specs = session.input_specs
+    feeds: dict[str, np.ndarray] = {}
+    columns: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in inputs:
+        if not isinstance(tensor, dict):
+            raise InvalidInput("each input must be a JSON object", reason="json")
+        name = tensor.get("name")
+        if not isinstance(name, str):
+            raise InvalidInput("each input needs a string 'name'", reason="json")
+        if name in feeds or name in columns:
+            raise InvalidInput(f"input {name!r} is given more than once", reason="name")
+        spec = specs.get(name)
+        shape = tensor.get("shape")
+        # A feature column: not an input, or a one-column input sent as [n].
+        is_column = (
+            schema is not None
+            and name in schema
+            and (spec is None or (type(shape) is list and len(shape) != len(spec.shape)))
+        )
+        if spec is None and not is_column:
+            known = f"the model's inputs are {sorted(specs)}"
+            if schema is not None and schema.single:
+                known += f"; its feature columns are {listed(schema.names)}"
+            elif schema is None:
+                known += (
+                    " (named feature columns need the version's feature names: "
+                    "publish it with a reference profile)"
+                )
+            raise InvalidInput(f"unknown input {name[:64]!r}; {known}", reason="name")
+        datatype = tensor.get("datatype")
+        if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
+            if not isinstance(datatype, str):
+                raise InvalidInput(
+                    f"input {name!r}: 'datatype' is missing or not a string", reason="datatype"
+                )
+            want = spec.datatype if spec is not None else "a V2 datatype"
+            raise InvalidInput(
+                f"input {name!r} expects datatype {want}, got {datatype[:32]}",
+                reason="datatype",
+            )
+        if is_column:
+            rank = len(shape) if type(shape) is list and len(shape) in (1, 2) else 1
+            sent = TensorSpec(name, datatype, (-1,) if rank == 1 else (-1, 1))
+        else:
+            assert spec is not None
+            sent = TensorSpec(name, datatype, spec.shape)
+        size = binary_size(tensor) if "parameters" in tensor else None
+        if size is None:
+            array = decode_json(sent, tensor, limits)
+        else:
+            array = decode_binary(sent, tensor, _blob(name, binary, offset, size), limits)
+            offset += size
+        if is_column:
+            columns[name] = array
+        else:
+            assert spec is not None
+            feeds[name] = cast_column(name, array, spec.datatype, limits.cast)
+    _all_claimed(binary, offset)
+    if columns:
+        assert schema is not None
+        if feeds and schema.single:
+            raise InvalidInput(
+                f"send either the model's input {sorted(specs)} or its feature columns, not both",
+                reason="name",
+            )
+        have = [*columns, *(f.name for f in schema.features if f.input in feeds)]
+        schema.check_names(have)
+        for key, array in schema.feeds(
+            {**columns, **{n: feeds[n] for n in have if n not in columns}}, limits.cast
+        ).items():
+            feeds[key] = array
+    if len(feeds) != len(specs):
+        missing = sorted(set(specs) - set(feeds))
+        raise InvalidInput(f"missing input(s) {missing}", reason="name")
+    return feeds
 
 
 def _profile(session: ModelSession) -> dict[str, Any] | None:

@@ -22,12 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from ..config import CAST_POLICIES
 from ..errors import InvalidInput
 from .tensors import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec
 
-__all__ = ["CAST_POLICIES", "Feature", "FeatureSchema", "cast_column", "datatype_of"]
+__all__ = [
+    "CAST_POLICIES",
+    "Feature",
+    "FeatureSchema",
+    "cast_column",
+    "datatype_of",
+    "listed",
+]
 
-CAST_POLICIES = ("safe", "none")
 # Largest integer each float type holds exactly (a larger one would be rounded).
 _EXACT_INT = {"e": 2**11, "f": 2**24, "d": 2**53}
 
@@ -40,6 +47,14 @@ def datatype_of(values: np.ndarray) -> str:
     if found is None:
         raise InvalidInput(f"numpy dtype {values.dtype} has no V2 datatype", reason="datatype")
     return found
+
+
+def listed(names: Sequence[str], most: int = 12) -> str:
+    """Names for an error message: all of a short list, the first ``most`` of a long one."""
+    if len(names) <= most:
+        return str(list(names))
+    head = str(list(names[:most]))[:-1]
+    return f"{head}, … ({len(names)} in all: see the model metadata's parameters.features)]"
 
 
 def _refuse(name: str, got: str, want: str, why: str) -> InvalidInput:
@@ -173,12 +188,12 @@ class FeatureSchema:
         if missing or extra:
             parts = []
             if missing:
-                parts.append(f"missing {missing}")
+                parts.append(f"missing {listed(missing)}")
             if extra:
-                parts.append(f"unknown {sorted(extra)[:20]}")
+                parts.append(f"unknown {listed(extra)}")
             raise InvalidInput(
                 f"the columns do not match the model's features ({'; '.join(parts)}); "
-                f"the features are {list(self.names)}",
+                f"the features are {listed(self.names)}",
                 reason="name",
             )
 

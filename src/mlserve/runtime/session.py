@@ -116,6 +116,7 @@ class ModelSession:
             max_elements=min(max_elements, server_max_elements),
             max_rows=inputs_policy.max_rows,
             allow_nan=inputs_policy.allow_nan,
+            cast=inputs_policy.cast,
         )
         # IO binding: inputs bound from host memory, outputs allocated on the provider's
         # device and copied back once, instead of onnxruntime's per-run feed handling.

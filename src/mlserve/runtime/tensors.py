@@ -99,6 +99,7 @@ class InputLimits:
     max_elements: int
     max_rows: int
     allow_nan: bool
+    cast: str = "safe"  # model.toml [inputs] cast (runtime/columns.py)
 
 
 def check_header(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -> tuple[int, ...]:
