@@ -13,6 +13,12 @@ from the version's reference profile (``reference.json``): a numeric feature's m
 mean in profiles written before medians were stored), a categorical feature's most frequent
 level (numeric levels only: a string cannot go into a floating-point tensor).
 
+A model with one input per feature (``runtime/columns.py``: e.g. skl2onnx's
+ColumnTransformer with ``[n, 1]`` inputs, text ones included) is explained the same way over
+its feature table (``FeatureSchema.table``: rows × features in the profile's column order);
+the occlusion rows are split back into the model's inputs (``FeatureSchema.split``) for the
+one batched run, and a text feature's baseline is its most frequent level.
+
 Everything that does not depend on the request is decided once, at load (``plan``): the
 input, the baseline cast to the input's dtype, the outputs, or the reason the version
 cannot be explained, which is what an explain request for it is answered.
@@ -31,6 +37,7 @@ from .batching.runners import Runner
 from .config import MonitoringConfig
 from .errors import InferenceFailed, InvalidInput
 from .monitoring.monitor import REFERENCE_FILE
+from .runtime.columns import FeatureSchema, cast_column
 from .runtime.session import ModelSession
 from .runtime.tensors import InputLimits, TensorSpec
 
@@ -59,7 +66,7 @@ _FLOAT = frozenset({"FP16", "FP32", "FP64"})
 class Baseline:
     """The value each feature column is occluded with, and where it came from."""
 
-    values: NDArray[np.float64]
+    values: NDArray[Any]  # float64; an object array (floats, strings) with text features
     feature_names: tuple[str, ...]
     # Per feature: "median", "mean" (older profiles) or "mode" (categorical).
     statistics: tuple[str, ...]
@@ -73,13 +80,20 @@ class Baseline:
         }
 
 
-def baseline_from_profile(profile: Mapping[str, Any], width: int | None = None) -> Baseline:
+def baseline_from_profile(
+    profile: Mapping[str, Any], width: int | None = None, schema: FeatureSchema | None = None
+) -> Baseline:
     """The baseline of a (validated) profile's features, one per input column.
 
-    ``width`` is the input's column count (None: free, taken from the profile). Raises
-    ``ValueError`` saying why there is none: a column without a feature, a feature without
-    finite reference values, a categorical feature with string levels.
+    ``width`` is the input's column count (None: free, taken from the profile). With the
+    ``schema`` of a multi-input model, one per feature of its table, each cast to its
+    input's datatype (text levels for text inputs). Raises ``ValueError`` saying why there
+    is none: a column without a feature, a feature without finite reference values, a
+    categorical feature with string levels for a numeric input, a feature named unlike the
+    model's input in its column.
     """
+    if schema is not None:
+        width = len(schema)
     entries = {int(e["column"]): e for e in profile["features"]}
     n = width if width is not None else (max(entries) + 1 if entries else 0)
     if n == 0:
@@ -90,13 +104,19 @@ def baseline_from_profile(profile: Mapping[str, Any], width: int | None = None) 
     absent = [j for j in range(n) if j not in entries]
     if absent:
         raise ValueError(f"no feature for column(s) {absent[:10]} of the input's {n}")
-    values: list[float] = []
+    values: list[float | str] = []
     names: list[str] = []
     statistics: list[str] = []
     for j in range(n):
         e = entries[j]
         name = str(e["name"])
+        if schema is not None and schema.names[j] != name:
+            raise ValueError(
+                f"the profile's feature {name!r} is column {j}, where the model takes "
+                f"input {schema.names[j]!r}"
+            )
         if e["kind"] == "numeric":
+            value: float | str
             if e.get("median") is not None:
                 value, statistic = float(e["median"]), "median"
             elif e.get("mean") is not None:
@@ -108,16 +128,28 @@ def baseline_from_profile(profile: Mapping[str, Any], width: int | None = None) 
             if not levels:
                 raise ValueError(f"categorical feature {name!r} has no reference levels")
             top = levels[0]  # the commonest (profile.py keeps levels by count)
-            if isinstance(top, str):
+            text = schema is not None and schema.features[j].datatype == "BYTES"
+            if isinstance(top, str) and not text:
                 raise ValueError(
                     f"categorical feature {name!r} has string levels (most frequent "
                     f"{top[:32]!r}): a string cannot be fed to a numeric input as its baseline"
                 )
-            value, statistic = float(top), "mode"
+            value, statistic = float(top) if not isinstance(top, str) else top, "mode"
+        if schema is not None:  # the value the model's input takes (the one cast rule)
+            try:
+                cast = cast_column(name, np.array([value]), schema.features[j].datatype)
+            except InvalidInput as exc:
+                raise ValueError(f"baseline of {exc}") from None
+            value = cast.tolist()[0]
         values.append(value)
         names.append(name)
         statistics.append(statistic)
-    return Baseline(np.array(values, dtype=np.float64), tuple(names), tuple(statistics))
+    if schema is not None and not schema.numeric:
+        array = np.empty(n, dtype=object)
+        array[:] = values
+    else:
+        array = np.array(values, dtype=np.float64)
+    return Baseline(array, tuple(names), tuple(statistics))
 
 
 def occlusion_batch(x: NDArray[Any], baseline: NDArray[Any]) -> NDArray[Any]:
@@ -182,13 +214,21 @@ class Explanation:
 class Occlusion:
     """How one loaded version is explained; built at load by ``plan``."""
 
-    input: TensorSpec
+    input: TensorSpec  # the features' input ("features" for a multi-input model's table)
     baseline: Baseline
     outputs: tuple[TensorSpec, ...]  # the floating-point outputs, in model order
+    # A multi-input model's features: rows are its feature table, split back to run.
+    schema: FeatureSchema | None = None
     _by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {s.name: s for s in self.outputs})
+
+    def table(self, feeds: Mapping[str, NDArray[Any]]) -> NDArray[Any]:
+        """The rows × features to explain from a request's validated feeds."""
+        if self.schema is not None:
+            return self.schema.table(feeds)
+        return feeds[self.input.name]
 
     def chosen(self, parameters: Any, all_outputs: Sequence[str]) -> list[TensorSpec]:
         """The outputs to explain: ``parameters.explain_outputs`` or every float output."""
@@ -226,8 +266,8 @@ class Occlusion:
         outputs: Sequence[TensorSpec],
         limits: InputLimits,
     ) -> tuple[dict[str, Any], float, float]:
-        """Attributions for the validated rows ``x``: the response's explanation fields, and
-        the seconds queued and running."""
+        """Attributions for the validated rows ``x`` (``table(feeds)``): the response's
+        explanation fields, and the seconds queued and running."""
         rows, f = x.shape
         if f != len(self.baseline.values):  # only where the input's width is free
             raise InvalidInput(
@@ -237,9 +277,9 @@ class Occlusion:
             )
         needed = check_cost(rows, f, limits)
         names = [s.name for s in outputs]
-        ys, queue_s, infer_s = await runner.run(
-            {self.input.name: occlusion_batch(x, self.baseline.values)}, names
-        )
+        batch = occlusion_batch(x, self.baseline.values)
+        feeds = {self.input.name: batch} if self.schema is None else self.schema.split(batch)
+        ys, queue_s, infer_s = await runner.run(feeds, names)
         explained = []
         for spec, y in zip(outputs, ys, strict=True):
             if y.ndim == 0 or y.shape[0] != needed:
@@ -268,14 +308,26 @@ class Occlusion:
 
 
 def plan(
-    session: ModelSession, config: MonitoringConfig, profile: Mapping[str, Any] | str | None
+    session: ModelSession,
+    config: MonitoringConfig,
+    profile: Mapping[str, Any] | str | None,
+    schema: FeatureSchema | None = None,
 ) -> Occlusion | str:
     """How to explain a freshly loaded version, or why it cannot be (``profile``: the loaded
-    reference profile, None without one, or the message of one that failed to load)."""
+    reference profile, None without one, or the message of one that failed to load;
+    ``schema``: the model's named features, derived from its inputs and the profile when
+    None)."""
     if profile is None:
         return NO_PROFILE
     if isinstance(profile, str):
         return f"explanations need a valid reference profile: {profile}"
+    if len(session.inputs) > 1:
+        if schema is None:
+            columns = sorted(profile["features"], key=lambda e: int(e["column"]))
+            names = [str(e["name"]) for e in columns]
+            schema = FeatureSchema.from_inputs(session.inputs, names)
+        if schema is not None and not schema.single:
+            return _plan_table(session, config, profile, schema)
     if len(session.inputs) != 1:
         return (
             "explanations support models with one input (the features); this model has "
@@ -289,9 +341,7 @@ def plan(
             "explanations need the features as a floating-point input of shape [rows, "
             f"features]; input {spec.name!r} is {spec.datatype} {spec.shape_text()}"
         )
-    outputs = tuple(
-        s for s in session.outputs if s.datatype in _FLOAT and s.shape and s.shape[0] == -1
-    )
+    outputs = _float_outputs(session)
     if not outputs:
         return "the model has no floating-point output with a row dimension to explain"
     try:
@@ -299,3 +349,32 @@ def plan(
     except ValueError as exc:
         return f"explanations cannot take a baseline from {REFERENCE_FILE}: {exc}"
     return Occlusion(spec, baseline, outputs)
+
+
+def _float_outputs(session: ModelSession) -> tuple[TensorSpec, ...]:
+    return tuple(
+        s for s in session.outputs if s.datatype in _FLOAT and s.shape and s.shape[0] == -1
+    )
+
+
+def _plan_table(
+    session: ModelSession,
+    config: MonitoringConfig,
+    profile: Mapping[str, Any],
+    schema: FeatureSchema,
+) -> Occlusion | str:
+    """``plan`` for a model with one input per feature: occlusion over its feature table."""
+    if config.features:
+        return (
+            f"[monitoring] features = {config.features!r} names one input; explanations of a "
+            "model with one input per feature cover all of them (leave it unset)"
+        )
+    outputs = _float_outputs(session)
+    if not outputs:
+        return "the model has no floating-point output with a row dimension to explain"
+    try:
+        baseline = baseline_from_profile(profile, schema=schema)
+    except ValueError as exc:
+        return f"explanations cannot take a baseline from {REFERENCE_FILE}: {exc}"
+    table = TensorSpec("features", "FP64" if schema.numeric else "BYTES", (-1, len(schema)))
+    return Occlusion(table, baseline, outputs, schema)

@@ -312,6 +312,8 @@ def _table_schema(
 ) -> FeatureSchema | None:
     """The schema whose feature table the inputs section counts, or None when the features
     are the columns of one input (or the model's features are not one input each)."""
+    if len(inputs) < 2:  # one input: its columns, as always
+        return None
     if schema is None:
         try:
             ordered = sorted(entries, key=lambda e: int(e["column"]))
