@@ -48,13 +48,14 @@ def ok(cwd: Path, *args: str | Path) -> dict[str, Any]:
 
 
 def check_section(section: list[dict[str, Any]], x: np.ndarray) -> None:
-    """Each entry's counts equal an independent recount of its column of ``x``."""
+    """Each entry's counts equal an independent recount of its column of ``x`` as FP32 (the
+    default datatype of a profile, and the model inputs' here)."""
     x2 = x.reshape(-1, 1) if x.ndim == 1 else x
     for e in section:
         col = x2[:, e["column"]]
         assert e["n"] == x2.shape[0]
         if e["kind"] == "numeric":
-            v = np.array(col.tolist(), dtype=np.float64)  # None → NaN
+            v = np.array(col.tolist(), dtype=np.float64).astype(np.float32).astype(np.float64)
             edges = np.array(e["edges"], dtype=np.float64)
             assert np.all(np.diff(edges) > 0), e["name"]
             present = v[~np.isnan(v)]
@@ -277,7 +278,7 @@ BAD = {  # test id: (arguments, the message's expected part)
     "missing-model": (["--data", "ok.npz", "--model", "nope.onnx"], "model nope.onnx does not"),
     "model-width": (
         ["--data", "ok.npz", "--model", "narrow.onnx"],
-        "model input 'X' takes 3 features; the data has 4",
+        "model narrow.onnx input 'X' takes 3 features; the data has 4",
     ),
     "text-to-model": (
         ["--data", "text.csv", "--model", "MODEL"],

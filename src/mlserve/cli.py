@@ -135,6 +135,13 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", type=Path, metavar="ONNX", help="also profile this model's outputs on the data"
     )
+    p.add_argument(
+        "--dtype",
+        choices=("FP32", "FP64"),
+        default="FP32",
+        help="without --model: the datatype numeric features are cast to before binning, as "
+        "the model will receive them (FP32, what skl2onnx exports)",
+    )
     p.add_argument("--bins", type=int, default=10, help="bins per numeric feature (10)")
     p.add_argument(
         "--top-k",
@@ -351,6 +358,7 @@ def _profile(args: argparse.Namespace) -> int:
             model=args.model,
             bins=args.bins,
             top_k=args.top_k,
+            dtype=args.dtype,
         )
         args.out.mkdir(parents=True, exist_ok=True)
         save_profile(profile, args.out / "reference.json")

@@ -5,12 +5,20 @@ runs an ONNX model on it to profile the predictions too, and returns the profile
 ``mlserve.monitoring.build_profile`` (DESIGN.md §7). Every problem with the inputs is a
 ``ValueError`` whose message names the file, array, column or option at fault.
 
-Feature names come from the file (an npz ``feature_names`` array, a CSV header, the parquet
-column names) or else from ``feature_names``, or else are ``f0``..``f<N-1>``; names given
-both ways must agree. CSV cells: a column whose non-empty cells all parse as numbers is
-numeric (an empty cell is missing, NaN); any other column is categorical, its cells kept as
-strings (an empty cell is missing). A numeric column named in ``categorical`` keeps numeric
-levels, which match the values of a float input tensor.
+Values are profiled as the model receives them: with a model, each column is cast to its
+input's datatype by ``runtime.columns.cast_column`` (the rule requests go through) before
+binning, so edges, min/max and counts are those of the cast values; without one, numeric
+columns are cast to ``dtype`` (``FP32`` by default, what skl2onnx exports). The same values
+from CSV, parquet, npz or a DataFrame therefore give the same profile.
+
+Feature names come from the data (an npz ``feature_names`` array, a CSV header, the parquet
+or DataFrame column names, the keys of a dict of columns) or else from ``feature_names``, or
+else are ``f0``..``f<N-1>``; names given both ways must agree. A model whose features are
+named (one input per column) takes the data's columns by name, in its own order; missing or
+unknown columns are refused, named. CSV cells: a column whose non-empty cells all parse as
+numbers is numeric (an empty cell is missing, NaN); any other column is categorical, its
+cells kept as strings (an empty cell is missing). A numeric column named in ``categorical``
+keeps numeric levels, which match the values of a float input tensor.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from __future__ import annotations
 import csv
 import importlib
 import zipfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +35,44 @@ from numpy.typing import NDArray
 
 from .monitoring.profile import build_profile
 
-__all__ = ["profile_from_file", "read_reference"]
+__all__ = [
+    "PROFILE_DTYPES",
+    "ReferenceData",
+    "match_columns",
+    "model_feeds",
+    "profile_from_file",
+    "read_data",
+    "read_reference",
+    "run_feeds",
+]
 
-# Input datatypes the data can be cast to.
-_FLOAT_INPUTS = ("FP32", "FP64", "FP16")
+PROFILE_DTYPES = ("FP32", "FP64")  # numeric datatypes a profile without a model casts to
 _CHUNK_ROWS = 65536  # rows per model run
 
 
+class ReferenceData:
+    """Reference data as named columns: ``names`` in the data's order, ``columns`` by name
+    (1-D arrays: numbers as their own dtype, text as objects), and whether the names came
+    from the data (``named``) or were made up (``f0``..)."""
+
+    def __init__(self, columns: Mapping[str, NDArray[Any]], named: bool, source: str) -> None:
+        self.columns = dict(columns)
+        self.names = list(self.columns)
+        self.named = named
+        self.source = source
+        self.rows = len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def text(self) -> list[str]:
+        """Names of the columns holding text."""
+        return [n for n, c in self.columns.items() if c.dtype.kind in "OUS" and _has_text(c)]
+
+    def table(self) -> NDArray[Any]:
+        """Rows × columns: float64 when every column is numeric, else objects."""
+        return _stack(list(self.columns.values()), self.rows)
+
+
 def profile_from_file(
-    data: Path,
+    data: Path | Any,
     *,
     input_key: str | None = None,
     feature_names: Sequence[str] | None = None,
@@ -43,19 +80,33 @@ def profile_from_file(
     model: Path | None = None,
     bins: int = 10,
     top_k: int = 20,
+    dtype: str = "FP32",
 ) -> dict[str, Any]:
     """Profile the reference data in ``data`` (and ``model``'s outputs on it, if given).
 
-    ``input_key`` picks the array of an ``.npz`` file (default: ``X``, else ``X_train``, else
-    its only 2-D array). The model must have one input, of a float type; every output is
-    profiled. Returns the validated profile (see ``mlserve.monitoring.profile``).
+    ``data`` is a path or anything ``read_data`` takes. ``input_key`` picks the array of an
+    ``.npz`` file (default: ``X``, else ``X_train``, else its only 2-D array). With a model,
+    every value is cast to the datatype of the model input it feeds and every output is
+    profiled; without, numeric columns are cast to ``dtype`` (FP32 or FP64). Returns the
+    validated profile (see ``mlserve.monitoring.profile``).
     """
-    X, names = read_reference(data, input_key=input_key, feature_names=feature_names)
-    cat = set(categorical)
-    if X.dtype == object:  # CSV/parquet text columns are categorical whatever was asked
-        cat |= {n for j, n in enumerate(names) if any(isinstance(v, str) for v in X[:, j])}
-    outputs = _model_outputs(Path(model), X, names) if model is not None else None
-    return build_profile(X, names, categorical=cat, outputs=outputs, bins=bins, top_k=top_k)
+    ref = read_data(data, input_key=input_key, feature_names=feature_names)
+    cat = set(categorical) | set(ref.text())  # text columns are categorical whatever was asked
+    if model is None:
+        if dtype not in PROFILE_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(PROFILE_DTYPES)}, got {dtype!r}")
+        from .runtime.columns import cast_column
+
+        table = _stack(
+            [
+                c if c.dtype.kind in "OUS" else _cast(n, c, dtype, cast_column)
+                for n, c in ref.columns.items()
+            ],
+            ref.rows,
+        )
+        return build_profile(table, ref.names, categorical=cat, bins=bins, top_k=top_k)
+    table, names, outputs = _model_outputs(Path(model), ref)
+    return build_profile(table, names, categorical=cat, outputs=outputs, bins=bins, top_k=top_k)
 
 
 def read_reference(
@@ -67,11 +118,152 @@ def read_reference(
     an object array of floats (NaN missing) and strings (None missing).
     """
     path = Path(data)
+    X, names = _read_file(path, input_key)
+    return X, _names(X.shape[1], names, feature_names, str(path))
+
+
+def read_data(
+    data: Any, *, input_key: str | None = None, feature_names: Sequence[str] | None = None
+) -> ReferenceData:
+    """Reference data from a path (.npz/.csv/.parquet), a pandas DataFrame, a mapping of
+    column name → 1-D values, or a 2-D array (names from ``feature_names``)."""
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        X, found = _read_file(path, input_key)
+        names = _names(X.shape[1], found, feature_names, str(path))
+        if X.dtype != object:
+            columns = {n: X[:, j] for j, n in enumerate(names)}
+        else:  # object table: numeric columns back to float64
+            columns = {n: _column(X[:, j]) for j, n in enumerate(names)}
+        return ReferenceData(columns, found is not None or feature_names is not None, path.name)
+    if input_key is not None:
+        raise ValueError("input_key applies to .npz files only")
+    if hasattr(data, "columns") and hasattr(data, "to_numpy"):  # a pandas DataFrame
+        cols = {str(n): _frame_column(data[n]) for n in data.columns}
+        if len(cols) != len(data.columns):
+            raise ValueError("the DataFrame has duplicate column names")
+        _names(len(cols), list(cols), feature_names, "the DataFrame")
+        return _checked(ReferenceData(cols, True, "DataFrame"))
+    if isinstance(data, Mapping):
+        cols = {str(n): _column(np.asarray(v)) for n, v in data.items()}
+        _names(len(cols), list(cols), feature_names, "the columns")
+        return _checked(ReferenceData(cols, True, "columns"))
+    X = np.asarray(data)
+    if X.ndim != 2:
+        raise ValueError(f"reference data must be 2-D (rows × features), got shape {X.shape}")
+    names = _names(X.shape[1], None, feature_names, "the array")
+    columns = {n: _column(X[:, j]) for j, n in enumerate(names)}
+    return _checked(ReferenceData(columns, feature_names is not None, "array"))
+
+
+def match_columns(ref: ReferenceData, expected: Sequence[str], what: str) -> list[str]:
+    """The names of ``ref``'s columns in the order of ``expected`` (the model's features).
+
+    Data without names of its own takes ``expected`` when the count matches. Raises
+    ``ValueError`` naming the missing and unknown columns (``what`` says whose names).
+    """
+    expected = [str(n) for n in expected]
+    if not ref.named:
+        if len(ref.names) != len(expected):
+            raise ValueError(
+                f"{ref.source} has {len(ref.names)} unnamed columns; {what} has "
+                f"{len(expected)}: {expected}"
+            )
+        ref.columns = dict(zip(expected, ref.columns.values(), strict=True))
+        ref.names = list(expected)
+        return expected
+    missing = [n for n in expected if n not in ref.columns]
+    extra = [n for n in ref.names if n not in set(expected)]
+    if missing or extra:
+        parts = [f"missing {missing}"] if missing else []
+        if extra:
+            parts.append(f"not in the model {extra}")
+        raise ValueError(
+            f"the columns of {ref.source} do not match {what} ({'; '.join(parts)}); "
+            f"expected {expected}"
+        )
+    return expected
+
+
+def _names(
+    width: int, found: list[str] | None, given: Sequence[str] | None, where: str
+) -> list[str]:
+    given_ = None if given is None else [str(n) for n in given]
+    if given_ is not None and len(given_) != width:
+        raise ValueError(
+            f"--feature-names gives {len(given_)} names for the {width} columns of {where}"
+        )
+    if found is None:
+        names = given_ if given_ is not None else [f"f{j}" for j in range(width)]
+    elif given_ is not None and given_ != found:
+        raise ValueError(f"--feature-names {given_} disagree with the names in {where}: {found}")
+    else:
+        names = found
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"reference data {where}: duplicate feature names {dup}")
+    return names
+
+
+def _checked(ref: ReferenceData) -> ReferenceData:
+    lengths = {len(c) for c in ref.columns.values()}
+    if any(c.ndim != 1 for c in ref.columns.values()) or len(lengths) > 1:
+        raise ValueError(f"the columns of {ref.source} must be 1-D and of one length")
+    if not ref.columns or ref.rows == 0:
+        raise ValueError(f"reference data {ref.source} has no rows")
+    return ref
+
+
+def _has_text(col: NDArray[Any]) -> bool:
+    return col.dtype.kind in "US" or any(isinstance(v, str) for v in col.tolist())
+
+
+def _column(col: NDArray[Any]) -> NDArray[Any]:
+    """A column as numbers when it holds no text (None → NaN), else as objects."""
+    if col.dtype.kind in "US":
+        return col.astype(object)
+    if col.dtype.kind != "O":
+        return col
+    if _has_text(col):
+        return np.array([None if _missing(v) else v for v in col.tolist()], dtype=object)
+    try:
+        return np.array([np.nan if v is None else v for v in col.tolist()], dtype=np.float64)
+    except (TypeError, ValueError):
+        return col
+
+
+def _frame_column(series: Any) -> NDArray[Any]:
+    kind = getattr(series.dtype, "kind", "O")
+    if kind in "fiub" and not series.hasnans:
+        return np.asarray(series.to_numpy())
+    if kind in "fiub":
+        return np.asarray(series.to_numpy(dtype=np.float64, na_value=np.nan))
+    values = series.astype(object).where(series.notna(), None).tolist()
+    return _column(np.array(values, dtype=object))
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _cast(name: str, values: NDArray[Any], datatype: str, cast: Any) -> NDArray[Any]:
+    """``cast_column``, its ``InvalidInput`` as the ``ValueError`` of this module."""
+    from .errors import InvalidInput
+
+    try:
+        return cast(name, values, datatype)  # type: ignore[no-any-return]
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _read_file(path: Path, input_key: str | None) -> tuple[NDArray[Any], list[str] | None]:
     if not path.is_file():
         raise ValueError(f"reference data {path} does not exist or is not a file")
     suffix = path.suffix.lower()
     if input_key is not None and suffix != ".npz":
         raise ValueError(f"--input-key applies to .npz files only, not {path.name}")
+    X: NDArray[Any]
+    names: list[str] | None
     if suffix == ".npz":
         X, names = _read_npz(path, input_key)
     elif suffix == ".csv":
@@ -82,18 +274,6 @@ def read_reference(
         raise ValueError(f"reference data {path}: unknown format {suffix!r} (.npz, .csv, .parquet)")
     if X.shape[0] == 0:
         raise ValueError(f"reference data {path} has no rows")
-    given = None if feature_names is None else [str(n) for n in feature_names]
-    if given is not None and len(given) != X.shape[1]:
-        raise ValueError(
-            f"--feature-names gives {len(given)} names for the {X.shape[1]} columns of {path}"
-        )
-    if names is None:
-        names = given if given is not None else [f"f{j}" for j in range(X.shape[1])]
-    elif given is not None and given != names:
-        raise ValueError(f"--feature-names {given} disagree with the names in {path}: {names}")
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"reference data {path}: duplicate feature names {dup}")
     return X, names
 
 
@@ -208,8 +388,11 @@ def _stack(columns: list[NDArray[Any]], n_rows: int) -> NDArray[Any]:
     return X
 
 
-def _model_outputs(model: Path, X: NDArray[Any], names: Sequence[str]) -> dict[str, NDArray[Any]]:
-    """Run ``model`` on ``X`` (its single float input) and return every output by name.
+def _model_outputs(
+    model: Path, ref: ReferenceData
+) -> tuple[NDArray[Any], list[str], dict[str, NDArray[Any]]]:
+    """Run ``model`` on the reference columns cast to its inputs; return the feature table
+    (rows × features in the model's order, cast values), the feature names and every output.
 
     The model runs as the server runs it (``ModelSession``, default execution settings), so
     a profile made here equals the one ``mlserve publish`` writes."""
@@ -228,25 +411,69 @@ def _model_outputs(model: Path, X: NDArray[Any], names: Sequence[str]) -> dict[s
                 "(for scikit-learn classifiers, export without ZipMap)"
             ) from exc
         raise ValueError(f"cannot load model {model}: {exc}") from exc
-    if len(sess.inputs) != 1:
-        listed = ", ".join(i.name for i in sess.inputs)
-        raise ValueError(f"model {model} has {len(sess.inputs)} inputs ({listed}); expected one")
-    inp = sess.inputs[0]
-    if inp.datatype not in _FLOAT_INPUTS:
-        raise ValueError(f"model input {inp.name!r} is {inp.datatype}; expected a float tensor")
-    shape = list(inp.shape)
-    if len(shape) != 2:
-        raise ValueError(f"model input {inp.name!r} has shape {shape}; expected [rows, features]")
-    if shape[1] >= 0 and shape[1] != X.shape[1]:
-        raise ValueError(
-            f"model input {inp.name!r} takes {shape[1]} features; the data has {X.shape[1]}"
-        )
+    schema, feeds = model_feeds(sess.inputs, ref, None, f"model {model.name}")
     try:
-        x = X.astype(inp.dtype)
-    except (TypeError, ValueError):
-        text = [n for j, n in enumerate(names) if any(isinstance(v, str) for v in X[:, j])]
-        raise ValueError(f"the data cannot be fed to model {model}: text columns {text}") from None
-    try:
-        return sess.run_rows(x, _CHUNK_ROWS)
+        outputs = run_feeds(sess, feeds, _CHUNK_ROWS)
     except MLServeError as exc:
         raise ValueError(f"running model {model} on the data failed: {exc}") from exc
+    return schema.table(feeds), list(schema.names), outputs
+
+
+def model_feeds(
+    inputs: Sequence[Any], ref: ReferenceData, trained: Sequence[str] | None, what: str
+) -> tuple[Any, dict[str, NDArray[Any]]]:
+    """The model's ``FeatureSchema`` and its input tensors from the reference columns.
+
+    The features are named by ``trained`` (the estimator's ``feature_names_in_``), else by the
+    model's one-column inputs, else by the data; the data's columns are matched to them by
+    name and cast to their inputs' datatypes. Raises ``ValueError`` naming what does not fit.
+    """
+    from .errors import InvalidInput
+    from .runtime.columns import FeatureSchema
+
+    for spec in inputs:
+        if len(spec.shape) not in (1, 2):
+            raise ValueError(f"{what} input {spec.name!r} has shape {list(spec.shape)}")
+    per_column = all(len(s.shape) == 1 or s.shape[1] == 1 for s in inputs)
+    if per_column and len(inputs) == 1 and len(ref.names) == 1 and trained is None:
+        ref.columns = {inputs[0].name: ref.columns[ref.names[0]]}  # one input, one column
+        ref.names = [inputs[0].name]
+    if trained is not None:
+        names = match_columns(ref, trained, what)
+    elif per_column:
+        names = match_columns(ref, [s.name for s in inputs], f"{what}'s inputs")
+    else:
+        names = ref.names
+    width = inputs[0].shape[1] if not per_column and len(inputs) == 1 else -1
+    if width != -1 and width != len(names):
+        raise ValueError(
+            f"{what} input {inputs[0].name!r} takes {width} features; the data has {len(names)}"
+        )
+    schema = FeatureSchema.from_inputs(inputs, names)
+    if schema is None:
+        listed = ", ".join(f"{s.name} {list(s.shape)}" for s in inputs)
+        raise ValueError(f"{what} has inputs {listed}: not rows × features nor one per column")
+    try:
+        feeds = schema.feeds({n: ref.columns[n] for n in schema.names})
+    except InvalidInput as exc:
+        raise ValueError(f"the data cannot be fed to {what}: {exc}") from None
+    return schema, feeds
+
+
+def run_feeds(
+    session: Any, feeds: Mapping[str, NDArray[Any]], chunk: int
+) -> dict[str, NDArray[Any]]:
+    """Every output of ``session`` on ``feeds`` (one row per row), ``chunk`` rows at a time.
+
+    Errors as ``ModelSession.run``."""
+    from .errors import InferenceFailed
+
+    n = len(next(iter(feeds.values())))
+    parts: dict[str, list[NDArray[Any]]] = {o: [] for o in session.output_names}
+    for start in range(0, n, chunk):
+        values = session.run({k: v[start : start + chunk] for k, v in feeds.items()})
+        for name, v in zip(session.output_names, values, strict=True):
+            if np.ndim(v) == 0:
+                raise InferenceFailed(f"output {name!r} is a scalar, not one value per row")
+            parts[name].append(np.asarray(v))
+    return {o: np.concatenate(p) for o, p in parts.items()}

@@ -2,10 +2,19 @@
 
 From a scikit-learn estimator (an object, or a joblib/pickle file loaded only from the path
 the caller names — unpickling runs code, so only publish files you trust) or an existing
-ONNX file, plus reference data (``.npz``, ``.csv``, ``.parquet``):
+ONNX file, plus reference data (``.npz``, ``.csv``, ``.parquet``, a pandas DataFrame, a dict
+of columns, or a 2-D array with ``feature_names``):
 
-1. convert with skl2onnx (plain tensor outputs: no ZipMap) unless an ONNX file is given;
-2. check that onnxruntime's outputs equal the estimator's on the reference data within
+1. match the data's columns to the features the estimator was fitted on
+   (``feature_names_in_``) or the model's named inputs, by name (reordering; missing and
+   unknown columns are refused, named), and cast them to the model's input datatypes (the
+   rule requests go through), so the profile holds the values the server will see;
+2. convert with skl2onnx (plain tensor outputs: no ZipMap) unless an ONNX file is given:
+   one 2-D float input ``X``, or, when the estimator selects columns by name
+   (``ColumnTransformer``), one ``[n, 1]`` input per column named as the column
+   (float for numbers, string for text). A converter failure is a short ``PublishError``
+   naming the step and the converter's own last message;
+3. check that onnxruntime's outputs equal the estimator's on the reference data within
    ``tolerance`` (refuse otherwise);
 3. write ``model.onnx``, ``reference.json`` (the drift profile of the data and of the
    model's outputs on it), ``samples.npz`` (golden inputs and outputs) and
@@ -75,7 +84,7 @@ def publish(
     registry: str | os.PathLike[str],
     model: str,
     *,
-    reference: str | os.PathLike[str],
+    reference: Any,
     estimator: Any = None,
     onnx_model: str | os.PathLike[str] | None = None,
     input_name: str = "X",
@@ -91,12 +100,15 @@ def publish(
 ) -> Published:
     """Publish the next version of ``model`` in ``registry`` (see the module doc).
 
-    ``estimator`` is a fitted scikit-learn object or a path to a joblib/pickle file.
+    ``reference`` is a path (.npz/.csv/.parquet), a pandas DataFrame, a mapping of column
+    name → values, or a 2-D array (named by ``feature_names``, else by the estimator's
+    ``feature_names_in_`` when the count matches). ``estimator`` is a fitted scikit-learn
+    object or a path to a joblib/pickle file.
     With ``onnx_model`` given too, the file is used as is and compared with the estimator;
     alone, it is checked to run on the reference data. ``parent`` defaults to the highest
     existing version. Raises ``PublishError`` and leaves the registry untouched on refusal.
     """
-    from ..profiling import read_reference
+    from ..profiling import match_columns, model_feeds, read_data, run_feeds
 
     if not is_valid_model_name(model):
         raise PublishError(
@@ -111,16 +123,15 @@ def publish(
     for key, number in (metrics or {}).items():
         if not isinstance(number, (int, float)) or not math.isfinite(number):
             raise PublishError(f"metric {key!r} must be a finite number, got {number!r}")
-    reference = Path(reference)
+    path_given = isinstance(reference, (str, os.PathLike))
     try:
-        X, names = read_reference(reference, input_key=input_key, feature_names=feature_names)
+        ref = read_data(
+            Path(reference) if path_given else reference,
+            input_key=input_key,
+            feature_names=feature_names,
+        )
     except ValueError as exc:
         raise PublishError(str(exc)) from exc
-    if X.dtype == object:
-        raise PublishError(
-            f"{reference.name} has text columns; publish needs numeric features "
-            "(encode categories as numbers first)"
-        )
     source: dict[str, Any] = {}
     if isinstance(estimator, (str, os.PathLike)):
         path = Path(estimator)
@@ -132,6 +143,13 @@ def publish(
             f"the estimator is a {type(estimator).__name__}, not a fitted scikit-learn "
             "estimator (no predict method)"
         )
+    trained = _trained_names(estimator)
+    try:
+        if trained is not None:  # reorder by name, or refuse naming the difference
+            match_columns(ref, trained, "the estimator's features (feature_names_in_)")
+    except ValueError as exc:
+        raise PublishError(str(exc)) from exc
+    text = ref.text()
     if onnx_model is not None:
         path = Path(onnx_model)
         if not path.is_file():
@@ -139,37 +157,71 @@ def publish(
         blob = path.read_bytes()
         source["onnx_file"] = path.name
     else:
-        blob = _convert(estimator, model, X.shape[1], input_name, target_opset)
+        per_column = _selects_by_name(estimator)
+        if text and not per_column:
+            raise PublishError(
+                f"{ref.source} has text columns {text}; this estimator takes numbers only "
+                "(encode them in the pipeline: a ColumnTransformer with a OneHotEncoder)"
+            )
+        blob = _convert(estimator, model, ref, input_name, per_column, target_opset)
     with tempfile.TemporaryDirectory() as scratch:  # outside the registry: nothing appears
-        session, input_name, x = _session(blob, X, Path(scratch))
-    outputs = _run(session, x)
+        session = _session(blob, Path(scratch))
+    try:
+        schema, feeds = model_feeds(session.inputs, ref, trained, "the model")
+        outputs = run_feeds(session, feeds, 65536)
+    except ValueError as exc:
+        raise PublishError(str(exc)) from exc
+    except MLServeError as exc:
+        raise PublishError(f"the model fails on the reference data: {exc}") from exc
+    table = schema.table(feeds)
+    names = list(schema.names)
     max_error = None
     if estimator is not None:
-        max_error = _compare(estimator, x[:MAX_CHECK_ROWS], outputs, tolerance)
+        rows = min(len(table), MAX_CHECK_ROWS)
+        x_est = _estimator_input(estimator, table[:rows], names, trained)
+        check = {k: v[:rows] for k, v in outputs.items()}
+        max_error = _compare(estimator, x_est, check, tolerance)
     for name, value in outputs.items():
         if not np.all(np.isfinite(value)) and value.dtype.kind == "f":
             raise PublishError(f"output {name!r} is not finite on some reference rows")
-    profile = build_profile(X, names, categorical=set(categorical), outputs=outputs, bins=10)
+    try:
+        profile = build_profile(
+            table, names, categorical=set(categorical) | set(text), outputs=outputs, bins=10
+        )
+    except ValueError as exc:
+        raise PublishError(str(exc)) from exc
+    first = next(iter(session.inputs))
     lineage: dict[str, Any] = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model_sha256": hashlib.sha256(blob).hexdigest(),
-        "reference_data_sha256": _sha256_file(reference),
-        "reference_data": {"file": reference.name, "rows": int(X.shape[0])},
+        "reference_data_sha256": (
+            _sha256_file(Path(reference)) if path_given else _sha256_feeds(feeds)
+        ),
+        "reference_data": {
+            "file": Path(reference).name if path_given else None,
+            "source": "file" if path_given else ref.source,
+            "rows": int(table.shape[0]),
+        },
         "code_revision": _git_revision(Path(code_dir) if code_dir else Path.cwd()),
         "parent_version": None,  # set under the lock, once the version number is known
         "source": "estimator" if onnx_model is None else "onnx",
         **source,
         "estimator": _estimator_name(estimator) if estimator is not None else None,
         "verification": {
-            "rows": int(min(len(x), MAX_CHECK_ROWS)) if estimator is not None else 0,
+            "rows": int(min(len(table), MAX_CHECK_ROWS)) if estimator is not None else 0,
             "max_abs_error": max_error,
             "tolerance": tolerance,
         },
-        "input": {"name": input_name, "features": names},
+        "input": {
+            "name": first.name if schema.single else None,
+            "features": list(trained) if trained is not None else names,
+            "columns": [{"name": f.name, "datatype": f.datatype} for f in schema.features],
+        },
         "metrics": dict(metrics or {}),
         "tags": dict(tags or {}),
         "libraries": _libraries(),
     }
+    golden_feeds = {k: v[:N_SAMPLES] for k, v in feeds.items()}
     model_dir = Path(registry) / model
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=model_dir))
@@ -179,10 +231,12 @@ def publish(
     try:
         (tmp / MODEL_FILE).write_bytes(blob)
         save_profile(profile, tmp / "reference.json")
-        golden = {f"inputs.{input_name}": x[:N_SAMPLES]}
-        golden.update(
-            {f"outputs.{k}": v[:N_SAMPLES] for k, v in _run(session, x[:N_SAMPLES]).items()}
-        )
+        # Text inputs as numpy strings: samples.npz is read without pickle.
+        golden = {
+            f"inputs.{k}": v.astype(str) if v.dtype.kind == "O" else v
+            for k, v in golden_feeds.items()
+        }
+        golden.update({f"outputs.{k}": v for k, v in run_feeds(session, golden_feeds, 64).items()})
         np.savez(tmp / SAMPLES_FILE, **golden)  # type: ignore[arg-type]
         with _locked(model_dir):
             existing = _versions(model_dir)
@@ -232,58 +286,220 @@ def _estimator_name(estimator: Any) -> str:
     return type(estimator).__name__
 
 
-def _convert(estimator: Any, model: str, n_features: int, input_name: str, opset: int) -> bytes:
+def _steps(estimator: Any) -> list[tuple[str, Any]]:
+    """(name, estimator) of each step of a Pipeline, or of the estimator alone."""
+    steps = getattr(estimator, "steps", None)
+    return list(steps) if isinstance(steps, list) else [("", estimator)]
+
+
+def _trained_names(estimator: Any) -> list[str] | None:
+    """The column names the estimator was fitted on (``feature_names_in_``), if any."""
+    if estimator is None:
+        return None
+    for candidate in (estimator, _steps(estimator)[0][1]):
+        names = getattr(candidate, "feature_names_in_", None)
+        if names is not None:
+            return [str(n) for n in names]
+    return None
+
+
+def _selects_by_name(estimator: Any) -> bool:
+    """True when a step picks columns by name (a ColumnTransformer): it needs named inputs."""
+    return estimator is not None and any(
+        hasattr(step, "transformers") for _, step in _steps(estimator)
+    )
+
+
+def _estimator_input(
+    estimator: Any, table: NDArray[Any], names: Sequence[str], trained: Sequence[str] | None
+) -> Any:
+    """The cast reference rows as the estimator takes them: a DataFrame with its column
+    names when it was fitted on one, else the rows × features array."""
+    if trained is None:
+        return table
+    try:
+        import pandas as pd  # type: ignore[import-untyped]
+    except ImportError:  # fitted on a DataFrame, so pandas is there; but be safe
+        return table
+    columns = {}
+    for j, n in enumerate(names):
+        col = table[:, j]
+        if col.dtype == object and not any(isinstance(v, str) for v in col.tolist()):
+            col = col.astype(np.float64)
+        columns[n] = col
+    return pd.DataFrame(columns)[list(trained)]
+
+
+def _float32_thresholds(estimator: Any) -> Any:
+    """A copy whose HistGradientBoosting split thresholds are the largest float32 not above
+    the float64 ones: ``x <= t`` then reads the same on float32 inputs as in scikit-learn
+    (skl2onnx rounds them to nearest, which moves rows that sit on a split)."""
+    import copy
+
+    if not any(hasattr(step, "_predictors") for _, step in _steps(estimator)):
+        return estimator
+    clone = copy.deepcopy(estimator)
+    for _, step in _steps(clone):
+        for predictors in getattr(step, "_predictors", None) or ():
+            for predictor in predictors:
+                nodes = predictor.nodes
+                split = nodes["is_leaf"] == 0
+                t = nodes["num_threshold"][split]
+                f = t.astype(np.float32)
+                above = f.astype(np.float64) > t
+                f[above] = np.nextafter(f[above], np.float32(-np.inf))
+                nodes["num_threshold"][split] = f.astype(np.float64)
+    return clone
+
+
+def _int_attributes(converter: Any) -> Any:
+    """Wrap a skl2onnx converter so that booleans in list attributes are written as ints.
+
+    skl2onnx 1.20's HistGradientBoosting converter puts ``False`` into
+    ``nodes_missing_value_tracks_true`` for leaves, which onnx ≥ 1.17's protobuf refuses
+    (``AttributeProto.ints: Expected an int, got a boolean``)."""
+
+    class _Container:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def add_node(self, *args: Any, **attrs: Any) -> Any:
+            for key, value in attrs.items():
+                if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+                    attrs[key] = [int(v) if isinstance(v, bool) else v for v in value]
+            return self._inner.add_node(*args, **attrs)
+
+    def convert(scope: Any, operator: Any, container: Any) -> Any:
+        return converter(scope, operator, _Container(container))
+
+    return convert
+
+
+def _custom_converters() -> dict[type, Any]:
+    """Per-call converter overrides (skl2onnx's ``custom_conversion_functions``)."""
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from skl2onnx.common._registration import get_converter
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    return {
+        kind: _int_attributes(get_converter(sklearn_operator_name_map[kind]))
+        for kind in (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+    }
+
+
+def _convert(
+    estimator: Any, model: str, ref: Any, input_name: str, per_column: bool, opset: int
+) -> bytes:
+    """skl2onnx's ONNX for ``estimator``: one 2-D float input ``input_name``, or one
+    ``[n, 1]`` input per column of ``ref`` (string for text columns, float otherwise)."""
     try:
         from skl2onnx import convert_sklearn
-        from skl2onnx.common.data_types import FloatTensorType
+        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     except ImportError as exc:
         raise PublishError(
             "converting an estimator needs skl2onnx: pip install 'mlserve[demo]'"
         ) from exc
-    options = {"zipmap": False} if _is_classifier(estimator) else None
-    try:
-        onx = convert_sklearn(
-            estimator,
-            initial_types=[(input_name, FloatTensorType([None, n_features]))],
+    text = set(ref.text())
+    if per_column:
+        types = [
+            (n, StringTensorType([None, 1]) if n in text else FloatTensorType([None, 1]))
+            for n in ref.names
+        ]
+    else:
+        types = [(input_name, FloatTensorType([None, len(ref.names)]))]
+
+    def convert(est: Any) -> Any:
+        options = {"zipmap": False} if _is_classifier(est) else None
+        return convert_sklearn(
+            est,
+            initial_types=types,
             name=model,  # a fixed graph name (the default is random) keeps builds reproducible
             options=options,
             target_opset={"": opset, "ai.onnx.ml": 3},
+            custom_conversion_functions=_custom_converters(),
         )
-    except Exception as exc:  # skl2onnx raises many types for unsupported models
-        raise PublishError(f"skl2onnx cannot convert {_estimator_name(estimator)}: {exc}") from exc
+
+    try:
+        onx = convert(_float32_thresholds(estimator))
+    except Exception as exc:  # skl2onnx and onnx raise many types for unsupported models
+        raise PublishError(_conversion_failure(estimator, exc, convert)) from None
     return bytes(onx.SerializeToString())
 
 
-def _session(blob: bytes, X: NDArray[Any], directory: Path) -> tuple[Any, str, NDArray[Any]]:
-    """The model as the server would load it (``ModelSession``), its input's name, and the
-    reference rows cast to that input's type."""
+def _root_cause(exc: BaseException) -> str:
+    """The last line of the innermost exception of a chain (the converter's own words)."""
+    seen = {id(exc)}
+    while True:
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        exc = nxt
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    text = f"{type(exc).__name__}: {last}" if last else type(exc).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _conversion_failure(estimator: Any, exc: BaseException, convert: Any) -> str:
+    """A short reason: the step that fails (found by converting growing prefixes of a
+    Pipeline), the converter's last message line, and what to try."""
+    where = _estimator_name(estimator)
+    steps = _steps(estimator)
+    if len(steps) > 1:
+        from sklearn.pipeline import Pipeline
+
+        for k in range(1, len(steps) + 1):
+            try:
+                convert(_float32_thresholds(Pipeline(steps[:k])))
+            except Exception:
+                name, step = steps[k - 1]
+                where = f"step {name!r} ({type(step).__name__}) of {where}"
+                break
+    cause = _root_cause(exc)
+    if "shape calculator" in cause or "converter" in cause.lower():
+        hint = (
+            "skl2onnx has no converter for it: register one (skl2onnx.update_registered_"
+            "converter), or convert it yourself and publish the file with --onnx"
+        )
+    else:
+        hint = (
+            "check the tested scikit-learn/skl2onnx/onnx versions and the options in the "
+            "README (Governance), or convert it yourself and publish the file with --onnx"
+        )
+    return f"skl2onnx cannot convert {where}:\n  {cause}\ntry: {hint}"
+
+
+def _session(blob: bytes, directory: Path) -> Any:
+    """The model as the server would load it (``ModelSession``)."""
     from ..config import ExecutionConfig, InputPolicy
     from ..runtime.session import ModelSession
 
     path = directory / MODEL_FILE
     path.write_bytes(blob)
     try:
-        session = ModelSession("publish", 0, path, ExecutionConfig(), InputPolicy(), 1 << 40)
+        return ModelSession("publish", 0, path, ExecutionConfig(), InputPolicy(), 1 << 40)
     except ModelLoadError as exc:
         raise PublishError(str(exc)) from exc
-    if len(session.inputs) != 1:
-        raise PublishError(f"the model has {len(session.inputs)} inputs; publish handles one")
-    spec = session.inputs[0]
-    if spec.datatype not in ("FP32", "FP64"):
-        raise PublishError(f"model input {spec.name!r} is {spec.datatype}; expected FP32 or FP64")
-    return session, spec.name, np.ascontiguousarray(X, dtype=spec.dtype)
 
 
-def _run(session: Any, x: NDArray[Any]) -> dict[str, NDArray[Any]]:
-    try:
-        return session.run_rows(x)  # type: ignore[no-any-return]
-    except MLServeError as exc:
-        raise PublishError(f"the model fails on the reference data: {exc}") from exc
+def _sha256_feeds(feeds: Mapping[str, NDArray[Any]]) -> str:
+    """A digest of reference data given in memory: its cast tensors, by name."""
+    digest = hashlib.sha256()
+    for name in sorted(feeds):
+        value = feeds[name]
+        digest.update(name.encode())
+        if value.dtype.kind == "O":
+            digest.update("\x00".join(map(str, value.ravel().tolist())).encode())
+        else:
+            digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
 
 
-def _compare(
-    estimator: Any, x: NDArray[Any], outputs: dict[str, NDArray[Any]], tolerance: float
-) -> float:
+def _compare(estimator: Any, x: Any, outputs: dict[str, NDArray[Any]], tolerance: float) -> float:
     """Largest difference between onnxruntime and the estimator; refuse beyond ``tolerance``.
 
     Classifiers: probabilities within ``tolerance``, and labels equal except on rows whose two
@@ -302,7 +518,7 @@ def _compare(
         if err > tolerance:
             raise PublishError(
                 f"onnxruntime's probabilities differ from the estimator's by up to {err:.3g} "
-                f"(tolerance {tolerance:g}); not published"
+                f"(tolerance {tolerance:g}); not published{_precision_hint(estimator)}"
             )
         if labels:
             predicted = np.asarray(estimator.predict(x)).reshape(n)
@@ -325,9 +541,22 @@ def _compare(
     if err > tolerance:
         raise PublishError(
             f"onnxruntime's predictions differ from the estimator's by up to {err:.3g} "
-            f"(relative, tolerance {tolerance:g}); not published"
+            f"(relative, tolerance {tolerance:g}); not published{_precision_hint(estimator)}"
         )
     return err
+
+
+def _precision_hint(estimator: Any) -> str:
+    """Why a tree ensemble after a transformer differs: the ONNX graph computes in float32."""
+    steps = _steps(estimator)
+    trees = any(hasattr(step, ("_predictors")) or hasattr(step, "estimators_") for _, step in steps)
+    if len(steps) > 1 and trees:
+        return (
+            " (the steps before the trees run in float32 in ONNX, so rows near a split can "
+            "go the other way: trees need no scaling, drop those steps, or fit on float32 "
+            "data, or raise the tolerance)"
+        )
+    return ""
 
 
 def _versions(model_dir: Path) -> list[int]:
