@@ -428,3 +428,20 @@ def test_unusable_labels_are_refused(
         y = d["y"]
     with pytest.raises(GateError, match=message):
         _fairness_report(gated, tmp_path, y=labels(y))
+
+
+def test_an_evaluation_set_without_labels_exits_2_and_writes_nothing(
+    gated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    registry, data = gated
+    target = registry / "acc" / "1" / "validation.json"
+    before = target.read_bytes()
+    with np.load(data) as d:
+        np.savez(tmp_path / "nolabels.npz", X=d["X"], group=d["group"])
+    done = subprocess.run(
+        [sys.executable, "-m", "mlserve", "validate", "--registry", str(registry),
+         "--model", "acc", "--version", "1", "--data", str(tmp_path / "nolabels.npz")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "no labels" in done.stderr
+    assert target.read_bytes() == before

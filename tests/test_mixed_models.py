@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -298,3 +299,60 @@ def test_mixed_model_served_with_drift_per_feature(mixed: dict[str, Any]) -> Non
         section = r.json()["versions"]["1"]["drift"]["sections"]["inputs"]
     assert {f["name"] for f in section["features"]} == set(frame.columns)
     assert _alerting(section) == ["bmi"]
+
+
+def _evaluation(mixed: dict[str, Any], path: Path) -> Path:
+    """The data with labels and a group column that is not a feature, as csv or parquet."""
+    frame = mixed["frame"].copy()
+    frame["y"] = mixed["y"]
+    frame["site"] = np.where(np.arange(len(frame)) % 3 == 0, "north", "south")
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_validate_mixed_model_equals_scikit_learn(
+    mixed: dict[str, Any], tmp_path: Path, suffix: str
+) -> None:
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    from mlserve.governance.gate import validate_version
+
+    (mixed["root"] / "mixed" / "model.toml").write_text(
+        "[gate]\nmin_accuracy = 0.7\nmin_roc_auc = 0.75\n"
+        "max_demographic_parity_difference = 0.5\nmax_equalized_odds_difference = 0.5\n"
+    )
+    try:
+        data = _evaluation(mixed, tmp_path / f"eval{suffix}")
+        report = validate_version(mixed["root"], "mixed", 1, data, write=False, group="site")
+    finally:
+        (mixed["root"] / "mixed" / "model.toml").unlink()
+    pipe, frame, y = mixed["pipe"], mixed["frame"], mixed["y"]
+    assert report.passed, report.table()
+    assert report.metrics["accuracy"] == accuracy_score(y, pipe.predict(frame))
+    assert report.metrics["roc_auc"] == pytest.approx(
+        roc_auc_score(y, pipe.predict_proba(frame)[:, 1]), abs=1e-4
+    )
+    assert set(report.metrics["group_rows"]) == {"north", "south"}
+    assert report.metrics["demographic_parity_difference"] is not None
+
+
+def test_validate_without_labels_exits_2_and_writes_nothing(
+    mixed: dict[str, Any], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "nolabels.csv"
+    mixed["frame"].to_csv(data, index=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "mlserve", "validate", "--registry", str(mixed["root"]),
+         "--model", "mixed", "--version", "1", "--data", str(data)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no labels" in done.stderr
+    assert not (mixed["vdir"] / "validation.json").exists()

@@ -5,8 +5,11 @@ and optionally a sensitive-attribute column) and the criteria of its model's
 ``model.toml [gate]``: quality (accuracy, ROC AUC, or MAE, RMSE), fairness across groups
 (demographic parity and equalized odds differences), latency in-process (p99 at batch 1 and
 at a stated batch size), golden outputs (``samples.npz``) and agreement with the stable
-version. The report goes to ``validation.json`` in the version directory (written
-atomically) together with the model's sha256 and the criteria it was judged against.
+version. The features go to the model by name (``runtime/columns.py``): the columns of its
+one input, or one input per feature (a multi-input export, text features included), named
+by the version's ``reference.json`` or lineage. The report goes to ``validation.json`` in
+the version directory (written atomically) together with the model's sha256 and the
+criteria it was judged against. An evaluation set without labels is refused.
 
 ``gate_status`` is what the server reads at load: a version passes only when its
 ``validation.json`` passed, was made for this very ``model.onnx`` and against the
@@ -38,6 +41,7 @@ from ..registry.layout import (
     sha256_file,
     write_atomically,
 )
+from ..runtime.columns import FeatureSchema
 from . import metrics as m
 
 VALIDATION_FILE = "validation.json"
@@ -242,7 +246,8 @@ def read_evaluation(
     """Read an evaluation set from ``.npz`` (arrays ``X``, ``y``, ``group``, or the ``_test``
     variants), ``.csv`` or ``.parquet`` (a label column ``y``/``label`` and an optional
     ``group`` column; the other columns are the features, ordered by ``feature_names``
-    when given)."""
+    when given). ``X`` is float64 when every feature is a number, else an object array of
+    floats and strings (text columns)."""
     from ..profiling import read_reference
 
     path = Path(path)
@@ -279,10 +284,13 @@ def read_evaluation(
         rest = [n for n in names_read if n not in (y_key, g_key)]
         if feature_names and set(feature_names) <= set(rest):
             rest = list(feature_names)
-        try:
-            X = np.column_stack([cols[n].astype(np.float64) for n in rest])
-        except (TypeError, ValueError) as exc:
-            raise GateError(f"{path}: feature columns must be numeric ({exc})") from exc
+        features = [_numbers(cols[n]) for n in rest]
+        if all(c.dtype.kind == "f" for c in features):
+            X = np.column_stack(features) if features else np.empty((len(table), 0))
+        else:  # text columns: kept as text for models with text inputs
+            X = np.empty((len(table), len(features)), dtype=object)
+            for j, c in enumerate(features):
+                X[:, j] = c
         names = rest
         y = _labels(cols[y_key]) if y_key else None
         g = cols[g_key] if g_key else None
@@ -319,6 +327,16 @@ def _pick(
     return found
 
 
+def _numbers(col: NDArray[Any]) -> NDArray[Any]:
+    """A column as float64 (None → NaN) unless it holds text."""
+    if col.dtype.kind != "O":
+        return col.astype(np.float64)
+    try:
+        return np.array(col.tolist(), dtype=np.float64)
+    except (TypeError, ValueError):
+        return col
+
+
 def _labels(col: NDArray[Any]) -> NDArray[Any]:
     """A label column as integers when every value is integral, else floats."""
     values = col.astype(np.float64)
@@ -342,19 +360,65 @@ def _session(version_dir: Path, config: ModelConfig, model: str, version: int) -
         raise GateError(f"{model} v{version}: {exc}") from exc
 
 
-def _predict(session: Any, X: NDArray[Any]) -> dict[str, NDArray[Any]]:
-    spec = _feature_input(session)
+def _model_feeds(
+    session: Any, names: list[str] | None, ev: Evaluation, policy: str
+) -> dict[str, NDArray[Any]]:
+    """The model's tensors for the evaluation rows: ``X`` as the one input's columns, or
+    one named column per input of a multi-input model (cast by ``policy``)."""
+    if len(session.inputs) == 1:
+        spec = session.inputs[0]
+        width = spec.shape[1] if len(spec.shape) == 2 else None
+        if isinstance(width, int) and width > 0 and ev.X.shape[1] != width:
+            raise GateError(
+                f"the evaluation set has {ev.X.shape[1]} feature columns; "
+                f"{session.model} v{session.version} takes {width}"
+            )
+        try:
+            X = ev.X.astype(np.float64) if ev.X.dtype.kind == "O" else ev.X
+        except (TypeError, ValueError) as exc:
+            raise GateError(f"feature columns must be numeric ({exc})") from exc
+        return {spec.name: X.astype(spec.dtype, copy=False)}
+    schema = FeatureSchema.from_inputs(session.inputs, names)
+    if schema is None:
+        inputs = ", ".join(f"{s.name} {s.shape_text()}" for s in session.inputs)
+        raise GateError(
+            "validation needs a model with one input, or one input of shape [n] or [n, 1] "
+            f"per feature; this one has {inputs}"
+        )
+    given = ev.feature_names
+    if given is None:  # an .npz without feature_names: the columns in feature order
+        if ev.X.shape[1] != len(schema):
+            raise GateError(
+                f"the evaluation set has {ev.X.shape[1]} unnamed feature columns; the model "
+                f"takes {len(schema)} ({list(schema.names)}): add feature_names"
+            )
+        given = list(schema.names)
+    index = {n: j for j, n in enumerate(given)}
+    columns = {n: _numbers(ev.X[:, index[n]]) for n in schema.names if n in index}
     try:
-        return session.run_rows(X.astype(spec.dtype, copy=False))  # type: ignore[no-any-return]
+        return schema.feeds(columns, policy)
+    except MLServeError as exc:
+        raise GateError(f"the evaluation set does not fit the model: {exc}") from exc
+
+
+def _rows(feeds: dict[str, NDArray[Any]], rows: slice | NDArray[Any]) -> dict[str, NDArray[Any]]:
+    return {k: v[rows] for k, v in feeds.items()}
+
+
+def _predict(session: Any, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+    """Every output on the evaluation rows, 65,536 rows per run."""
+    n = len(next(iter(feeds.values())))
+    parts: dict[str, list[NDArray[Any]]] = {name: [] for name in session.output_names}
+    try:
+        for start in range(0, n, 65536):
+            values = session.run(_rows(feeds, slice(start, start + 65536)))
+            for name, v in zip(session.output_names, values, strict=True):
+                if np.ndim(v) == 0:
+                    raise GateError(f"output {name!r} is a scalar, not one value per row")
+                parts[name].append(np.asarray(v))
     except MLServeError as exc:
         raise GateError(f"the model fails on the evaluation data: {exc}") from exc
-
-
-def _feature_input(session: Any) -> Any:
-    if len(session.inputs) != 1:
-        names = ", ".join(s.name for s in session.inputs)
-        raise GateError(f"validation needs a model with one input; this one has {names}")
-    return session.inputs[0]
+    return {name: np.concatenate(p) for name, p in parts.items()}
 
 
 def _outputs(gate: GateConfig, outputs: dict[str, NDArray[Any]]) -> tuple[str, str, str | None]:
@@ -386,11 +450,11 @@ def _outputs(gate: GateConfig, outputs: dict[str, NDArray[Any]]) -> tuple[str, s
     return task, label, score
 
 
-def _latency_p99(session: Any, X: NDArray[Any], batch: int, runs: int) -> float:
+def _latency_p99(session: Any, sample: dict[str, NDArray[Any]], batch: int, runs: int) -> float:
     """p99 in milliseconds of ``runs`` session runs on ``batch`` rows (after 5 warm-up runs)."""
-    spec = _feature_input(session)
-    reps = -(-batch // len(X))
-    feed = {spec.name: np.ascontiguousarray(np.tile(X, (reps, 1))[:batch], spec.dtype)}
+    n = len(next(iter(sample.values())))
+    reps = -(-batch // n)
+    feed = {k: np.ascontiguousarray(np.concatenate([v] * reps)[:batch]) for k, v in sample.items()}
     names = session.output_names
     for _ in range(5):
         session.session.run(names, feed)
@@ -453,7 +517,7 @@ def validate_version(
     gate = config.gate
     model_sha256 = sha256_file(vdir / MODEL_FILE)  # before the run: what was judged
     session = _session(vdir, config, model, version)
-    names = _reference_names(vdir)
+    names = _feature_names(vdir)
     ev = (
         data
         if isinstance(data, Evaluation)
@@ -461,14 +525,13 @@ def validate_version(
             Path(data), input_key=input_key, label=label, group=group, feature_names=names
         )
     )
-    spec = _feature_input(session)
-    width = spec.shape[1] if len(spec.shape) == 2 else None
-    if isinstance(width, int) and width > 0 and ev.X.shape[1] != width:
+    if ev.y is None:
         raise GateError(
-            f"the evaluation set has {ev.X.shape[1]} feature columns; "
-            f"{model} v{version} takes {width}"
+            f"{ev.source.get('file', 'the evaluation set')} has no labels (a y/label "
+            "array or column; --label names another): the gate needs them"
         )
-    outputs = _predict(session, ev.X)
+    feeds = _model_feeds(session, names, ev, config.inputs.cast)
+    outputs = _predict(session, feeds)
     if sha256_file(vdir / MODEL_FILE) != model_sha256:
         raise GateError(f"{model} v{version}: {MODEL_FILE} changed during validation")
     task, label_out, score_out = _outputs(gate, outputs)
@@ -509,7 +572,7 @@ def validate_version(
         for key in ("min_accuracy", "min_roc_auc"):
             judge(key, None, getattr(gate, key), ">=", "not a classification model")
     _fairness(gate, task, ev, y_pred, judge, found)
-    sample = ev.X[: max(1, min(len(ev.X), 1024))]
+    sample = _rows(feeds, slice(0, max(1, min(len(ev.X), 1024))))
     p1 = _latency_p99(session, sample, 1, gate.latency_runs)
     judge("max_p99_ms_batch1", p1, gate.max_p99_ms_batch1, "<=")
     pb = _latency_p99(session, sample, gate.latency_batch_size, gate.latency_runs)
@@ -561,13 +624,22 @@ def _checked_labels(
     return values
 
 
-def _reference_names(vdir: Path) -> list[str] | None:
-    path = vdir / "reference.json"
+def _feature_names(vdir: Path) -> list[str] | None:
+    """The version's feature names in column order: ``reference.json``, else the lineage's
+    ``input.features``; None when neither names them."""
     try:
-        doc = json.loads(path.read_text()) if path.is_file() else None
-        return [f["name"] for f in doc["features"]] if doc else None
+        path = vdir / "reference.json"
+        if path.is_file():
+            doc = json.loads(path.read_text())
+            entries = sorted(doc["features"], key=lambda f: int(f["column"]))
+            return [str(f["name"]) for f in entries]
+        path = vdir / "lineage.json"
+        if path.is_file():
+            found = json.loads(path.read_text())["input"]["features"]
+            return [str(n) for n in found] if isinstance(found, list) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return None
 
 
 def _fairness(
@@ -690,7 +762,10 @@ def _agreement(
             "min_agreement", None, threshold, ">=", True, "no stable version to compare with"
         )
     try:
-        other = _predict(_session(model_dir / str(stable), config, model_dir.name, stable), ev.X)
+        sdir = model_dir / str(stable)
+        theirs_session = _session(sdir, config, model_dir.name, stable)
+        feeds = _model_feeds(theirs_session, _feature_names(sdir), ev, config.inputs.cast)
+        other = _predict(theirs_session, feeds)
     except Exception as exc:  # a stable version that cannot run: the criterion fails
         return Criterion(
             "min_agreement", None, threshold, ">=", False, f"stable v{stable} failed: {exc}"
