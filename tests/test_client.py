@@ -199,8 +199,12 @@ def test_dataframe_in_dataframe_out(client: Client, cancer: Cancer) -> None:
 
 @pytest.mark.parametrize("binary", [False, True])
 def test_dict_of_columns(client: Client, cancer: Cancer, binary: bool) -> None:
-    X = cancer.X[:20]
-    columns = {n: X[:, j] for j, n in enumerate(cancer.names)}
+    """Each column in its own datatype (FP64, FP32, INT64), cast by the server."""
+    X = cancer.X[:20].copy()
+    X[:, 0] = np.round(X[:, 0])
+    columns: dict[str, np.ndarray] = {n: X[:, j] for j, n in enumerate(cancer.names)}
+    columns[cancer.names[0]] = X[:, 0].astype(np.int64)
+    columns[cancer.names[1]] = X[:, 1].astype(np.float32)
     assert_same(client.predict("cancer", columns, binary=binary), cancer.expected(X))
     del columns["mean radius"]
     with pytest.raises(ServerError) as info:
@@ -296,3 +300,12 @@ def test_cli_predict_errors(
     assert "404 model_not_found" in capsys.readouterr().err
     assert main([*base, "--model", "cancer", "--out", str(tmp_path / "out.txt")]) == 2
     assert "unknown format '.txt'" in capsys.readouterr().err
+
+
+def test_public_surface() -> None:
+    import mlserve.client
+
+    assert sorted(mlserve.client.__all__) == [
+        "BINARY_THRESHOLD", "Client", "ClientError", "DEFAULT_BATCH_ROWS", "ServerError",
+        "TransportError", "output_columns", "score_file", "write_outputs",
+    ]  # fmt: skip
