@@ -150,6 +150,8 @@ def publish(
     except ValueError as exc:
         raise PublishError(str(exc)) from exc
     text = ref.text()
+    for name in text:  # numbers with a few words among them: a data error, not a category
+        _refuse_mixed(name, ref.columns[name])
     if onnx_model is not None:
         path = Path(onnx_model)
         if not path.is_file():
@@ -301,6 +303,24 @@ def _trained_names(estimator: Any) -> list[str] | None:
         if names is not None:
             return [str(n) for n in names]
     return None
+
+
+def _refuse_mixed(name: str, column: NDArray[Any]) -> None:
+    """Refuse a text column whose other values are numbers, naming it and a text value."""
+    words, numbers = [], 0
+    for v in column.tolist():
+        if v is None or (isinstance(v, float) and v != v):
+            continue
+        try:
+            float(v)
+            numbers += 1
+        except (TypeError, ValueError):
+            words.append(v)
+    if words and numbers > len(words):
+        raise PublishError(
+            f"column {name!r} holds numbers and {len(words)} text value(s) such as "
+            f"{words[0]!r}: send numbers for this column (empty for missing)"
+        )
 
 
 def _selects_by_name(estimator: Any) -> bool:
