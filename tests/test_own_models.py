@@ -219,6 +219,7 @@ def test_conversion_failures_are_short_and_name_the_step(tmp_path: Path) -> None
     text = str(info.value)
     assert len(text) < 2048 and text.count("\n") < 20, text
     assert "step '_noconverter' (_NoConverter)" in text
+    assert "MissingShapeCalculator: Unable to find a shape calculator" in text
     assert "--onnx" in text
     assert not (tmp_path / "r" / "m").exists()
 

@@ -450,7 +450,7 @@ def _convert(
 
 
 def _root_cause(exc: BaseException) -> str:
-    """The last line of the innermost exception of a chain (the converter's own words)."""
+    """The innermost exception of a chain (the converter's own words), in one line."""
     seen = {id(exc)}
     while True:
         nxt = exc.__cause__ or exc.__context__
@@ -459,7 +459,7 @@ def _root_cause(exc: BaseException) -> str:
         seen.add(id(nxt))
         exc = nxt
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    last = lines[-1] if lines else ""
+    last = lines[0] if lines else ""  # the innermost message's gist is its first line
     text = f"{type(exc).__name__}: {last}" if last else type(exc).__name__
     return text if len(text) <= 400 else text[:397] + "..."
 
@@ -480,7 +480,7 @@ def _conversion_failure(estimator: Any, exc: BaseException, convert: Any) -> str
                 where = f"step {name!r} ({type(step).__name__}) of {where}"
                 break
     cause = _root_cause(exc)
-    if "shape calculator" in cause or "converter" in cause.lower():
+    if "MissingShapeCalculator" in cause or "MissingConverter" in cause:
         hint = (
             "skl2onnx has no converter for it: register one (skl2onnx.update_registered_"
             "converter), or convert it yourself and publish the file with --onnx"
