@@ -271,34 +271,66 @@ def test_explanations_equal_occlusion_computed_with_onnxruntime(mixed: dict[str,
     assert np.all(out["attributions"][~differs, sex] == 0.0)
 
 
-def test_mixed_model_served_with_drift_per_feature(mixed: dict[str, Any]) -> None:
-    """A real server: [n, 1] inputs as today, drift per feature by name on /monitor."""
+def test_mixed_model_served_with_drift_per_feature(mixed: dict[str, Any], tmp_path: Path) -> None:
+    """A real server: [n, 1] inputs as today, drift per feature by name on /monitor; the
+    payload log exports back into an evaluation set that validates like scikit-learn."""
     import httpx
+    import pandas as pd
 
-    frame = mixed["frame"]
+    from mlserve.governance.gate import validate_version
+    from mlserve.governance.payload_export import export_payloads
+
+    frame, y = mixed["frame"], mixed["y"]
     shifted = frame.copy()
     shifted["bmi"] = shifted["bmi"] + 0.05
-    with running_server(mixed["root"]) as server, httpx.Client(base_url=server.url) as client:
-        for start in range(0, len(frame), 20):
-            part = shifted.iloc[start : start + 20]
-            inputs = [
-                {
-                    "name": c,
-                    "datatype": "BYTES" if c == TEXT else "FP32",
-                    "shape": [len(part), 1],
-                    "data": part[c].tolist(),
-                }
-                for c in frame.columns
-            ]
-            r = client.post("/v2/models/mixed/infer", json={"inputs": inputs})
+    toml = mixed["root"] / "mixed" / "model.toml"
+    toml.write_text("[payloads]\nsample = 1.0\n[gate]\nmin_accuracy = 0.5\n")
+    payloads = tmp_path / "payloads"
+    labels = ["id,row,label"]
+    try:
+        with (
+            running_server(mixed["root"], "--payload-dir", str(payloads)) as server,
+            httpx.Client(base_url=server.url) as client,
+        ):
+            for start in range(0, len(frame), 20):
+                part = shifted.iloc[start : start + 20]
+                inputs = [
+                    {
+                        "name": c,
+                        "datatype": "BYTES" if c == TEXT else "FP32",
+                        "shape": [len(part), 1],
+                        "data": part[c].tolist(),
+                    }
+                    for c in frame.columns
+                ]
+                body = {"id": f"r{start}", "inputs": inputs}
+                r = client.post("/v2/models/mixed/infer", json=body)
+                assert r.status_code == 200, r.text
+                predicted = next(o for o in r.json()["outputs"] if o["name"] == "label")
+                assert predicted["data"] == mixed["pipe"].predict(part).tolist()
+                labels += [f"r{start},{i},{y[start + i]}" for i in range(len(part))]
+            r = client.get("/v2/models/mixed/monitor")
             assert r.status_code == 200, r.text
-            labels = next(o for o in r.json()["outputs"] if o["name"] == "label")["data"]
-            assert labels == mixed["pipe"].predict(part).tolist()
-        r = client.get("/v2/models/mixed/monitor")
-        assert r.status_code == 200, r.text
-        section = r.json()["versions"]["1"]["drift"]["sections"]["inputs"]
-    assert {f["name"] for f in section["features"]} == set(frame.columns)
-    assert _alerting(section) == ["bmi"]
+            section = r.json()["versions"]["1"]["drift"]["sections"]["inputs"]
+        assert {f["name"] for f in section["features"]} == set(frame.columns)
+        assert _alerting(section) == ["bmi"]
+
+        (tmp_path / "labels.csv").write_text("\n".join(labels) + "\n")
+        common = {"labels": tmp_path / "labels.csv", "registry": mixed["root"]}
+        with pytest.raises(ValueError, match="parquet"):
+            export_payloads(payloads, "mixed", out=tmp_path / "ev.npz", **common)
+        out = tmp_path / "ev.parquet"
+        summary = export_payloads(payloads, "mixed", out=out, **common)
+        assert summary["feature_names"] == list(mixed["schema"].names)
+        assert summary["rows"] == len(frame)
+        report = validate_version(mixed["root"], "mixed", 1, out, write=False)
+    finally:
+        toml.unlink()
+    exported = pd.read_parquet(out)
+    assert exported[TEXT].tolist() == frame[TEXT].tolist()
+    np.testing.assert_allclose(exported["bmi"], shifted["bmi"].astype(np.float32))
+    expected = float(np.mean(mixed["pipe"].predict(shifted.astype({"bmi": np.float32})) == y))
+    assert report.metrics["accuracy"] == expected
 
 
 def _evaluation(mixed: dict[str, Any], path: Path) -> Path:

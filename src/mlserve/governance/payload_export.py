@@ -93,8 +93,12 @@ def export_payloads(
     seconds), ``version``, and ``y`` (and ``group``) when labels are given; or ``.parquet``
     with one column per feature and the same per-row columns (needs pyarrow).
 
-    The feature input is the model's only input, or ``input_name``. Feature names come from
-    the version's ``reference.json`` under ``registry`` when given, else ``f0``… Labels:
+    The feature input is the model's only input, or ``input_name``; a model with several
+    inputs of one column each (``[n]`` or ``[n, 1]``, text ones included) gives one feature
+    per input, named as the input (ordered as in ``reference.json`` under ``registry`` when
+    given). Text features need ``.parquet`` (``.npz`` holds no text next to numbers).
+    Feature names come from the version's ``reference.json`` under ``registry`` when given,
+    else ``f0``… Labels:
     ``labels`` is a CSV with columns ``id`` and ``label`` (optionally ``row``, 0-based, for
     requests of several rows, and ``group``), joined on the request id (rows without a label,
     a blank one included, are dropped and counted; labels are all numbers or all text); or
@@ -154,7 +158,8 @@ def export_payloads(
             f"({len(files)} payload files)"
         )
 
-    name = input_name or _only_input(records, model)
+    logged = [input_name] if input_name else _input_names(records, model)
+    name = logged[0] if len(logged) == 1 else ", ".join(logged)
     xs: list[NDArray[Any]] = []
     ys: list[NDArray[Any]] = []
     groups: list[NDArray[Any]] = []
@@ -166,11 +171,10 @@ def export_payloads(
     unlabeled = 0
     width: int | None = None
     for doc in records:
-        tensor = _find(doc.get("inputs"), name)
-        if tensor is None:
+        x = _features(doc, logged)
+        if x is None:
             skipped["no_input"] += 1
             continue
-        x = _rows(tensor, f"input {name!r}")
         if width is not None and x.shape[1] != width:
             raise ValueError(
                 f"input {name!r} has {x.shape[1]} columns in request {doc.get('id')!r} at "
@@ -229,7 +233,23 @@ def export_payloads(
             f"{unlabeled} rows had no label, {skipped}"
         )
     X = np.concatenate(xs)
-    names = _feature_names(registry, model, sorted(set(versions)), name, X.shape[1])
+    if len(logged) == 1:
+        names = _feature_names(registry, model, sorted(set(versions)), name, X.shape[1])
+    else:  # one feature per input, named as the input
+        names = logged
+        if registry is not None:
+            order = _reference_names(registry, model, sorted(set(versions)))
+            if sorted(order) != sorted(logged):
+                raise ValueError(
+                    f"reference.json of {model} names the features {order}; the logged "
+                    f"inputs are {logged}"
+                )
+            X = X[:, [logged.index(n) for n in order]]
+            names = order
+    if suffix == ".npz" and X.dtype == object:
+        raise ValueError(
+            f"{model} has text inputs: .npz holds no text next to numbers, write .parquet"
+        )
     columns: dict[str, NDArray[Any]] = {
         "X": X,
         "feature_names": np.array(names, dtype=str),
@@ -270,19 +290,46 @@ def _bound(option: str, value: float | str | datetime | None) -> float | None:
         raise ValueError(f"{option}: {exc}") from None
 
 
-def _only_input(records: list[dict[str, Any]], model: str) -> str:
-    names: set[str] = set()
+def _input_names(records: list[dict[str, Any]], model: str) -> list[str]:
+    """The logged inputs' names, in the order first logged."""
+    names: dict[str, None] = {}
     for doc in records:
         for t in doc.get("inputs") or ():
             if isinstance(t, dict) and isinstance(t.get("name"), str):
-                names.add(t["name"])
+                names.setdefault(t["name"])
     if not names:
         raise ValueError(
             f"the logged requests of {model} carry no inputs ([payloads] fields leaves them out)"
         )
-    if len(names) > 1:
-        raise ValueError(f"{model} has inputs {sorted(names)}: choose the feature input")
-    return names.pop()
+    return list(names)
+
+
+def _features(doc: Mapping[str, Any], names: Sequence[str]) -> NDArray[Any] | None:
+    """A record's rows × features: the one input's rows, or one column per input (float64,
+    or an object array of floats and strings with text inputs); None if an input is absent."""
+    tensors = [t for t in (_find(doc.get("inputs"), n) for n in names) if t is not None]
+    if len(tensors) != len(names):
+        return None
+    if len(names) == 1:
+        return _rows(tensors[0], f"input {names[0]!r}")
+    columns = []
+    for n, t in zip(names, tensors, strict=True):
+        x = _rows(t, f"input {n!r}")
+        if x.shape[1] != 1:
+            raise ValueError(
+                f"{len(names)} inputs {list(names)}, and {n!r} has {x.shape[1]} columns: "
+                "choose the feature input (--input)"
+            )
+        columns.append(x[:, 0])
+    if all(c.dtype.kind in "fiub" for c in columns):
+        return np.column_stack([c.astype(np.float64) for c in columns])
+    rows = len(columns[0])
+    if any(len(c) != rows for c in columns):
+        raise ValueError(f"the inputs of request {doc.get('id')!r} have different row counts")
+    table = np.empty((rows, len(columns)), dtype=object)
+    for j, c in enumerate(columns):
+        table[:, j] = c.tolist()
+    return table
 
 
 def _find(tensors: Any, name: str) -> dict[str, Any] | None:
@@ -390,6 +437,19 @@ def _feature_names(
 ) -> list[str]:
     if registry is None:
         return [f"f{j}" for j in range(width)]
+    names = _reference_names(registry, model, versions)
+    if len(names) != width:
+        raise ValueError(
+            f"reference.json of {model} names {len(names)} features; input {input_name!r} has "
+            f"{width} columns"
+        )
+    return names
+
+
+def _reference_names(
+    registry: str | os.PathLike[str], model: str, versions: Sequence[int]
+) -> list[str]:
+    """The feature names of the versions' ``reference.json`` (the same for all of them)."""
     from ..monitoring.profile import load_profile
 
     found: dict[int, list[str]] = {}
@@ -407,13 +467,7 @@ def _feature_names(
             f"the versions {sorted(found)} of {model} name their features differently: "
             "export one version at a time"
         )
-    names = list(distinct.pop())
-    if len(names) != width:
-        raise ValueError(
-            f"reference.json of {model} names {len(names)} features; input {input_name!r} has "
-            f"{width} columns"
-        )
-    return names
+    return list(distinct.pop())
 
 
 def _write_npz(out: Path, columns: dict[str, NDArray[Any]]) -> None:
@@ -438,7 +492,7 @@ def _write_parquet(out: Path, columns: dict[str, NDArray[Any]]) -> None:
     clash = sorted(set(names) & set(extra))
     if clash:
         raise ValueError(f"feature names {clash} clash with the export's own columns")
-    data = {n: X[:, j] for j, n in enumerate(names)}
+    data = {n: _column(X[:, j]) for j, n in enumerate(names)}
     data.update({k: columns[k] for k in extra})
     table = pa.table(data)
     meta = {
@@ -452,3 +506,13 @@ def _write_parquet(out: Path, columns: dict[str, NDArray[Any]]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _column(values: NDArray[Any]) -> Any:
+    """A feature column for pyarrow: numbers as float64, text (an object column) as a list."""
+    if values.dtype != object:
+        return values
+    items = values.tolist()
+    if all(isinstance(v, (int, float)) for v in items):
+        return np.array(items, dtype=np.float64)
+    return [None if v is None else str(v) for v in items]
