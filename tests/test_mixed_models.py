@@ -277,6 +277,7 @@ def test_mixed_model_served_with_drift_per_feature(mixed: dict[str, Any], tmp_pa
     import httpx
     import pandas as pd
 
+    from mlserve.batching.runners import InlineRunner
     from mlserve.governance.gate import validate_version
     from mlserve.governance.payload_export import export_payloads
 
@@ -312,8 +313,26 @@ def test_mixed_model_served_with_drift_per_feature(mixed: dict[str, Any], tmp_pa
             r = client.get("/v2/models/mixed/monitor")
             assert r.status_code == 200, r.text
             section = r.json()["versions"]["1"]["drift"]["sections"]["inputs"]
+            # explanations over HTTP equal the in-process occlusion (checked independently)
+            r = client.post("/v2/models/mixed/explain", json={"inputs": inputs})
+            assert r.status_code == 200, r.text
+            explained = r.json()
         assert {f["name"] for f in section["features"]} == set(frame.columns)
         assert _alerting(section) == ["bmi"]
+        assert explained["baseline"]["feature_names"] == list(mixed["schema"].names)
+        occlusion = plan(mixed["session"], MonitoringConfig(), mixed["profile"])
+        assert isinstance(occlusion, Occlusion)
+        last = mixed["schema"].feeds({c: part[c].to_numpy() for c in frame.columns})
+        body, _, _ = asyncio.run(
+            occlusion.explain(
+                InlineRunner(mixed["session"]),
+                occlusion.table(last),
+                occlusion.outputs,
+                mixed["session"].limits,
+            )
+        )
+        (served,) = explained["outputs"]
+        np.testing.assert_allclose(served["attributions"], body["outputs"][0]["attributions"])
 
         (tmp_path / "labels.csv").write_text("\n".join(labels) + "\n")
         common = {"labels": tmp_path / "labels.csv", "registry": mixed["root"]}
