@@ -62,7 +62,7 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
             method = "PUT" if target == url else "POST"
             r = c.request(method, target, headers=AUTH, content=huge)
             assert r.status_code == 413 and r.json()["code"] == "payload_too_large", r.text
-    saved = json.loads((registry / "m" / "routing.json").read_text())
+    saved = json.loads((registry / "m" / "routing.json").read_text())["override"]
     assert saved["canary"] == 2 and saved["canary_weight"] == 100.0
     # A restart keeps the change; promote and roll back are audited too.
     with running_server(registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
@@ -70,8 +70,22 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
         assert hit.headers["mlserve-model-version"] == "2"
         r = c.post("/v2/admin/models/m/promote", headers=AUTH)
         assert r.json()["effective"]["stable"] == 2 and r.json()["effective"]["canary"] == 0
+        assert r.json()["serving"] == {
+            "stable": 2,
+            "canary": None,
+            "canary_weight": 0.0,
+            "shadows": [],
+        }
+        assert r.json()["previous_stable"] == 1
         assert c.post("/v2/admin/models/m/promote", headers=AUTH).status_code == 400
-        assert c.post("/v2/admin/models/m/rollback", headers=AUTH).status_code == 200
+        r = c.post("/v2/admin/models/m/rollback", headers=AUTH)  # undoes the promote
+        assert r.status_code == 200 and r.json()["serving"]["stable"] == 1
+        assert (
+            c.post("/v2/models/m/infer", json={"inputs": [X]}).headers["mlserve-model-version"]
+            == "1"
+        )
+        r = c.post("/v2/admin/models/m/rollback", headers=AUTH)  # nothing left to undo
+        assert r.status_code == 400 and "no promotion to undo" in r.json()["error"]
         r = c.delete("/v2/admin/models/m/routing", headers=AUTH)
         assert r.json()["override"] is None and r.json()["effective"]["stable"] == 1
         assert (
@@ -83,7 +97,18 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["action"] for e in entries] == ["set_routing", "promote", "rollback", "reset_routing"]
     assert all(TOKEN not in json.dumps(e) and e["actor"].startswith("token:") for e in entries)
-    assert entries[0]["before"]["canary"] == 0 and entries[0]["after"]["canary"] == 2
+    assert entries[0]["before"]["override"] is None
+    assert entries[0]["after"]["override"]["canary"] == 2
+    assert entries[0]["before"]["serving"]["canary"] is None
+    assert entries[0]["after"]["serving"] == {
+        "stable": 1,
+        "canary": 2,
+        "canary_weight": 100.0,
+        "shadows": [],
+    }
+    assert entries[0]["cause"] == "admin: set_routing"
+    assert entries[2]["before"]["serving"]["stable"] == 2
+    assert entries[2]["after"]["serving"]["stable"] == 1
     ok = subprocess.run(
         [sys.executable, "-m", "mlserve", "audit", "verify", str(log)],
         capture_output=True,
@@ -191,7 +216,8 @@ def test_concurrent_changes_on_two_workers_each_build_on_the_last(registry: Path
         def change(i: int) -> int:
             with httpx.Client(timeout=30) as c:
                 for j in range(6):
-                    r = c.put(url, headers=AUTH, json={"canary_weight": float(i * 10 + j)})
+                    weight = float(i * 10 + j + 1)  # never 0, the weight already set: no no-op
+                    r = c.put(url, headers=AUTH, json={"canary_weight": weight})
                     assert r.status_code == 200, r.text
             return i
 
@@ -203,7 +229,7 @@ def test_concurrent_changes_on_two_workers_each_build_on_the_last(registry: Path
     for previous, record in itertools.pairwise(records):
         assert record["before"] == previous["after"], (previous, record)
     saved = json.loads((registry / "m" / "routing.json").read_text())
-    assert saved == records[-1]["after"]
+    assert {**saved, "serving": records[-1]["after"]["serving"]} == records[-1]["after"]
 
 
 def test_repository_actions_are_not_done_when_their_audit_record_cannot_be_written(

@@ -201,8 +201,10 @@ def test_registry_unreadable_keeps_serving_and_recovers(tmp_path: Path) -> None:
         write_version(away, "m", 2, linear_model(seed=2))
         root.unlink()
         os.rename(away, root)
-        wait_for(lambda: c.get("/v2/models/m").json()["versions"] == ["2"])
-        assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
+        # v2 loads beside v1, which stays the stable version (pinned: nobody moved traffic)
+        wait_for(lambda: c.get("/v2/models/m").json()["versions"] == ["1", "2"])
+        r = c.post("/v2/models/m/infer", json={"inputs": [X]})
+        assert r.status_code == 200 and r.headers["mlserve-model-version"] == "1"
     assert srv.proc.returncode == 0
 
 
@@ -499,7 +501,9 @@ def test_sigkill_during_routing_changes_leaves_old_or_new_state(tmp_path: Path) 
         srv = ServerProcess(root, env=env)
         srv.wait_ready()
         persisted = (
-            json.loads(state_file.read_text())["canary_weight"] if state_file.exists() else 0
+            json.loads(state_file.read_text())["override"]["canary_weight"]
+            if state_file.exists()
+            else 0
         )
         r = httpx.get(srv.url + "/v2/admin/models/m/routing", headers=AUTH, timeout=5)
         assert r.json()["effective"]["canary_weight"] == persisted  # the restart serves it
@@ -538,19 +542,21 @@ def test_sigkill_during_routing_changes_leaves_old_or_new_state(tmp_path: Path) 
         srv.stop()
         saved = json.loads(state_file.read_text())  # parses: never half-written
         # The last acknowledged state, or the one in flight when the kill came.
-        assert saved["canary_weight"] in {acked[-1], sent[-1]}, (saved, acked[-3:], sent[-3:])
+        weight = saved["override"]["canary_weight"]
+        assert weight in {acked[-1], sent[-1]}, (saved, acked[-3:], sent[-3:])
         audit = root / "audit.jsonl"
         audit_ok(audit)
         last = json.loads(audit.read_text().splitlines()[-1])
         # Write-ahead audit: what is in force was audited (the last record's after), or the
         # kill fell between the record and the rename (the last record's before).
-        assert saved in (last["after"], last["before"]), (saved, last)
+        states = [{k: v for k, v in last[s].items() if k != "serving"} for s in ("after", "before")]
+        assert saved in states, (saved, last)
     assert kills == 5
     srv = ServerProcess(root, env=env)  # and it serves the last state
     try:
         srv.wait_ready()
         r = httpx.get(srv.url + "/v2/admin/models/m/routing", headers=AUTH, timeout=5)
-        assert r.json()["effective"] == json.loads(state_file.read_text())
+        assert r.json()["effective"] == json.loads(state_file.read_text())["override"]
     finally:
         assert srv.stop() == 0
 

@@ -225,9 +225,22 @@ def test_server_enforces_the_gate(gated: tuple[Path, Path]) -> None:
         # a version that failed may still shadow
         r = c.put("/v2/admin/models/dp/routing", json={"shadows": [2]})
         assert r.status_code == 200, r.text
-        # passing versions are accepted
+        # passing versions are accepted; the canary must not be the stable version (v2 here,
+        # the highest passing version when the server first served: pinned)
         r = c.put("/v2/admin/models/ok/routing", json={"canary": 2, "canary_weight": 50})
+        assert r.status_code == 400 and "it is the stable version" in r.json()["error"]
+        r = c.put(
+            "/v2/admin/models/ok/routing", json={"stable": 1, "canary": 2, "canary_weight": 50}
+        )
         assert r.status_code == 200, r.text
+        assert r.json()["serving"] == {
+            "stable": 1,
+            "canary": 2,
+            "canary_weight": 50.0,
+            "shadows": [],
+        }
+        routing = c.get("/v2/models/ok").json()["parameters"]["routing"]
+        assert (routing["stable"], routing["canary"]) == ("1", "2")
         assert c.post("/v2/models/ok/versions/2/infer", json=body).status_code == 200
         # nothing passed: unpinned traffic is refused, and says why
         r = c.post("/v2/models/slow/infer", json=body)

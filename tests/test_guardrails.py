@@ -82,11 +82,12 @@ def test_a_failing_canary_is_rolled_back(tmp_path: Path) -> None:
         metrics = c.get("/metrics").text
     assert 'mlserve_guardrail_actions_total{model="m",action="rollback"} 1' in metrics
     assert 'mlserve_canary_weight{model="m"} 0' in metrics
-    saved = json.loads((root / "m" / "routing.json").read_text())
+    saved = json.loads((root / "m" / "routing.json").read_text())["override"]
     assert saved["canary"] == 0 and saved["canary_weight"] == 0
     entry = json.loads((root / "audit.jsonl").read_text().splitlines()[-1])
     assert entry["actor"] == "guardrails" and entry["action"] == "rollback"
-    assert "failure rate" in entry["after"]["reason"]
+    assert entry["cause"].startswith("guardrails: ") and "failure rate" in entry["cause"]
+    assert entry["before"]["serving"]["canary"] == 2 and entry["after"]["serving"]["canary"] is None
 
 
 def test_a_healthy_canary_is_stepped_up_then_promoted(tmp_path: Path) -> None:

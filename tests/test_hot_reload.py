@@ -47,9 +47,16 @@ def test_publish_reconfigure_and_remove_under_load(tmp_path: Path) -> None:
         worker.start()
         try:
             time.sleep(0.5)
-            publish(root, "live", 2, seed=2)  # latest(1): v2 replaces v1 once loaded
+            publish(root, "live", 2, seed=2)  # loads beside v1, which stays stable (pinned)
+            wait_for(lambda: c.get("/v2/models/live").json()["versions"] == ["1", "2"])
+            time.sleep(0.3)
+            assert c.get("/v2/models/live").json()["parameters"]["routing"]["stable"] == "1"
+            # Someone moves traffic: model.toml names v2; latest(1) then leaves v1 out.
+            (root / "live" / "model.toml").write_text("[routing]\nstable = 2\n")
             wait_for(lambda: c.get("/v2/models/live").json()["versions"] == ["2"])
-            (root / "live" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+            (root / "live" / "model.toml").write_text(
+                '[versions]\npolicy = "all"\n[routing]\nstable = 2\n'
+            )
             wait_for(lambda: c.get("/v2/models/live").json()["versions"] == ["1", "2"])
             shutil.rmtree(root / "live" / "2")  # removed: retired, v1 serves again
             wait_for(lambda: c.get("/v2/models/live").json()["versions"] == ["1"])
@@ -62,8 +69,17 @@ def test_publish_reconfigure_and_remove_under_load(tmp_path: Path) -> None:
         wait_for(lambda: c.get("/v2/models/other").status_code == 404)
         assert c.post("/v2/models/live/infer", json={"inputs": [X]}).status_code == 200
     assert set(statuses) == {200}, statuses  # zero failed requests
-    audited = [json.loads(x)["after"] for x in (root / "audit.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (root / "audit.jsonl").read_text().splitlines()]
+    audited = [r["after"] for r in records]
     assert "live v2: loaded" in audited and "live v2: retired" in audited
+    # Every change of who serves, with its cause: v1 → v2 (model.toml), v2 → v1 (removed).
+    moves = [
+        (r["before"]["serving"]["stable"], r["after"]["serving"]["stable"], r["cause"])
+        for r in records
+        if r["action"] == "serving" and r["model"] == "live"
+    ]
+    assert [m[:2] for m in moves] == [(1, 2), (2, 1)], moves
+    assert "model.toml changed" in moves[0][2] and "live v2: retired" in moves[1][2]
     assert sum(statuses.values()) > 100
     assert set(versions) == {"1", "2"} and versions["none"] == 0
 
@@ -147,9 +163,11 @@ def test_a_broken_new_latest_version_never_retires_the_serving_one(tmp_path: Pat
         assert meta["parameters"]["versions"]["2"]["state"] == "failed"
         r = c.post("/v2/models/m/infer", json={"inputs": [X]})
         assert r.status_code == 200 and r.headers["mlserve-model-version"] == "1"
-        publish(root, "m", 3, seed=3)  # a good newer version: now v1 (and failed v2) retire
-        wait_for(lambda: c.get("/v2/models/m").json()["versions"] == ["3"])
-        assert set(c.get("/v2/models/m").json()["parameters"]["versions"]) == {"3"}
+        publish(root, "m", 3, seed=3)  # a good newer version: failed v2 retires, v1 stays
+        wait_for(lambda: c.get("/v2/models/m").json()["versions"] == ["1", "3"])
+        assert set(c.get("/v2/models/m").json()["parameters"]["versions"]) == {"1", "3"}
+        r = c.post("/v2/models/m/infer", json={"inputs": [X]})
+        assert r.headers["mlserve-model-version"] == "1"  # pinned: v3 waits to be promoted
 
 
 def test_routing_override_survives_a_model_leaving_and_coming_back(tmp_path: Path) -> None:

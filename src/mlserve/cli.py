@@ -263,10 +263,17 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         "(default 2; 0: never; env MLSERVE_POLL_SECONDS)",
     )
     p.add_argument(
+        "--state-dir",
+        dest="state_dir",
+        help="routing state and audit log, apart from the registry (which may then be "
+        "read-only; replicas may share it) (default: beside the registry; "
+        "env MLSERVE_STATE_DIR)",
+    )
+    p.add_argument(
         "--audit-log",
         dest="audit_log",
-        help="audit log of admin changes (default: audit.jsonl in the registry; "
-        "env MLSERVE_AUDIT_LOG)",
+        help="audit log of admin changes (default: audit.jsonl in --state-dir, else in the "
+        "registry; env MLSERVE_AUDIT_LOG)",
     )
     p.add_argument(
         "--payload-dir",
@@ -294,6 +301,7 @@ _SETTING_KEYS = (
     "inference_threads",
     "monitoring",
     "poll_seconds",
+    "state_dir",
     "audit_log",
     "payload_dir",
     "payload_max_bytes",

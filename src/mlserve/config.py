@@ -58,11 +58,15 @@ class ServerSettings:
     poll_seconds: float = 2.0
     # Admin API bearer token (MLSERVE_ADMIN_TOKEN); empty: the admin API is refused.
     admin_token: str = field(default="", repr=False)
-    # Where admin changes are audited (default: audit.jsonl in the registry directory).
+    # Where admin changes are audited (default: audit.jsonl in state_dir, else the registry).
     audit_log: str = ""
     # "on": per-request metrics, drift and data quality; "off": none of it on the request path.
     monitoring: str = "on"
     # Where worker processes share their monitoring state (set by the server for --workers > 1).
+    worker_dir: str = ""
+    # Routing state (each model's routing.json) and, unless audit_log says otherwise, the
+    # audit log: a directory apart from the registry, which may then be read-only, and which
+    # replicas may share. Empty: beside the registry (routing.json in each model directory).
     state_dir: str = ""
     # Serve the registry directory as this one model's directory (KServe: --model_name or
     # MODEL_NAME over /mnt/models); empty: the registry holds one directory per model.
@@ -273,12 +277,19 @@ class MonitoringConfig:
 class RoutingConfig:
     """Which versions take unpinned traffic: a stable one and an optional weighted canary."""
 
-    stable: int = 0  # 0: the highest ready version
+    # 0: the version that served first, pinned in the routing state (routing/controller.py)
+    stable: int = 0
     canary: int = 0  # 0: no canary
     canary_weight: float = 0.0  # percent of unpinned requests
     shadows: tuple[int, ...] = ()  # versions that get mirrored copies of unpinned traffic
     shadow_sample: float = 1.0  # fraction of requests mirrored
     shadow_queue: int = 256  # mirrored copies waiting; beyond, copies are dropped and counted
+    # With stable = 0: "off" keeps the pinned version; "latest-passing" serves the highest
+    # ready version that may serve (a new version then takes traffic by itself).
+    auto_promote: str = "off"
+
+
+AUTO_PROMOTE = ("off", "latest-passing")
 
 
 @dataclass(frozen=True)
@@ -524,6 +535,11 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadow_queue must be in 1..100000")
     if r.canary and r.canary == r.stable:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] canary must differ from stable")
+    if r.auto_promote not in AUTO_PROMOTE:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [routing] auto_promote must be one of "
+            f"{', '.join(AUTO_PROMOTE)}, got {r.auto_promote!r}"
+        )
     g = config.guardrails
     if not g.check_seconds > 0 or not g.window_seconds > 0:
         raise ConfigError(

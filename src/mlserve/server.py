@@ -25,11 +25,11 @@ def serve(settings: ServerSettings) -> int:
 
     Workers rebuild the settings from ``MLSERVE_*`` variables, so the parent exports them.
     """
-    state_dir = None
-    if settings.workers > 1 and not settings.state_dir:
+    worker_dir = None
+    if settings.workers > 1 and not settings.worker_dir:
         # Workers publish monitoring snapshots here; /metrics on any worker sums them.
-        state_dir = tempfile.mkdtemp(prefix="mlserve-state-")
-        settings = dataclasses.replace(settings, state_dir=state_dir)
+        worker_dir = tempfile.mkdtemp(prefix="mlserve-workers-")
+        settings = dataclasses.replace(settings, worker_dir=worker_dir)
     os.environ.update(settings.to_environ())
     os.environ["MLSERVE_REGISTRY"] = str(settings.registry.resolve())
     logging.basicConfig(
@@ -65,8 +65,8 @@ def serve(settings: ServerSettings) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=math.ceil(settings.drain_seconds),  # 0: no drain
     )
-    if state_dir is not None:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    if worker_dir is not None:
+        shutil.rmtree(worker_dir, ignore_errors=True)
     return 0
 
 

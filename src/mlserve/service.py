@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .batching.runners import Runner, ThreadRunner, choose_runner
-from .config import GuardrailConfig, ModelConfig, RoutingConfig, ServerSettings
+from .config import GuardrailConfig, ModelConfig, ServerSettings
 from .errors import (
     GateNotPassed,
     InvalidInput,
@@ -44,10 +44,13 @@ from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REJECTED, SUCCESS, qua
 from .monitoring.monitor import REFERENCE_FILE, ModelMonitor
 from .monitoring.profile import load_profile
 from .registry.layout import LINEAGE_FILE
-from .registry.store import ModelStore, VersionState
+from .registry.store import ModelStore, RoutingChange, VersionState
+from .routing import controller
+from .routing.controller import View
 from .routing.guardrails import Guard, Verdict, decide
 from .routing.policy import PINNED, STABLE
 from .routing.shadow import ShadowMirror
+from .routing.state import RoutingState
 from .runtime.binary import binary_size, decode_binary, encode_binary, raw_shape
 from .runtime.columns import FeatureSchema, cast_column, listed
 from .runtime.session import ModelSession
@@ -121,14 +124,22 @@ class InferenceService:
             self.registry,
             self._version_facts,
             enabled=settings.monitoring == "on",
-            state_dir=settings.state_dir,
+            state_dir=settings.worker_dir,
         )
         self.hub.load_failures = lambda: self.store.load_failures
         self.hub.shadow_sources.append(self._shadow_state)
         self.hub.extra_sources.append(self._routing_state)
         self._mirrors: dict[str, ShadowMirror] = {}
+        if settings.state_dir:  # routing state and the audit log live there
+            try:
+                Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.error("state directory cannot be created: %s", exc.strerror)
         self.audit = AuditLog(
-            Path(settings.audit_log) if settings.audit_log else settings.registry / "audit.jsonl"
+            Path(settings.audit_log)
+            if settings.audit_log
+            else (Path(settings.state_dir) if settings.state_dir else settings.registry)
+            / "audit.jsonl"
         )
         self.guard = Guard()
         self._guard_checked: dict[str, float] = {}
@@ -180,12 +191,14 @@ class InferenceService:
         profile: dict[str, Any] | str | None
         if self.hub.enabled:
             profile = _profile(session)
+            schema = _schema(session, profile)
             monitor = ModelMonitor.build(
                 session.inputs,
                 session.outputs,
                 config.monitoring,
                 profile,
                 session.output_names,
+                schema=schema,
             )
             stats = self.hub.register(session.model, session.version, runner, monitor)
         else:  # monitoring off: a bad profile only turns explanations off, as before
@@ -193,6 +206,7 @@ class InferenceService:
                 profile = _profile(session)
             except ModelLoadError as exc:
                 profile = str(exc)
+            schema = _schema(session, profile)
         return Endpoint(
             session,
             runner,
@@ -200,12 +214,12 @@ class InferenceService:
             str(session.version),
             str(session.version).encode(),
             stats,
-            plan(session, config.monitoring, profile),
+            plan(session, config.monitoring, profile, schema),
             self._payload_sink(session, config),
             ThreadRunner(session, self._executor, config.batching.max_queue)
             if runner.kind == "inline"
             else None,
-            _schema(session, profile),
+            schema,
         )
 
     def _payload_sink(self, session: ModelSession, config: ModelConfig) -> PayloadSink | None:
@@ -491,7 +505,7 @@ class InferenceService:
             request_id = request.get("id")
             if request_id is not None and not isinstance(request_id, str):
                 raise InvalidInput("'id' must be a string", reason="json")
-            x = feeds[occlusion.input.name]
+            x = occlusion.table(feeds)
             runner = endpoint.runner
             if endpoint.explain_runner is not None and x.shape[0] * (x.shape[1] + 1) >= 256:
                 # An occlusion batch is rows × (features + 1) rows: a small request can be a
@@ -778,28 +792,25 @@ class InferenceService:
         return verdicts
 
     def _guard_act(self, name: str, verdict: Verdict, config: GuardrailConfig) -> None:
-        def make(current: RoutingConfig, ready: set[int]) -> RoutingConfig:
-            if current.canary != verdict.canary:  # changed meanwhile: the verdict is stale
-                return current
+        def transition(state: RoutingState, view: View) -> RoutingState:
+            routing = view.routing(state)
+            if routing.canary != verdict.canary:  # changed meanwhile: the verdict is stale
+                return state
             if verdict.action == "rollback":
-                return dataclasses.replace(current, canary=0, canary_weight=0.0)
-            higher = sorted(w for w in config.steps if w > current.canary_weight)
+                return controller.rollback(state, view)
+            higher = sorted(w for w in config.steps if w > routing.canary_weight)
             if verdict.action == "step" and higher and higher[0] < 100:
-                return dataclasses.replace(current, canary_weight=float(higher[0]))
-            return dataclasses.replace(current, stable=current.canary, canary=0, canary_weight=0.0)
+                return controller.step(higher[0])(state, view)
+            return controller.promote(state, view)
 
-        def audited(before: RoutingConfig, after: RoutingConfig) -> None:
-            if before != after:  # audited before it takes effect (store.update_routing)
-                self.audit.append(
-                    "guardrails",
-                    verdict.action,
-                    name,
-                    dataclasses.asdict(before),
-                    {**dataclasses.asdict(after), "reason": verdict.reason},
-                )
+        def audited(change: RoutingChange) -> None:  # before it takes effect (store)
+            before, after = change.audit_record()
+            self.audit.append("guardrails", verdict.action, name, before, after, change.cause)
 
-        before, after = self.store.update_routing(name, make, audited)
-        if before == after:
+        change = self.store.update_routing(
+            name, transition, audited, cause=f"guardrails: {verdict.reason}"
+        )
+        if change.before == change.after:
             return
         key = f"{name}/{verdict.action}"
         self._guard_actions[key] = self._guard_actions.get(key, 0) + 1
@@ -816,13 +827,19 @@ class InferenceService:
         )
 
     def audit_registry_changes(self, changes: list[str]) -> None:
-        """Audit what a registry scan loaded, reloaded, failed or retired (one worker
-        writes them: every worker sees the same directory)."""
+        """Audit what a registry scan loaded, reloaded, failed or retired, and every change
+        of who serves it made (before → after, with its cause). One worker writes them:
+        every worker sees the same directory."""
+        moved = self.store.take_routing_changes()
         if not self.hub.leader():
             return
         for change in changes:
             model = change.split(":", 1)[0].split(" ", 1)[0]
             self.audit.append("registry", "sync", model, None, change)
+        for routing in moved:
+            before, after = routing.audit_record()
+            action = "pin" if routing.after != routing.before else "serving"
+            self.audit.append("registry", action, routing.model, before, after, routing.cause)
 
     def _routing_state(self) -> dict[str, Any]:
         weights = {}

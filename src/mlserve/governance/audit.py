@@ -36,7 +36,7 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def append(
-        self, actor: str, action: str, model: str, before: Any, after: Any
+        self, actor: str, action: str, model: str, before: Any, after: Any, cause: str = ""
     ) -> dict[str, Any]:
         # The file lock orders appends across worker processes, the thread lock within
         # one; the last line is read under both, so the chain never forks.
@@ -52,6 +52,8 @@ class AuditLog:
                     "after": after,
                     "prev": _last_hash(fh),
                 }
+                if cause:  # why it happened, when the action alone does not say
+                    entry["cause"] = cause
                 line = json.dumps(entry, sort_keys=True, separators=(",", ":"))
                 end = fh.seek(0, os.SEEK_END)
                 try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,11 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..config import RoutingConfig, parse_routing
 from ..errors import (
-    ConfigError,
     Forbidden,
-    GateNotPassed,
     InvalidInput,
     ModelNotFound,
     Unauthorized,
@@ -32,6 +28,8 @@ from ..errors import (
 )
 from ..governance.audit import AuditLog, actor_id
 from ..registry.layout import check_model_name
+from ..registry.store import RoutingChange
+from ..routing import controller
 from ..service import InferenceService
 from .explain import read_body
 from .v2 import JSONResponse
@@ -57,6 +55,7 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
 
     def state(model: str) -> dict[str, Any]:
         record = service.store.record(model)
+        serving = service.store.serving(model)
         return {
             "model": model,
             "ready_versions": [str(v) for v in record.ready_versions()],
@@ -65,46 +64,27 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
             if record.routing_override
             else None,
             "effective": dataclasses.asdict(record.routing),
+            "pinned_stable": record.state.pinned_stable or None,
+            "previous_stable": record.state.previous_stable or None,
+            # Who takes unpinned traffic now, as resolved (what the metadata shows too).
+            "serving": serving.to_json() if serving is not None else None,
         }
 
-    def validated(routing: RoutingConfig, ready: set[int], model: str) -> RoutingConfig:
-        for name in ("stable", "canary"):
-            v = getattr(routing, name)
-            if v and v not in ready:
-                raise InvalidInput(
-                    f"{name} version {v} of {model!r} is not ready (ready: {sorted(ready)})",
-                    reason="routing",
-                )
-            refusal = service.store.gate_refusal(model, v) if v else None
-            if refusal is not None:
-                raise GateNotPassed(
-                    f"version {v} of {model!r} cannot be {name}: it {refusal}. With "
-                    "require_gate = true it may serve only as a shadow"
-                )
-        missing = [v for v in routing.shadows if v not in ready]
-        if missing:
-            raise InvalidInput(
-                f"shadow versions {missing} of {model!r} are not ready", reason="routing"
-            )
-        return routing
-
     async def change(
-        model: str,
-        actor: str,
-        action: str,
-        make: Callable[[RoutingConfig, set[int]], RoutingConfig | None],
+        model: str, actor: str, action: str, transition: controller.Transition
     ) -> Response:
-        # Built from the routing in force under the store's lock: concurrent changes (here,
-        # on another worker, or by the guardrails) are never lost.
+        # Built from the routing state in force under the store's lock: concurrent changes
+        # (here, on another worker or replica, or by the guardrails) are never lost.
         # The audit record is written (fsynced) after the new routing.json is staged and
         # before it is renamed into place: a change in force is always audited, whatever
         # moment a crash picks (store.update_routing).
-        def audited(before: RoutingConfig, after: RoutingConfig) -> None:
-            audit.append(
-                actor, action, model, dataclasses.asdict(before), dataclasses.asdict(after)
-            )
+        def audited(change: RoutingChange) -> None:
+            before, after = change.audit_record()
+            audit.append(actor, action, model, before, after, change.cause)
 
-        await asyncio.to_thread(service.store.update_routing, model, make, audited)
+        await asyncio.to_thread(
+            service.store.update_routing, model, transition, audited, f"admin: {action}"
+        )
         return JSONResponse(state(model))
 
     async def get_routing(request: Request) -> Response:
@@ -121,46 +101,22 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
         if not isinstance(body, dict):
             raise InvalidInput("the body must be a JSON object of routing keys", reason="json")
         service.store.record(model)  # 404 before anything else
-
-        def make(current: RoutingConfig, ready: set[int]) -> RoutingConfig:
-            plain = {
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(current).items()
-            }
-            try:
-                new = parse_routing({**plain, **body})
-            except ConfigError as exc:
-                raise InvalidInput(str(exc).replace("model.toml: ", ""), reason="routing") from None
-            return validated(new, ready, model)
-
-        return await change(model, actor, "set_routing", make)
+        return await change(model, actor, "set_routing", controller.set_routing(body))
 
     async def delete_routing(request: Request) -> Response:
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
-        return await change(model, actor, "reset_routing", lambda current, ready: None)
+        return await change(model, actor, "reset_routing", controller.reset)
 
     async def promote(request: Request) -> Response:
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
-
-        def make(current: RoutingConfig, ready: set[int]) -> RoutingConfig:
-            if not current.canary:
-                raise InvalidInput(f"{model!r} has no canary to promote", reason="routing")
-            new = dataclasses.replace(current, stable=current.canary, canary=0, canary_weight=0.0)
-            return validated(new, ready, model)
-
-        return await change(model, actor, "promote", make)
+        return await change(model, actor, "promote", controller.promote)
 
     async def rollback(request: Request) -> Response:
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
-        return await change(
-            model,
-            actor,
-            "rollback",
-            lambda current, ready: dataclasses.replace(current, canary=0, canary_weight=0.0),
-        )
+        return await change(model, actor, "rollback", controller.rollback)
 
     async def repository_index(request: Request) -> Response:
         authorize(request)

@@ -138,6 +138,8 @@ class MLServeApp:
         if task.exception() is not None:  # serve what loaded; the watcher retries the rest
             log.error("registry load failed", exc_info=task.exception())
         self.service.hub.mark_ready()
+        # The stable versions the initial load pinned, audited off the event loop.
+        asyncio.get_running_loop().run_in_executor(None, self.service.audit_registry_changes, [])
         if self.settings.poll_seconds > 0:
             watcher = RegistryWatcher(
                 self.store, self.settings.poll_seconds, self.service.audit_registry_changes

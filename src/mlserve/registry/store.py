@@ -8,7 +8,6 @@ update. It knows neither HTTP nor metric objects.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -26,7 +25,6 @@ from ..config import (
     RoutingConfig,
     ServerSettings,
     load_model_config,
-    parse_routing,
 )
 from ..errors import (
     ConfigError,
@@ -38,7 +36,15 @@ from ..errors import (
     storage_error,
 )
 from ..governance.gate import GateStatus, gate_status
+from ..routing.controller import Serving, Transition, View, needs_pin, pin, resolve
 from ..routing.policy import Split
+from ..routing.state import (
+    ROUTING_FILE,
+    ROUTING_LOCK_FILE,
+    RoutingState,
+    read_state,
+    state_dir_of,
+)
 from ..runtime.session import ModelSession, load_version
 from .layout import (
     ModelDir,
@@ -54,8 +60,6 @@ from .layout import (
 
 log = logging.getLogger("mlserve.registry")
 
-ROUTING_FILE = "routing.json"
-ROUTING_LOCK_FILE = ".routing.lock"
 # An absolute path in a message (``/x/y``, not ``a/b`` or ``1/2``), up to a quote or space.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~<>-])/[^\s'\"]+")
 
@@ -115,19 +119,44 @@ class ModelRecord:
     config: ModelConfig | None
     config_error: str | None = None
     versions: dict[int, VersionRecord] = field(default_factory=dict)
-    # Routing set through the admin API (routing.json beside model.toml), over model.toml's.
-    routing_override: RoutingConfig | None = None
+    # The routing state (routing.json): an admin or guardrail override of model.toml's
+    # routing, the pinned stable version, the stable before the last promote.
+    state: RoutingState = field(default_factory=RoutingState)
     # Unloaded through the model repository API: the watcher leaves it alone until loaded.
     unloaded: bool = False
 
     @property
+    def routing_override(self) -> RoutingConfig | None:
+        return self.state.override
+
+    @property
     def routing(self) -> RoutingConfig:
-        if self.routing_override is not None:
-            return self.routing_override
+        if self.state.override is not None:
+            return self.state.override
         return self.config.routing if self.config is not None else RoutingConfig()
 
     def ready_versions(self) -> list[int]:
         return sorted(v for v, r in self.versions.items() if r.state is VersionState.READY)
+
+
+@dataclass(frozen=True)
+class RoutingChange:
+    """A change of who serves a model's unpinned traffic: the routing state and the
+    resolved serving before and after (None: no version may serve), and its cause."""
+
+    model: str
+    before: RoutingState
+    after: RoutingState
+    serving_before: Serving | None
+    serving_after: Serving | None
+    cause: str
+
+    def audit_record(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(before, after) as the audit log stores them: the state and who serves."""
+        return (
+            {**self.before.to_json(), "serving": _serving_json(self.serving_before)},
+            {**self.after.to_json(), "serving": _serving_json(self.serving_after)},
+        )
 
 
 # Builds one version; replaceable so tests can count loads without patching.
@@ -177,6 +206,13 @@ class ModelStore(Generic[E]):
         self.load_failures: dict[str, int] = {}
         self.scan_failures = 0  # scans that could not read the registry directory
         self.loaded = False
+        # Who serves each model's unpinned traffic, as last published.
+        self._serving: dict[str, Serving] = {}
+        # Changes of who serves made by scans (versions loaded, failed, removed, gates,
+        # pins), for the audit log: drained by ``take_routing_changes``.
+        self._routing_changes: list[RoutingChange] = []
+        # Models whose stable pin could not be saved (read-only state): warned once.
+        self._pin_unsaved: set[str] = set()
 
     # ------------------------------------------------------------------ request path
     def resolve(self, model: str, version: int | None = None) -> E:
@@ -263,11 +299,46 @@ class ModelStore(Generic[E]):
                 for key in [k for k in self._seen if k[0] == name]:
                     del self._seen[key]
                 changes.append(f"{name}: removed")
-            if changes or initial:
-                self._publish()
             for change in changes:
                 log.info("registry: %s", change)
+            if changes or initial:
+                causes: dict[str, list[str]] = {}
+                for change in changes:
+                    causes.setdefault(_model_of(change), []).append(change)
+                moved = self._publish()
+                if not initial:  # a start (or a repository load) moves no traffic
+                    self._note(moved, {k: "; ".join(v) for k, v in causes.items()})
+                for record in list(self.models.values()):
+                    self._pin(record)
             return changes
+
+    def take_routing_changes(self) -> list[RoutingChange]:
+        """Changes of who serves made by scans since the last call (for the audit log)."""
+        with self._lock:
+            taken, self._routing_changes = self._routing_changes, []
+        return taken
+
+    def _note(self, moved: list[tuple[str, Serving | None, Serving | None]], causes: Any) -> None:
+        """Record serving changes a scan made, and warn when a model can no longer serve."""
+        for name, before, after in moved:
+            record = self.models.get(name)
+            state = record.state if record is not None else RoutingState()
+            cause = causes.get(name, "") if isinstance(causes, dict) else str(causes)
+            if after is None and before is not None:
+                why = str(self._lookup_error(name, None))
+                cause = f"{cause}; {why}" if cause else why
+                log.warning("model %s: no version may take unpinned traffic: %s", name, why)
+            elif after is not None and before is not None and after.stable != before.stable:
+                log.warning(
+                    "model %s: the stable version moved from v%s to v%s (%s)",
+                    name,
+                    before.stable,
+                    after.stable,
+                    cause or "routing changed",
+                )
+            self._routing_changes.append(
+                RoutingChange(name, state, state, before, after, cause or "registry scan")
+            )
 
     def _sync_model(self, name: str, mdir: ModelDir, initial: bool) -> list[str]:
         changes: list[str] = []
@@ -309,7 +380,10 @@ class ModelStore(Generic[E]):
         stable = {v for v, fp in fps.items() if initial or self._seen.get((name, v)) == fp}
         self._seen.update(((name, v), fp) for v, fp in fps.items())
         loaded = {v for v in record.versions if v in fps}
-        selected = set(config.versions.select(sorted(stable | loaded)))
+        # What the version policy selects, and what the routing names (the pinned stable
+        # version above all): a newer version must not unload the one that serves.
+        present = stable | loaded
+        selected = set(config.versions.select(sorted(present))) | (_routed(record) & present)
         to_load = [
             v
             for v in sorted(selected & stable)
@@ -344,20 +418,24 @@ class ModelStore(Generic[E]):
                 changes.append(f"{name} v{v}: retired")
         return changes
 
+    def _state_dir(self, record: ModelRecord) -> Path:
+        return state_dir_of(record.name, record.path, self.settings.state_dir)
+
     def _sync_routing(self, record: ModelRecord) -> list[str]:
-        path = record.path / ROUTING_FILE
+        """Re-read the model's routing state when its file changed (another worker or
+        replica may have written it)."""
+        path = self._state_dir(record) / ROUTING_FILE
         fp = _fingerprint(path) if path.exists() else ()
         if fp == self._routing_fp.get(record.name, ()):
             return []
-        if leaving_registry(record.path, (ROUTING_FILE,), self.root.resolve()):
+        if not self.settings.state_dir and leaving_registry(
+            record.path, (ROUTING_FILE,), self.root.resolve()
+        ):
             log.error("model %s: %s leads out of the registry: ignored", record.name, ROUTING_FILE)
             return []
         self._routing_fp[record.name] = fp
-        if not fp:
-            record.routing_override = None
-            return [f"{record.name}: routing override removed"]
         try:
-            record.routing_override = parse_routing(json.loads(path.read_text(encoding="utf-8")))
+            state = read_state(path)
         except (OSError, ValueError) as exc:  # ConfigError is a ValueError
             log.error(
                 "model %s: %s is invalid, keeping the previous routing: %s",
@@ -366,7 +444,10 @@ class ModelStore(Generic[E]):
                 exc,
             )
             return []
-        return [f"{record.name}: routing override loaded"]
+        if state == record.state:
+            return []
+        record.state = state
+        return [f"{record.name}: routing state {'loaded' if fp else 'removed'}"]
 
     def unload(self, model: str) -> None:
         """Retire every version of ``model`` and keep it out until ``load``."""
@@ -410,58 +491,83 @@ class ModelStore(Generic[E]):
     def update_routing(
         self,
         model: str,
-        update: Callable[[RoutingConfig, set[int]], RoutingConfig | None],
-        audit: Callable[[RoutingConfig, RoutingConfig], None] | None = None,
-    ) -> tuple[RoutingConfig, RoutingConfig]:
-        """Change a model's routing override atomically: re-read ``routing.json`` (another
-        worker may have written it), apply ``update(current, ready_versions)`` under the
-        lock, persist and publish. Returns (before, after). ``update`` may raise to refuse;
-        returning ``None`` removes the override.
+        transition: Transition,
+        audit: Callable[[RoutingChange], None] | None = None,
+        cause: str = "",
+    ) -> RoutingChange:
+        """Apply a routing transition (routing/controller.py) atomically: re-read the
+        routing state (another worker or replica may have written it), compute the new
+        state under the lock, persist and publish. ``transition`` may raise to refuse.
 
         The order makes a crash (SIGKILL, power loss) at any point leave the old state or
         the new one, and never a change in force that the audit log lacks: the new file is
-        written and fsynced under a hidden name, then ``audit(before, after)`` appends (and
+        written and fsynced under a hidden name, then ``audit(change)`` appends (and
         fsyncs) its record, then the file is renamed into place and the directory fsynced,
         then the change is applied in memory. A failure before the rename (a full disk)
         changes nothing and leaves no temporary file: ``StorageFull`` (507) when out of
         space. A crash between the audit record and the rename leaves a record of a change
         that did not happen; never the reverse. The whole change holds ``.routing.lock``
-        in the model's directory (``flock``): other workers, and the guardrails on the
-        leader, read the state this one wrote instead of writing over it."""
+        in the model's state directory (``flock``): other workers and replicas, and the
+        guardrails on the leader, read the state this one wrote instead of writing over
+        it. A transition that changes nothing writes and audits nothing."""
         with self._lock:
             record = self.record(model)
             try:
-                with file_lock(record.path / ROUTING_LOCK_FILE):
-                    return self._change_routing(record, update, audit)
+                return self._locked_change(record, transition, audit, cause)
             except OSError as exc:
                 # strerror, never str(exc): that names the server's path.
                 raise storage_error(f"routing of {model!r} cannot be saved", exc) from exc
 
+    def _locked_change(
+        self,
+        record: ModelRecord,
+        transition: Transition,
+        audit: Callable[[RoutingChange], None] | None,
+        cause: str,
+    ) -> RoutingChange:
+        directory = self._state_dir(record)
+        if self.settings.state_dir:
+            directory.mkdir(parents=True, exist_ok=True)
+        with file_lock(directory / ROUTING_LOCK_FILE):
+            return self._change_routing(record, transition, audit, cause)
+
+    def view(self, record: ModelRecord) -> View:
+        """What a routing transition may look at for ``record``."""
+        endpoints, eligible, refusals = _eligibility(record)
+        return View(
+            record.name,
+            record.config.routing if record.config is not None else RoutingConfig(),
+            frozenset(endpoints),
+            frozenset(eligible),
+            refusals,
+        )
+
     def _change_routing(
         self,
         record: ModelRecord,
-        update: Callable[[RoutingConfig, set[int]], RoutingConfig | None],
-        audit: Callable[[RoutingConfig, RoutingConfig], None] | None,
-    ) -> tuple[RoutingConfig, RoutingConfig]:
+        transition: Transition,
+        audit: Callable[[RoutingChange], None] | None,
+        cause: str,
+    ) -> RoutingChange:
         """``update_routing`` under its locks (see there for the order)."""
         self._sync_routing(record)
-        before = record.routing
-        routing = update(before, set(record.ready_versions()))
-        after = (
-            routing
-            if routing is not None
-            else (record.config.routing if record.config is not None else RoutingConfig())
+        before = record.state
+        view = self.view(record)
+        after = transition(before, view)
+        change = RoutingChange(
+            record.name, before, after, view.serving(before), view.serving(after), cause
         )
-        path = record.path / ROUTING_FILE
+        if after == before:
+            return change
+        path = self._state_dir(record) / ROUTING_FILE
         if remove_stale_staged(path):
             log.info("model %s: removed routing files a crash left staged", record.name)
         staged = None
         try:
-            if routing is not None:
-                text = json.dumps(dataclasses.asdict(routing), indent=1) + "\n"
-                staged = stage_file(path, text)
+            if after != RoutingState():
+                staged = stage_file(path, json.dumps(after.to_json(), indent=1) + "\n")
             if audit is not None:
-                audit(before, after)
+                audit(change)
             if staged is not None:
                 commit_staged(staged, path)
                 staged = None
@@ -470,10 +576,46 @@ class ModelStore(Generic[E]):
         finally:
             if staged is not None:
                 staged.unlink(missing_ok=True)
-        record.routing_override = routing
+        record.state = after
         self._routing_fp[record.name] = _fingerprint(path) if path.exists() else ()
-        self._publish()
-        return before, record.routing
+        self._publish()  # this change is audited by its caller, not noted as a scan's
+        return change
+
+    def _pin(self, record: ModelRecord) -> None:
+        """Pin the stable version of a model whose routing names none (controller.pin), so
+        versions that come later take no traffic by themselves. Where the state cannot be
+        saved (a read-only state directory), the pin holds in memory, with a warning."""
+        if (
+            record.config is None
+            or record.unloaded
+            or not needs_pin(record.state, self.view(record))
+        ):
+            return
+        cause = "stable version pinned: the version serving when none was named"
+        try:
+            change = self._locked_change(record, pin, None, cause)
+        except OSError as exc:
+            view = self.view(record)
+            before = record.state
+            record.state = pin(before, view)
+            self._publish()
+            change = RoutingChange(
+                record.name, before, record.state, view.serving(before), view.serving(record.state),
+                cause + " (in memory only: the routing state cannot be saved)",
+            )  # fmt: skip
+            self._routing_changes.append(change)
+            if record.name not in self._pin_unsaved:
+                self._pin_unsaved.add(record.name)
+                log.warning(
+                    "model %s: stable version v%s pinned in memory only: the routing state "
+                    "cannot be saved (%s); set --state-dir to a writable directory",
+                    record.name,
+                    record.state.pinned_stable,
+                    exc.strerror or "I/O error",
+                )
+            return
+        if change.after != change.before:
+            self._routing_changes.append(change)
 
     def _scrub(self, text: str) -> str:
         """``text`` with paths made relative to the registry and any other absolute path
@@ -525,30 +667,44 @@ class ModelStore(Generic[E]):
         rec.loaded_at = time.time()
         return rec
 
-    def _publish(self) -> None:
+    def _publish(self) -> list[tuple[str, Serving | None, Serving | None]]:
+        """Publish the ready set and the splits; returns the models whose serving changed
+        as (model, before, after)."""
         ready: dict[str, dict[int, E]] = {}
         splits: dict[str, Split[E]] = {}
         blocked: dict[str, dict[int, str]] = {}
+        serving: dict[str, Serving] = {}
         for name, record in self.models.items():
-            endpoints = {
-                v: r.endpoint
-                for v, r in record.versions.items()
-                if r.state is VersionState.READY and r.endpoint is not None
-            }
+            endpoints, eligible, refusals = _eligibility(record)
             ready[name] = endpoints
             if record.config is None or not endpoints:
                 continue
-            eligible = endpoints
-            if record.config.gate.require_gate:  # the others may only shadow
-                blocked[name] = {
-                    v: r.gate.reason if r.gate is not None else "has no gate result"
-                    for v, r in record.versions.items()
-                    if v in endpoints and (r.gate is None or not r.gate.passed)
-                }
-                eligible = {v: e for v, e in endpoints.items() if v not in blocked[name]}
-            if eligible:
-                splits[name] = _split(record.routing, eligible, endpoints)
+            if record.config.gate.require_gate:
+                blocked[name] = dict(refusals)
+            routing = record.routing
+            found = resolve(routing, record.state.pinned_stable, eligible, endpoints)
+            if found is None:
+                continue
+            serving[name] = found
+            splits[name] = Split(
+                endpoints[found.stable],
+                endpoints[found.canary] if found.canary else None,
+                found.weight,
+                tuple(endpoints[v] for v in found.shadows),
+                routing.shadow_sample,
+            )
+        moved = [
+            (name, self._serving.get(name), serving.get(name))
+            for name in sorted(set(self._serving) | set(serving))
+            if self._serving.get(name) != serving.get(name)
+        ]
         self._ready, self._splits, self.gate_blocked = ready, splits, blocked
+        self._serving = serving
+        return moved
+
+    def serving(self, model: str) -> Serving | None:
+        """Who takes ``model``'s unpinned traffic now (None: no version may)."""
+        return self._serving.get(model)
 
     def splits_view(self) -> dict[str, Split[E]]:
         """Models that have unpinned traffic to route, and how it is split."""
@@ -566,15 +722,40 @@ class ModelStore(Generic[E]):
             raise self._lookup_error(model, None) from None
 
 
-def _split(routing: RoutingConfig, endpoints: dict[int, E], shadowing: dict[int, E]) -> Split[E]:
-    """Stable: the configured version when ready (and allowed by the gate), else the highest
-    such one. The canary takes its weight only when it is ready and not the stable version.
-    Shadows may be any ready version (``shadowing``)."""
-    stable_version = routing.stable if routing.stable in endpoints else max(endpoints)
-    canary = endpoints.get(routing.canary) if routing.canary != stable_version else None
-    weight = routing.canary_weight if canary is not None else 0.0
-    shadows = tuple(shadowing[v] for v in routing.shadows if v in shadowing)
-    return Split(endpoints[stable_version], canary, weight, shadows, routing.shadow_sample)
+def _eligibility(record: ModelRecord) -> tuple[dict[int, Any], set[int], dict[int, str]]:
+    """A model's ready endpoints, the versions among them that may take unpinned traffic,
+    and why the others may not (``require_gate``: they may only shadow)."""
+    endpoints = {
+        v: r.endpoint
+        for v, r in record.versions.items()
+        if r.state is VersionState.READY and r.endpoint is not None
+    }
+    refusals: dict[int, str] = {}
+    if record.config is not None and record.config.gate.require_gate:
+        refusals = {
+            v: r.gate.reason if r.gate is not None else "has no gate result"
+            for v, r in record.versions.items()
+            if v in endpoints and (r.gate is None or not r.gate.passed)
+        }
+    return endpoints, set(endpoints) - set(refusals), refusals
+
+
+def _routed(record: ModelRecord) -> set[int]:
+    """The versions a model's routing names or has pinned (kept loaded whatever the policy)."""
+    routing = record.routing
+    named = {routing.stable, routing.canary, *routing.shadows}
+    if routing.stable == 0 and routing.auto_promote == "off":
+        named.add(record.state.pinned_stable)
+    return named - {0}
+
+
+def _serving_json(serving: Serving | None) -> dict[str, Any] | None:
+    return serving.to_json() if serving is not None else None
+
+
+def _model_of(change: str) -> str:
+    """The model a scan's change line is about (``"iris v2: loaded"`` → ``iris``)."""
+    return change.split(":", 1)[0].split(" ", 1)[0]
 
 
 def _states(record: ModelRecord) -> str:

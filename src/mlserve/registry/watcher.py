@@ -36,7 +36,7 @@ class RegistryWatcher:
             await asyncio.sleep(self.interval)
             try:
                 changes = await asyncio.to_thread(self.store.sync)
-                if changes and self.on_changes is not None:
+                if self.on_changes is not None:  # also with none: routing changes to audit
                     await asyncio.to_thread(self.on_changes, changes)
             except Exception:  # a bug in one scan must not stop the later ones
                 log.exception("registry scan failed")

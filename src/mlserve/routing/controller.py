@@ -1,0 +1,212 @@
+"""Routing transitions: the one place that decides who takes a model's unpinned traffic.
+
+A model's routing state (``RoutingState``, persisted in ``routing.json``) is an optional
+override of ``model.toml [routing]`` set through the admin API or the guardrails, the
+version the stable side is pinned to when neither names one, and the stable version before
+the last promotion (what a rollback after a promote returns to). ``resolve`` turns it into
+who serves (``Serving``); every transition (set, reset, promote, rollback, step, pin) is a
+pure function of the state and a ``View`` of the versions, refusing with the reason what it
+must not do. The store applies a transition under its locks, audit first (store.py).
+
+Traffic moves only on an explicit action: with ``stable = 0`` the stable side is pinned to
+the version that served first (``pin``), so a version published, reloaded or newly passing
+its gate waits until it is promoted or given a canary weight — unless ``[routing]
+auto_promote = "latest-passing"`` asks for the highest ready version that may serve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import RoutingConfig, parse_routing
+from ..errors import ConfigError, GateNotPassed, InvalidInput
+from .state import RoutingState, routing_json
+
+__all__ = [
+    "Serving",
+    "Transition",
+    "View",
+    "pin",
+    "promote",
+    "reset",
+    "resolve",
+    "rollback",
+    "set_routing",
+    "step",
+]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Who takes unpinned traffic: the stable version, the canary (0: none) and its weight,
+    and the shadows."""
+
+    stable: int
+    canary: int = 0
+    weight: float = 0.0
+    shadows: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stable": self.stable,
+            "canary": self.canary or None,
+            "canary_weight": self.weight,
+            "shadows": list(self.shadows),
+        }
+
+
+@dataclass(frozen=True)
+class View:
+    """What a transition may look at: the model's versions and its ``model.toml`` routing."""
+
+    model: str
+    config_routing: RoutingConfig
+    ready: frozenset[int]
+    # Ready versions that may take unpinned traffic (require_gate: those that passed).
+    eligible: frozenset[int]
+    # Ready versions the gate keeps from unpinned traffic, and why.
+    gate_refusals: Mapping[int, str] = field(default_factory=dict)
+
+    def routing(self, state: RoutingState) -> RoutingConfig:
+        return state.override if state.override is not None else self.config_routing
+
+    def serving(self, state: RoutingState) -> Serving | None:
+        return resolve(self.routing(state), state.pinned_stable, self.eligible, self.ready)
+
+
+Transition = Callable[[RoutingState, View], RoutingState]
+
+
+def resolve(
+    routing: RoutingConfig, pinned: int, eligible: Collection[int], ready: Collection[int]
+) -> Serving | None:
+    """Who serves under ``routing`` (None: no version may take unpinned traffic).
+
+    Stable: the version the routing names; with none named, the pinned one (or, with
+    ``auto_promote = "latest-passing"``, the highest eligible version); when that one cannot
+    serve (not ready, or kept out by its gate), the highest eligible version. The canary
+    takes its weight only while eligible and not the stable version. Shadows: any ready
+    version the routing names.
+    """
+    if not eligible:
+        return None
+    if routing.stable in eligible:
+        stable = routing.stable
+    elif routing.stable == 0 and routing.auto_promote == "off" and pinned in eligible:
+        stable = pinned
+    else:
+        stable = max(eligible)
+    canary = routing.canary if routing.canary in eligible and routing.canary != stable else 0
+    shadows = tuple(v for v in routing.shadows if v in ready)
+    return Serving(stable, canary, routing.canary_weight if canary else 0.0, shadows)
+
+
+# ---------------------------------------------------------------------------- transitions
+
+
+def set_routing(changes: Mapping[str, Any]) -> Transition:
+    """Set routing keys (the admin PUT) over the routing in force."""
+
+    def transition(state: RoutingState, view: View) -> RoutingState:
+        current = routing_json(view.routing(state))
+        try:
+            new = parse_routing({**current, **changes})
+        except ConfigError as exc:
+            raise InvalidInput(str(exc).replace("model.toml: ", ""), reason="routing") from None
+        return _checked(dataclasses.replace(state, override=new), view)
+
+    return transition
+
+
+def reset(state: RoutingState, view: View) -> RoutingState:
+    """Drop the override: ``model.toml``'s routing again (the pin is kept)."""
+    return _checked(dataclasses.replace(state, override=None), view)
+
+
+def promote(state: RoutingState, view: View) -> RoutingState:
+    """The canary becomes the stable version (full traffic); the old stable is remembered."""
+    routing = view.routing(state)
+    serving = view.serving(state)
+    if not routing.canary:
+        raise InvalidInput(f"{view.model!r} has no canary to promote", reason="routing")
+    new = dataclasses.replace(routing, stable=routing.canary, canary=0, canary_weight=0.0)
+    previous = serving.stable if serving is not None else 0
+    return _checked(RoutingState(new, state.pinned_stable, previous), view)
+
+
+def rollback(state: RoutingState, view: View) -> RoutingState:
+    """Take the canary out; without one, undo the last promote (the previous stable again)."""
+    routing = view.routing(state)
+    if routing.canary:
+        return dataclasses.replace(
+            state, override=dataclasses.replace(routing, canary=0, canary_weight=0.0)
+        )
+    if state.previous_stable:
+        new = dataclasses.replace(routing, stable=state.previous_stable)
+        return _checked(RoutingState(new, state.pinned_stable, 0), view)
+    raise InvalidInput(
+        f"{view.model!r} has no canary to roll back and no promotion to undo", reason="routing"
+    )
+
+
+def step(weight: float) -> Transition:
+    """The canary's weight becomes ``weight`` (a guardrail step)."""
+
+    def transition(state: RoutingState, view: View) -> RoutingState:
+        routing = view.routing(state)
+        return dataclasses.replace(
+            state, override=dataclasses.replace(routing, canary_weight=float(weight))
+        )
+
+    return transition
+
+
+def pin(state: RoutingState, view: View) -> RoutingState:
+    """Record the stable version while the routing names none and promotes nothing by
+    itself: the version that serves now stays stable until someone moves traffic."""
+    routing = view.routing(state)
+    if routing.stable or routing.auto_promote != "off" or not view.eligible:
+        return state
+    if state.pinned_stable in view.eligible:
+        return state
+    return dataclasses.replace(state, pinned_stable=max(view.eligible))
+
+
+def needs_pin(state: RoutingState, view: View) -> bool:
+    return pin(state, view) != state
+
+
+def _checked(state: RoutingState, view: View) -> RoutingState:
+    """Refuse a routing that names versions which cannot take the traffic it gives them."""
+    routing = view.routing(state)
+    for role in ("stable", "canary"):
+        v = getattr(routing, role)
+        if not v:
+            continue
+        if v not in view.ready:
+            raise InvalidInput(
+                f"{role} version {v} of {view.model!r} is not ready (ready: {sorted(view.ready)})",
+                reason="routing",
+            )
+        refusal = view.gate_refusals.get(v)
+        if refusal is not None:
+            raise GateNotPassed(
+                f"version {v} of {view.model!r} cannot be {role}: it {refusal}. With "
+                "require_gate = true it may serve only as a shadow"
+            )
+    missing = [v for v in routing.shadows if v not in view.ready]
+    if missing:
+        raise InvalidInput(
+            f"shadow versions {missing} of {view.model!r} are not ready", reason="routing"
+        )
+    serving = view.serving(state)
+    if routing.canary and serving is not None and routing.canary == serving.stable:
+        raise InvalidInput(
+            f"version {routing.canary} of {view.model!r} cannot be the canary: it is the "
+            "stable version (promote it, or choose another canary)",
+            reason="routing",
+        )
+    return state

@@ -1,0 +1,94 @@
+"""A model's routing state file (``routing.json``): what the admin API, the guardrails and
+the stable-version pin have decided, read and written whole.
+
+Where it lives: ``<state-dir>/<model>/routing.json`` with ``--state-dir``, else beside the
+model's ``model.toml`` in the registry (``state_dir_of``). Transitions: ``controller.py``;
+durable writes under a lock: ``registry/store.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import RoutingConfig, parse_routing
+from ..errors import ConfigError
+
+__all__ = [
+    "ROUTING_FILE",
+    "ROUTING_LOCK_FILE",
+    "RoutingState",
+    "read_state",
+    "routing_json",
+    "state_dir_of",
+]
+
+ROUTING_FILE = "routing.json"
+ROUTING_LOCK_FILE = ".routing.lock"
+_STATE_SCHEMA = 2
+
+
+@dataclass(frozen=True)
+class RoutingState:
+    """What ``routing.json`` holds for one model (all optional)."""
+
+    override: RoutingConfig | None = None
+    pinned_stable: int = 0  # the stable version while the routing names none (0: not yet)
+    previous_stable: int = 0  # the stable version before the last promote (0: none)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": _STATE_SCHEMA,
+            "override": routing_json(self.override) if self.override is not None else None,
+            "pinned_stable": self.pinned_stable,
+            "previous_stable": self.previous_stable,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> RoutingState:
+        """Parse ``routing.json``: this schema, or the bare routing table written before it
+        (an override). ``ConfigError`` names what is wrong."""
+        if not isinstance(doc, Mapping):
+            raise ConfigError("routing.json must be a JSON object")
+        if doc.get("schema") != _STATE_SCHEMA:
+            return cls(override=parse_routing(doc))
+        unknown = sorted(set(doc) - {"schema", "override", "pinned_stable", "previous_stable"})
+        if unknown:
+            raise ConfigError(f"routing.json: unknown key {unknown[0]!r}")
+        numbers = {}
+        for key in ("pinned_stable", "previous_stable"):
+            value = doc.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"routing.json: {key} must be a version (>= 0), got {value!r}")
+            numbers[key] = value
+        override = doc.get("override")
+        return cls(None if override is None else parse_routing(override), **numbers)
+
+
+def routing_json(routing: RoutingConfig) -> dict[str, Any]:
+    """A routing table as plain JSON values."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(routing).items()
+    }
+
+
+def state_dir_of(model: str, model_dir: Path, state_dir: str | Path | None) -> Path:
+    """The directory holding ``model``'s routing state: under ``state_dir`` when one is
+    set, else the model's own directory in the registry."""
+    return Path(state_dir) / model if state_dir else model_dir
+
+
+def read_state(path: Path) -> RoutingState:
+    """The routing state in ``path`` (empty when there is none); ``ConfigError`` or
+    ``OSError`` when it cannot be read."""
+    if not path.is_file():
+        return RoutingState()
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{ROUTING_FILE} is not valid JSON: {exc}") from exc
+    return RoutingState.from_json(doc)
