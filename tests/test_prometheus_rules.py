@@ -257,7 +257,15 @@ def alert_conditions(series: list[Series], t: int) -> dict[str, dict[Labels, flo
         for k, v in side.items():
             if v > 0:
                 failures.setdefault(k, v)
+    # max by (model) (mlserve_model_servable) == 0
+    servable: dict[Labels, float] = {}
+    for s in series:
+        value = s.at(t) if s.name == "mlserve_model_servable" else None
+        if value is not None:
+            k = key(s.labels, ("model",))
+            servable[k] = max(servable.get(k, -math.inf), value)
     return {
+        "MlserveNoServableVersion": {k: v for k, v in servable.items() if v == 0},
         "MlserveFeatureDrift": {
             k: v
             for k, v in r["model_version_feature:mlserve_feature_psi:increase10m"].items()

@@ -199,6 +199,17 @@ def _validate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="print the table, do not write validation.json"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write a failing validation.json even for a version that serves unpinned "
+        "traffic (with require_gate it then stops serving)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="the server's --state-dir, where the routing state lives (default: the registry)",
+    )
 
 
 def _pairs(items: list[str], what: str, number: bool) -> dict[str, Any]:
@@ -424,12 +435,16 @@ def _validate(args: argparse.Namespace) -> int:
             label=args.label,
             group=args.group,
             input_key=args.input_key,
+            force=args.force,
+            state_dir=args.state_dir,
         )
     except (GateError, ValueError, OSError) as exc:
         print(f"mlserve: {exc}", file=sys.stderr)
         return 2
     print(report.table())
-    if not args.dry_run:
+    if report.not_written:
+        print(f"mlserve: {report.not_written}", file=sys.stderr)
+    elif not args.dry_run:
         print(f"wrote {args.registry / args.model / str(args.model_version) / VALIDATION_FILE}")
     return 0 if report.passed else 1
 

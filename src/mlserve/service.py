@@ -40,7 +40,7 @@ from .explain import Explanation, Occlusion, plan
 from .governance.audit import AuditLog
 from .governance.payloads import PayloadLogger, PayloadSink
 from .monitoring.hub import EndpointStats, MonitoringHub
-from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REJECTED, SUCCESS, quantile
+from .monitoring.metrics import ERROR, INVALID, OUTCOMES, REFUSED, REJECTED, SUCCESS, quantile
 from .monitoring.monitor import REFERENCE_FILE, ModelMonitor
 from .monitoring.profile import load_profile
 from .registry.layout import LINEAGE_FILE
@@ -245,12 +245,16 @@ class InferenceService:
         if endpoint.stats is not None:
             self.hub.retire(endpoint.stats)
 
-    def _version_facts(self) -> list[tuple[str, int, str, float | None]]:
-        return [
-            (name, v, r.state.value, r.load_seconds)
-            for name, record in list(self.store.models.items())
-            for v, r in list(record.versions.items())
-        ]
+    def _version_facts(self) -> list[tuple[str, int, str, float | None, bool | None, bool]]:
+        facts = []
+        splits = self.store.splits_view()
+        for name, record in list(self.store.models.items()):
+            blocked = self.store.gate_blocked.get(name, {})
+            for v, r in list(record.versions.items()):
+                gate = r.gate.passed if r.gate is not None and r.gate.summary is not None else None
+                servable = r.state is VersionState.READY and name in splits and v not in blocked
+                facts.append((name, v, r.state.value, r.load_seconds, gate, servable))
+        return facts
 
     # ------------------------------------------------------------------ health and metadata
     def live(self) -> bool:
@@ -358,7 +362,7 @@ class InferenceService:
         """
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
-        endpoint, role = self._target(model, version, _routing_key(request, routing_key))
+        endpoint, role = self._counted_target(model, version, _routing_key(request, routing_key))
         feeds: dict[str, np.ndarray] | None = None
         try:
             if not isinstance(request, dict):
@@ -397,6 +401,23 @@ class InferenceService:
                 )
             return endpoint, PINNED
         return self.store.split(model).pick(key)
+
+    def _counted_target(
+        self, model: str, version: int | None, key: str | None
+    ) -> tuple[Endpoint, str]:
+        """``_target`` for inference: a gate refusal (409) is counted as the ``refused``
+        outcome of the version refused (unpinned: the highest ready one), so an outage made
+        by a failing gate shows in ``mlserve_requests_total``."""
+        try:
+            return self._target(model, version, key)
+        except GateNotPassed:
+            ready = self.store.ready_endpoints(model)
+            refused = (
+                ready.get(version) if version is not None else ready.get(max(ready, default=0))
+            )
+            if refused is not None and refused.stats is not None:
+                refused.stats.roles[PINNED if version is not None else STABLE].failure(REFUSED)
+            raise
 
     def _failed(
         self,
@@ -535,7 +556,7 @@ class InferenceService:
         """A raw binary body for a single-input model (header length 0); binary outputs."""
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
-        endpoint, role = self._target(model, version, routing_key)
+        endpoint, role = self._counted_target(model, version, routing_key)
         session = endpoint.session
         feeds: dict[str, np.ndarray] | None = None
         try:  # every failure from here on is the version's: accounted and payload-logged

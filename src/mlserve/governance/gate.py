@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import __version__
-from ..config import MODEL_CONFIG_FILE, GateConfig, ModelConfig, load_model_config, parse_routing
+from ..config import MODEL_CONFIG_FILE, GateConfig, ModelConfig, load_model_config
 from ..errors import MLServeError, ModelLoadError
 from ..registry.layout import (
     MODEL_FILE,
@@ -41,12 +41,12 @@ from ..registry.layout import (
     sha256_file,
     write_atomically,
 )
+from ..routing.state import ROUTING_FILE, RoutingState, read_state, state_dir_of
 from ..runtime.columns import FeatureSchema
 from . import metrics as m
 
 VALIDATION_FILE = "validation.json"
 SCHEMA_VERSION = 1
-ROUTING_FILE = "routing.json"
 _INT_KINDS = "iub"
 
 
@@ -81,6 +81,8 @@ class GateReport:
     created_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
+    # Why validation.json was not written although asked (a failing version that serves).
+    not_written: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +115,14 @@ class GateReport:
             f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows
         ]
         lines.insert(1, "-" * (sum(widths) + 6 + max(len(r[3]) for r in rows)))
+        judged = {c.name.removeprefix("min_").removeprefix("max_") for c in self.criteria}
+        measured = [
+            f"{k} {v:.4g}"
+            for k, v in self.metrics.items()
+            if isinstance(v, float) and k not in judged
+        ]
+        if measured:  # what was measured without a criterion ([gate] sets none for it)
+            lines.append("measured (no criterion): " + ", ".join(measured))
         verdict = "PASSED" if self.passed else f"FAILED ({len(self.failed())} criteria)"
         lines.append(f"{self.model} v{self.version}: {verdict}")
         return "\n".join(lines)
@@ -466,17 +476,27 @@ def _latency_p99(session: Any, sample: dict[str, NDArray[Any]], batch: int, runs
     return float(np.percentile(times, 99) * 1e3)
 
 
-def _stable_version(model_dir: Path, config: ModelConfig, version: int) -> int | None:
-    """The version serving unpinned traffic now: routing.json's stable, else model.toml's,
-    else the highest other version (that passed its gate, when the gate is required)."""
-    stable = 0
-    path = model_dir / ROUTING_FILE
-    if path.is_file():
-        try:
-            stable = parse_routing(json.loads(path.read_text())).stable
-        except (OSError, ValueError):
-            stable = 0
-    stable = stable or config.routing.stable
+def serving_versions(
+    model_dir: Path, config: ModelConfig, state_dir: Path | None = None
+) -> tuple[int, int]:
+    """(stable, canary) as the routing state names them, read offline: the override or
+    ``model.toml``'s routing, else the pinned stable version; 0 where none is named."""
+    try:
+        state = read_state(state_dir_of(model_dir.name, model_dir, state_dir) / ROUTING_FILE)
+    except (OSError, ValueError):
+        state = RoutingState()
+    routing = state.override if state.override is not None else config.routing
+    stable = routing.stable or (state.pinned_stable if routing.auto_promote == "off" else 0)
+    return stable, routing.canary if routing.canary_weight > 0 else 0
+
+
+def _stable_version(
+    model_dir: Path, config: ModelConfig, version: int, state_dir: Path | None = None
+) -> int | None:
+    """The version serving unpinned traffic now (the routing state's, see
+    ``serving_versions``), else the highest other version (that passed its gate, when the
+    gate is required)."""
+    stable, _ = serving_versions(model_dir, config, state_dir)
     if stable and stable != version and (model_dir / str(stable) / MODEL_FILE).is_file():
         return stable
     candidates = sorted(
@@ -502,8 +522,15 @@ def validate_version(
     label: str | None = None,
     group: str | None = None,
     input_key: str | None = None,
+    force: bool = False,
+    state_dir: Path | None = None,
 ) -> GateReport:
-    """Judge ``registry/model/version`` against its ``[gate]``; write ``validation.json``."""
+    """Judge ``registry/model/version`` against its ``[gate]``; write ``validation.json``.
+
+    With ``require_gate``, a failing result for a version that serves unpinned traffic (the
+    stable version, or a weighted canary: ``serving_versions``) would take it out of
+    service at the next scan: it is written only with ``force`` (else ``not_written`` says
+    why). ``state_dir`` is the server's ``--state-dir``, where the routing state lives."""
     if not is_valid_model_name(model):
         raise GateError(f"invalid model name {model!r}")
     model_dir = Path(registry) / model
@@ -580,7 +607,9 @@ def validate_version(
     judge("max_p99_ms_batch", pb, gate.max_p99_ms_batch, "<=")
     if gate.golden:
         criteria.append(_golden(session, vdir, gate.golden_tolerance))
-    criteria.append(_agreement(model_dir, config, version, ev, outputs, task, label_out, y_pred))
+    criteria.append(
+        _agreement(model_dir, config, version, ev, outputs, task, label_out, y_pred, state_dir)
+    )
     report = GateReport(
         model,
         version,
@@ -591,7 +620,15 @@ def validate_version(
         model_sha256,
         gate_criteria(gate),
     )
-    if write:
+    serving = serving_versions(model_dir, config, state_dir)
+    if write and not report.passed and gate.require_gate and version in serving and not force:
+        role = "stable" if version == serving[0] else "canary"
+        report.not_written = (
+            f"{VALIDATION_FILE} not written: {model} v{version} serves unpinned traffic as the "
+            f"{role} version, and a failing result would take it out of service "
+            "(require_gate = true). Move traffic first, or pass --force to write it anyway"
+        )
+    elif write:
         write_atomically(vdir / VALIDATION_FILE, json.dumps(report.to_json(), indent=2) + "\n")
     return report
 
@@ -751,10 +788,11 @@ def _agreement(
     task: str,
     label_out: str | None,
     y_pred: NDArray[Any] | None,
+    state_dir: Path | None = None,
 ) -> Criterion:
     gate = config.gate
     threshold = gate.min_agreement
-    stable = _stable_version(model_dir, config, version)
+    stable = _stable_version(model_dir, config, version, state_dir)
     if threshold is None:
         return Criterion("min_agreement", None, None, ">=", True, "not required")
     if stable is None:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import InvalidInput, Overloaded
+from ..errors import InvalidInput, MLServeError, Overloaded
 from ..governance import audit
 from ..monitoring.metrics import LATENCY_BUCKETS, quantile
 from ..registry.layout import check_model_name, parse_version
@@ -164,8 +164,13 @@ def models_state(service: InferenceService) -> dict[str, Any]:
     for name, record in sorted(list(service.store.models.items()), key=lambda kv: kv[0]):
         split = splits.get(name)
         verdict = service.guard.last.get(name)
+        blocked = service.store.gate_blocked.get(name, {})
         out[name] = {
             "ready_versions": [str(v) for v in record.ready_versions()],
+            # require_gate: the ready versions kept from unpinned traffic, and why.
+            "gate_blocked": {str(v): why for v, why in sorted(blocked.items())},
+            # Why no version may take unpinned traffic (None while one may).
+            "unservable": None if split is not None else _unservable(service, name),
             "routing": None
             if split is None
             else {
@@ -181,6 +186,14 @@ def models_state(service: InferenceService) -> dict[str, Any]:
             },
         }
     return out
+
+
+def _unservable(service: InferenceService, model: str) -> str:
+    try:
+        service.store.split(model)
+    except MLServeError as exc:
+        return str(exc)
+    return ""
 
 
 def snapshot_event(

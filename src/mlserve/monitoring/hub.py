@@ -41,7 +41,9 @@ log = logging.getLogger("mlserve.monitoring")
 
 ROLES = ("stable", "canary", "pinned", "shadow")
 # (model, version, state, load_seconds) for every known version
-VersionFacts = Callable[[], Iterable[tuple[str, int, str, float | None]]]
+# (model, version, state, load seconds, gate passed (None: no result), may take unpinned
+# traffic).
+VersionFacts = Callable[[], Iterable[tuple[str, int, str, float | None, bool | None, bool]]]
 
 
 @dataclass(eq=False)
@@ -159,7 +161,7 @@ class MonitoringHub:
         endpoints: dict[str, Any] = {}
         for key, st in list(self._endpoints.items()):
             entry: dict[str, Any] = {
-                "roles": {r: s.state() for r, s in st.roles.items() if s.outcomes != [0, 0, 0, 0]},
+                "roles": {r: s.state() for r, s in st.roles.items() if any(s.outcomes)},
                 "pending": int(getattr(st.runner, "pending", 0)),
             }
             sizes = getattr(st.runner, "sizes", None)
@@ -170,11 +172,14 @@ class MonitoringHub:
             endpoints[key] = entry
         gauges: dict[str, Any] = {}
         failed_now: dict[str, int] = {}
-        for model, version, state, load_s in self._versions():
+        for model, version, state, load_s, gate, servable in self._versions():
             gauges[f"{model}/{version}"] = {
                 "ready": 1 if state == "ready" else 0,
                 "load_seconds": load_s,
+                "servable": 1 if servable else 0,
             }
+            if gate is not None:
+                gauges[f"{model}/{version}"]["gate_passed"] = 1 if gate else 0
             failed_now.setdefault(model, 0)
             if state == "failed":
                 failed_now[model] += 1

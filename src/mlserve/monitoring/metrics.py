@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from prometheus_client.core import Metric
 
-OUTCOMES = ("success", "invalid", "rejected", "error")
-SUCCESS, INVALID, REJECTED, ERROR = range(4)
+OUTCOMES = ("success", "invalid", "rejected", "error", "refused")
+# refused: the version may not serve (its validation gate, require_gate = true).
+SUCCESS, INVALID, REJECTED, ERROR, REFUSED = range(5)
 
 # Seconds: from tens of microseconds (an inline model) to seconds (a slow model or a queue).
 LATENCY_BUCKETS = (
@@ -66,7 +67,7 @@ class RequestStats:
     __slots__ = ("duration", "inference", "outcomes", "queue", "rows")
 
     def __init__(self) -> None:
-        self.outcomes = [0, 0, 0, 0]
+        self.outcomes = [0] * len(OUTCOMES)
         self.duration = Histogram(LATENCY_BUCKETS)
         self.queue = Histogram(LATENCY_BUCKETS)
         self.inference = Histogram(LATENCY_BUCKETS)
@@ -273,9 +274,26 @@ def _model_families(snapshot: Mapping[str, Any]) -> list[Family]:
     load = Family(
         "mlserve_model_load_seconds", "gauge", "How long the version took to load and warm up.", mv
     )
+    gate = Family(
+        "mlserve_model_gate_passed",
+        "gauge",
+        "1 when the version's validation.json passes its [gate], 0 when it fails or is stale "
+        "(absent: never validated).",
+        mv,
+    )
+    servable = Family(
+        "mlserve_model_servable",
+        "gauge",
+        "1 when the version may take unpinned traffic (ready, and passing its gate where "
+        "require_gate is set).",
+        mv,
+    )
     for key, gauge in sorted(snapshot.get("gauges", {}).items()):
         labels = tuple(key.split("/", 1))
         ready.samples.append(("", labels, gauge.get("ready", 0)))
+        servable.samples.append(("", labels, gauge.get("servable", 0)))
+        if gauge.get("gate_passed") is not None:
+            gate.samples.append(("", labels, gauge["gate_passed"]))
         if gauge.get("load_seconds") is not None:
             load.samples.append(("", labels, gauge["load_seconds"]))
     failures = Family(
@@ -302,7 +320,7 @@ def _model_families(snapshot: Mapping[str, Any]) -> list[Family]:
     )
     for key, count in sorted(snapshot.get("rejected", {}).items()):
         rejected.samples.append(("_total", tuple(key.split("/", 2)), count))
-    return [ready, load, failures, failed, rejected]
+    return [ready, servable, gate, load, failures, failed, rejected]
 
 
 def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) -> list[Family]:

@@ -702,6 +702,10 @@ class ModelStore(Generic[E]):
         self._serving = serving
         return moved
 
+    def ready_endpoints(self, model: str) -> dict[int, E]:
+        """The model's ready versions' endpoints (pinned requests may reach each)."""
+        return self._ready.get(model, {})
+
     def serving(self, model: str) -> Serving | None:
         """Who takes ``model``'s unpinned traffic now (None: no version may)."""
         return self._serving.get(model)

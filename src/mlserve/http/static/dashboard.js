@@ -247,7 +247,9 @@
       const verdict = guard.verdict;
       const body = [];
       if (!routing) {
-        body.push(el("p", { class: "empty" }, "no ready version"));
+        body.push(
+          el("p", { class: "unservable", "data-field": "unservable" }, "no version may take unpinned traffic: " + (info.unservable || "no ready version")),
+        );
       } else {
         const canary = routing.canary;
         const weight = canary === null ? 0 : routing.canary_weight;
@@ -291,6 +293,9 @@
           { class: "card model-card", "data-model": model },
           el("h3", {}, model, el("span", { class: "versions" }, " ready: " + (info.ready_versions || []).map((v) => "v" + v).join(", "))),
           ...body,
+          ...Object.entries(info.gate_blocked || {}).map(([v, why]) =>
+            el("p", { class: "gate-blocked", "data-field": "gate-blocked", "data-version": v }, `v${v} kept from traffic by its gate: ${why}`),
+          ),
         ),
       );
     }
