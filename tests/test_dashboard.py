@@ -188,7 +188,8 @@ def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
                     e => e.dataset.action === 'set_routing' && e.dataset.model === 'credit')""",
             )
             change = page.locator("tr.audit-row[data-action='set_routing']").first
-            assert "canary 0 → 2" in change.inner_text()
+            assert "canary – → 2; canary_weight 0 → 50" in change.inner_text()
+            assert "(admin: set_routing)" in change.inner_text()
             # the kind of actor only: the unauthenticated stream carries no token hash
             assert change.get_attribute("data-actor") == "token"
             assert TOKEN not in page.content()

@@ -92,7 +92,7 @@ def test_fast_exposition_equals_prometheus_client() -> None:
     rng = np.random.default_rng(3)
     monitor, _ = make_monitor(rng)
     registry = CollectorRegistry()
-    facts = [("m", 1, "ready", 0.25), ("m", 2, "failed", None)]
+    facts = [("m", 1, "ready", 0.25, True, True), ("m", 2, "failed", None, None, False)]
     hub = MonitoringHub(registry, lambda: facts)
     stats = hub.register("m", 1, None, monitor)
     for i in range(50):

@@ -176,7 +176,7 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
         )
         assert monitor["versions"]["1"]["predictions"]["label"].get(str(cls), 0) == expected
     traffic = monitor["versions"]["1"]["requests"]["pinned"]["outcomes"]
-    assert traffic == {"success": 5, "invalid": 0, "rejected": 0, "error": 0}
+    assert traffic == {"success": 5, "invalid": 0, "rejected": 0, "error": 0, "refused": 0}
 
 
 def independent_psi(edges: list[float], ref_counts: list[int], x: np.ndarray) -> float:

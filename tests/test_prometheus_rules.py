@@ -503,7 +503,7 @@ def test_example_config_passes_promtool(tmp_path: Path) -> None:
         [tool("promtool"), "check", "config", str(path)], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 18 rules found" in out.stdout
+    assert "SUCCESS: 19 rules found" in out.stdout
 
 
 def test_example_config_reads_the_deployment_annotations() -> None:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from ..errors import InvalidInput, MLServeError, Overloaded
 from ..governance import audit
-from ..monitoring.metrics import LATENCY_BUCKETS, quantile
+from ..monitoring.metrics import LATENCY_BUCKETS, OUTCOMES, quantile
 from ..registry.layout import check_model_name, parse_version
 from ..service import InferenceService
 from .v2 import JSONResponse
@@ -219,9 +219,7 @@ def snapshot_event(
                 counts = [a - b for a, b in zip(counts, old["duration"]["counts"], strict=True)]
                 done -= sum(old["outcomes"])
             roles[role] = {
-                "requests": dict(
-                    zip(("success", "invalid", "rejected", "error"), state["outcomes"], strict=True)
-                ),
+                "requests": dict(zip(OUTCOMES, state["outcomes"], strict=True)),
                 "rate_per_s": done / elapsed if elapsed else None,
                 "latency_s": {f"p{int(q * 100)}": quantile(counts, q) for q in (0.5, 0.9, 0.99)},
                 "duration_counts": state["duration"]["counts"],

@@ -204,6 +204,7 @@
             el("td", { class: "num" + (req.invalid ? " warn" : "") }, req.invalid ?? 0),
             el("td", { class: "num" + (req.rejected ? " warn" : "") }, req.rejected ?? 0),
             el("td", { class: "num" + (req.error ? " bad" : "") }, req.error ?? 0),
+            el("td", { class: "num" + (req.refused ? " bad" : "") }, req.refused ?? 0),
             el("td", { class: "num" }, entry.pending ?? 0),
           ),
         );
@@ -220,7 +221,7 @@
       ...["model", "version", "role"].map((h) => el("th", {}, h)),
       el("th", { colspan: 2, class: "num" }, "requests/s"),
       el("th", { colspan: 2, class: "num" }, "p99 latency"),
-      ...["ok", "invalid", "rejected", "error", "pending"].map((h) => el("th", { class: "num" }, h)),
+      ...["ok", "invalid", "rejected", "error", "refused", "pending"].map((h) => el("th", { class: "num" }, h)),
     );
     show("traffic", el("table", { class: "traffic" }, el("thead", {}, head), el("tbody", {}, ...rows)));
   }
@@ -358,9 +359,23 @@
     show("drift", ...(cards.length ? cards : [el("p", { class: "empty" }, "no version has a reference profile")]));
   }
 
-  function summarize(before, after) {
+  function summarize(before, after, cause) {
     if (typeof after === "string") return after;
     const parts = [];
+    const routed = (x) => isObject(x) && "serving" in x;
+    if (routed(before) || routed(after)) {
+      // A routing record: who serves before → after (the state itself is in the file).
+      const a = (routed(before) && before.serving) || {};
+      const b = (routed(after) && after.serving) || {};
+      const show = (v) => (v === null || v === undefined ? "–" : JSON.stringify(v));
+      for (const key of ["stable", "canary", "canary_weight", "shadows"]) {
+        if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) parts.push(`${key} ${show(a[key])} → ${show(b[key])}`);
+      }
+      if (routed(after) && before && after.pinned_stable !== before.pinned_stable) parts.push(`pinned stable v${after.pinned_stable}`);
+      if (!parts.length) parts.push("no change in who serves");
+      if (cause) parts.push(`(${cause})`);
+      return parts.join("; ");
+    }
     if (isObject(before) && isObject(after)) {
       for (const key of new Set([...Object.keys(before), ...Object.keys(after)])) {
         if (key === "reason") continue;
@@ -391,7 +406,7 @@
         el("td", {}, e.actor),
         el("td", {}, el("span", { class: "action action-" + String(e.action) }, e.action)),
         el("td", {}, e.model),
-        el("td", { class: "summary" }, summarize(e.before, e.after)),
+        el("td", { class: "summary" }, summarize(e.before, e.after, e.cause)),
       ),
     );
     const head = el("tr", {}, ...["UTC", "actor", "action", "model", "change"].map((h) => el("th", {}, h)));
