@@ -357,6 +357,7 @@ EXPECTED_RULES = {
     "MlserveCanaryFailureRatio",
     "MlserveCanaryLatency",
     "MlserveModelLoadFailed",
+    "MlserveNoServableVersion",
     "MlserveOverloaded",
 }
 
