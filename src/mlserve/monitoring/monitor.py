@@ -15,6 +15,7 @@ and data-quality figures.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,10 +27,13 @@ import numpy as np
 from ..config import MonitoringConfig
 from ..errors import ModelLoadError
 from ..runtime.columns import FeatureSchema
-from ..runtime.tensors import TensorSpec
+from ..runtime.tensors import V2_TO_NUMPY, TensorSpec
 from .binning import Binning
 from .drift import WindowedCounts, drift_report
 from .kernel import BinCounts
+from .profile import in_precision
+
+log = logging.getLogger("mlserve.monitoring")
 
 REFERENCE_FILE = "reference.json"
 # Binning on the event loop's thread, in batches: small enough that the request which
@@ -115,10 +119,15 @@ class ModelMonitor:
         entries = profile["features"]
         table = None if config.features else _table_schema(inputs, entries, schema)
         if table is not None:
-            sections = [cls._table_section(table, entries, config, clock)]
+            dtypes = [V2_TO_NUMPY[f.datatype] for f in table.features]
+            sections = [
+                cls._table_section(table, _exact(entries, dtypes, table.names), config, clock)
+            ]
         else:
             source = _feature_input(inputs, config)
-            sections = [cls._section(INPUTS, source, True, entries, config, clock)]
+            width = 1 + max((int(e["column"]) for e in entries), default=0)
+            exact = _exact(entries, [source.dtype] * width, [source.name])
+            sections = [cls._section(INPUTS, source, True, exact, config, clock)]
         names = {s.name: s for s in outputs}
         for name, entries in profile.get("outputs", {}).items():
             spec = names.get(name)
@@ -332,6 +341,21 @@ def _table(schema: FeatureSchema, requests: Sequence[Mapping[str, np.ndarray]]) 
         return schema.table(requests[0])
     inputs = {f.input for f in schema.features}
     return schema.table({name: np.concatenate([r[name] for r in requests]) for name in inputs})
+
+
+def _exact(entries: Any, dtypes: list[Any], where: Sequence[str]) -> Any:
+    """The profile's input features in the precision the values arrive in (``in_precision``),
+    with a warning when the profile was made in a wider one."""
+    exact = in_precision(entries, dtypes)
+    if exact != [dict(e) for e in entries]:
+        log.warning(
+            "%s for %s was profiled in float64 but the model takes a narrower float: its edges "
+            "and bounds are rounded at load; republish (mlserve publish, mlserve profile "
+            "--model) to profile the values as the model receives them",
+            REFERENCE_FILE,
+            ", ".join(where),
+        )
+    return exact
 
 
 def _feature_input(inputs: tuple[TensorSpec, ...], config: MonitoringConfig) -> TensorSpec:

@@ -60,7 +60,14 @@ from numpy.typing import ArrayLike, NDArray
 
 from .binning import Binning, Level
 
-__all__ = ["SCHEMA_VERSION", "build_profile", "load_profile", "save_profile", "validate_profile"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "build_profile",
+    "in_precision",
+    "load_profile",
+    "save_profile",
+    "validate_profile",
+]
 
 SCHEMA_VERSION = 1
 
@@ -221,6 +228,49 @@ def _levels(name: str, col: NDArray[Any], top_k: int) -> list[Level]:
         key=lambda kv: (-kv[1], type(kv[0]).__name__, str(kv[0])),
     )
     return [v for v, _ in ranked[:top_k]]
+
+
+def in_precision(
+    entries: Sequence[Mapping[str, Any]], dtypes: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """Numeric ``entries`` whose values arrive in a narrower float (``dtypes[column]``, e.g.
+    float32) with edges and bounds rounded to it, as the values themselves are.
+
+    A profile made from float64 data for an FP32 input (profiles written before publish cast
+    the reference to the model's types) puts edges and min/max between float32 values: a
+    reference value on an edge or at a bound then lands in the other bin, or out of range,
+    once rounded, and undrifted traffic looks drifted. Rounding the edges keeps every
+    reference value on the side it was counted on (x ≥ e implies round(x) ≥ round(e)); edges
+    that round together merge their bins (the values between them round onto the upper one).
+    Entries already exact in their dtype come back unchanged.
+    """
+    out = []
+    for e in entries:
+        column = e.get("column")
+        dtype = (
+            np.dtype(dtypes[column])
+            if isinstance(column, int) and 0 <= column < len(dtypes)
+            else None
+        )
+        if e.get("kind") != "numeric" or dtype is None or dtype.kind != "f" or dtype.itemsize >= 8:
+            out.append(dict(e))
+            continue
+        edges = [float(dtype.type(x)) for x in e["edges"]]
+        counts = list(e["counts"])
+        merged_edges: list[float] = []
+        merged_counts = [counts[0]]
+        for edge, count in zip(edges, counts[1:], strict=True):
+            if merged_edges and edge <= merged_edges[-1]:
+                merged_counts[-1] += count  # an empty bin [e, e): its values round onto e
+                continue
+            merged_edges.append(edge)
+            merged_counts.append(count)
+        entry = {**e, "edges": merged_edges, "counts": merged_counts}
+        for key in ("min", "max", "median"):
+            if entry.get(key) is not None:
+                entry[key] = float(dtype.type(entry[key]))
+        out.append(entry)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
