@@ -290,6 +290,7 @@ class RoutingConfig:
 
 
 AUTO_PROMOTE = ("off", "latest-passing")
+GUARDRAIL_SOURCES = ("local", "prometheus")
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,11 @@ class GuardrailConfig:
     rollback_on_drift: bool = True
     promote_after_seconds: float = 0.0  # 0: never promote by itself
     steps: tuple[float, ...] = ()  # canary weights to step through before promoting
+    # Whose traffic a verdict reads: "local" (this replica's workers) or "prometheus" (the
+    # fleet's, from the shipped recording rules at prometheus_url; local when unreachable).
+    source: str = "local"
+    prometheus_url: str = ""
+    prometheus_timeout_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -551,6 +557,20 @@ def _check(config: ModelConfig) -> None:
         )
     if any(not isinstance(w, (int, float)) or not 0 < w <= 100 for w in g.steps):
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [guardrails] steps are weights in (0, 100]")
+    if g.source not in GUARDRAIL_SOURCES:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [guardrails] source must be one of "
+            f"{', '.join(GUARDRAIL_SOURCES)}, got {g.source!r}"
+        )
+    if g.source == "prometheus" and not g.prometheus_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f'{MODEL_CONFIG_FILE}: [guardrails] source "prometheus" needs prometheus_url, '
+            f"an http:// or https:// URL, got {g.prometheus_url!r}"
+        )
+    if not g.prometheus_timeout_seconds > 0:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [guardrails] prometheus_timeout_seconds must be > 0"
+        )
     _check_gate(config.gate)
     p = config.payloads
     if not 0 <= p.sample <= 1 or not 0 <= p.error_sample <= 1:

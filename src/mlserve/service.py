@@ -47,7 +47,8 @@ from .registry.layout import LINEAGE_FILE
 from .registry.store import ModelStore, RoutingChange, VersionState
 from .routing import controller
 from .routing.controller import View
-from .routing.guardrails import Guard, Verdict, decide
+from .routing.fleet import FleetUnavailable, PrometheusSource
+from .routing.guardrails import Guard, Verdict, decide, judge
 from .routing.policy import PINNED, STABLE
 from .routing.shadow import ShadowMirror
 from .routing.state import RoutingState
@@ -792,18 +793,35 @@ class InferenceService:
                     if state
                     else None
                 )
-            verdict = decide(
-                name,
-                record.routing,
-                int(split.stable.version),
-                windows[0],
-                windows[1],
-                bool(reports.get(c_key, {}).get("alert")),
-                rules,
-                self.guard.healthy_since.get(name),
-                now,
-                quantile,
-            )
+            stable_v, drift = int(split.stable.version), bool(reports.get(c_key, {}).get("alert"))
+            since = self.guard.healthy_since.get(name)
+            verdict, note = None, ""
+            if rules.source == "prometheus":  # the fleet's figures; this replica's if unreadable
+                fleet = PrometheusSource(rules.prometheus_url, rules.prometheus_timeout_seconds)
+                try:
+                    canary, stable = fleet.figures(name, int(split.canary.version), stable_v)
+                except FleetUnavailable as exc:
+                    note = f"fleet figures unavailable: {exc}; judged on this replica's traffic"
+                else:
+                    verdict = judge(
+                        name, record.routing, stable_v, canary, stable, drift, rules, since, now
+                    )
+                    verdict.source = "prometheus"
+                    verdict.source_note = f"the fleet's recording rules at {fleet.name}"
+            if verdict is None:
+                verdict = decide(
+                    name,
+                    record.routing,
+                    stable_v,
+                    windows[0],
+                    windows[1],
+                    drift,
+                    rules,
+                    since,
+                    now,
+                    quantile,
+                )
+                verdict.source_note = note
             if verdict.action == "none":
                 self.guard.healthy_since.setdefault(name, now)
             elif verdict.action in ("rollback", "step", "promote"):
@@ -828,8 +846,9 @@ class InferenceService:
             before, after = change.audit_record()
             self.audit.append("guardrails", verdict.action, name, before, after, change.cause)
 
+        source = verdict.source + (f" ({verdict.source_note})" if verdict.source_note else "")
         change = self.store.update_routing(
-            name, transition, audited, cause=f"guardrails: {verdict.reason}"
+            name, transition, audited, cause=f"guardrails: {verdict.reason}; source: {source}"
         )
         if change.before == change.after:
             return
@@ -840,11 +859,12 @@ class InferenceService:
         else:
             self.guard.forget(name)
         log.warning(
-            "guardrails: %s %s (canary v%s): %s",
+            "guardrails: %s %s (canary v%s): %s; source: %s",
             verdict.action,
             name,
             verdict.canary,
             verdict.reason,
+            source,
         )
 
     def audit_registry_changes(self, changes: list[str]) -> None:

@@ -42,6 +42,31 @@ class Verdict:
     drift_alert: bool
     action: str  # "none" | "wait" | "rollback" | "step" | "promote"
     reason: str
+    # Whose traffic the figures are: "local" (this replica's workers) or "prometheus" (the
+    # fleet's, from the recording rules); source_note says why a fleet verdict fell back.
+    source: str = "local"
+    source_note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Figures:
+    """One role's traffic over a verdict's window: requests, failed ones, p99 latency."""
+
+    requests: int
+    failures: int
+    p99_s: float | None
+
+    @classmethod
+    def of(
+        cls,
+        state: Mapping[str, Any] | None,
+        quantile: Callable[[list[int], float], float | None],
+    ) -> Figures:
+        """From window statistics (``window_delta``): outcome counts and latency buckets."""
+        if not state:
+            return cls(0, 0, None)
+        total = sum(state["outcomes"])
+        return cls(total, total - state["outcomes"][0], quantile(state["duration"]["counts"], 0.99))
 
 
 def window_delta(now: Mapping[str, Any], then: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -73,17 +98,36 @@ def decide(
     quantile: Callable[[list[int], float], float | None],
 ) -> Verdict:
     """The verdict on a canary from its and the stable version's window statistics."""
+    return judge(
+        model,
+        routing,
+        stable_version,
+        Figures.of(canary, quantile),
+        Figures.of(stable, quantile),
+        drift_alert,
+        config,
+        healthy_since,
+        now,
+    )
 
-    def figures(state: Mapping[str, Any] | None) -> tuple[int, float | None, float | None]:
-        if not state:
-            return 0, None, None
-        total = sum(state["outcomes"])
-        failed = total - state["outcomes"][0]
-        rate = failed / total if total else None
-        return total, rate, quantile(state["duration"]["counts"], 0.99)
 
-    c_n, c_rate, c_p99 = figures(canary)
-    s_n, s_rate, s_p99 = figures(stable)
+def judge(
+    model: str,
+    routing: RoutingConfig,
+    stable_version: int,
+    canary: Figures,
+    stable: Figures,
+    drift_alert: bool,
+    config: GuardrailConfig,
+    healthy_since: float | None,
+    now: float,
+) -> Verdict:
+    """The verdict on a canary from its and the stable version's figures, whichever
+    source (this replica's windows, or the fleet's recordings) they come from."""
+    c_n, s_n = canary.requests, stable.requests
+    c_rate = canary.failures / c_n if c_n else None
+    s_rate = stable.failures / s_n if s_n else None
+    c_p99, s_p99 = canary.p99_s, stable.p99_s
     verdict = Verdict(model, routing.canary, stable_version, c_n, s_n, c_rate, s_rate, c_p99,
                       s_p99, drift_alert, "wait", "")  # fmt: skip
     if c_n < config.min_requests:
@@ -96,12 +140,11 @@ def decide(
     # that difference to be significant (one-sided two-proportion z-test, z > 3): noise in
     # small counts never rolls a canary back, and a clean stable does not make one failure
     # an infinite ratio.
-    c_fail = c_n - (canary or {}).get("outcomes", [c_n])[0]
-    s_fail = s_n - (stable or {}).get("outcomes", [s_n])[0] if s_n else 0
+    c_fail, s_fail = canary.failures, stable.failures
     c_rate = c_fail / c_n
-    s_rate = s_fail / s_n if s_n else 0.0
+    s_rate = s_fail / s_n
     pooled = (c_fail + s_fail) / (c_n + s_n)
-    spread = math.sqrt(pooled * (1 - pooled) * (1 / c_n + (1 / s_n if s_n else 0.0)))
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / c_n + 1 / s_n))
     z = (c_rate - s_rate) / spread if spread > 0 else 0.0
     if c_rate > config.max_failure_ratio * s_rate and z > 3.0:
         verdict.action = "rollback"
