@@ -191,9 +191,10 @@ def _validate_options(p: argparse.ArgumentParser) -> None:
         required=True,
         type=Path,
         metavar="FILE",
-        help="evaluation set: .npz (X, y, group) or .csv/.parquet (feature columns, y, group)",
+        help="evaluation set: .npz (X, y, group) or .csv/.parquet (feature columns, y or "
+        "label, group)",
     )
-    p.add_argument("--label", metavar="NAME", help="label array/column (default y)")
+    p.add_argument("--label", metavar="NAME", help="label array/column (default: y, else label)")
     p.add_argument("--group", metavar="NAME", help="sensitive-attribute array/column (group)")
     p.add_argument("--input-key", metavar="KEY", help="the .npz array holding the features")
     p.add_argument(
