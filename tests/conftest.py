@@ -6,12 +6,15 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,11 @@ import httpx
 import numpy as np
 import onnx
 import pytest
+import yaml
 from onnx import TensorProto, helper
+
+ROOT = Path(__file__).resolve().parents[1]
+PROM = ROOT / "deploy" / "prometheus"
 
 # V2 datatype → ONNX element type, for models that echo every datatype.
 ONNX_TYPES = {
@@ -151,8 +158,14 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m mlserve serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, registry: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        registry: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = registry.parent / f"server-{self.port}.log"
         cmd = [
@@ -288,3 +301,136 @@ def gather_model(size: int = 10) -> onnx.ModelProto:
         initializer=[helper.make_tensor("table", TensorProto.FLOAT, [size], table)],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+# ------------------------------------------------------------------ a real Prometheus
+
+
+@dataclass
+class Prometheus:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        r = httpx.get(self.url + "/api/v1/query", params=params, timeout=10)
+        doc = r.json()
+        assert r.status_code == 200 and doc["status"] == "success", f"{expr}: {doc}"
+        result: list[dict[str, Any]] = doc["data"]["result"]
+        return result
+
+    def values(
+        self, expr: str, *labels: str, at: float | None = None
+    ) -> dict[tuple[str, ...], float]:
+        return {
+            tuple(s["metric"][k] for k in labels): float(s["value"][1])
+            for s in self.query(expr, at)
+        }
+
+    def alerts(self) -> list[dict[str, Any]]:
+        doc = httpx.get(self.url + "/api/v1/alerts", timeout=10).json()
+        assert doc["status"] == "success"
+        alerts: list[dict[str, Any]] = doc["data"]["alerts"]
+        return alerts
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def wait_until(
+    what: str, check: Callable[[], bool], timeout: float, log: Callable[[], str]
+) -> None:
+    """Poll ``check`` every 0.25 s (HTTP errors count as not yet); fail with ``log()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if check():
+                return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}:\n{log()}")
+
+
+@contextlib.contextmanager
+def prometheus(
+    workdir: Path, *server_ports: int, scrape_s: float = 2, port: int | None = None
+) -> Iterator[Prometheus]:
+    """Debian's Prometheus configured from ``deploy/prometheus``, scraping each server as a
+    pod would be (one pod per port), with the shipped rules and every ``for:`` cut to 0s.
+
+    Debian builds Prometheus without Kubernetes discovery: file discovery carries the pod's
+    annotations from ``deploy/kubernetes/mlserve.yaml`` so the example's relabelling finds
+    each server's port and path. ``port``: listen there (default: a free port).
+    """
+    binary = shutil.which("prometheus")
+    assert binary is not None, "prometheus not found: install Debian's 'prometheus' package"
+    rules = yaml.safe_load((PROM / "rules.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = "0s"
+    (workdir / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
+    annotations = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "mlserve.yaml").read_text())
+        if d and d["kind"] == "Deployment"
+    )["spec"]["template"]["metadata"]["annotations"]
+    meta = {
+        "__meta_kubernetes_pod_annotation_" + re.sub(r"\W", "_", k): v
+        for k, v in annotations.items()
+    }
+    meta["__meta_kubernetes_pod_label_app_kubernetes_io_name"] = "mlserve"
+    meta["__meta_kubernetes_namespace"] = "test"
+    # Each pod's address as Kubernetes discovery gives it (a container port); the
+    # annotation's port replaces it.
+    targets = [
+        {
+            "targets": ["127.0.0.1:9"],
+            "labels": {
+                **meta,
+                "__meta_kubernetes_pod_annotation_prometheus_io_port": str(server_port),
+                "__meta_kubernetes_pod_name": f"mlserve-{i}",
+            },
+        }
+        for i, server_port in enumerate(server_ports)
+    ]
+    (workdir / "targets.json").write_text(json.dumps(targets))
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": f"{scrape_s}s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(workdir / "rules.yml")]
+    job = config["scrape_configs"][0]
+    del job["kubernetes_sd_configs"]
+    job["file_sd_configs"] = [{"files": [str(workdir / "targets.json")]}]
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    port = port or free_port()
+    log_path = workdir / "prometheus.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    prom = Prometheus(f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, f"prometheus exited:\n{prom.log()}"
+            return httpx.get(prom.url + "/-/ready", timeout=1).status_code == 200
+
+        wait_until("Prometheus to start", ready, 30, prom.log)
+        yield prom
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

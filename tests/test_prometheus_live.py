@@ -30,14 +30,11 @@ scrape did, which Prometheus takes for a counter reset (``resets()`` is checked)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
-import shutil
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,13 +43,12 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import yaml
 
 from mlserve.monitoring import build_profile, save_profile
 from mlserve.monitoring.drift import psi as mlserve_psi
 from mlserve.routing.policy import bucket
 
-from .conftest import ServerProcess, free_port, linear_model, write_version
+from .conftest import Prometheus, ServerProcess, linear_model, prometheus, wait_until, write_version
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM = ROOT / "deploy" / "prometheus"
@@ -70,118 +66,6 @@ PSI = "model_version_feature:mlserve_feature_psi:increase10m"
 
 def _tolerance(reference: float) -> float:
     return 0.002 + 0.02 * abs(reference)
-
-
-@dataclass
-class Prometheus:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"query": expr}
-        if at is not None:
-            params["time"] = at
-        r = httpx.get(self.url + "/api/v1/query", params=params, timeout=10)
-        doc = r.json()
-        assert r.status_code == 200 and doc["status"] == "success", f"{expr}: {doc}"
-        result: list[dict[str, Any]] = doc["data"]["result"]
-        return result
-
-    def values(
-        self, expr: str, *labels: str, at: float | None = None
-    ) -> dict[tuple[str, ...], float]:
-        return {
-            tuple(s["metric"][k] for k in labels): float(s["value"][1])
-            for s in self.query(expr, at)
-        }
-
-    def alerts(self) -> list[dict[str, Any]]:
-        doc = httpx.get(self.url + "/api/v1/alerts", timeout=10).json()
-        assert doc["status"] == "success"
-        alerts: list[dict[str, Any]] = doc["data"]["alerts"]
-        return alerts
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float, log: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if check():
-                return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}:\n{log()}")
-
-
-@contextlib.contextmanager
-def prometheus(workdir: Path, server_port: int) -> Iterator[Prometheus]:
-    """Prometheus configured from the example, scraping the server as a pod would be."""
-    binary = shutil.which("prometheus")
-    assert binary is not None, "prometheus not found: install Debian's 'prometheus' package"
-    rules = yaml.safe_load((PROM / "rules.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = "0s"
-    (workdir / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
-    annotations = next(
-        d
-        for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "mlserve.yaml").read_text())
-        if d and d["kind"] == "Deployment"
-    )["spec"]["template"]["metadata"]["annotations"]
-    meta = {
-        "__meta_kubernetes_pod_annotation_" + re.sub(r"\W", "_", k): v
-        for k, v in annotations.items()
-    }
-    meta["__meta_kubernetes_pod_annotation_prometheus_io_port"] = str(server_port)
-    meta["__meta_kubernetes_pod_label_app_kubernetes_io_name"] = "mlserve"
-    meta["__meta_kubernetes_namespace"] = "test"
-    meta["__meta_kubernetes_pod_name"] = "mlserve-0"
-    # The pod's address as Kubernetes discovery gives it (a container port); the
-    # annotation's port replaces it.
-    (workdir / "targets.json").write_text(
-        json.dumps([{"targets": ["127.0.0.1:9"], "labels": meta}])
-    )
-    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": "1s"}
-    config["rule_files"] = [str(workdir / "rules.yml")]
-    job = config["scrape_configs"][0]
-    del job["kubernetes_sd_configs"]
-    job["file_sd_configs"] = [{"files": [str(workdir / "targets.json")]}]
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    log_path = workdir / "prometheus.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    prom = Prometheus(f"http://127.0.0.1:{port}", proc, log_path)
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, f"prometheus exited:\n{prom.log()}"
-            return httpx.get(prom.url + "/-/ready", timeout=1).status_code == 200
-
-        wait_for("Prometheus to start", ready, 30, prom.log)
-        yield prom
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass
@@ -232,7 +116,7 @@ def stack(registry: Path) -> Iterator[Stack]:
         with prometheus(registry.parent, server.port) as prom:
             st = Stack(server, prom)
             server.wait_ready()
-            wait_for(
+            wait_until(
                 "Prometheus to scrape the zero bin counters",
                 lambda: bool(prom.query('mlserve_feature_bin_total{feature="f0"}')),
                 30,
@@ -285,7 +169,7 @@ def stack(registry: Path) -> Iterator[Stack]:
                 st.monitor = mon
                 return True
 
-            wait_for("the counts to reach mlserve and Prometheus", settled, 30, prom.log)
+            wait_until("the counts to reach mlserve and Prometheus", settled, 30, prom.log)
             time.sleep(2.5)  # rule evaluations (every second) after the scrape that has them
             st.timings["settled"] = time.monotonic() - started
             st.scrape = httpx.get(server.url + "/metrics", timeout=10).text
@@ -364,7 +248,7 @@ def test_drift_alert_fires_for_the_shifted_feature_only(stack: Stack) -> None:
                 out[labels["version"]].add(labels["feature"])
         return out
 
-    wait_for(
+    wait_until(
         "the drift alert", lambda: all(SHIFTED in f for f in firing().values()), 15, stack.prom.log
     )
     for v, features in firing().items():

@@ -51,7 +51,7 @@ from .routing.fleet import FleetUnavailable, PrometheusSource
 from .routing.guardrails import Guard, Verdict, decide, judge
 from .routing.policy import PINNED, STABLE
 from .routing.shadow import ShadowMirror
-from .routing.state import RoutingState
+from .routing.state import ROUTING_FILE, RoutingState, state_dir_of
 from .runtime.binary import binary_size, decode_binary, encode_binary, raw_shape
 from .runtime.columns import FeatureSchema, cast_column, listed
 from .runtime.session import ModelSession
@@ -780,8 +780,11 @@ class InferenceService:
             if split.canary is None or split.weight <= 0:
                 self.guard.forget(name)
                 continue
-            seen = (split.canary.version, split.weight)
-            if self.guard.split_seen.get(name) != seen:  # a new canary or weight: start over
+            # Any routing change starts over: a new canary or weight, and also a rollback and
+            # the same canary again written by another replica between two checks here.
+            path = state_dir_of(name, record.path, self.settings.state_dir) / ROUTING_FILE
+            seen = (split.canary.version, split.weight, _file_identity(path))
+            if self.guard.split_seen.get(name) != seen:
                 self.guard.forget(name)
                 self.guard.split_seen[name] = seen
             c_key, s_key = f"{name}/{split.canary.version}", f"{name}/{split.stable.version}"
@@ -899,6 +902,15 @@ class InferenceService:
         self._executor.shutdown(wait=True, cancel_futures=False)
         if self.payloads is not None:
             self.payloads.close()  # drains: what was queued is written
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    """Inode, size and modification time of ``path`` (zeros when it does not exist)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _schema(session: ModelSession, profile: Any) -> FeatureSchema | None:

@@ -179,7 +179,8 @@ class Guard:
         self._history: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
         self.healthy_since: dict[str, float] = {}
         self.last: dict[str, Verdict] = {}
-        self.split_seen: dict[str, tuple[str, float]] = {}  # model → (canary version, weight)
+        # model → what the current window started from (canary version, weight, routing file)
+        self.split_seen: dict[str, tuple[Any, ...]] = {}
 
     def windowed(
         self, key: str, state: dict[str, Any], window_s: float, now: float
