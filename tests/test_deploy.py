@@ -192,7 +192,54 @@ def test_kubernetes_manifests_are_valid() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     kinds = sorted(d["kind"] for d in _docs(K8S))
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    assert kinds == [
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PersistentVolumeClaim",
+        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+        "Service",
+    ]
+
+
+def test_kubernetes_manifests_ship_what_they_reference_and_share_state() -> None:
+    """Every claim, service account, config map and scale target the manifests name is in
+    them (the admin Secret only as optional: it is never shipped with a value); replicas
+    share one writable state volume for routing.json and audit.jsonl (tests/test_fleet.py
+    runs that arrangement), and the registry is read-only."""
+    docs = _docs(K8S)
+    shipped = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    for claim in claims.values():
+        assert ("PersistentVolumeClaim", claim["claimName"]) in shipped, claim
+    for v in pod["volumes"]:
+        assert "configMap" not in v and "secret" not in v, v
+    assert "serviceAccountName" not in pod  # the namespace's default: nothing to ship
+    for env in container["env"]:
+        ref = env.get("valueFrom", {}).get("secretKeyRef")
+        assert ref is None or ref.get("optional") is True, env
+    for d in docs:
+        target = d["spec"].get("scaleTargetRef")
+        if target:
+            assert (target["kind"], target["name"]) in shipped
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    state = mounts["state"]
+    assert env["MLSERVE_STATE_DIR"] == state["mountPath"] and not state.get("readOnly")
+    assert Path(env["MLSERVE_AUDIT_LOG"]).parent == Path(state["mountPath"])
+    assert "state" in claims and not claims["state"].get("readOnly")
+    pvcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    # Several replicas on several nodes write it: ReadWriteMany.
+    assert pvcs[claims["state"]["claimName"]]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert mounts["registry"]["readOnly"] is True and claims["registry"]["readOnly"] is True
+    assert float(env["MLSERVE_POLL_SECONDS"]) > 0  # replicas re-read routing.json on a scan
 
 
 def test_kubernetes_validate_catches_a_broken_manifest(tmp_path: Path) -> None:
