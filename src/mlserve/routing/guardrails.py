@@ -9,6 +9,10 @@ the canary back (weight 0, canary cleared) and stays rolled back: nothing re-ena
 by itself, so the guard never flaps. A canary healthy for ``promote_after_seconds`` is
 stepped up the ``steps`` schedule, then promoted. Every action is logged, audited and
 counted.
+
+``judge`` is the rule, on ``Figures`` (requests, failures, p99) from whichever source: this
+replica's windows (``decide``, ``Figures.of``) or the fleet's recordings in Prometheus
+(``routing/fleet.py``); each ``Verdict`` names its source.
 """
 
 from __future__ import annotations
