@@ -40,8 +40,10 @@ from typing import Any
 import httpx
 import pytest
 
+from mlserve.config import parse_model_config
+from mlserve.errors import ConfigError
 from mlserve.governance.audit import verify
-from mlserve.routing.fleet import REQUESTS, WINDOW_SECONDS
+from mlserve.routing.fleet import REQUESTS, WINDOW_SECONDS, FleetUnavailable, PrometheusSource
 from mlserve.routing.policy import bucket
 from mlserve.routing.state import read_state
 
@@ -402,3 +404,30 @@ def test_fleet_guardrails_roll_back_a_canary_no_replica_could_judge(fleet: Fleet
         f"replica, {MIN_REQUESTS} needed; replica A's {PER_REPLICA} all failed); "
         f"note: {v['source_note']!r}"
     )
+
+
+# ------------------------------------------------------------------ the source's edges
+
+
+def test_the_fleet_source_says_why_it_cannot_answer(fleet: Fleet) -> None:
+    closed = PrometheusSource(f"http://user:secret@127.0.0.1:{free_port()}", 1)
+    with pytest.raises(FleetUnavailable, match="unreachable") as refused:
+        closed.figures(GUARDED, 2, 1)
+    assert "secret" not in str(refused.value) and "user" not in str(refused.value)
+    not_prometheus = PrometheusSource(fleet.replicas[0].url, 1)  # mlserve: 404 on /api/v1
+    with pytest.raises(FleetUnavailable, match="HTTP 404"):
+        not_prometheus.figures(GUARDED, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"source": "fleet"}, "source must be one of local, prometheus"),
+        ({"source": "prometheus"}, "needs prometheus_url"),
+        ({"source": "prometheus", "prometheus_url": "prometheus:9090"}, "needs prometheus_url"),
+        ({"prometheus_timeout_seconds": 0}, "prometheus_timeout_seconds must be > 0"),
+    ],
+)
+def test_guardrail_source_settings_are_checked(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_model_config({"guardrails": table})
