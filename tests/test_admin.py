@@ -92,10 +92,20 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
             c.post("/v2/models/m/infer", json={"inputs": [X]}).headers["mlserve-model-version"]
             == "1"
         )
-    assert not (registry / "m" / "routing.json").exists()
+    # What stays is the pin: v1, named by model.toml, recorded when it first served.
+    saved = json.loads((registry / "m" / "routing.json").read_text())
+    assert saved["override"] is None and saved["pinned_stable"] == 1
     log = registry / "audit.jsonl"
     entries = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [e["action"] for e in entries] == ["set_routing", "promote", "rollback", "reset_routing"]
+    assert [e["action"] for e in entries] == [
+        "pin",
+        "set_routing",
+        "promote",
+        "rollback",
+        "reset_routing",
+    ]
+    assert entries[0]["actor"] == "registry" and entries[0]["after"]["pinned_stable"] == 1
+    entries = entries[1:]
     assert all(TOKEN not in json.dumps(e) and e["actor"].startswith("token:") for e in entries)
     assert entries[0]["before"]["override"] is None
     assert entries[0]["after"]["override"]["canary"] == 2
@@ -114,16 +124,16 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
         capture_output=True,
         text=True,
     )
-    assert ok.returncode == 0 and "4 entries" in ok.stdout
+    assert ok.returncode == 0 and "5 entries" in ok.stdout
     lines = log.read_text().splitlines()
-    lines[1] = lines[1].replace('"promote"', '"promotE"')
+    lines[2] = lines[2].replace('"promote"', '"promotE"')
     log.write_text("\n".join(lines) + "\n")
     bad = subprocess.run(
         [sys.executable, "-m", "mlserve", "audit", "verify", str(log)],
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 1 and "line 3" in bad.stderr  # the line after the edited one
+    assert bad.returncode == 1 and "line 4" in bad.stderr  # the line after the edited one
 
 
 def test_model_repository_extension(registry: Path) -> None:
@@ -151,7 +161,7 @@ def test_model_repository_extension(registry: Path) -> None:
         assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
         assert c.post("/v2/repository/models/nope/load", headers=AUTH).status_code == 404
     actions = [json.loads(x)["action"] for x in (registry / "audit.jsonl").read_text().splitlines()]
-    assert actions == ["unload", "load"]
+    assert actions == ["pin", "unload", "load"]  # the pin: v1, named by model.toml
 
 
 def test_audit_chain_holds_under_concurrent_writers(tmp_path: Path) -> None:
@@ -247,4 +257,5 @@ def test_repository_actions_are_not_done_when_their_audit_record_cannot_be_writt
         r = c.put("/v2/admin/models/m/routing", headers=AUTH, json={"canary": 2})
         assert r.status_code == 503 and str(tmp_path) not in r.text
         assert c.get("/v2/admin/models/m/routing", headers=AUTH).json()["override"] is None
-    assert not (registry / "m" / "routing.json").exists()
+    # Only the stable pin is there (it records what serves, and moves nothing).
+    assert json.loads((registry / "m" / "routing.json").read_text())["override"] is None

@@ -68,6 +68,12 @@ def test_safe_casts_keep_the_value(values: Any, datatype: str, expected: Any) ->
         (np.array([2]), "BOOL", "only 0 and 1"),
         (np.array(["1.5"], object), "FP32", "send numbers for this column, not text"),
         (np.array([1.5]), "BYTES", "send text"),
+        # At the top of the integer range the float's own precision must not round the
+        # bound: 2**31 as FP32, 2**63 and 2**64 as FP64 would wrap around.
+        (np.array([2.0**31], np.float32), "INT32", "beyond [-2147483648, 2147483647]"),
+        (np.array([2.0**63]), "INT64", "beyond [-9223372036854775808"),
+        (np.array([2.0**64]), "UINT64", "beyond [0, 18446744073709551615]"),
+        (np.array([-(2.0**63) - 4096]), "INT64", "beyond [-9223372036854775808"),
     ],
 )
 def test_lossy_casts_are_refused_naming_the_column(values: Any, datatype: str, why: str) -> None:
@@ -75,6 +81,15 @@ def test_lossy_casts_are_refused_naming_the_column(values: Any, datatype: str, w
         cast_column("income", values, datatype)
     assert "column 'income'" in str(info.value) and datatype in str(info.value)
     assert info.value.reason == "datatype"
+
+
+def test_largest_floats_below_the_integer_bounds_convert_exactly() -> None:
+    top = np.nextafter(2.0**63, 0)  # the largest float64 below 2**63
+    got = cast_column("c", np.array([top, -(2.0**63)]), "INT64")
+    assert got.tolist() == [int(top), -(2**63)]
+    assert cast_column("c", np.array([2.0**31 - 128], np.float32), "INT32").tolist() == [
+        2**31 - 128
+    ]
 
 
 def test_policy_none_accepts_only_the_models_datatype() -> None:
@@ -179,6 +194,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (strict / "1" / "model.onnx").write_bytes(onx.SerializeToString())
     save_profile(build_profile(X, names), strict / "1" / "reference.json")
     (strict / "model.toml").write_text('[inputs]\ncast = "none"\n')
+    small = root / "cancer-small"
+    (small / "1").mkdir(parents=True)
+    (small / "1" / "model.onnx").write_bytes(onx.SerializeToString())
+    save_profile(build_profile(X, names), small / "1" / "reference.json")
+    (small / "model.toml").write_text("[inputs]\nmax_elements = 300\n")
     mixed, frame = _mixed()
     mdir = root / "mixed" / "1"
     mdir.mkdir(parents=True)
@@ -282,6 +302,15 @@ def test_column_refusals_name_the_column(client: httpx.Client, models: dict[str,
         "unknown input 'nope'; the model's inputs are ['X']; its feature columns are"
         in (r.json()["error"])
     )
+    # The columns make one [n, 30] tensor: the element limit applies to it as to X itself.
+    ten = pd.DataFrame(load_breast_cancer().data[:10], columns=names)
+    r = client.post("/v2/models/cancer-small/infer", json={"inputs": _columns(ten, {})})
+    assert r.status_code == 200, r.text
+    eleven = pd.DataFrame(load_breast_cancer().data[:11], columns=names)
+    r = client.post("/v2/models/cancer-small/infer", json={"inputs": _columns(eleven, {})})
+    assert r.status_code == 400 and r.json()["error"] == (
+        "30 columns of 11 rows make 330 elements for input 'X', over the limit of 300"
+    )
     # cast = "none": the model's own datatype only.
     r = client.post("/v2/models/cancer-strict/infer", json={"inputs": _columns(frame, {})})
     assert r.status_code == 400 and 'cast = "none"' in r.json()["error"]
@@ -317,6 +346,14 @@ def test_text_columns_model_takes_named_columns_and_own_inputs(
     ]  # fmt: skip
     r = client.post("/v2/models/mixed/infer", json={"inputs": own})
     assert r.status_code == 200, r.text
+    # Inputs with different row counts: refused, not a 500 from inside the graph.
+    ragged = [{**t, "shape": [3, 1], "data": t["data"] + t["data"][:1]} if t["name"] == "bmi"
+              else t for t in own]  # fmt: skip
+    r = client.post("/v2/models/mixed/infer", json={"inputs": ragged})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == (
+        "the inputs must hold the same number of rows, got {'age': 2, 'bmi': 3, 'sex': 2, 'bp': 2}"
+    )
     # A number in the text column is refused, naming it.
     bad = _columns(rows.iloc[:1], {"sex": "FP64"})
     bad[0]["data"] = [1.0]

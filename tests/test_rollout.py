@@ -232,7 +232,8 @@ def test_auto_promote_latest_passing_is_the_opt_in(tmp_path: Path, data: dict[st
         assert _served(c, data, range(5)) == {"1": 5}
         publish(root, "cancer", reference=data["frame"], estimator=data["estimators"][1])
         wait_for(lambda: _served(c, data, range(1)) == {"2": 1})
-    assert not (root / "cancer" / "routing.json").exists()  # nothing pinned
+    # The pin follows what auto-promotion serves: switching it off later moves nothing.
+    assert json.loads((root / "cancer" / "routing.json").read_text())["pinned_stable"] == 2
     moved = [r for r in _audit(root) if r["action"] == "serving"]
     assert [(r["before"]["serving"]["stable"], r["after"]["serving"]["stable"]) for r in moved] == [
         (1, 2)
@@ -266,5 +267,7 @@ def test_state_dir_keeps_routing_and_audit_out_of_a_read_only_registry(
         root.chmod(0o755)
     assert not (root / "cancer" / "routing.json").exists() and not (root / "audit.jsonl").exists()
     saved = json.loads((state / "cancer" / "routing.json").read_text())
-    assert saved["override"]["canary"] == 2 and saved["pinned_stable"] == 2
+    # pinned first to v2 (the highest at the first start), then to v1, the stable named
+    assert saved["override"]["canary"] == 2 and saved["pinned_stable"] == 1
     assert [r["action"] for r in _audit(state)] == ["pin", "set_routing"]
+    assert [r["after"]["pinned_stable"] for r in _audit(state)] == [2, 1]

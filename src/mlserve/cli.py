@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -359,6 +360,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(settings.registry).is_dir():
         print(f"mlserve: registry directory {settings.registry} does not exist", file=sys.stderr)
         return 2
+    if settings.state_dir:  # routing state and the audit log: refuse to start without them
+        state = Path(settings.state_dir)
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+            probe = state / f".write-check-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            print(
+                f"mlserve: --state-dir {state} is not a writable directory "
+                f"({exc.strerror or exc}): routing changes and the audit log could not be kept",
+                file=sys.stderr,
+            )
+            return 2
     from .server import serve
 
     return serve(settings)
@@ -479,7 +494,7 @@ def _payloads_export(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(file: str) -> int:
-    from .governance.audit import verify
+    from .governance.audit import last_hash, verify
 
     try:
         count, problem = verify(Path(file))
@@ -489,7 +504,10 @@ def _audit_verify(file: str) -> int:
     if problem is not None:
         print(f"mlserve: audit log {file}: {problem}", file=sys.stderr)
         return 1
-    print(f"{file}: {count} entries, hash chain intact")
+    with Path(file).open("rb") as fh:
+        last = last_hash(fh)
+    # Lines cut from the end leave a chain that verifies: keep this hash elsewhere to compare.
+    print(f"{file}: {count} entries, hash chain intact; last line's sha256 {last}")
     return 0
 
 

@@ -139,6 +139,10 @@ def read_data(
     if input_key is not None:
         raise ValueError("input_key applies to .npz files only")
     if hasattr(data, "columns") and hasattr(data, "to_numpy"):  # a pandas DataFrame
+        names = [str(n) for n in data.columns]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise ValueError(f"the DataFrame has duplicate column names: {dups}")
         cols = {str(n): _frame_column(data[n]) for n in data.columns}
         if len(cols) != len(data.columns):
             raise ValueError("the DataFrame has duplicate column names")

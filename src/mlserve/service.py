@@ -663,6 +663,8 @@ class InferenceService:
             missing = sorted(set(specs) - set(feeds))
             raise InvalidInput(f"missing input(s) {missing}", reason="name")
         _all_claimed(binary, offset)
+        if len(feeds) > 1:
+            _same_rows(endpoint.schema, feeds)
         return feeds
 
     @staticmethod
@@ -1004,11 +1006,14 @@ def _converted_feeds(
                 raise InvalidInput(
                     f"input {name!r}: 'datatype' is missing or not a string", reason="datatype"
                 )
-            want = spec.datatype if spec is not None else "a V2 datatype"
-            raise InvalidInput(
-                f"input {name!r} expects datatype {want}, got {datatype[:32]}",
-                reason="datatype",
-            )
+            if spec is not None:
+                message = f"input {name!r} expects datatype {spec.datatype}, got {datatype[:32]}"
+            else:
+                message = (
+                    f"column {name!r}: unknown datatype {datatype[:32]!r} "
+                    f"(one of {', '.join(V2_TO_NUMPY)})"
+                )
+            raise InvalidInput(message, reason="datatype")
         if is_column:
             rank = len(shape) if type(shape) is list and len(shape) in (1, 2) else 1
             sent = TensorSpec(name, datatype, (-1,) if rank == 1 else (-1, 1))
@@ -1036,6 +1041,15 @@ def _converted_feeds(
             )
         have = [*columns, *(f.name for f in schema.features if f.input in feeds)]
         schema.check_names(have)
+        if schema.single:  # the columns become one tensor: the element limit applies to it
+            rows = next(iter(columns.values())).shape[0]
+            if rows * len(schema) > limits.max_elements:
+                raise InvalidInput(
+                    f"{len(schema)} columns of {rows} rows make {rows * len(schema)} elements "
+                    f"for input {schema.inputs[0].name!r}, over the limit of "
+                    f"{limits.max_elements}",
+                    reason="size",
+                )
         for key, array in schema.feeds(
             {**columns, **{n: feeds[n] for n in have if n not in columns}}, limits.cast
         ).items():
@@ -1043,7 +1057,21 @@ def _converted_feeds(
     if len(feeds) != len(specs):
         missing = sorted(set(specs) - set(feeds))
         raise InvalidInput(f"missing input(s) {missing}", reason="name")
+    _same_rows(schema, feeds)
     return feeds
+
+
+def _same_rows(schema: FeatureSchema | None, feeds: dict[str, np.ndarray]) -> None:
+    """A model with one input per feature takes the same rows in each (onnxruntime would
+    fail inside the graph, a 500)."""
+    if schema is None or schema.single:
+        return
+    rows = {a.shape[0] if a.ndim else 1 for a in feeds.values()}
+    if len(rows) > 1:
+        counts = {k: (a.shape[0] if a.ndim else 1) for k, a in feeds.items()}
+        raise InvalidInput(
+            f"the inputs must hold the same number of rows, got {counts}", reason="shape"
+        )
 
 
 def _profile(session: ModelSession) -> dict[str, Any] | None:

@@ -3,7 +3,9 @@
 Each entry records the time, the actor (a short hash of the credential, never the
 credential), the action, the model and the state before and after. Each line carries
 the SHA-256 of the previous line, so editing, removing or reordering lines breaks the
-chain from that point; ``verify`` names the first line that does not fit. Lines are
+chain from that point; ``verify`` names the first line that does not fit. Lines cut from
+the end leave a shorter chain that still verifies: compare the last hash with one kept
+elsewhere (``mlserve audit verify`` prints it) to detect that. Lines are
 flushed and fsynced before the change they describe is reported as done (for routing
 changes, before the change is even made: see ``ModelStore.update_routing``); a line that
 could not be written whole (a full disk) is cut off again, never left half.
@@ -50,7 +52,7 @@ class AuditLog:
                     "model": model,
                     "before": before,
                     "after": after,
-                    "prev": _last_hash(fh),
+                    "prev": last_hash(fh),
                 }
                 if cause:  # why it happened, when the action alone does not say
                     entry["cause"] = cause
@@ -82,7 +84,7 @@ def _truncate(fh: Any, size: int) -> None:
         pass
 
 
-def _last_hash(fh: Any) -> str:
+def last_hash(fh: Any) -> str:
     """SHA-256 of the file's last non-empty line (read from the end), or the genesis hash."""
     pos = fh.seek(0, os.SEEK_END)
     chunk = b""

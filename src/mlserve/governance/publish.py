@@ -182,7 +182,21 @@ def publish(
         rows = min(len(table), MAX_CHECK_ROWS)
         x_est = _estimator_input(estimator, table[:rows], names, trained)
         check = {k: v[:rows] for k, v in outputs.items()}
-        max_error = _compare(estimator, x_est, check, tolerance)
+        try:
+            max_error = _compare(estimator, x_est, check, tolerance)
+        except PublishError:
+            raise
+        except Exception as exc:  # the estimator's own refusal (NaN, types): say where
+            missing = [
+                n for j, n in enumerate(names)
+                if (table.dtype.kind == "f" and np.isnan(table[:, j]).any())
+                or (table.dtype == object and any(v is None or v != v for v in table[:, j]))
+            ]  # fmt: skip
+            where = f" (columns with missing values: {missing})" if missing else ""
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PublishError(
+                f"the estimator fails on the reference data{where}: {first[:300]}"
+            ) from exc
     for name, value in outputs.items():
         if not np.all(np.isfinite(value)) and value.dtype.kind == "f":
             raise PublishError(f"output {name!r} is not finite on some reference rows")

@@ -266,7 +266,7 @@ def in_precision(
             merged_edges.append(edge)
             merged_counts.append(count)
         entry = {**e, "edges": merged_edges, "counts": merged_counts}
-        for key in ("min", "max", "median"):
+        for key in ("min", "max"):  # bounds are values; a median may fall between two
             if entry.get(key) is not None:
                 entry[key] = float(dtype.type(entry[key]))
         out.append(entry)

@@ -36,7 +36,15 @@ from ..errors import (
     storage_error,
 )
 from ..governance.gate import GateStatus, gate_status
-from ..routing.controller import Serving, Transition, View, needs_pin, pin, resolve
+from ..routing.controller import (
+    Serving,
+    Transition,
+    View,
+    intended_stable,
+    needs_pin,
+    pin,
+    resolve,
+)
 from ..routing.policy import Split
 from ..routing.state import (
     ROUTING_FILE,
@@ -124,6 +132,12 @@ class ModelRecord:
     state: RoutingState = field(default_factory=RoutingState)
     # Unloaded through the model repository API: the watcher leaves it alone until loaded.
     unloaded: bool = False
+    # Versions whose directories the last scan found (loaded or not).
+    present: frozenset[int] = frozenset()
+    # Why routing.json cannot be read (None: it can, or there is none). While set, nothing
+    # writes the routing state; with no good state read since start, no unpinned traffic.
+    state_error: str | None = None
+    state_read: bool = False
 
     @property
     def routing_override(self) -> RoutingConfig | None:
@@ -232,6 +246,11 @@ class ModelStore(Generic[E]):
             return ModelNotFound(f"unknown model {model!r}")
         if record.config_error:
             return ModelNotReady(f"model {model!r} is not available: {record.config_error}")
+        if version is None and record.state_error and not record.state_read:
+            return ModelNotReady(
+                f"model {model!r}: unpinned traffic waits until its routing state can be read "
+                f"({record.state_error}); fix or remove {ROUTING_FILE}"
+            )
         if version is None:
             blocked = self.gate_blocked.get(model, {})
             if record.ready_versions() and set(record.ready_versions()) <= set(blocked):
@@ -306,11 +325,42 @@ class ModelStore(Generic[E]):
                 for change in changes:
                     causes.setdefault(_model_of(change), []).append(change)
                 moved = self._publish()
-                if not initial:  # a start (or a repository load) moves no traffic
-                    self._note(moved, {k: "; ".join(v) for k, v in causes.items()})
+                if not initial:
+                    # A change of routing.json was audited by whoever wrote it.
+                    causes = {
+                        k: v
+                        for k, v in causes.items()
+                        if not all(": routing state" in c for c in v)
+                    }
+                    self._note(
+                        [m for m in moved if m[0] in causes],
+                        {k: "; ".join(v) for k, v in causes.items()},
+                    )
+                else:
+                    self._note_start()
                 for record in list(self.models.values()):
                     self._pin(record)
             return changes
+
+    def _note_start(self) -> None:
+        """At a start, a model whose intended stable version (named or pinned) cannot serve
+        serves another: warned and audited like any move."""
+        for name, record in self.models.items():
+            serving = self._serving.get(name)
+            intended = intended_stable(record.routing, record.state)
+            if serving is None or not intended or serving.stable == intended:
+                continue
+            vrec = record.versions.get(intended)
+            why = (
+                f"v{intended} is {vrec.state.value}" + (f": {vrec.reason}" if vrec.reason else "")
+                if vrec is not None
+                else f"v{intended} is not in the registry"
+            )
+            cause = f"at start, {why}; v{serving.stable} serves instead"
+            log.warning("model %s: the stable version cannot serve: %s", name, cause)
+            self._routing_changes.append(
+                RoutingChange(name, record.state, record.state, Serving(intended), serving, cause)
+            )
 
     def take_routing_changes(self) -> list[RoutingChange]:
         """Changes of who serves made by scans since the last call (for the audit log)."""
@@ -377,6 +427,7 @@ class ModelStore(Generic[E]):
         changes += self._sync_routing(record)
         config = record.config
         fps = {v: _fingerprint(vdir.path, vdir.files) for v, vdir in mdir.versions.items()}
+        record.present = frozenset(fps)
         stable = {v for v, fp in fps.items() if initial or self._seen.get((name, v)) == fp}
         self._seen.update(((name, v), fp) for v, fp in fps.items())
         loaded = {v for v in record.versions if v in fps}
@@ -427,6 +478,8 @@ class ModelStore(Generic[E]):
         path = self._state_dir(record) / ROUTING_FILE
         fp = _fingerprint(path) if path.exists() else ()
         if fp == self._routing_fp.get(record.name, ()):
+            if not fp:
+                record.state_read = True  # no file: the empty state, read
             return []
         if not self.settings.state_dir and leaving_registry(
             record.path, (ROUTING_FILE,), self.root.resolve()
@@ -437,13 +490,18 @@ class ModelStore(Generic[E]):
         try:
             state = read_state(path)
         except (OSError, ValueError) as exc:  # ConfigError is a ValueError
+            record.state_error = str(exc)
             log.error(
-                "model %s: %s is invalid, keeping the previous routing: %s",
+                "model %s: %s cannot be read (%s): %s; nothing writes it until it is fixed",
                 record.name,
                 ROUTING_FILE,
                 exc,
+                "keeping the routing read before"
+                if record.state_read
+                else "no unpinned traffic until then",
             )
-            return []
+            return [f"{record.name}: routing state unreadable"]
+        record.state_error, record.state_read = None, True
         if state == record.state:
             return []
         record.state = state
@@ -512,6 +570,11 @@ class ModelStore(Generic[E]):
         it. A transition that changes nothing writes and audits nothing."""
         with self._lock:
             record = self.record(model)
+            if record.state_error:
+                raise ModelNotReady(
+                    f"the routing state of {model!r} cannot be read ({record.state_error}): "
+                    f"fix or remove {ROUTING_FILE} first"
+                )
             try:
                 return self._locked_change(record, transition, audit, cause)
             except OSError as exc:
@@ -540,6 +603,7 @@ class ModelStore(Generic[E]):
             frozenset(endpoints),
             frozenset(eligible),
             refusals,
+            record.present,
         )
 
     def _change_routing(
@@ -588,6 +652,7 @@ class ModelStore(Generic[E]):
         if (
             record.config is None
             or record.unloaded
+            or record.state_error  # nothing writes a routing.json that cannot be read
             or not needs_pin(record.state, self.view(record))
         ):
             return
@@ -681,8 +746,10 @@ class ModelStore(Generic[E]):
                 continue
             if record.config.gate.require_gate:
                 blocked[name] = dict(refusals)
+            if record.state_error and not record.state_read:
+                continue  # who serves is unknown until routing.json can be read
             routing = record.routing
-            found = resolve(routing, record.state.pinned_stable, eligible, endpoints)
+            found = resolve(routing, record.state, eligible, endpoints)
             if found is None:
                 continue
             serving[name] = found
@@ -747,9 +814,11 @@ def _eligibility(record: ModelRecord) -> tuple[dict[int, Any], set[int], dict[in
 def _routed(record: ModelRecord) -> set[int]:
     """The versions a model's routing names or has pinned (kept loaded whatever the policy)."""
     routing = record.routing
+    state = record.state
     named = {routing.stable, routing.canary, *routing.shadows}
-    if routing.stable == 0 and routing.auto_promote == "off":
-        named.add(record.state.pinned_stable)
+    # The pinned version (what serves when nothing is named) and the one a rollback after a
+    # promote returns to stay loaded too.
+    named |= {state.pinned_stable, state.previous_stable}
     return named - {0}
 
 

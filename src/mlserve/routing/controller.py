@@ -29,6 +29,7 @@ __all__ = [
     "Serving",
     "Transition",
     "View",
+    "intended_stable",
     "pin",
     "promote",
     "reset",
@@ -69,36 +70,53 @@ class View:
     eligible: frozenset[int]
     # Ready versions the gate keeps from unpinned traffic, and why.
     gate_refusals: Mapping[int, str] = field(default_factory=dict)
+    # Versions whose directories are in the registry (loaded or not): a pinned version that
+    # failed to load is still there, and keeps its pin; one that was removed is not.
+    present: frozenset[int] = frozenset()
 
     def routing(self, state: RoutingState) -> RoutingConfig:
         return state.override if state.override is not None else self.config_routing
 
     def serving(self, state: RoutingState) -> Serving | None:
-        return resolve(self.routing(state), state.pinned_stable, self.eligible, self.ready)
+        return resolve(self.routing(state), state, self.eligible, self.ready)
 
 
 Transition = Callable[[RoutingState, View], RoutingState]
 
 
+def intended_stable(routing: RoutingConfig, state: RoutingState) -> int:
+    """The stable version the routing asks for: the named one, else the pinned one (0: none
+    yet, or ``auto_promote`` decides)."""
+    if routing.stable:
+        return routing.stable
+    return state.pinned_stable if routing.auto_promote == "off" else 0
+
+
 def resolve(
-    routing: RoutingConfig, pinned: int, eligible: Collection[int], ready: Collection[int]
+    routing: RoutingConfig, state: RoutingState, eligible: Collection[int], ready: Collection[int]
 ) -> Serving | None:
     """Who serves under ``routing`` (None: no version may take unpinned traffic).
 
-    Stable: the version the routing names; with none named, the pinned one (or, with
-    ``auto_promote = "latest-passing"``, the highest eligible version); when that one cannot
-    serve (not ready, or kept out by its gate), the highest eligible version. The canary
-    takes its weight only while eligible and not the stable version. Shadows: any ready
-    version the routing names.
+    Stable: the version the routing names, else the pinned one, else (nothing pinned yet)
+    the highest eligible version that is not the canary; with ``auto_promote =
+    "latest-passing"`` and none named, the highest eligible version. When the intended
+    version cannot serve (not ready, or kept out by its gate): the stable version before the
+    last promote, else the canary, else the highest eligible version. The canary takes its
+    weight only while eligible and not the stable version. Shadows: any ready version the
+    routing names.
     """
     if not eligible:
         return None
-    if routing.stable in eligible:
-        stable = routing.stable
-    elif routing.stable == 0 and routing.auto_promote == "off" and pinned in eligible:
-        stable = pinned
-    else:
+    intended = intended_stable(routing, state)
+    if routing.stable == 0 and routing.auto_promote != "off":
         stable = max(eligible)
+    elif intended in eligible:
+        stable = intended
+    elif intended == 0:
+        stable = max((v for v in eligible if v != routing.canary), default=max(eligible))
+    else:
+        fallback = (v for v in (state.previous_stable, routing.canary) if v in eligible)
+        stable = next(fallback, max(eligible))
     canary = routing.canary if routing.canary in eligible and routing.canary != stable else 0
     shadows = tuple(v for v in routing.shadows if v in ready)
     return Serving(stable, canary, routing.canary_weight if canary else 0.0, shadows)
@@ -134,19 +152,18 @@ def promote(state: RoutingState, view: View) -> RoutingState:
         raise InvalidInput(f"{view.model!r} has no canary to promote", reason="routing")
     new = dataclasses.replace(routing, stable=routing.canary, canary=0, canary_weight=0.0)
     previous = serving.stable if serving is not None else 0
-    return _checked(RoutingState(new, state.pinned_stable, previous), view)
+    return _checked(RoutingState(new, routing.canary, previous), view)
 
 
 def rollback(state: RoutingState, view: View) -> RoutingState:
     """Take the canary out; without one, undo the last promote (the previous stable again)."""
     routing = view.routing(state)
     if routing.canary:
-        return dataclasses.replace(
-            state, override=dataclasses.replace(routing, canary=0, canary_weight=0.0)
-        )
+        cleared = dataclasses.replace(routing, canary=0, canary_weight=0.0)
+        return pin(dataclasses.replace(state, override=cleared), view)
     if state.previous_stable:
         new = dataclasses.replace(routing, stable=state.previous_stable)
-        return _checked(RoutingState(new, state.pinned_stable, 0), view)
+        return _checked(RoutingState(new, state.previous_stable, 0), view)
     raise InvalidInput(
         f"{view.model!r} has no canary to roll back and no promotion to undo", reason="routing"
     )
@@ -165,14 +182,32 @@ def step(weight: float) -> Transition:
 
 
 def pin(state: RoutingState, view: View) -> RoutingState:
-    """Record the stable version while the routing names none and promotes nothing by
-    itself: the version that serves now stays stable until someone moves traffic."""
+    """Keep ``pinned_stable`` on the stable version in force, recorded the first time it is
+    resolved: the version the routing names (once it can serve), else the one that served
+    first (what ``auto_promote`` serves, when on). So a version published later takes no
+    traffic by itself, and dropping a named stable (a reset, a ``model.toml`` edit) keeps
+    serving the same version. A pinned version that cannot serve for now (a failed load,
+    its gate) keeps its pin while its directory is there; one removed from the registry is
+    replaced by the version serving instead."""
     routing = view.routing(state)
-    if routing.stable or routing.auto_promote != "off" or not view.eligible:
+    serving = view.serving(state)
+    if serving is None:
         return state
-    if state.pinned_stable in view.eligible:
+    if routing.stable:
+        if routing.stable not in view.eligible:
+            return state
+        target = routing.stable
+    elif (
+        routing.auto_promote != "off"
+        or state.pinned_stable == 0
+        or state.pinned_stable not in view.present
+    ):
+        target = serving.stable
+    else:
         return state
-    return dataclasses.replace(state, pinned_stable=max(view.eligible))
+    if target == state.pinned_stable:
+        return state
+    return dataclasses.replace(state, pinned_stable=target)
 
 
 def needs_pin(state: RoutingState, view: View) -> bool:
@@ -209,4 +244,4 @@ def _checked(state: RoutingState, view: View) -> RoutingState:
             "stable version (promote it, or choose another canary)",
             reason="routing",
         )
-    return state
+    return pin(state, view)

@@ -54,8 +54,13 @@ class RoutingState:
         (an override). ``ConfigError`` names what is wrong."""
         if not isinstance(doc, Mapping):
             raise ConfigError("routing.json must be a JSON object")
+        if "schema" not in doc:  # the bare routing table of earlier versions: an override
+            return cls(override=_parsed(doc))
         if doc.get("schema") != _STATE_SCHEMA:
-            return cls(override=parse_routing(doc))
+            raise ConfigError(
+                f"routing.json: schema {doc.get('schema')!r} is not supported (this mlserve "
+                f"reads schema {_STATE_SCHEMA})"
+            )
         unknown = sorted(set(doc) - {"schema", "override", "pinned_stable", "previous_stable"})
         if unknown:
             raise ConfigError(f"routing.json: unknown key {unknown[0]!r}")
@@ -66,7 +71,15 @@ class RoutingState:
                 raise ConfigError(f"routing.json: {key} must be a version (>= 0), got {value!r}")
             numbers[key] = value
         override = doc.get("override")
-        return cls(None if override is None else parse_routing(override), **numbers)
+        return cls(None if override is None else _parsed(override), **numbers)
+
+
+def _parsed(table: Any) -> RoutingConfig:
+    try:
+        return parse_routing(table)
+    except ConfigError as exc:
+        text = str(exc).replace("model.toml: ", "").replace(" in [routing]", "")
+        raise ConfigError(f"routing.json: {text}") from None
 
 
 def routing_json(routing: RoutingConfig) -> dict[str, Any]:

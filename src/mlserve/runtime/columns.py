@@ -11,7 +11,9 @@ the client all go through it, so named columns and casts behave the same everywh
 model receives the same number it would have computed with — floats rounded to the input's
 float precision, integers that the float type holds exactly, integral floats into integer
 inputs — and refused otherwise (overflow, fractions, text in a numeric column), naming the
-column. ``"none"`` accepts only the model's own datatype.
+column. ``"none"`` accepts only the model's own datatype. Rounding to a narrower float is
+to the nearest value, as numpy casts: a value below the narrower type's smallest subnormal
+becomes zero, as it would in the model's own arithmetic.
 """
 
 from __future__ import annotations
@@ -107,7 +109,13 @@ def cast_column(name: str, values: np.ndarray, datatype: str, policy: str = "saf
             raise _refuse(name, got, datatype, "values with fractions or NaN are not integers")
         info = np.iinfo(target)
         low, high = (values.min(), values.max()) if src != "b" else (0, 1)
-        if low < info.min or high > info.max:
+        if src == "f":
+            # In the float's own precision info.max may round up (float(2**63 - 1) == 2**63):
+            # compare against the exclusive bound, a power of two every float holds exactly.
+            beyond = float(low) < float(info.min) or float(high) >= float(info.max) + 1.0
+        else:
+            beyond = int(low) < info.min or int(high) > info.max
+        if beyond:
             raise _refuse(name, got, datatype, f"values beyond [{info.min}, {info.max}]")
     return values.astype(target)
 
