@@ -1066,6 +1066,8 @@ def _same_rows(schema: FeatureSchema | None, feeds: dict[str, np.ndarray]) -> No
     fail inside the graph, a 500)."""
     if schema is None or schema.single:
         return
+    if any(s.shape != (-1, 1) for s in schema.inputs):  # not a table of columns: no rule
+        return
     rows = {a.shape[0] if a.ndim else 1 for a in feeds.values()}
     if len(rows) > 1:
         counts = {k: (a.shape[0] if a.ndim else 1) for k, a in feeds.items()}
