@@ -43,7 +43,6 @@ __all__ = [
     "profile_from_file",
     "read_data",
     "read_reference",
-    "run_feeds",
 ]
 
 PROFILE_DTYPES = ("FP32", "FP64")  # numeric datatypes a profile without a model casts to
@@ -417,7 +416,7 @@ def _model_outputs(
         raise ValueError(f"cannot load model {model}: {exc}") from exc
     schema, feeds = model_feeds(sess.inputs, ref, None, f"model {model.name}")
     try:
-        outputs = run_feeds(sess, feeds, _CHUNK_ROWS)
+        outputs = sess.run_feeds(feeds, _CHUNK_ROWS)
     except MLServeError as exc:
         raise ValueError(f"running model {model} on the data failed: {exc}") from exc
     return schema.table(feeds), list(schema.names), outputs
@@ -462,22 +461,3 @@ def model_feeds(
     except InvalidInput as exc:
         raise ValueError(f"the data cannot be fed to {what}: {exc}") from None
     return schema, feeds
-
-
-def run_feeds(
-    session: Any, feeds: Mapping[str, NDArray[Any]], chunk: int
-) -> dict[str, NDArray[Any]]:
-    """Every output of ``session`` on ``feeds`` (one row per row), ``chunk`` rows at a time.
-
-    Errors as ``ModelSession.run``."""
-    from .errors import InferenceFailed
-
-    n = len(next(iter(feeds.values())))
-    parts: dict[str, list[NDArray[Any]]] = {o: [] for o in session.output_names}
-    for start in range(0, n, chunk):
-        values = session.run({k: v[start : start + chunk] for k, v in feeds.items()})
-        for name, v in zip(session.output_names, values, strict=True):
-            if np.ndim(v) == 0:
-                raise InferenceFailed(f"output {name!r} is a scalar, not one value per row")
-            parts[name].append(np.asarray(v))
-    return {o: np.concatenate(p) for o, p in parts.items()}

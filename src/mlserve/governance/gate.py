@@ -417,18 +417,10 @@ def _rows(feeds: dict[str, NDArray[Any]], rows: slice | NDArray[Any]) -> dict[st
 
 def _predict(session: Any, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
     """Every output on the evaluation rows, 65,536 rows per run."""
-    n = len(next(iter(feeds.values())))
-    parts: dict[str, list[NDArray[Any]]] = {name: [] for name in session.output_names}
     try:
-        for start in range(0, n, 65536):
-            values = session.run(_rows(feeds, slice(start, start + 65536)))
-            for name, v in zip(session.output_names, values, strict=True):
-                if np.ndim(v) == 0:
-                    raise GateError(f"output {name!r} is a scalar, not one value per row")
-                parts[name].append(np.asarray(v))
+        return session.run_feeds(feeds)  # type: ignore[no-any-return]
     except MLServeError as exc:
         raise GateError(f"the model fails on the evaluation data: {exc}") from exc
-    return {name: np.concatenate(p) for name, p in parts.items()}
 
 
 def _outputs(gate: GateConfig, outputs: dict[str, NDArray[Any]]) -> tuple[str, str, str | None]:

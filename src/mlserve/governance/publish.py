@@ -108,7 +108,7 @@ def publish(
     alone, it is checked to run on the reference data. ``parent`` defaults to the highest
     existing version. Raises ``PublishError`` and leaves the registry untouched on refusal.
     """
-    from ..profiling import match_columns, model_feeds, read_data, run_feeds
+    from ..profiling import match_columns, model_feeds, read_data
 
     if not is_valid_model_name(model):
         raise PublishError(
@@ -170,7 +170,7 @@ def publish(
         session = _session(blob, Path(scratch))
     try:
         schema, feeds = model_feeds(session.inputs, ref, trained, "the model")
-        outputs = run_feeds(session, feeds, 65536)
+        outputs = session.run_feeds(feeds)
     except ValueError as exc:
         raise PublishError(str(exc)) from exc
     except MLServeError as exc:
@@ -252,7 +252,7 @@ def publish(
             f"inputs.{k}": v.astype(str) if v.dtype.kind == "O" else v
             for k, v in golden_feeds.items()
         }
-        golden.update({f"outputs.{k}": v for k, v in run_feeds(session, golden_feeds, 64).items()})
+        golden.update({f"outputs.{k}": v for k, v in session.run_feeds(golden_feeds, 64).items()})
         np.savez(tmp / SAMPLES_FILE, **golden)  # type: ignore[arg-type]
         with _locked(model_dir):
             existing = _versions(model_dir)

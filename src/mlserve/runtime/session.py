@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,13 +154,15 @@ class ModelSession:
         except Exception as exc:
             raise InferenceFailed(f"inference failed in onnxruntime: {_short(exc)}") from exc
 
-    def run_rows(self, x: np.ndarray, chunk: int = 65536) -> dict[str, np.ndarray]:
-        """Every output on the rows of ``x``, fed to the model's only input ``chunk`` rows at a
-        time (offline use: publishing, validation). Errors as ``run``."""
+    def run_feeds(
+        self, feeds: Mapping[str, np.ndarray], chunk: int = 65536
+    ) -> dict[str, np.ndarray]:
+        """Every output on the rows of ``feeds`` (one row per row of each input), ``chunk``
+        rows at a time (offline use: publishing, profiling, validation). Errors as ``run``."""
         parts: dict[str, list[np.ndarray]] = {n: [] for n in self.output_names}
-        name = self.inputs[0].name
-        for start in range(0, len(x), chunk):
-            values = self.run({name: x[start : start + chunk]})
+        rows = len(next(iter(feeds.values())))
+        for start in range(0, rows, chunk):
+            values = self.run({k: v[start : start + chunk] for k, v in feeds.items()})
             for n, v in zip(self.output_names, values, strict=True):
                 if np.ndim(v) == 0:
                     raise InferenceFailed(f"output {n!r} is a scalar, not one value per row")
