@@ -267,9 +267,18 @@ class MonitoringConfig:
     features: str = ""
     window_buckets: int = 60
     bucket_seconds: float = 60.0
+    # The version's false-alarm probability per window length (per hour at the defaults),
+    # across every feature test of every section (monitoring/drift.py).
     alpha: float = 0.01
     # Rows a window needs before any drift alert.
     min_window: int = 200
+    # Effect-size floors: an alert needs a significant AND a large change. PSI for every
+    # feature; |AUC - 0.5| of the rank test for numeric ones (benchmarks/RESULTS.md).
+    psi_floor: float = 0.1
+    auc_floor: float = 0.05
+    # Cap on the rows the significance tests count (0: none): beyond it the window's counts
+    # are scaled down, so a busy model's threshold stops shrinking.
+    max_window_rows: int = 0
     enabled: bool = True
 
 
@@ -529,6 +538,15 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] alpha must be in (0, 1)")
     if m.min_window < 1:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] min_window must be >= 1")
+    if not 0 <= m.psi_floor < 10:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] psi_floor must be in [0, 10)")
+    if not 0 <= m.auc_floor < 0.5:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] auc_floor must be in [0, 0.5)")
+    if m.max_window_rows < 0 or 0 < m.max_window_rows < m.min_window:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [monitoring] max_window_rows must be 0 (no cap) or at least "
+            f"min_window ({m.min_window})"
+        )
     if r.stable < 0 or r.canary < 0:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] stable and canary are versions (>= 1)")
     if not 0 <= r.canary_weight <= 100:

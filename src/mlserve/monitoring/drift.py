@@ -31,28 +31,30 @@ returns an array of the leading shape, 0-d for 1-D inputs; NaN when a side is em
   (reference counts, window counts), columns empty in both rows dropped, no continuity
   correction: equal to ``scipy.stats.chi2_contingency(table, correction=False)``.
 
-Alerting (``drift_report``) — without false alarms on undrifted data:
+Alerting (``drift_report``): a feature alerts when a change is both significant and large.
 
-- PSI is compared with a threshold calibrated to the sample sizes: under no drift
+- Significant: PSI above a threshold calibrated to the sample sizes — under no drift
   ``PSI ≈ (1/n + 1/m) · χ²(bins - 1)`` (n reference rows, m window rows), so
-  ``psi_threshold(n, m, bins, a) = (1/n + 1/m) · χ²⁻¹(1 - a; bins - 1)``, with ``bins`` the
-  bins the reference populates (an empty reference bin carries no degree of freedom). A fixed
-  PSI cut-off (0.1) fires on 39 % of undrifted windows of 100 rows (DESIGN.md §7); this one
-  at about rate ``a``.
-- Numeric features also run the rank test (two-sided p-value of ``rank_z`` below ``a``): PSI
-  spreads its power over every kind of change, the rank test spends it on location shifts.
-  Measured (20 features, n = 10,000, alpha = 0.01): a 0.25σ shift in one feature is caught
-  in a 500-row window 95 % of the time by the rank test, 66 % by PSI alone.
-- No alert until the window holds ``m_min`` rows (default 200): the χ² approximation needs
-  a few rows per bin, and an alert on a handful of rows is noise.
-- Bonferroni across the report's tests: ``a = alpha / tests`` (2 per numeric feature, 1 per
-  categorical). It bounds the probability of *any* false alert in a report by ``alpha``
-  whatever the dependence between features (correlated inputs are the rule), which is what
-  an operator paging on "any feature drifted" needs; FDR control would bound a proportion
-  of false alerts instead, and needs independence or positive dependence to do so.
-
-``alpha`` is per report: a monitor that evaluates its window every minute should expect
-about ``alpha`` false reports per evaluation on undrifted traffic, not per day.
+  ``psi_threshold(n, m, bins, a) = (1/n + 1/m) · χ²⁻¹(1 - a; bins - 1)`` with ``bins`` the
+  bins the reference populates — or, for numeric features, the rank test's ``|z|`` above
+  ``z_critical(a)``. PSI spreads its power over every kind of change, the rank test spends
+  it on location shifts.
+- Large: the same test's effect size reaches a floor that does not shrink with the window —
+  PSI ≥ ``psi_floor``, or ``|auc - 0.5|`` ≥ ``auc_floor`` (``rank_auc``: P(window value >
+  reference value)). Without it a busy model's threshold shrinks until a daily seasonality
+  of 0.1 sd alerts most hours; the defaults (``[monitoring]``) sit above what undrifted
+  streams score and below a 0.25 sd shift (benchmarks/RESULTS.md, ``drift_power.py``).
+- No alert until the window holds ``m_min`` rows; ``max_rows`` optionally caps the rows the
+  tests count (the window's counts scaled down).
+- Error control (Bonferroni): ``a = alpha / (tests × evaluations)``. ``tests`` is the family
+  — a version's monitor passes every test of every section (2 per numeric feature, 1 per
+  categorical), so the version's alert, and the guardrails' drift rollback that reads it,
+  is wrong with probability at most ``alpha`` per evaluation whatever the dependence
+  between features; ``evaluations`` spreads ``alpha`` over the distinct decisions a window
+  length holds (the monitor passes its bucket count), which bounds the false alarms per
+  window length — per hour at the defaults — by the union bound for decisions taken once
+  per bucket, and was measured under it for reports every few seconds
+  (``benchmarks/drift_power.py``).
 """
 
 from __future__ import annotations
@@ -83,9 +85,13 @@ __all__ = [
     "drift_report",
     "js_distance",
     "merge",
+    "midranks",
     "psi",
     "psi_threshold",
+    "rank_auc",
     "rank_z",
+    "section_tests",
+    "z_critical",
 ]
 
 PSI_PSEUDO_COUNT = 1.0
@@ -182,6 +188,30 @@ def rank_z(ref_counts: ArrayLike, cur_counts: ArrayLike) -> Floats:
     return z
 
 
+def rank_auc(ref_counts: ArrayLike, cur_counts: ArrayLike) -> Floats:
+    """The rank test's effect size: P(window value > reference value), ties counting half,
+    over the binned values (missing excluded). 0.5 when nothing moved; NaN when a side is
+    empty. ``|auc - 0.5|`` is the common-language effect size of a location shift (a shift
+    of d standard deviations of a normal feature gives about ``Φ(d / √2) - 0.5``).
+    """
+    ref, cur = _pair(ref_counts, cur_counts)
+    a, b = ref[..., :-1], cur[..., :-1]
+    n, m = a.sum(axis=-1), b.sum(axis=-1)
+    below = np.cumsum(a, axis=-1) - a
+    u = (b * (below + a / 2.0)).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc: Floats = np.where((n > 0) & (m > 0), u / (n * m), np.nan)
+    return auc
+
+
+def midranks(ref_counts: ArrayLike) -> Floats:
+    """Per value bin: reference values in lower bins plus half of its own (missing
+    excluded): a window's ``U = Σ counts · midranks``, the sum Prometheus can redo."""
+    a = np.asarray(ref_counts, dtype=np.float64)[..., :-1]
+    out: Floats = np.cumsum(a, axis=-1) - a / 2.0
+    return out
+
+
 class ChiSquare(NamedTuple):
     """A chi-square test of homogeneity: statistic, degrees of freedom and p-value."""
 
@@ -225,7 +255,12 @@ def _chi2_upper(alpha: float, df: int) -> float:
     return chi2_isf(alpha, df)
 
 
-def psi_threshold(n: int, m: int, bins: int, alpha: float) -> float:
+def z_critical(alpha: float) -> float:
+    """``|z|`` above which the two-sided rank test rejects at level ``alpha`` (z² ~ χ²(1))."""
+    return math.sqrt(_chi2_upper(float(alpha), 1))
+
+
+def psi_threshold(n: float, m: float, bins: int, alpha: float) -> float:
     """``(1/n + 1/m) · χ²⁻¹(1 - alpha; bins - 1)``: PSI above it is drift at level ``alpha``."""
     if n <= 0 or m <= 0:
         raise ValueError(f"n and m must be positive, got {n}, {m}")
@@ -261,15 +296,19 @@ class FeatureDrift:
     ks: float | None  # binned KS; numeric features only
     rank_z: float | None  # numeric features only
     rank_pvalue: float | None  # two-sided; numeric features only
+    auc: float | None  # the rank test's effect: P(window > reference); numeric only
     chi2: float | None  # categorical features only
     chi2_dof: int | None
     chi2_pvalue: float | None
     psi_threshold: float  # inf until the window has rows
+    psi_critical: float  # χ²⁻¹(1 - alpha_per_test; bins - 1): threshold / (1/n + 1/m)
     reference_count: int  # n
     window_count: int  # m (rows, missing included)
     missing: int  # window rows with this feature missing
     out_of_range: int  # window values outside the reference [min, max]
-    alert: bool
+    significant: bool  # a test rejects at alpha_per_test (window of at least m_min rows)
+    large: bool  # the rejecting test's effect reaches its floor
+    alert: bool  # significant and large, by the same test
 
 
 @dataclass(frozen=True)
@@ -277,10 +316,15 @@ class DriftReport:
     """Drift of every feature of one section over one window, with the alert rule's inputs."""
 
     features: tuple[FeatureDrift, ...]
-    alpha: float  # family-wise level of the whole report
-    alpha_per_test: float  # alpha / tests (Bonferroni)
+    alpha: float  # family-wise level over ``tests`` × ``evaluations``
+    alpha_per_test: float  # alpha / (tests × evaluations) (Bonferroni)
     tests: int
     m_min: int
+    evaluations: int = 1
+    psi_floor: float = 0.0
+    auc_floor: float = 0.0
+    max_rows: int = 0  # 0: no cap
+    z_critical: float = math.inf
 
     @property
     def alert(self) -> bool:
@@ -309,31 +353,68 @@ class DriftReport:
             "alpha": self.alpha,
             "alpha_per_test": self.alpha_per_test,
             "tests": self.tests,
+            "evaluations": self.evaluations,
             "m_min": self.m_min,
+            "psi_floor": self.psi_floor,
+            "auc_floor": self.auc_floor,
+            "max_rows": self.max_rows,
+            "z_critical": clean(self.z_critical),
             "features": [{k: clean(v) for k, v in asdict(f).items()} for f in self.features],
         }
 
 
+def section_tests(binning: Binning) -> int:
+    """Tests one report of this section runs: 2 per numeric feature, 1 per categorical."""
+    return 2 * binning.n_numeric + (binning.n_features - binning.n_numeric)
+
+
 def drift_report(
-    binning: Binning, window: BinCounts, *, alpha: float = 0.01, m_min: int = 200
+    binning: Binning,
+    window: BinCounts,
+    *,
+    alpha: float = 0.01,
+    m_min: int = 200,
+    psi_floor: float = 0.0,
+    auc_floor: float = 0.0,
+    max_rows: int = 0,
+    tests: int | None = None,
+    evaluations: int = 1,
 ) -> DriftReport:
-    """Compare ``window`` with ``binning.reference`` feature by feature; apply the alert rule."""
+    """Compare ``window`` with ``binning.reference`` feature by feature; apply the alert rule.
+
+    A feature alerts when its window holds ``m_min`` rows or more and a test is both
+    significant at ``alpha / (tests × evaluations)`` and large: PSI above its calibrated
+    threshold and at least ``psi_floor``, or (numeric features) the rank test's |z| above
+    ``z_critical`` and ``|auc - 0.5|`` at least ``auc_floor``. ``tests``: the family the
+    error is controlled over (default: this section's; a version's monitor passes the sum
+    over its sections); ``evaluations``: distinct decisions per window length.
+    ``max_rows`` > 0 scales a larger window's counts down to that many rows first.
+    """
     if binning.reference is None:
         raise ValueError("the binning has no reference counts (build it from a profile)")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if evaluations < 1:
+        raise ValueError(f"evaluations must be >= 1, got {evaluations}")
     ref, cur = binning.reference, window.counts
     if cur.shape != ref.shape:
         raise ValueError(f"window counts have shape {cur.shape}, the reference {ref.shape}")
     k = binning.n_numeric
-    tests = max(2 * k + (binning.n_features - k), 1)
-    a = alpha / tests
+    family = max(section_tests(binning) if tests is None else tests, 1)
+    a = alpha / (family * evaluations)
+    z_crit = z_critical(a)
     # Python lists: the loop below then touches no numpy scalars.
     n, m = ref.sum(axis=1).tolist(), cur.sum(axis=1).tolist()
+    tested = cur.astype(np.float64)
+    if max_rows > 0:
+        rows = cur.sum(axis=1, keepdims=True).astype(np.float64)
+        tested = np.where(rows > max_rows, tested * (max_rows / np.maximum(rows, 1.0)), tested)
+    m_tested = tested.sum(axis=1).tolist()
     populated = np.count_nonzero(ref, axis=1).tolist()
-    psis, jss = psi(ref, cur).tolist(), js_distance(ref, cur).tolist()
-    kss, zs = binned_ks(ref, cur).tolist(), rank_z(ref, cur).tolist()
-    chi = chi_square(ref[k:], cur[k:])  # categorical rows only
+    psis, jss = psi(ref, tested).tolist(), js_distance(ref, tested).tolist()
+    kss, zs = binned_ks(ref, tested).tolist(), rank_z(ref, tested).tolist()
+    aucs = rank_auc(ref, tested).tolist()
+    chi = chi_square(ref[k:], tested[k:])  # categorical rows only
     chi_stat, chi_dof, chi_p = chi.statistic.tolist(), chi.dof.tolist(), chi.pvalue.tolist()
     missing = cur[:, -1].tolist()
     out_of_range = (window.out_low + window.out_high).tolist()
@@ -342,10 +423,15 @@ def drift_report(
         numeric = row < k
         n_i, m_i = int(n[row]), int(m[row])
         bins = max(populated[row], 2)
-        thr = psi_threshold(n_i, m_i, bins, a) if n_i > 0 and m_i > 0 else math.inf
-        z = zs[row]
+        crit = _chi2_upper(float(a), bins - 1)
+        thr = (1.0 / n_i + 1.0 / m_tested[row]) * crit if n_i > 0 and m_i > 0 else math.inf
+        z, auc = zs[row], aucs[row]
         p_rank = math.erfc(abs(z) / math.sqrt(2.0)) if numeric and math.isfinite(z) else None
-        drifted = psis[row] > thr or (p_rank is not None and p_rank < a)
+        enough = m_i >= m_min
+        psi_sig = enough and psis[row] > thr
+        psi_large = psis[row] >= psi_floor
+        rank_sig = enough and numeric and math.isfinite(z) and abs(z) > z_crit
+        rank_large = numeric and math.isfinite(auc) and abs(auc - 0.5) >= auc_floor
         features.append(
             FeatureDrift(
                 name=binning.names[row],
@@ -355,18 +441,25 @@ def drift_report(
                 ks=kss[row] if numeric else None,
                 rank_z=z if numeric else None,
                 rank_pvalue=p_rank,
+                auc=auc if numeric else None,
                 chi2=None if numeric else chi_stat[row - k],
                 chi2_dof=None if numeric else chi_dof[row - k],
                 chi2_pvalue=None if numeric else chi_p[row - k],
                 psi_threshold=thr,
+                psi_critical=crit,
                 reference_count=n_i,
                 window_count=m_i,
                 missing=missing[row],
                 out_of_range=out_of_range[row],
-                alert=m_i >= m_min and drifted,
+                significant=psi_sig or rank_sig,
+                large=psi_large or rank_large,
+                alert=(psi_sig and psi_large) or (rank_sig and rank_large),
             )
         )
-    return DriftReport(tuple(features), alpha, a, tests, m_min)
+    return DriftReport(
+        tuple(features), alpha, a, family, m_min, evaluations, psi_floor, auc_floor, max_rows,
+        z_crit,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -112,7 +112,9 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 # Every worker loads the same registry: these are merged by maximum, not added.
 _MAX_KEYS = frozenset({"gauges", "load_failures", "failed_versions", "loop", "registry"})
 # Per-worker copies of the same facts (labels, the reference profile): never added.
-_CONSTANT_KEYS = frozenset({"names", "levels", "reference_ratio", "canary_weight"})
+_CONSTANT_KEYS = frozenset(
+    {"names", "levels", "reference_ratio", "reference", "reference_midrank", "canary_weight"}
+)
 
 
 def _add_into(target: dict[str, Any], source: Mapping[str, Any], gauge: bool = False) -> None:
@@ -346,6 +348,33 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
         "The reference profile's proportion in each bin.",
         (*fl, "bin"),
     )
+    window_bins = Family(
+        "mlserve_feature_window_bin",
+        "gauge",
+        "Values in each reference bin over the current drift window (bin: index, or "
+        "'missing'): sum by across replicas for the fleet's window, exactly.",
+        (*fl, "bin"),
+    )
+    reference_bins = Family(
+        "mlserve_feature_reference_bin",
+        "gauge",
+        "The reference profile's count in each bin.",
+        (*fl, "bin"),
+    )
+    midrank = Family(
+        "mlserve_feature_reference_midrank",
+        "gauge",
+        "Numeric features: reference values below the bin plus half of the bin's (the rank "
+        "test's U is the sum of window counts times these).",
+        (*fl, "bin"),
+    )
+    rule = Family(
+        "mlserve_drift_rule",
+        "gauge",
+        "The version's drift alert rule: alpha_per_test, z_critical, psi_floor, auc_floor, "
+        "min_window, max_window_rows (0: no cap).",
+        ("model", "version", "parameter"),
+    )
     missing = Family("mlserve_feature_missing", "counter", "Missing (NaN) values seen.", fl)
     out_of_range = Family(
         "mlserve_feature_out_of_range",
@@ -379,6 +408,17 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
                     ratio.samples.append(("", (*labels, label), refs[b]))
                 missing.samples.append(("_total", labels, counts[-1]))
                 out_of_range.samples.append(("_total", labels, state["out_of_range"][i]))
+                padded = state["window"]["counts"][i]
+                window_row = [*padded[:last], padded[-1]]
+                for b, value in enumerate(window_row):
+                    label = "missing" if b == last else str(b)
+                    window_bins.samples.append(("", (*labels, label), value))
+                if "reference" in state:  # snapshots of older workers lack it
+                    for b, value in enumerate(state["reference"][i]):
+                        label = "missing" if b == last else str(b)
+                        reference_bins.samples.append(("", (*labels, label), value))
+                    for b, value in enumerate(state["reference_midrank"][i]):
+                        midrank.samples.append(("", (*labels, str(b)), value))
             for name, cls in state.get("classes", {}).items():
                 for level, count in zip([*cls["levels"], "other"], cls["counts"], strict=True):
                     classes.samples.append(("_total", (model, version, name, str(level)), count))
@@ -389,13 +429,35 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
             alert.samples.append(("", (model, version, section), 1 if rep["alert"] else 0))
             for feat in rep["features"]:
                 labels = (model, version, feat["name"])
-                for stat in ("psi", "js", "ks", "chi2", "psi_threshold"):
+                for stat in _DRIFT_STATISTICS:
                     value = feat.get(stat)
                     if value is not None:
                         drift.samples.append(("", (*labels, stat), value))
                 drift.samples.append(("", (*labels, "window_rows"), feat["window_count"]))
                 drift.samples.append(("", (*labels, "alert"), 1 if feat["alert"] else 0))
-    return [drift, bins, ratio, missing, out_of_range, classes, alert]
+        first = next(iter(report["sections"].values()), None)
+        if first is not None:
+            for parameter, key in _RULE_PARAMETERS:
+                value = first.get(key)
+                if value is not None:
+                    rule.samples.append(("", (model, version, parameter), value))
+    return [
+        drift, bins, ratio, window_bins, reference_bins, midrank, rule, missing, out_of_range,
+        classes, alert,
+    ]  # fmt: skip
+
+
+_DRIFT_STATISTICS = (
+    "psi", "js", "ks", "chi2", "psi_threshold", "psi_critical", "rank_z", "auc",
+)  # fmt: skip
+_RULE_PARAMETERS = (
+    ("alpha_per_test", "alpha_per_test"),
+    ("z_critical", "z_critical"),
+    ("psi_floor", "psi_floor"),
+    ("auc_floor", "auc_floor"),
+    ("min_window", "m_min"),
+    ("max_window_rows", "max_rows"),
+)
 
 
 def _routing_families(snapshot: Mapping[str, Any]) -> list[Family]:

@@ -29,7 +29,7 @@ from ..errors import ModelLoadError
 from ..runtime.columns import FeatureSchema
 from ..runtime.tensors import V2_TO_NUMPY, TensorSpec
 from .binning import Binning
-from .drift import WindowedCounts, drift_report
+from .drift import WindowedCounts, drift_report, midranks, section_tests
 from .kernel import BinCounts
 from .profile import in_precision
 
@@ -255,13 +255,17 @@ class ModelMonitor:
             window = s.window.window(now=now)
             vb = [b.value_bins(i) for i in range(b.n_features)]
             ref = b.reference
-            ratios = []
+            ratios, references, ranks = [], [], []
             for i in range(b.n_features):
                 row = _value_row(ref[i], vb[i]) if ref is not None else [0] * (vb[i] + 1)
                 n = sum(row)
                 ratios.append([c / n if n else 0.0 for c in row])
+                references.append(row)
+                ranks.append(midranks(row).tolist() if i < b.n_numeric else [])
             out[s.key] = {
                 "names": list(b.names),
+                "reference": references,
+                "reference_midrank": ranks,
                 "total": [_value_row(total.counts[i], vb[i]) for i in range(b.n_features)],
                 "out_of_range": (total.out_low + total.out_high).tolist(),
                 "reference_ratio": ratios,
@@ -283,6 +287,10 @@ class ModelMonitor:
     def report(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """Drift and data quality from (merged) ``state``: one report per section."""
         reports: dict[str, Any] = {}
+        config = self.config
+        # One family for the version: its alert is wrong with probability <= alpha per
+        # window length, whichever section alerts (monitoring/drift.py).
+        tests = sum(section_tests(s.binning) for s in self.sections)
         for s in self.sections:
             sec = state["sections"].get(s.key)
             if sec is None:
@@ -297,7 +305,15 @@ class ModelMonitor:
                 sumsq=np.asarray(w["sumsq"], dtype=np.float64),
             )
             drift = drift_report(
-                s.binning, window, alpha=self.config.alpha, m_min=self.config.min_window
+                s.binning,
+                window,
+                alpha=config.alpha,
+                m_min=config.min_window,
+                psi_floor=config.psi_floor,
+                auc_floor=config.auc_floor,
+                max_rows=config.max_window_rows,
+                tests=tests,
+                evaluations=config.window_buckets,
             ).to_dict()
             for feat in drift["features"]:
                 row = s.binning.row(feat["name"])
