@@ -381,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     """``mlserve profile``: read the data, build the profile, write ``reference.json``."""
-    from .monitoring.profile import save_profile
+    from .monitoring.profile import profile_warnings, save_profile
     from .profiling import profile_from_file
 
     try:
@@ -400,6 +400,8 @@ def _profile(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"mlserve: {exc}", file=sys.stderr)
         return 2
+    for warning in profile_warnings(profile):
+        print(f"warning: {warning}", file=sys.stderr)
     outputs = ", ".join(f"{k} ({len(v)})" for k, v in profile["outputs"].items()) or "none"
     print(
         f"wrote {args.out / 'reference.json'}: {profile['n_rows']} rows, "
@@ -410,6 +412,7 @@ def _profile(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from .governance.publish import PublishError, publish
+    from .monitoring.profile import load_profile, profile_warnings
 
     try:
         done = publish(
@@ -435,6 +438,11 @@ def _publish(args: argparse.Namespace) -> int:
         else f", max difference from the estimator {done.max_error:.2g}"
     )
     print(f"published {done.model} v{done.version} at {done.path}{err}")
+    try:  # the profile publish wrote: say which features it cannot watch
+        for warning in profile_warnings(load_profile(done.path / "reference.json")):
+            print(f"warning: {warning}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"warning: the published reference profile could not be read: {exc}", file=sys.stderr)
     return 0
 
 

@@ -10,7 +10,7 @@ Schema, version 1 (a JSON object; unknown keys are an error)::
     {
       "schema_version": 1,
       "n_rows": 10000,                # reference rows
-      "bins": 10,                     # B: numeric features get B-1 quantile edges (ties collapsed)
+      "bins": 10,                     # B: numeric features get ~B-1 edges (rule below)
       "top_k": 20,                    # K: categorical features keep their K commonest levels
       "features": [FEATURE, ...],     # the model input's columns (its "section")
       "outputs": {"<output>": [FEATURE, ...], ...}   # one section per model output
@@ -30,6 +30,16 @@ Schema, version 1 (a JSON object; unknown keys are an error)::
       {"name": "region", "kind": "categorical", "column": 3, "n": 10000, "missing": 0,
        "levels": ["north", "south"],  # the top-K levels by count (ties: by value), unique
        "counts": [6100, 3700, 200]}   # one per level, then "other"; sum = n - missing
+
+Numeric edges are reference values, so a bin never splits a gap of the data. A feature with
+at most B distinct finite values gets one bin per value (``edges`` = the values but the
+smallest: a 0/1 feature gets ``[1.0]``, bins {0} and {1}). Any other gets the B-1 quantiles
+(inverted CDF) with ties merged and none at the minimum (it would leave bin 0 empty); where a
+quantile edge holds at least n_finite / B tied values, the next larger reference value is an
+edge too, so that mass point is a bin of its own and the values above it another (at most
+2(B-1) edges in all). Without such ties (continuous data) the edges are the plain quantiles.
+A binary feature with 3 % ones, or a zero-inflated one, therefore still fills two bins and
+its drift shows; ``profile_warnings`` names the features whose reference fills fewer.
 
 ``column`` is the feature's column in its tensor (a 1-D output is one column). For an
 output, a 2-D float output (probabilities, scores) gives one numeric feature per column
@@ -65,6 +75,7 @@ __all__ = [
     "build_profile",
     "in_precision",
     "load_profile",
+    "profile_warnings",
     "save_profile",
     "validate_profile",
 ]
@@ -188,17 +199,75 @@ def _numeric(name: str, col: NDArray[Any], bins: int) -> dict[str, Any]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return {"edges": [], "mean": None, "std": None, "min": None, "max": None, "median": None}
-    # Edges are reference values (inverted CDF), so discrete data gets no edges in its gaps;
-    # np.unique collapses ties, which leaves them strictly increasing.
-    q = np.quantile(finite, np.arange(1, bins) / bins, method="inverted_cdf")
     return {
-        "edges": [float(e) for e in np.unique(q)],
+        "edges": [float(e) for e in _edges(finite, bins)],
         "mean": float(finite.mean()),
         "std": float(finite.std()),
         "min": float(finite.min()),
         "max": float(finite.max()),
         "median": float(np.median(finite)),
     }
+
+
+def _edges(finite: NDArray[np.float64], bins: int) -> NDArray[np.float64]:
+    """Bin edges of a numeric feature's finite reference values (the rule in the module doc).
+
+    Every edge is a reference value and the edges are strictly increasing. Edges at the
+    quantiles alone (what profiles had before) put a feature with under 1/B of its values
+    off its commonest value into one bin: a 0/1 feature with 3 % ones got edges [0.0], bin 0
+    empty and bin 1 everything, and no change in its rate could ever show.
+    """
+    levels, tied = np.unique(finite, return_counts=True)
+    if levels.size <= bins:
+        return levels[1:]  # one bin per value
+    # Inverted CDF: edges are values, so discrete data gets no edges in its gaps.
+    q = np.unique(np.quantile(finite, np.arange(1, bins) / bins, method="inverted_cdf"))
+    at = np.searchsorted(levels, q)  # q are values: levels[at] == q
+    heavy = at[tied[at] * bins >= finite.size]  # mass points: give each a bin of its own
+    after = levels[heavy[heavy + 1 < levels.size] + 1]
+    edges = np.union1d(q, after)
+    above: NDArray[np.float64] = edges[edges > levels[0]]  # an edge at the minimum: empty bin 0
+    return above
+
+
+def profile_warnings(profile: Mapping[str, Any]) -> list[str]:
+    """One sentence for each feature whose reference values fill fewer than two bins.
+
+    Drift in such a feature can only show as values outside the reference (out of range, or
+    other levels) or as a change in how often it is missing, if at all. Profiles built now
+    fill two bins with every feature that has two distinct values; an older profile may not.
+    """
+    sections = [("feature", profile.get("features", []))]
+    sections += [("output", s) for s in profile.get("outputs", {}).values()]
+    out = []
+    for what, section in sections:
+        for e in section:
+            counts = e.get("counts", [])
+            if sum(1 for c in counts if c) >= 2:
+                continue
+            name = f"{what} {e.get('name')!r}"
+            every = "every reference row" + (" where present" if e.get("missing") else "")
+            if not any(counts):
+                out.append(
+                    f"{name} is missing in every reference row: its drift cannot be measured"
+                )
+            elif e.get("kind") == "categorical":
+                levels = e.get("levels", [])
+                level = repr(levels[counts.index(max(counts))]) if counts[-1] == 0 else "other"
+                out.append(
+                    f"{name} has one level ({level}) in {every}: only other levels can show drift"
+                )
+            elif e.get("min") == e.get("max"):
+                out.append(
+                    f"{name} has one value ({e.get('min')!r}) in {every}: "
+                    "only values outside it (out of range) can show drift"
+                )
+            else:
+                out.append(
+                    f"{name} has all its reference values in one bin (edges {e.get('edges')}): "
+                    "only values out of range can show drift; build the profile again"
+                )
+    return out
 
 
 def _is_missing(v: Any) -> bool:
