@@ -49,7 +49,8 @@ TITLE = "mlserve dashboard"
 # Every drift chip as the page shows it.
 CHIPS = """() => [...document.querySelectorAll('.feature')].map(e => ({
     endpoint: e.dataset.endpoint, section: e.dataset.section, name: e.dataset.feature,
-    text: e.querySelector('.name').textContent, alert: e.classList.contains('alert')}))"""
+    text: e.querySelector('.name').textContent, alert: e.classList.contains('alert'),
+    figures: e.querySelector('.psi').textContent, title: e.title}))"""
 
 
 @pytest.fixture()
@@ -229,6 +230,11 @@ def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
                 (c["endpoint"], c["name"]) for c in chips if c["alert"] and c["section"] == "inputs"
             }
             assert alerting == {("credit/2", SHIFTED)}
+            # The effect size beside the test: PSI against its bound, the rank test's AUC.
+            (shifted,) = [c for c in chips if c["alert"] and c["section"] == "inputs"]
+            assert re.fullmatch(r"PSI \d\.\d{3} / \d\.\d{3} · AUC \d\.\d{3}", shifted["figures"])
+            assert "significant and large: alert" in shifted["title"]
+            assert "|AUC - 0.5| floor 0.050" in shifted["title"]
             drift_card = page.locator(".drift-card[data-endpoint='credit/2']")
             assert "drift alert" in drift_card.inner_text()
 

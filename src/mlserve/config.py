@@ -279,6 +279,11 @@ class MonitoringConfig:
     # Cap on the rows the significance tests count (0: none): beyond it the window's counts
     # are scaled down, so a busy model's threshold stops shrinking.
     max_window_rows: int = 0
+    # Drift per segment of the traffic: a feature with few values ("region") or a request
+    # parameter ("parameters.tenant"); the first max_segments values seen get windows of their
+    # own, later ones share "other".
+    segment_by: str = ""
+    max_segments: int = 8
     enabled: bool = True
 
 
@@ -542,6 +547,13 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] psi_floor must be in [0, 10)")
     if not 0 <= m.auc_floor < 0.5:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] auc_floor must be in [0, 0.5)")
+    if not 1 <= m.max_segments <= 64:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] max_segments must be in 1..64")
+    if m.segment_by == "parameters." or m.segment_by.strip() != m.segment_by:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [monitoring] segment_by must name a feature or "
+            f"parameters.<name>, got {m.segment_by!r}"
+        )
     if m.max_window_rows < 0 or 0 < m.max_window_rows < m.min_window:
         raise ConfigError(
             f"{MODEL_CONFIG_FILE}: [monitoring] max_window_rows must be 0 (no cap) or at least "

@@ -470,8 +470,16 @@ class InferenceService:
         feeds = result.feeds
         rows = len(feeds[result.endpoint.session.inputs[0].name])
         stats.roles[result.role].success(total_s, result.queue_s, result.infer_s, rows)
-        if stats.monitor is not None:
-            stats.monitor.observe(feeds, result.names, result.outputs, rows)
+        monitor = stats.monitor
+        if monitor is not None:
+            if monitor.segment_parameter is None:
+                monitor.observe(feeds, result.names, result.outputs, rows)
+            else:
+                params = result.request.get("parameters") if result.request else None
+                segment = (
+                    params.get(monitor.segment_parameter) if isinstance(params, dict) else None
+                )
+                monitor.observe(feeds, result.names, result.outputs, rows, segment)
         if result.role != PINNED:
             self._mirror(result)
 

@@ -241,6 +241,12 @@ def snapshot_event(
                         "name": f["name"],
                         "psi": f["psi"],
                         "threshold": f["psi_threshold"],
+                        "psi_floor": rep.get("psi_floor"),
+                        "auc": f.get("auc"),
+                        "auc_floor": rep.get("auc_floor"),
+                        "pvalue": f.get("rank_pvalue", f.get("chi2_pvalue")),
+                        "significant": f.get("significant"),
+                        "large": f.get("large"),
                         "rows": f["window_count"],
                         "alert": f["alert"],
                     }

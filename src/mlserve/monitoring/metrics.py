@@ -391,6 +391,19 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
     alert = Family("mlserve_drift_alert", "gauge",
                    "1 when any feature of the section alerts (section: inputs or an output "
                    "name).", ("model", "version", "section"))  # fmt: skip
+    segment_alert = Family(
+        "mlserve_segment_drift_alert",
+        "gauge",
+        "1 when any input feature of the segment alerts ([monitoring] segment_by).",
+        ("model", "version", "segment"),
+    )
+    segment_drift = Family(
+        "mlserve_segment_feature_drift",
+        "gauge",
+        "Drift of an input feature within one segment over the current window, by statistic: "
+        "psi, psi_threshold, auc, window_rows, alert.",
+        ("model", "version", "segment", "feature", "statistic"),
+    )
     for key in sorted(endpoints):
         mon = endpoints[key].get("monitor")
         if not mon:
@@ -435,6 +448,19 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
                         drift.samples.append(("", (*labels, stat), value))
                 drift.samples.append(("", (*labels, "window_rows"), feat["window_count"]))
                 drift.samples.append(("", (*labels, "alert"), 1 if feat["alert"] else 0))
+        segments = report.get("segments")
+        for segment, rep in sorted((segments or {}).get("segments", {}).items()):
+            segment_alert.samples.append(("", (model, version, segment), int(rep["alert"])))
+            for feat in rep["features"]:
+                seg_labels = (model, version, segment, feat["name"])
+                for stat in ("psi", "psi_threshold", "auc"):
+                    value = feat.get(stat)
+                    if value is not None:
+                        segment_drift.samples.append(("", (*seg_labels, stat), value))
+                segment_drift.samples.append(
+                    ("", (*seg_labels, "window_rows"), feat["window_count"])
+                )
+                segment_drift.samples.append(("", (*seg_labels, "alert"), int(feat["alert"])))
         first = next(iter(report["sections"].values()), None)
         if first is not None:
             for parameter, key in _RULE_PARAMETERS:
@@ -443,7 +469,7 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
                     rule.samples.append(("", (model, version, parameter), value))
     return [
         drift, bins, ratio, window_bins, reference_bins, midrank, rule, missing, out_of_range,
-        classes, alert,
+        classes, alert, segment_alert, segment_drift,
     ]  # fmt: skip
 
 

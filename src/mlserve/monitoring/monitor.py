@@ -58,6 +58,75 @@ class Section:
     schema: FeatureSchema | None = None
 
 
+OTHER_SEGMENT = "other"
+PARAMETER_PREFIX = "parameters."
+_SEGMENT_LABEL_CHARS = 64
+
+
+class Segments:
+    """Windows of the inputs section per segment of the traffic (``[monitoring] segment_by``).
+
+    A segment is the value of one feature in each row, or of one request parameter for
+    every row of a request. The first ``limit`` values seen get windows of their own; later
+    ones share ``"other"``, so the state stays bounded whatever the traffic sends.
+    """
+
+    def __init__(
+        self,
+        by: str,
+        column: int | None,
+        binning: Binning,
+        config: MonitoringConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        self.by = by
+        self.column = column  # the feature's column in the inputs tensor; None: a parameter
+        self.parameter = by[len(PARAMETER_PREFIX) :] if column is None else None
+        self.limit = config.max_segments
+        self._binning = binning
+        self._config = config
+        self._clock = clock
+        self.windows: dict[str, WindowedCounts] = {}
+
+    @staticmethod
+    def label(value: Any) -> str:
+        """A segment's name: the value as text (whole floats without ".0"), bounded."""
+        if value is None or (isinstance(value, float) and value != value):
+            return "missing"
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        return str(value)[:_SEGMENT_LABEL_CHARS]
+
+    def _window(self, key: str) -> WindowedCounts:
+        window = self.windows.get(key)
+        if window is None:
+            if len(self.windows) >= self.limit and key != OTHER_SEGMENT:
+                return self._window(OTHER_SEGMENT)
+            window = WindowedCounts(
+                self._binning,
+                bucket_seconds=self._config.bucket_seconds,
+                window_buckets=self._config.window_buckets,
+                clock=self._clock,
+            )
+            self.windows[key] = window
+        return window
+
+    def add(self, batch: np.ndarray, keys: Sequence[Any] | None, now: float) -> None:
+        """Count the rows of ``batch`` into their segments' windows. ``keys``: one per row
+        (a parameter's values); None: read the segment feature's column of ``batch``."""
+        values = batch[:, self.column].tolist() if keys is None else keys
+        groups: dict[str, list[int]] = {}
+        for i, value in enumerate(values):
+            groups.setdefault(self.label(value), []).append(i)
+        for key, rows in groups.items():
+            part = batch if len(rows) == len(values) else batch[rows]
+            self._window(key).add_batch(part, now)
+
+
 class ModelMonitor:
     """Feature and prediction drift and data quality for one loaded version."""
 
@@ -67,9 +136,14 @@ class ModelMonitor:
         config: MonitoringConfig,
         output_names: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
+        segments: Segments | None = None,
     ) -> None:
         self.sections = sections
         self.config = config
+        self.segments = segments
+        # The request parameter that names a request's segment (None: no such parameter).
+        self.segment_parameter = segments.parameter if segments is not None else None
+        self._segment_keys: list[tuple[Any, int]] = []  # (parameter value, rows) per request
         self._clock = clock
         # Queued arrays per section (same order as sections), and rows queued.
         self._queued: list[list[Any]] = [[] for _ in sections]
@@ -137,7 +211,8 @@ class ModelMonitor:
                     f"({sorted(names)})"
                 )
             sections.append(cls._section(name, spec, False, entries, config, clock))
-        return cls(sections, config, output_names, clock)
+        segments = _segments(sections[0], config, clock) if config.segment_by else None
+        return cls(sections, config, output_names, clock, segments)
 
     @staticmethod
     def _section(
@@ -196,10 +271,14 @@ class ModelMonitor:
         names: Sequence[str],
         outputs: Sequence[np.ndarray],
         rows: int,
+        segment: Any = None,
     ) -> None:
-        """Queue one request's features and predictions (``names[i]`` → ``outputs[i]``)."""
+        """Queue one request's features and predictions (``names[i]`` → ``outputs[i]``);
+        ``segment``: the request's value of the segment parameter, if segmented by one."""
         with self._lock:
             queued = self._queued
+            if self.segment_parameter is not None:
+                self._segment_keys.append((segment, rows))
             for i, source in self._input_plan:
                 queued[i].append(feeds[source] if source is not None else feeds)
             if names is self._all_outputs:  # the common case: every output, in model order
@@ -231,6 +310,7 @@ class ModelMonitor:
         with self._flushing:
             with self._lock:
                 queued, self._queued = self._queued, [[] for _ in self.sections]
+                keys, self._segment_keys = self._segment_keys, []
                 self._rows = 0
                 # A pending timer is left to fire and find little to do.
                 self._timer = None
@@ -243,6 +323,9 @@ class ModelMonitor:
                 else:
                     batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
                 section.window.add_batch(batch, now)
+                if self.segments is not None and section.is_input:
+                    rows = [k for k, n in keys for _ in range(n)] if keys else None
+                    self.segments.add(_two_d(batch), rows, now)
 
     # ------------------------------------------------------------------ export
     def state(self, now: float | None = None) -> dict[str, Any]:
@@ -282,7 +365,13 @@ class ModelMonitor:
                 if not s.is_input
                 else {},
             }
-        return {"sections": out}
+        result: dict[str, Any] = {"sections": out}
+        if self.segments is not None:
+            result["segments"] = {
+                key: {name: getattr(w.window(now=now), name).tolist() for name in _WINDOW_ARRAYS}
+                for key, w in list(self.segments.windows.items())
+            }
+        return result
 
     def report(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """Drift and data quality from (merged) ``state``: one report per section."""
@@ -295,15 +384,7 @@ class ModelMonitor:
             sec = state["sections"].get(s.key)
             if sec is None:
                 continue
-            w = sec["window"]
-            window = BinCounts(
-                counts=np.asarray(w["counts"], dtype=np.int64),
-                out_low=np.asarray(w["out_low"], dtype=np.int64),
-                out_high=np.asarray(w["out_high"], dtype=np.int64),
-                n_finite=np.asarray(w["n_finite"], dtype=np.int64),
-                sums=np.asarray(w["sums"], dtype=np.float64),
-                sumsq=np.asarray(w["sumsq"], dtype=np.float64),
-            )
+            window = _counts(sec["window"])
             drift = drift_report(
                 s.binning,
                 window,
@@ -325,11 +406,82 @@ class ModelMonitor:
             drift["section"] = s.key
             drift["tensor"] = s.source
             reports[s.key] = drift
-        return {
+        result = {
             "sections": reports,
             "alert": any(r["alert"] for r in reports.values()),
             "window_seconds": self.config.window_buckets * self.config.bucket_seconds,
         }
+        if self.segments is not None:
+            result["segments"] = self._segment_reports(state.get("segments", {}))
+        return result
+
+    def _segment_reports(self, windows: Mapping[str, Any]) -> dict[str, Any]:
+        """The inputs section's drift per segment. One family for all segments: some
+        segment's alert is false with probability <= alpha per window length."""
+        assert self.segments is not None
+        config, binning, by = self.config, self.sections[0].binning, self.segments.by
+        tests = section_tests(binning) * (self.segments.limit + 1)
+        reports = {}
+        for key, w in sorted(windows.items()):
+            report = drift_report(
+                binning,
+                _counts(w),
+                alpha=config.alpha,
+                m_min=config.min_window,
+                psi_floor=config.psi_floor,
+                auc_floor=config.auc_floor,
+                max_rows=config.max_window_rows,
+                tests=tests,
+                evaluations=config.window_buckets,
+            ).to_dict()
+            if self.segments.column is not None:  # within a segment, its own feature is fixed
+                report["features"] = [f for f in report["features"] if f["name"] != by]
+                report["alert"] = any(f["alert"] for f in report["features"])
+            reports[key] = report
+        return {
+            "by": self.segments.by,
+            "alert": any(r["alert"] for r in reports.values()),
+            "alerting": {
+                k: [f["name"] for f in r["features"] if f["alert"]]
+                for k, r in reports.items()
+                if r["alert"]
+            },
+            "segments": reports,
+        }
+
+
+def _counts(w: Mapping[str, Any]) -> BinCounts:
+    """A window exported by ``state`` as ``BinCounts``."""
+    return BinCounts(
+        counts=np.asarray(w["counts"], dtype=np.int64),
+        out_low=np.asarray(w["out_low"], dtype=np.int64),
+        out_high=np.asarray(w["out_high"], dtype=np.int64),
+        n_finite=np.asarray(w["n_finite"], dtype=np.int64),
+        sums=np.asarray(w["sums"], dtype=np.float64),
+        sumsq=np.asarray(w["sumsq"], dtype=np.float64),
+    )
+
+
+def _two_d(batch: np.ndarray) -> np.ndarray:
+    return batch.reshape(-1, 1) if batch.ndim == 1 else batch
+
+
+def _segments(inputs: Section, config: MonitoringConfig, clock: Callable[[], float]) -> Segments:
+    """The segments of ``[monitoring] segment_by``: a feature of the inputs section, or
+    ``parameters.<name>``; a name that is neither is a load failure that says so."""
+    by = config.segment_by
+    if by.startswith(PARAMETER_PREFIX):
+        return Segments(by, None, inputs.binning, config, clock)
+    binning = inputs.binning
+    if by not in binning.names:
+        raise ModelLoadError(
+            f"[monitoring] segment_by = {by!r} is not a feature of the model (features: "
+            f"{list(binning.names)}); use {PARAMETER_PREFIX}<name> for a request parameter"
+        )
+    row = binning.row(by)
+    k = binning.n_numeric
+    column = int(binning.cols[row]) if row < k else binning.cat_cols[row - k]
+    return Segments(by, column, binning, config, clock)
 
 
 def _table_schema(

@@ -318,9 +318,17 @@
             "div",
             { class: "chips" },
             ...features.map((f) => {
-              const ratio = f.psi !== null && f.threshold ? Math.min(f.psi / f.threshold, 1) : 0;
+              // The bar fills up to where PSI alone would alert: its threshold or its floor.
+              const bound = f.threshold === null ? null : Math.max(f.threshold, f.psi_floor || 0);
+              const ratio = f.psi !== null && bound ? Math.min(f.psi / bound, 1) : 0;
               const fill = el("div", { class: "fill" });
               fill.style.width = `${(ratio * 100).toFixed(1)}%`;
+              const effect = f.auc === null || f.auc === undefined ? "" : ` · AUC ${fmtNumber(f.auc, 3)}`;
+              const verdict = f.alert
+                ? "significant and large: alert"
+                : f.significant
+                  ? "significant but below the effect floors"
+                  : "not significant";
               return el(
                 "div",
                 {
@@ -328,14 +336,19 @@
                   "data-endpoint": endpoint,
                   "data-section": section,
                   "data-feature": f.name,
-                  title: `PSI ${fmtNumber(f.psi, 4)}, threshold ${fmtNumber(f.threshold, 4)}, ${f.rows} rows in the window`,
+                  title:
+                    `PSI ${fmtNumber(f.psi, 4)} (threshold ${fmtNumber(f.threshold, 4)}, floor ${fmtNumber(f.psi_floor, 3)})` +
+                    (f.auc === null || f.auc === undefined
+                      ? ""
+                      : `, AUC ${fmtNumber(f.auc, 4)} (|AUC - 0.5| floor ${fmtNumber(f.auc_floor, 3)})`) +
+                    `, p ${typeof f.pvalue === "number" && f.pvalue < 0.001 ? f.pvalue.toExponential(1) : fmtNumber(f.pvalue, 3)}, ${f.rows} rows in the window: ${verdict}`,
                 },
                 el("span", { class: "name" }, f.name),
                 el("div", { class: "bar" }, fill),
                 el(
                   "span",
                   { class: "psi" },
-                  f.threshold === null ? "no rows" : `${fmtNumber(f.psi, 3)} / ${fmtNumber(f.threshold, 3)}`,
+                  f.threshold === null ? "no rows" : `PSI ${fmtNumber(f.psi, 3)} / ${fmtNumber(bound, 3)}${effect}`,
                 ),
               );
             }),
