@@ -8,7 +8,8 @@ Systems, each started by the harness on a free loopback port and driven by wrk (
 C load generator, one thread) with a Lua script: ``floor-asgi`` (a bare ASGI
 callable doing the same V2 JSON + onnxruntime work, ``benchmarks/floors.py``),
 ``floor-starlette`` (the same as a Starlette endpoint), ``mlserve`` (monitoring on: metrics,
-drift windows, data quality) and ``mlserve-off`` (``--monitoring off``), and any other
+drift windows, data quality), ``mlserve-off`` (``--monitoring off``), ``mlserve-asgi``
+(monitoring on, ``--fast-lane off``: every request through the ASGI cycle), and any other
 Open Inference Protocol server
 given with ``--url NAME=URL_TEMPLATE`` (``{model}`` is replaced by the model name).
 ``onnxruntime`` is the in-process floor: one session call, no HTTP.
@@ -152,13 +153,14 @@ def start_systems(names: list[str], registry: Path, workers: int, logdir: Path) 
     )
     for name in names:
         port = free_port()
-        if name in ("mlserve", "mlserve-off"):
+        if name in ("mlserve", "mlserve-off", "mlserve-asgi"):
             cmd = [
                 sys.executable, "-m", "mlserve", "serve", "--registry", str(registry),
                 "--port", str(port), "--workers", str(workers), "--log-level", "warning",
                 "--monitoring", "off" if name == "mlserve-off" else "on",
                 "--payload-dir", str(logdir / f"payloads-{name}"),
                 "--payload-queue", str(PAYLOAD_QUEUE),
+                "--fast-lane", "off" if name == "mlserve-asgi" else "on",
             ]  # fmt: skip
             system = System(name, f"http://127.0.0.1:{port}/v2/models/{{model}}/infer")
         elif name in FLOOR_SYSTEMS:

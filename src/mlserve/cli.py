@@ -269,6 +269,13 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         help="per-request metrics and drift (default on; env MLSERVE_MONITORING)",
     )
     p.add_argument(
+        "--fast-lane",
+        dest="fast_lane",
+        choices=["on", "off"],
+        help="answer whole infer requests from the HTTP protocol, without the ASGI cycle "
+        "(default on; env MLSERVE_FAST_LANE)",
+    )
+    p.add_argument(
         "--poll-seconds",
         dest="poll_seconds",
         type=float,
@@ -313,6 +320,7 @@ _SETTING_KEYS = (
     "overload_delay_ms",
     "inference_threads",
     "monitoring",
+    "fast_lane",
     "poll_seconds",
     "state_dir",
     "audit_log",

@@ -62,6 +62,9 @@ class ServerSettings:
     audit_log: str = ""
     # "on": per-request metrics, drift and data quality; "off": none of it on the request path.
     monitoring: str = "on"
+    # "on": whole infer requests are answered from the HTTP protocol (http/fast_lane.py);
+    # "off": every request through the ASGI application (same answers, slower).
+    fast_lane: str = "on"
     # Where worker processes share their monitoring state (set by the server for --workers > 1).
     worker_dir: str = ""
     # Routing state (each model's routing.json) and, unless audit_log says otherwise, the
@@ -101,6 +104,8 @@ class ServerSettings:
             raise ConfigError(f"overload_delay_ms must be >= 0, got {self.overload_delay_ms}")
         if self.monitoring not in ("on", "off"):
             raise ConfigError(f"monitoring must be 'on' or 'off', got {self.monitoring!r}")
+        if self.fast_lane not in ("on", "off"):
+            raise ConfigError(f"fast_lane must be 'on' or 'off', got {self.fast_lane!r}")
         if self.model_name:
             from .registry.layout import is_valid_model_name
 

@@ -15,6 +15,7 @@ from types import FrameType
 import uvicorn
 
 from .config import ServerSettings
+from .http.fast_lane import FastLaneProtocol
 from .http.head_timeout import TimedHeadProtocol
 
 log = logging.getLogger("mlserve")
@@ -52,8 +53,9 @@ def serve(settings: ServerSettings) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         loop="uvloop",
-        # httptools with limits on request heads: size (protocol.py) and time (slowloris).
-        http=TimedHeadProtocol,
+        # httptools with limits on request heads (size: protocol.py, time: head_timeout.py)
+        # that answers whole infer requests itself (fast_lane.py).
+        http=FastLaneProtocol if settings.fast_lane == "on" else TimedHeadProtocol,
         # The request-head size limit of protocol.py: uvicorn's own setting (h11 only) carries
         # it to every worker process.
         h11_max_incomplete_event_size=settings.max_header_bytes,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -52,16 +51,3 @@ def error_response(request: Request, exc: Exception) -> Response:
     status, body, extra = error_payload(exc)
     headers = {k.decode(): v.decode() for k, v in extra}
     return Response(body, status_code=status, media_type="application/json", headers=headers)
-
-
-async def send_error(send: Any, exc: BaseException) -> None:
-    """Write an error response on a raw ASGI ``send``."""
-    status, body, extra = error_payload(exc)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

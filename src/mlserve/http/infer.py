@@ -1,8 +1,11 @@
-"""The lean ASGI handler for ``POST /v2/models/{m}[/versions/{v}]/infer``.
+"""``POST /v2/models/{m}[/versions/{v}]/infer``: one transport-free core, two lanes.
 
-No Starlette Request/Response per call: the body is read from ``receive`` with the
-size limit enforced as it arrives, parsed with orjson, handed to the service, and
-the answer is written with two ``send`` calls. Everything else is Starlette's.
+``InferHandler`` checks the head (route, method, shedding, sizes), runs the request
+(decode, route to a version, run, encode) and accounts it after the answer left; it never
+touches a socket. The ASGI lane (``InferHandler.__call__``) reads the body from ``receive``
+with the size limit enforced as it arrives and answers with two ``send`` calls; the fast lane
+(``fast_lane.py``) calls the same three steps from the HTTP protocol and answers with one
+write. Everything else is Starlette's.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import orjson
 
 from ..errors import ClientDisconnected, InvalidInput, MLServeError, NotFound, PayloadTooLarge
 from ..registry.layout import check_model_name, parse_version
-from ..service import InferenceService
+from ..service import InferenceService, InferResult
 from .body_timeout import BodyDeadlines
-from .errors import send_error
+from .errors import JSON_HEADERS, error_payload
 
 INFER_PREFIX = "/v2/models/"
 INFER_SUFFIX = "/infer"
@@ -27,8 +30,52 @@ _TIMING = b"queue;dur=%.3f, infer;dur=%.3f, total;dur=%.3f"
 _ROLE_BYTES = {role: role.encode() for role in ("stable", "canary", "pinned", "shadow")}
 
 
+class Reply:
+    """A response as the transport writes it: status, headers (without the server's
+    defaults), body; for a success, what ``InferHandler.finish`` accounts afterwards."""
+
+    __slots__ = ("body", "headers", "result", "start", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        result: InferResult | None = None,
+        start: float = 0.0,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.result = result
+        self.start = start
+
+
+class Request:
+    """What an infer request's head says, checked before its body is read."""
+
+    __slots__ = ("declared", "header_length", "routing_key", "start", "target")
+
+    def __init__(
+        self,
+        target: tuple[str, int | None],
+        declared: int | None,
+        header_length: int | None,
+        routing_key: str | None,
+        start: float,
+    ) -> None:
+        self.target = target
+        self.declared = declared
+        self.header_length = header_length
+        self.routing_key = routing_key
+        self.start = start
+
+
 class InferHandler:
-    """An ASGI callable for the infer routes only (the app dispatches here by path)."""
+    """The infer routes' one core, free of any transport: ``head`` checks the request head,
+    ``run`` decodes, routes, runs and encodes, ``finish`` accounts a success after the answer
+    left. Two lanes call it: this object as an ASGI callable (``__call__``; the app
+    dispatches here by path) and the protocol-level fast lane (``fast_lane.py``)."""
 
     def __init__(
         self,
@@ -44,43 +91,71 @@ class InferHandler:
         # Validated paths → (model, version): a dict hit instead of a split and two regexes.
         self._routes: dict[str, tuple[str, int | None]] = {}
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # ------------------------------------------------------------------ the core
+    def head(self, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Request | Reply:
+        """The request head checked: a ``Request`` to read the body of, or the answer."""
         start = perf_counter()
         target = None
-        served = False  # once the service has the request, it accounts failures itself
         try:
-            path = scope["path"]
             target = self._routes.get(path)
             if target is None:
                 target = _route(path)
                 if len(self._routes) < _ROUTE_CACHE_SIZE:
                     self._routes[path] = target
-            if scope["method"] != "POST":
-                await _method_not_allowed(send)
-                return
-            if self.service.shed_share and self.service.shed_this():
-                self.service.count_shed(*target)
-                await send_error(send, self.service.refuse_overloaded())
-                return
+            if method != "POST":
+                return _METHOD_NOT_ALLOWED
+            service = self.service
+            if service.shed_share and service.shed_this():
+                service.count_shed(*target)
+                return error_reply(service.refuse_overloaded())
             declared = header_length = routing_key = None
-            for key, value in scope["headers"]:
+            for key, value in headers:
                 if key == b"content-length":
                     declared = value
                 elif key == b"inference-header-content-length":
                     header_length = _header_length(value)
                 elif key == b"mlserve-routing-key":
                     routing_key = value.decode("latin-1")
-            body = await self._read_body(declared, receive)
+            length = None
+            if declared is not None:
+                if not declared.isdigit():
+                    raise InvalidInput("invalid Content-Length header", reason="http")
+                length = int(declared)
+                if length > self.max_body:
+                    raise PayloadTooLarge(
+                        f"request body of {length} bytes is over the limit of {self.max_body} bytes"
+                    )
+            return Request(target, length, header_length, routing_key, start)
+        except MLServeError as exc:
+            if target is not None and exc.status_code != 404:
+                # Failed before the service saw it (head, size): still the version's.
+                self.service.count_failure(target[0], target[1], exc)
+            return error_reply(exc)
+        except Exception as exc:  # a bug: logged, answered 500 JSON
+            return error_reply(exc)
+
+    def refused(self, request: Request, exc: MLServeError) -> Reply:
+        """The answer to a request whose body could not be read (size, time, JSON)."""
+        self.service.count_failure(request.target[0], request.target[1], exc)
+        return error_reply(exc)
+
+    async def run(self, request: Request, body: bytes) -> Reply:
+        """Decode, route, run and encode one request whose whole body is ``body``."""
+        served = False  # once the service has the request, it accounts failures itself
+        model, version = request.target
+        header_length = request.header_length
+        try:
             if header_length is None:
-                request = _loads(body)
+                document = _loads(body)
                 served = True
                 result = await self.service.infer(
-                    target[0], target[1], request, routing_key=routing_key, body_bytes=len(body)
-                )
+                    model, version, document, routing_key=request.routing_key,
+                    body_bytes=len(body),
+                )  # fmt: skip
             elif header_length == 0:
                 served = True
                 result = await self.service.infer_raw(
-                    target[0], target[1], memoryview(body), routing_key
+                    model, version, memoryview(body), request.routing_key
                 )
             else:
                 if header_length > len(body):
@@ -90,54 +165,62 @@ class InferHandler:
                         reason="binary",
                     )
                 view = memoryview(body)
-                request = _loads(view[:header_length])
+                document = _loads(view[:header_length])
                 served = True
                 result = await self.service.infer(
-                    target[0], target[1], request, view[header_length:], routing_key, len(body)
-                )
+                    model, version, document, view[header_length:], request.routing_key,
+                    len(body),
+                )  # fmt: skip
             payload = orjson.dumps(result.body, option=_DUMPS_OPTIONS)
-        except ClientDisconnected:
-            return  # nobody to answer, nothing to count
         except MLServeError as exc:
-            if target is not None and not served and exc.status_code != 404:
-                # Failed before the service saw it (body, JSON, size): still the version's.
-                self.service.count_failure(target[0], target[1], exc)
-            await send_error(send, exc)
-            return
+            if not served:
+                self.service.count_failure(model, version, exc)
+            return error_reply(exc)
         except Exception as exc:  # a bug: logged, answered 500 JSON
-            await send_error(send, exc)
-            return
+            return error_reply(exc)
         endpoint = result.endpoint
-        total_s = perf_counter() - start
+        total_s = perf_counter() - request.start
         timing = _TIMING % (result.queue_s * 1e3, result.infer_s * 1e3, total_s * 1e3)
         if result.blobs:
             headers = [
                 (b"content-type", b"application/octet-stream"),
-                (b"inference-header-content-length", str(len(payload)).encode()),
+                (b"inference-header-content-length", b"%d" % len(payload)),
             ]
             payload = b"".join((payload, *result.blobs))
         else:
             headers = [(b"content-type", b"application/json")]
         headers += [
-            (b"content-length", str(len(payload)).encode()),
+            (b"content-length", b"%d" % len(payload)),
             (b"mlserve-model-version", endpoint.version_bytes),
             (b"mlserve-route", _ROLE_BYTES[result.role]),
             (b"server-timing", timing),
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-        if endpoint.observed:  # accounted (and payload-logged) after the answer left
-            self.service.record(result, total_s)
+        return Reply(200, headers, payload, result, request.start)
 
-    async def _read_body(self, declared: bytes | None, receive: Any) -> bytes:
-        if declared is not None:
-            if not declared.isdigit():
-                raise InvalidInput("invalid Content-Length header", reason="http")
-            if int(declared) > self.max_body:
-                raise PayloadTooLarge(
-                    f"request body of {int(declared)} bytes is over the limit "
-                    f"of {self.max_body} bytes"
-                )
+    def finish(self, reply: Reply) -> None:
+        """Account a success (and payload-log it) after the answer left."""
+        result = reply.result
+        if result is not None and result.endpoint.observed:
+            self.service.record(result, perf_counter() - reply.start)
+
+    # ------------------------------------------------------------------ the ASGI lane
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        head = self.head(scope["method"], scope["path"], scope["headers"])
+        if isinstance(head, Reply):
+            await _send(send, head)
+            return
+        try:
+            body = await self._read_body(receive)
+        except ClientDisconnected:
+            return  # nobody to answer, nothing to count
+        except MLServeError as exc:
+            await _send(send, self.refused(head, exc))
+            return
+        reply = await self.run(head, body)
+        await _send(send, reply)
+        self.finish(reply)
+
+    async def _read_body(self, receive: Any) -> bytes:
         # Under the body timeout while it reads: a dict insert and pop, no timer per request.
         task: Any = current_task()
         reading = self.deadlines.reading
@@ -175,6 +258,17 @@ class InferHandler:
             reading.pop(task, None)
 
 
+def error_reply(exc: BaseException) -> Reply:
+    """The JSON error answer for any exception (``errors.error_payload``)."""
+    status, body, extra = error_payload(exc)
+    return Reply(status, [*JSON_HEADERS, (b"content-length", b"%d" % len(body)), *extra], body)
+
+
+async def _send(send: Any, reply: Reply) -> None:
+    await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
 def _loads(data: bytes | memoryview) -> Any:
     try:
         return orjson.loads(data)
@@ -202,17 +296,13 @@ def _route(path: str) -> tuple[str, int | None]:
     raise NotFound(f"no route for {path[:200]!r}")
 
 
-async def _method_not_allowed(send: Any) -> None:
-    body = orjson.dumps({"error": "method not allowed; use POST", "code": "method_not_allowed"})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 405,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"allow", b"POST"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+_NOT_ALLOWED = orjson.dumps({"error": "method not allowed; use POST", "code": "method_not_allowed"})
+_METHOD_NOT_ALLOWED = Reply(
+    405,
+    [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(_NOT_ALLOWED)),
+        (b"allow", b"POST"),
+    ],
+    _NOT_ALLOWED,
+)

@@ -53,6 +53,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes read while the head is incomplete (bounds buffering)
         self._head_size = 0  # URL and header bytes parsed (exact)
         self._header_count = 0
+        # A refusal of bytes that follow a request still being answered: written after it.
+        self._refusal: tuple[int, str] | None = None
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's own data_received, plus the two limits.
@@ -123,7 +125,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn's is text/plain; every error this server sends is JSON (see openapi.py).
         self._refuse(400, "invalid HTTP request")
 
+    def on_response_complete(self) -> None:
+        refusal = self._refusal
+        if refusal is not None and not self.pipeline and not self.transport.is_closing():
+            self._refusal = None
+            self.server_state.total_requests += 1
+            self._refuse(*refusal)
+            return
+        super().on_response_complete()
+
     def _refuse(self, status: int, message: str) -> None:
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and not cycle.more_body  # its request arrived whole: the fault is a later one's
+            and not cycle.response_complete
+            and not cycle.disconnected
+        ):
+            # Garbage pipelined behind a request in flight: answer that request first (its
+            # client is owed it), then refuse, then close. Read nothing more meanwhile.
+            self._refusal = (status, message)
+            self.flow.pause_reading()
+            return
         code = _CODES[status]
         body = orjson.dumps({"error": message, "code": code})
         self.logger.warning("refused a request: %s", message)
