@@ -7,7 +7,9 @@ what was expected and what was sent.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -15,6 +17,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput
+
+# Flat numbers straight into the model's float array: the compiled module or its twin (which
+# declines, leaving the general path to decide), chosen once as the binning kernel's is.
+if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
+    from ._decode_py import fill_floats
+else:
+    try:
+        from ._decode import fill_floats
+    except ImportError as exc:  # pragma: no cover - a build without the extension
+        logging.getLogger(__name__).warning("compiled JSON decode unavailable (%s)", exc)
+        from ._decode_py import fill_floats
 
 # V2 datatype → numpy dtype (BYTES: numpy object arrays of str, as onnxruntime wants).
 V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
@@ -166,6 +179,13 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
         raise _count_mismatch(spec, shape, len(data))
     if target.kind == "O":
         return _decode_strings(spec, data, shape, count)
+    if target.char in "fd" and data and type(data[0]) is not list:
+        out = np.empty(count, dtype=target)
+        filled = fill_floats(data, out)  # -1: not plain numbers; the general path decides
+        if filled == 0 or (filled == 1 and limits.allow_nan):
+            return out.reshape(shape)
+        if filled == 1:
+            raise _not_finite(spec)
     # numpy would infer a fixed-width str dtype as wide as the longest string for every
     # element: one long string among many short ones must not allocate count × its size.
     if data and not _numbers_only(data, len(shape)) and _leaf_types(data) & {str, bytes}:

@@ -1,0 +1,3 @@
+from typing import Any
+
+def fill_floats(data: list[Any], out: Any) -> int: ...
