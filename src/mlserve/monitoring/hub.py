@@ -7,6 +7,17 @@ also publishes its snapshot to ``state_dir`` once a second, and the answering wo
 its own fresh snapshot with the others' (counters of a worker that has exited still
 count; its gauges do not). Drift reports are computed from the merged windows, at most
 once a second, and reused by scrapes in between.
+
+Counters never go backwards, whichever worker answers: a merge first publishes the fresh
+snapshot it is about to export, then reads the others' files. So a worker's file always
+holds at least what any merge has exported of that worker, and a merge that starts after
+another has answered reads at least as much of every worker (its own part is fresh, the
+others' files were written before that answer). Without this, a scrape answered by A
+(A fresh + B's file, up to a second old) followed by one answered by B (B fresh + A's
+file) showed A's part going back to what A had published a second earlier. Each worker's
+file only grows: its snapshot and write are one step under a lock (two threads writing
+could otherwise replace a newer snapshot with an older one), and a file that cannot be
+read is taken as it last was.
 """
 
 from __future__ import annotations
@@ -85,6 +96,12 @@ class MonitoringHub:
         # Callables returning shadow comparisons ("model/version" → state), merged in.
         self.shadow_sources: list[Callable[[], dict[str, Any]]] = []
         self._leader_fd: int | None = None
+        # Snapshot and write of this worker's file as one step; what the file last got.
+        self._publish_lock = threading.Lock()
+        self._published: dict[str, Any] | None = None
+        self._publish_failed = False
+        # The last bytes read of each other worker's file (pid → bytes), used when a read fails.
+        self._seen: dict[int, bytes] = {}
         # Callables returning further top-level snapshot entries (routing state).
         self.extra_sources: list[Callable[[], dict[str, Any]]] = []
         registry.register(_Collector(self))
@@ -203,34 +220,64 @@ class MonitoringHub:
 
     def publish(self) -> None:
         """Write this worker's snapshot for the other workers (atomically)."""
-        if self.state_dir is None:
-            return
-        data = orjson.dumps(self.snapshot())
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".tmp-")
+        if self.state_dir is not None:
+            self._publish(self.state_dir)
+
+    def _publish(self, state_dir: Path) -> dict[str, Any]:
+        """Take this worker's snapshot and write it to its file; return the snapshot.
+
+        Under the lock, so the file only ever grows: a snapshot taken later is written
+        later. The snapshot returned is not to be changed (it is what the file holds)."""
+        with self._publish_lock:
+            snap = self.snapshot()
+            data = orjson.dumps(snap)
+            fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, state_dir / f"worker-{os.getpid()}.json")
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            self._published = snap
+            return snap
+
+    def _own_part(self, state_dir: Path) -> dict[str, Any]:
+        """This worker's part of a merge: its fresh snapshot, published first. When it cannot
+        be written, what its file last got (the other workers see no more of it than that),
+        or, before any publish succeeded, the fresh snapshot."""
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, self.state_dir / f"worker-{os.getpid()}.json")
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            own = self._publish(state_dir)
+        except OSError as exc:
+            if not self._publish_failed:
+                log.warning("could not publish monitoring state: %s", exc)
+            self._publish_failed = True
+            own = self._published if self._published is not None else self.snapshot()
+        else:
+            self._publish_failed = False
+        return dict(own)
 
     def merged(self) -> dict[str, Any]:
-        """All workers' snapshots summed (this worker's taken fresh)."""
-        own = self.snapshot()
-        own["workers"] = 1
+        """All workers' snapshots summed (this worker's taken fresh, and published first so
+        that no later merge on any worker sees less of it)."""
         if self.state_dir is None:
+            own = self.snapshot()
+            own["workers"] = 1
             return own
+        own = self._own_part(self.state_dir)
+        own["workers"] = 1
+        pid_self = os.getpid()
+        paths = {
+            int(path.stem.split("-", 1)[1]): path for path in self.state_dir.glob("worker-*.json")
+        }
         parts = [own]
-        for path in self.state_dir.glob("worker-*.json"):
-            pid = int(path.stem.split("-", 1)[1])
-            if pid == own["pid"]:
+        for pid in sorted(paths.keys() | self._seen.keys()):
+            if pid == pid_self:
                 continue
-            try:
-                snap = orjson.loads(path.read_bytes())
-            except (OSError, orjson.JSONDecodeError):
-                continue  # replaced under us or half written by a crash: skip this round
+            snap = self._read_worker(pid, paths.get(pid))
+            if snap is None:
+                continue
             if _alive(pid):
                 snap["workers"] = 1
             else:  # its counters still count; its gauges are stale
@@ -242,6 +289,24 @@ class MonitoringHub:
         merged = merge_snapshots(parts)
         merged.pop("pid", None)
         return merged
+
+    def _read_worker(self, pid: int, path: Path | None) -> dict[str, Any] | None:
+        """Another worker's snapshot; as last read when its file cannot be read now (files
+        are replaced whole, so only a removed or damaged file reads wrong)."""
+        data = None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                data = path.read_bytes()
+        if data is not None:
+            try:
+                snap: dict[str, Any] = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                self._seen[pid] = data
+                return snap
+        seen = self._seen.get(pid)
+        return None if seen is None else dict(orjson.loads(seen))
 
     def reports(self, merged: dict[str, Any]) -> dict[str, Any]:
         """Drift reports per endpoint from merged state, recomputed at most once a second."""
