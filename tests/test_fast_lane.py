@@ -173,6 +173,8 @@ CASES: dict[str, Any] = {
     "wrong-input-name": post(WINE, doc(name="nope")),
     "nan": post(WINE, doc().replace(b"0.", b"NaN", 1)),
     "unknown-model": post("/v2/models/nosuch/infer", doc()),
+    # The model is resolved before the body is parsed: 404, not the body's 400.
+    "unknown-model-malformed-body": post("/v2/models/nosuch/infer", b"[{}, {}, {"),
     "bad-version": post("/v2/models/wine/versions/x/infer", doc()),
     "unknown-version": post("/v2/models/wine/versions/9/infer", doc()),
     "bad-model-name": post("/v2/models/..%2f/infer", doc()),
@@ -216,6 +218,8 @@ def test_lanes_answer_alike(lanes: tuple[ServerProcess, ServerProcess], case: st
     expected = exchange(asgi.port, CASES[case])
     assert got == expected
     assert got[0][0] != 500, got
+    if case == "unknown-model-malformed-body":
+        assert got[0][0] == 404 and b"unknown model 'nosuch'" in got[0][2]
 
 
 @pytest.mark.parametrize("case", sorted(PIPELINED))

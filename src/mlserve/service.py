@@ -346,6 +346,16 @@ class InferenceService:
         return info
 
     # ------------------------------------------------------------------ inference
+    def admit(self, model: str, version: int | None) -> None:
+        """Refuse, before its body is read or parsed, a request no version could serve: the
+        errors ``infer`` would raise for a loading server or an unknown model or version."""
+        if not self.store.loaded:
+            raise ServerNotReady("the server is still loading its models")
+        if version is None:
+            self.store.split(model)
+        else:
+            self.store.resolve(model, version)
+
     async def infer(
         self,
         model: str,

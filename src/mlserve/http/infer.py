@@ -125,6 +125,10 @@ class InferHandler:
                     raise PayloadTooLarge(
                         f"request body of {length} bytes is over the limit of {self.max_body} bytes"
                     )
+            try:  # an unknown model or version: answered before any body is read or parsed
+                service.admit(*target)
+            except MLServeError as exc:
+                return error_reply(exc)
             return Request(target, length, header_length, routing_key, start)
         except MLServeError as exc:
             if target is not None and exc.status_code != 404:
