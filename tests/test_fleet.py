@@ -23,18 +23,14 @@ an ``x-replica`` response header).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -47,15 +43,8 @@ from mlserve.routing.fleet import REQUESTS, WINDOW_SECONDS, FleetUnavailable, Pr
 from mlserve.routing.policy import bucket
 from mlserve.routing.state import read_state
 
-from .conftest import (
-    ServerProcess,
-    free_port,
-    gather_model,
-    prometheus,
-    wait_for,
-    wait_until,
-    write_version,
-)
+from .conftest import free_port, gather_model, prometheus, wait_for, wait_until, write_version
+from .fleet_support import Fleet, haproxy
 
 TOKEN = "fleet-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -63,37 +52,6 @@ POLL_S = 1.0
 MIN_REQUESTS = 30
 PER_REPLICA = 20  # canary requests each replica gets in a guardrail scenario
 SPLIT, GUARDED = "split", "guarded"
-
-
-@dataclass
-class Fleet:
-    registry: Path
-    state: Path
-    ports: list[int]
-    lb: str = ""
-    prom_port: int = 0
-    replicas: list[ServerProcess] = field(default_factory=list)
-
-    def start(self, i: int) -> ServerProcess:
-        """(Re)start replica ``i`` on its port, with the fleet's shared state directory."""
-        server = ServerProcess(
-            self.registry,
-            "--state-dir",
-            str(self.state),
-            "--poll-seconds",
-            str(POLL_S),
-            env={"MLSERVE_ADMIN_TOKEN": TOKEN},
-            port=self.ports[i],
-        )
-        if i < len(self.replicas):
-            self.replicas[i] = server
-        else:
-            self.replicas.append(server)
-        server.wait_ready()
-        return server
-
-    def logs(self) -> str:
-        return "\n".join(r.log()[-3000:] for r in self.replicas)
 
 
 def _infer(url: str, model: str, idx: int, key: str | None = None) -> httpx.Response:
@@ -108,52 +66,6 @@ def _keys(weight: float) -> tuple[list[str], list[str]]:
     canary = [k for k in keys if bucket(k) < weight * 100]
     stable = [k for k in keys if bucket(k) >= weight * 100]
     return canary, stable
-
-
-@contextlib.contextmanager
-def haproxy(workdir: Path, ports: list[int]) -> Iterator[str]:
-    """Debian's haproxy on a free loopback port, round robin over ``ports``."""
-    binary = shutil.which("haproxy")
-    assert binary is not None, "haproxy not found: install Debian's 'haproxy' package"
-    port = free_port()
-    servers = "\n".join(
-        f"    server r{i} 127.0.0.1:{p} check inter 200ms fall 2 rise 1"
-        for i, p in enumerate(ports)
-    )
-    config = workdir / "haproxy.cfg"
-    config.write_text(
-        "global\n    maxconn 256\n"
-        "defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n"
-        "    timeout server 30s\n    retries 2\n    option redispatch\n"
-        f"frontend fleet\n    bind 127.0.0.1:{port}\n    default_backend mlserve\n"
-        "backend mlserve\n    balance roundrobin\n"
-        "    option httpchk GET /v2/health/ready\n    http-check expect status 200\n"
-        "    http-response set-header x-replica %s\n"
-        f"{servers}\n"
-    )
-    check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    log_path = workdir / "haproxy.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [binary, "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def every_replica_up() -> bool:
-            assert proc.poll() is None, log_path.read_text()
-            seen = {
-                httpx.get(url + "/v2/health/ready", timeout=2).headers.get("x-replica")
-                for _ in range(4 * len(ports))
-            }
-            return seen == {f"r{i}" for i in range(len(ports))}
-
-        wait_until("haproxy to reach every replica", every_replica_up, 30, log_path.read_text)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +85,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         f'source = "prometheus"\nprometheus_url = "http://127.0.0.1:{prom_port}"\n'
         "prometheus_timeout_seconds = 1\n"
     )
-    fl = Fleet(registry, state, [free_port(), free_port()])
+    fl = Fleet(registry, state, [free_port(), free_port()], token=TOKEN, poll_s=POLL_S)
     fl.prom_port = prom_port
     try:
         for i in range(len(fl.ports)):
@@ -182,8 +94,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             fl.lb = lb
             yield fl
     finally:
-        for r in fl.replicas:
-            r.stop()
+        fl.stop()
 
 
 def _put(url: str, model: str, body: dict[str, Any]) -> httpx.Response:
