@@ -82,7 +82,7 @@ def test_every_query_honours_the_variables(dashboard: dict[str, Any]) -> None:
         for selector in selectors:
             assert 'model=~"$model"' in selector, expr
         if "[" in expr:
-            assert "[$__rate_interval]" in expr or "_rate5m" in expr or "increase10m" in expr
+            assert "[$__rate_interval]" in expr or "_rate5m" in expr
 
 
 def _documented_metrics() -> set[str]:
@@ -106,7 +106,7 @@ def test_queries_read_documented_metrics_and_recorded_rules(dashboard: dict[str,
     assert "mlserve_request_duration_seconds_bucket" in known  # the README parsed
     used = {n for e in exprs(dashboard) for n in re.findall(r"\b(?:mlserve_\w+|\w+:\w+:\w+)", e)}
     assert used <= known, used - known
-    assert "model_version_feature:mlserve_feature_psi:increase10m" in used
+    assert "model_version_feature:mlserve_feature_psi:window" in used
 
 
 def test_the_promised_topics_have_panels(dashboard: dict[str, Any]) -> None:
@@ -121,14 +121,17 @@ def test_the_promised_topics_have_panels(dashboard: dict[str, Any]) -> None:
     panel(r"requests per second by version and role", "mlserve_requests_total")
     panel(r"latency", "mlserve_request_duration_seconds_bucket")
     panel(r"batch size", "mlserve_batch_size_bucket", "heatmap")
-    panel(r"PSI by feature", "mlserve_feature_psi:increase10m", "heatmap")
+    panel(r"PSI by feature", "mlserve_feature_psi:window", "heatmap")
+    panel(r"PSI over its threshold", "mlserve_feature_psi_threshold:window")
+    panel(r"features alerting", "mlserve_feature_drift_alert:window")
+    panel(r"features alerting", "mlserve_feature_drift{")  # each replica's own alert
     panel(r"missing", "mlserve_feature_missing_total")
     panel(r"out-of-range", "mlserve_feature_out_of_range_total")
     panel(r"rejected", "mlserve_input_rejected_total")
     panel(r"failure ratio by role", "model_role:mlserve_request_failures:ratio_rate5m")
     panel(r"p99 latency by role", "model_role:mlserve_request_duration_seconds:p99_rate5m")
     panel(r"shadow agreement", "mlserve_shadow_disagreement:ratio_rate5m")
-    heatmap = by_title["PSI by feature (fleet, last 10 min)"]
+    heatmap = by_title["PSI by feature (fleet, drift window)"]
     assert heatmap["options"]["calculate"] is False  # each feature is a row, not a histogram
     batch = next(p for p in panels(dashboard) if p["title"] == "Batch size")
     assert batch["targets"][0]["format"] == "heatmap"

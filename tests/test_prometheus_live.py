@@ -9,19 +9,14 @@ example's relabelling finds the server's port and path, with ``deploy/prometheus
 loaded and every ``for:`` cut to 0s so alerts fire at once.
 
 Traffic is known row by row (routing keys make the canary split deterministic): in-distribution
-rows, then rows whose feature ``f2`` is shifted by 2σ. Both windows hold all of it: mlserve's
-(60 buckets of 5 s) and the rules' ``[10m]``.
+rows, then rows whose feature ``f2`` is shifted by 2σ. mlserve's window (60 buckets of 5 s)
+holds all of it while the test runs.
 
-Tolerance of the PSI comparison, |Prometheus − mlserve| ≤ 0.002 + 2 % of mlserve's PSI. Both
-count the same rows into the same bins; they differ only in (a) the reference pseudo-count,
-spread by mlserve over its n = 5,000 reference rows and by the rule over the window's m rows
-(which changes nothing for bins of equal reference ratio, as quantile bins are, and shows on
-the label output's unequal classes), and (b) ``increase()`` extrapolating the counts by up to
-a scrape interval, which rescales the pseudo-count's weight. Both are pseudo-count effects of
-order k/m, about 1 % of the PSI here (measured: 0.2-0.7 % from (b) on every numeric feature,
-2.4 % from (a) on version 2's label; at most a quarter of the tolerance). The recording is
-also checked exactly against mlserve's own ``drift.psi`` with reference counts r·m, on the
-counts ``/metrics`` gives scaled by the extrapolation.
+The drift rules redo mlserve's rule on the window gauges, so with one server the recordings
+are mlserve's own statistics: PSI, its threshold, AUC, z and the alert of every feature of
+both versions equal ``GET /v2/models/{m}/monitor``'s to 1e-9 (float rounding only: the same
+counts, summed in another order), and the recordings are ``drift.psi``, ``rank_z`` and
+``rank_auc`` of the window and reference recordings of the same evaluation.
 
 Scrapes every 2 s, not 1 s: each worker publishes its counters to the other once a second, and
 a scrape answered by the other worker within that second can see them older than the previous
@@ -45,7 +40,7 @@ import onnxruntime as ort
 import pytest
 
 from mlserve.monitoring import build_profile, save_profile
-from mlserve.monitoring.drift import psi as mlserve_psi
+from mlserve.monitoring import drift as mlserve_drift
 from mlserve.routing.policy import bucket
 
 from .conftest import Prometheus, ServerProcess, linear_model, prometheus, wait_until, write_version
@@ -61,11 +56,15 @@ ROWS = 20  # per request
 REQUESTS = 40  # per phase: in-distribution, then shifted
 SCRAPE_S = 2
 CANARY_WEIGHT = 50
-PSI = "model_version_feature:mlserve_feature_psi:increase10m"
-
-
-def _tolerance(reference: float) -> float:
-    return 0.002 + 0.02 * abs(reference)
+PSI = "model_version_feature:mlserve_feature_psi:window"
+# recording → the statistic of GET /monitor it redoes
+RECORDED = {
+    PSI: "psi",
+    "model_version_feature:mlserve_feature_psi_threshold:window": "psi_threshold",
+    "model_version_feature:mlserve_feature_auc:window": "auc",
+    "model_version_feature:mlserve_feature_rank_z:window": "rank_z",
+    "model_version_feature:mlserve_feature_drift_alert:window": "alert",
+}
 
 
 @dataclass
@@ -117,8 +116,8 @@ def stack(registry: Path) -> Iterator[Stack]:
             st = Stack(server, prom)
             server.wait_ready()
             wait_until(
-                "Prometheus to scrape the zero bin counters",
-                lambda: bool(prom.query('mlserve_feature_bin_total{feature="f0"}')),
+                "Prometheus to scrape the empty windows",
+                lambda: bool(prom.query('mlserve_feature_window_bin{feature="f0"}')),
                 30,
                 prom.log,
             )
@@ -162,7 +161,7 @@ def stack(registry: Path) -> Iterator[Stack]:
                 if counts != st.rows:
                     return False
                 scraped = prom.values(
-                    'sum by (version) (mlserve_feature_bin_total{feature="f0"})', "version"
+                    'sum by (version) (mlserve_feature_window_bin{feature="f0"})', "version"
                 )
                 if scraped != {(v,): float(n) for v, n in st.rows.items()}:
                     return False
@@ -178,60 +177,73 @@ def stack(registry: Path) -> Iterator[Stack]:
         server.stop()
 
 
-def _mlserve_psi(st: Stack) -> dict[tuple[str, str], float]:
-    out = {}
+def _monitor(st: Stack) -> dict[str, dict[tuple[str, str], float]]:
+    """GET /monitor's statistics by recording: (version, feature) → value (None left out)."""
+    out: dict[str, dict[tuple[str, str], float]] = {name: {} for name in RECORDED}
     for v, item in st.monitor["versions"].items():
         if item["drift"] is None:  # the shadow has no reference profile
             continue
         for section in item["drift"]["sections"].values():
             for feat in section["features"]:
-                out[(v, feat["name"])] = feat["psi"]
+                for name, stat in RECORDED.items():
+                    value = feat[stat]
+                    if value is not None:
+                        out[name][(v, feat["name"])] = float(value)
     return out
 
 
-def test_recorded_psi_agrees_with_the_monitor_endpoint(stack: Stack) -> None:
-    prom = stack.prom.values(PSI, "version", "feature")
-    mine = _mlserve_psi(stack)
-    assert set(prom) == set(mine) and len(mine) == 2 * (N_FEATURES + 3 + 1)
-    worst = 0.0
-    for k, expected in sorted(mine.items()):
-        diff = abs(prom[k] - expected)
-        worst = max(worst, diff / _tolerance(expected))
-        print(f"PSI v{k[0]} {k[1]:>10}: mlserve {expected:.6f} prometheus {prom[k]:.6f}")
-        assert diff <= _tolerance(expected), (k, prom[k], expected)
-    print(f"worst |Δ| / tolerance: {worst:.3f}; timings {stack.timings}")
+def test_recorded_drift_is_the_monitor_endpoints(stack: Stack) -> None:
+    mine = _monitor(stack)
+    assert len(mine[PSI]) == 2 * (N_FEATURES + 3 + 1)
+    for name, expected in mine.items():
+        prom = stack.prom.values(name, "version", "feature")
+        assert set(prom) == set(expected), name
+        worst = max(abs(prom[k] - v) for k, v in expected.items())
+        print(f"{name}: {len(expected)} features, max |prometheus - mlserve| {worst:.2e}")
+        for k, v in expected.items():
+            assert prom[k] == pytest.approx(v, rel=1e-9, abs=1e-9), (name, k, prom[k], v)
+    print(f"timings {stack.timings}")
     for v in ("1", "2"):
-        assert mine[(v, SHIFTED)] > 0.25 and prom[(v, SHIFTED)] > 0.25
+        assert mine[PSI][(v, SHIFTED)] > 0.25
         for name in NAMES:
             if name != SHIFTED:
-                assert prom[(v, name)] < 0.05
+                assert mine[PSI][(v, name)] < 0.05
 
 
-def test_recorded_psi_is_mlserves_psi_with_expected_counts(stack: Stack) -> None:
-    """The PSI recording is ``drift.psi(expected, observed)`` exactly, on the bin recordings
-    of the same evaluation (observed: each bin's ``increase()``; expected: reference ratio ×
-    window rows). Comparing recordings with recordings keeps ``increase()``'s extrapolation,
-    which can differ between series that start at different scrapes, out of the check; the
-    agreement with mlserve's own PSI, extrapolation included, is the test above."""
+def test_recordings_are_mlserves_functions_of_the_recorded_bins(stack: Stack) -> None:
+    """The recordings are ``drift.psi``, ``rank_auc`` and ``rank_z`` of the window and
+    reference recordings of one evaluation (bins in order, the missing bin last)."""
     at = time.time() - 2  # one evaluation, long finished
-    prom = stack.prom.values(PSI, "version", "feature", at=at)
-    observed = stack.prom.values(
-        "model_version_feature_bin:mlserve_feature_bin:increase10m",
+    window = stack.prom.values(
+        "model_version_feature_bin:mlserve_feature_window_bin:sum",
         "version", "feature", "bin", at=at,
     )  # fmt: skip
-    expected = stack.prom.values(
-        "model_version_feature_bin:mlserve_feature_expected:increase10m",
+    reference = stack.prom.values(
+        "model_version_feature_bin:mlserve_feature_reference_bin:max",
         "version", "feature", "bin", at=at,
     )  # fmt: skip
-    assert len(prom) == 2 * (N_FEATURES + 3 + 1)
-    assert set(observed) == set(expected)
-    for key, value in prom.items():
-        bins = sorted(b for b in observed if b[:2] == key)
-        assert bins, key
-        c = np.array([observed[b] for b in bins])
-        e = np.array([expected[b] for b in bins])
-        assert e.sum() == pytest.approx(c.sum(), rel=1e-9)  # expected counts share the rows
-        assert value == pytest.approx(float(mlserve_psi(e, c)), rel=1e-9, abs=1e-12), key
+    recorded = {
+        name: stack.prom.values(name, "version", "feature", at=at)
+        for name in (PSI, "model_version_feature:mlserve_feature_auc:window",
+                     "model_version_feature:mlserve_feature_rank_z:window")
+    }  # fmt: skip
+    assert set(window) == set(reference)
+    assert len(recorded[PSI]) == 2 * (N_FEATURES + 3 + 1)
+    for key, value in recorded[PSI].items():
+        bins = sorted(
+            (b for b in window if b[:2] == key),
+            key=lambda b: 1 << 30 if b[2] == "missing" else int(b[2]),
+        )
+        c = np.array([window[b] for b in bins])
+        r = np.array([reference[b] for b in bins])
+        assert value == pytest.approx(float(mlserve_drift.psi(r, c)), rel=1e-9, abs=1e-12), key
+        auc = recorded["model_version_feature:mlserve_feature_auc:window"].get(key)
+        z = recorded["model_version_feature:mlserve_feature_rank_z:window"].get(key)
+        if key[1] in NAMES:  # numeric
+            assert auc == pytest.approx(float(mlserve_drift.rank_auc(r, c)), rel=1e-9), key
+            assert z == pytest.approx(float(mlserve_drift.rank_z(r, c)), rel=1e-9, abs=1e-9), key
+        elif key[1].startswith("label"):  # categorical: PSI only
+            assert auc is None and z is None, key
 
 
 def test_counters_never_went_backwards(stack: Stack) -> None:
@@ -240,28 +252,35 @@ def test_counters_never_went_backwards(stack: Stack) -> None:
 
 
 def test_drift_alert_fires_for_the_shifted_feature_only(stack: Stack) -> None:
-    def firing() -> dict[str, set[str]]:
+    def firing(alertname: str) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {"1": set(), "2": set()}
         for a in stack.prom.alerts():
             labels = a["labels"]
-            if labels["alertname"] == "MlserveFeatureDrift" and a["state"] == "firing":
+            if labels["alertname"] == alertname and a["state"] == "firing":
                 out[labels["version"]].add(labels["feature"])
         return out
 
     wait_until(
-        "the drift alert", lambda: all(SHIFTED in f for f in firing().values()), 15, stack.prom.log
+        "the drift alert",
+        lambda: all(SHIFTED in f for f in firing("MlserveFeatureDrift").values()),
+        15,
+        stack.prom.log,
     )
-    for v, features in firing().items():
+    fleet = firing("MlserveFeatureDrift")
+    for v, features in fleet.items():
         inputs = features & set(NAMES)
         assert inputs == {SHIFTED}, v
         # Output features may drift with it (the scores depend on f2); nothing else does.
         assert all(f in NAMES or f.startswith(("scores", "label")) for f in features)
-        report = stack.monitor["versions"][v]["drift"]["sections"]["inputs"]
-        assert SHIFTED in [f["name"] for f in report["features"] if f["alert"]]
+        report = stack.monitor["versions"][v]["drift"]["sections"]
+        alerting = {f["name"] for s in report.values() for f in s["features"] if f["alert"]}
+        assert features == alerting, v  # one server: the fleet's verdict is its own
+    # One replica: its own alert names the same features.
+    assert firing("MlserveReplicaFeatureDrift") == fleet
     others = {
         (a["labels"]["alertname"], a["labels"]["model"], a["state"])
         for a in stack.prom.alerts()
-        if a["labels"]["alertname"] != "MlserveFeatureDrift"
+        if a["labels"]["alertname"] not in ("MlserveFeatureDrift", "MlserveReplicaFeatureDrift")
     }
     # Version 4 failed to load; no canary or overload alert on this healthy traffic.
     assert others == {("MlserveModelLoadFailed", "credit", "firing")}
@@ -302,9 +321,10 @@ MUST_SHOW = {
     "Requests per second by outcome",
     "Latency p50 and p99 by version and role",
     "Queue and inference time p99 by version",
-    "PSI by feature (fleet, last 10 min)",
-    "PSI by feature",
+    "PSI by feature (fleet, drift window)",
+    "PSI over its threshold by feature",
     "Rows in the drift window",
+    "Features alerting: fleet and each replica",
     "Missing values per second by feature",
     "Out-of-range values per second by feature",
     "Rejected inputs per second by reason",

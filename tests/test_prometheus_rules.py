@@ -1,13 +1,16 @@
 """The Prometheus rules in ``deploy/prometheus``, held to promtool and to independent maths.
 
 ``promtool check rules`` lints them; ``promtool test rules`` runs the unit-test fixtures in
-``deploy/prometheus/tests`` (two replicas' bin counters, canary and stable traffic, load
+``deploy/prometheus/tests`` (two replicas' drift windows, canary and stable traffic, load
 failures, overload). The numbers those fixtures expect are not trusted as written: this module
 expands each fixture's input series and recomputes every expected sample and every expected
-alert (labels and annotations) in Python, from the definitions, and checks the PSI rule against
-mlserve's own ``drift.psi``. A nudged expectation must make promtool fail, so the check is live.
-The tools come from Debian's ``prometheus`` package (``scripts/test`` installs it); without
-them these tests fail rather than skip.
+alert (labels and annotations) in Python, from the definitions. The drift rules are held to
+mlserve's own functions (``drift.psi``, ``rank_z``, ``rank_auc``, ``midranks``,
+``z_critical``, ``psi_threshold``) applied to the fleet's summed window, with the replica's
+alert rule of ``drift_report``; the replicas' exported statistics in the fixture are checked
+to be what that rule gives on each replica's own window. A nudged expectation must make
+promtool fail, so the check is live. The tools come from Debian's ``prometheus`` package
+(``scripts/test`` installs it); without them these tests fail rather than skip.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mlserve.monitoring.drift import psi as mlserve_psi
+from mlserve.monitoring import drift as mlserve_drift
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM = ROOT / "deploy" / "prometheus"
@@ -51,7 +54,7 @@ def expand(values: str) -> list[float]:
     """promtool's series notation: ``a``, ``a+bxn`` and ``a-bxn`` (n + 1 values)."""
     out: list[float] = []
     for token in values.split():
-        m = re.fullmatch(r"(-?[\d.e]+)(?:([+-])([\d.e]+)x(\d+))?", token)
+        m = re.fullmatch(r"(-?[\d.]+(?:e-?\d+)?)(?:([+-])([\d.]+)x(\d+))?", token)
         assert m, f"unsupported series token {token!r}"
         start = float(m[1])
         if m[2] is None:
@@ -123,50 +126,151 @@ def sum_increase(
     return dict(out)
 
 
-def fleet_bins(series: list[Series], t: int) -> dict[Labels, dict[str, tuple[float, float]]]:
-    """Per (model, version, feature): bin → (fleet count over 10m, reference ratio)."""
-    counts = sum_increase(
-        series, "mlserve_feature_bin_total", t, 10, ("model", "version", "feature", "bin")
-    )
-    ratios: dict[Labels, float] = {}
+MVF = ("model", "version", "feature")
+
+
+@dataclass
+class Window:
+    """One feature's drift inputs: window and reference counts in bin order (value bins, then
+    missing), midranks (numeric features), psi_critical, and its version's rule."""
+
+    window: np.ndarray
+    reference: np.ndarray
+    midranks: np.ndarray | None
+    psi_critical: float
+    rule: dict[str, float]
+
+
+def _bin_order(b: str) -> int:
+    return 1 << 30 if b == "missing" else int(b)
+
+
+def windows(series: list[Series], t: int, by: tuple[str, ...] = MVF) -> dict[Labels, Window]:
+    """Per ``by`` (the fleet's model, version, feature; add ``pod`` for one replica's): the
+    window summed over everything else, and the replicas' (identical) reference and rule."""
+    win: dict[Labels, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    ref: dict[Labels, dict[str, float]] = defaultdict(dict)
+    ranks: dict[Labels, dict[str, float]] = defaultdict(dict)
+    crit: dict[Labels, float] = {}
+    rule: dict[Labels, dict[str, float]] = defaultdict(dict)
     for s in series:
         value = s.at(t)
-        if s.name == "mlserve_feature_reference_ratio" and value is not None:
-            k = key(s.labels, ("model", "version", "feature", "bin"))
-            ratios[k] = max(ratios.get(k, -math.inf), value)
-    out: dict[Labels, dict[str, tuple[float, float]]] = defaultdict(dict)
-    for k, c in counts.items():
-        labels = dict(k)
-        if k in ratios:
-            out[key(labels, ("model", "version", "feature"))][labels["bin"]] = (c, ratios[k])
-    return dict(out)
+        if value is None:
+            continue
+        labels = s.labels
+        if s.name == "mlserve_feature_window_bin":
+            win[key(labels, by)][labels["bin"]] += value
+        elif s.name in ("mlserve_feature_reference_bin", "mlserve_feature_reference_midrank"):
+            table = ref if s.name.endswith("_bin") else ranks
+            k = key(labels, MVF)
+            table[k][labels["bin"]] = max(table[k].get(labels["bin"], -math.inf), value)
+        elif s.name == "mlserve_feature_drift" and labels["statistic"] == "psi_critical":
+            k = key(labels, MVF)
+            crit[k] = max(crit.get(k, -math.inf), value)
+        elif s.name == "mlserve_drift_rule":
+            k = key(labels, ("model", "version"))
+            rule[k][labels["parameter"]] = max(rule[k].get(labels["parameter"], -math.inf), value)
+    out = {}
+    for k, counts in win.items():
+        f = key(dict(k), MVF)
+        bins = sorted(counts, key=_bin_order)
+        assert bins == sorted(ref[f], key=_bin_order), (k, bins)
+        value_bins = [b for b in bins if b != "missing"]
+        numeric = bool(ranks.get(f))
+        if numeric:
+            assert sorted(ranks[f], key=_bin_order) == value_bins, f
+        out[k] = Window(
+            window=np.array([counts[b] for b in bins]),
+            reference=np.array([ref[f][b] for b in bins]),
+            midranks=np.array([ranks[f][b] for b in value_bins]) if numeric else None,
+            psi_critical=crit[f],
+            rule=rule[key(dict(k), ("model", "version"))],
+        )
+    return out
 
 
-def psi_of(bins: dict[str, tuple[float, float]]) -> float | None:
-    """mlserve's PSI with the reference as expected counts r·m, written out from scratch."""
-    m = sum(c for c, _ in bins.values())
-    if m <= 0:
-        return None
-    pairs = [(c, r * m) for c, r in bins.values() if c + r * m > 0]
-    k = len(pairs)
-    return sum((c - e) * math.log((c + 1) / (e + 1)) for c, e in pairs) / (m + k)
+def statistics(w: Window) -> dict[str, float]:
+    """The replica's rule (``drift_report``) on one window, with mlserve's own functions."""
+    rule = w.rule
+    ref, m = w.reference, float(w.window.sum())
+    n = float(ref.sum())
+    out: dict[str, float] = {"window_rows": m}
+    # The fixture's rule is the one mlserve would export for it.
+    a = rule["alpha_per_test"]
+    assert rule["z_critical"] == pytest.approx(mlserve_drift.z_critical(a), rel=1e-9)
+    bins = max(int(np.count_nonzero(ref)), 2)
+    want = mlserve_drift.psi_threshold(n, n, bins, a) / (2 / n)
+    assert w.psi_critical == pytest.approx(want, rel=1e-9), "psi_critical is not chi2(1 - a)"
+    if m <= 0 or n <= 0:
+        return out
+    cap = rule.get("max_window_rows", 0.0)
+    tested = w.window * (cap / m) if 0 < cap < m else w.window
+    m_t = float(tested.sum())
+    out["window_rows_capped"] = m_t
+    out["psi"] = float(mlserve_drift.psi(ref, tested))
+    out["psi_threshold"] = (1.0 / n + 1.0 / m_t) * w.psi_critical
+    numeric = w.midranks is not None
+    z = auc = math.nan
+    if numeric:
+        assert w.midranks is not None
+        assert w.midranks.tolist() == mlserve_drift.midranks(ref).tolist()
+        z = float(mlserve_drift.rank_z(ref, tested))
+        auc = float(mlserve_drift.rank_auc(ref, tested))
+        if math.isfinite(auc):
+            out["auc"] = auc
+        if math.isfinite(z):
+            out["rank_z"] = z
+    enough = m >= rule["min_window"]
+    psi_alert = out["psi"] > out["psi_threshold"] and out["psi"] >= rule["psi_floor"]
+    rank_alert = (
+        numeric
+        and math.isfinite(z)
+        and abs(z) > rule["z_critical"]
+        and abs(auc - 0.5) >= rule["auc_floor"]
+    )
+    out["alert"] = 1.0 if enough and (psi_alert or rank_alert) else 0.0
+    return out
+
+
+DRIFT_RECORDINGS = {
+    "model_version_feature:mlserve_feature_window_rows:sum": "window_rows",
+    "model_version_feature:mlserve_feature_window_rows:capped": "window_rows_capped",
+    "model_version_feature:mlserve_feature_psi:window": "psi",
+    "model_version_feature:mlserve_feature_psi_threshold:window": "psi_threshold",
+    "model_version_feature:mlserve_feature_auc:window": "auc",
+    "model_version_feature:mlserve_feature_rank_z:window": "rank_z",
+    "model_version_feature:mlserve_feature_drift_alert:window": "alert",
+}
 
 
 def drift(series: list[Series], t: int) -> dict[str, dict[Labels, float]]:
-    rows: dict[Labels, float] = {}
-    psis: dict[Labels, float] = {}
-    for k, bins in fleet_bins(series, t).items():
-        rows[k] = sum(c for c, _ in bins.values())
-        value = psi_of(bins)
-        if value is not None:
-            psis[k] = value
-            counts = np.array([c for c, _ in bins.values()])
-            expected = np.array([r for _, r in bins.values()]) * rows[k]
-            assert float(mlserve_psi(expected, counts)) == pytest.approx(value, rel=1e-12)
-    return {
-        "model_version_feature:mlserve_feature_rows:increase10m": rows,
-        "model_version_feature:mlserve_feature_psi:increase10m": psis,
+    stats = {k: statistics(w) for k, w in windows(series, t).items()}
+    out: dict[str, dict[Labels, float]] = {name: {} for name in DRIFT_RECORDINGS}
+    for k, values in stats.items():
+        for name, stat in DRIFT_RECORDINGS.items():
+            if stat in values:
+                out[name][k] = values[stat]
+    out["model_version_feature:mlserve_feature_auc_effect:window"] = {
+        k: abs(v - 0.5) for k, v in out["model_version_feature:mlserve_feature_auc:window"].items()
     }
+    return out
+
+
+def replicas(series: list[Series], t: int) -> dict[Labels, dict[str, float]]:
+    """Each replica's exported drift statistics, by (model, version, feature, instance, pod),
+    checked against the replica's rule on its own window."""
+    exported: dict[Labels, dict[str, float]] = defaultdict(dict)
+    for s in series:
+        value = s.at(t)
+        if s.name == "mlserve_feature_drift" and value is not None:
+            exported[key(s.labels, (*MVF, "instance", "pod"))][s.labels["statistic"]] = value
+    own = {k: statistics(w) for k, w in windows(series, t, (*MVF, "instance", "pod")).items()}
+    for k, stats in exported.items():
+        mine = own[k]
+        for stat, value in stats.items():
+            if stat != "psi_critical":
+                assert value == pytest.approx(mine[stat], rel=1e-6, abs=1e-9), (k, stat)
+    return dict(exported)
 
 
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
@@ -236,7 +340,7 @@ def recorded(series: list[Series], t: int) -> dict[str, dict[Labels, float]]:
 def alert_conditions(series: list[Series], t: int) -> dict[str, dict[Labels, float]]:
     """Each alert's expression at step ``t``: the label sets where it holds, with $value."""
     r = recorded(series, t)
-    rows = r["model_version_feature:mlserve_feature_rows:increase10m"]
+    fleet_psi = r["model_version_feature:mlserve_feature_psi:window"]
     ratio = r["model_role:mlserve_request_failures:ratio_rate5m"]
     rate = r["model_role:mlserve_requests:rate5m"]
 
@@ -266,10 +370,15 @@ def alert_conditions(series: list[Series], t: int) -> dict[str, dict[Labels, flo
             servable[k] = max(servable.get(k, -math.inf), value)
     return {
         "MlserveNoServableVersion": {k: v for k, v in servable.items() if v == 0},
+        # the fleet's PSI where the replica's rule alerts on the summed window
         "MlserveFeatureDrift": {
-            k: v
-            for k, v in r["model_version_feature:mlserve_feature_psi:increase10m"].items()
-            if v > 0.25 and rows[k] >= 500
+            k: fleet_psi[k]
+            for k, v in r["model_version_feature:mlserve_feature_drift_alert:window"].items()
+            if v == 1
+        },
+        # a replica's own PSI where its own alert is 1
+        "MlserveReplicaFeatureDrift": {
+            k: stats["psi"] for k, stats in replicas(series, t).items() if stats.get("alert") == 1
         },
         "MlserveCanaryFailureRatio": {
             k: v
@@ -301,8 +410,65 @@ def firing(series: list[Series], alert: str, t: int) -> dict[Labels, float]:
     return now
 
 
-def render(template: str, labels: dict[str, str], value: float) -> str:
-    """The few Go-template forms the rules' annotations use."""
+def query(series: list[Series], t: int) -> Callable[[str], list[float]]:
+    """The queries the annotations run: a selector of a recording or of an input series,
+    optionally as ``abs(<selector> - 0.5)``."""
+    r = recorded(series, t)
+
+    def run(expr: str) -> list[float]:
+        m = re.fullmatch(r"abs\((.*) - 0\.5\)", expr)
+        if m:
+            return [abs(v - 0.5) for v in run(m[1])]
+        m = re.fullmatch(r"([\w:]+)\{(.*)\}", expr)
+        assert m, f"query form not modelled: {expr}"
+        want = dict(re.findall(r"(\w+)='([^']*)'", m[2]))
+        if m[1] in r:
+            found = [v for k, v in r[m[1]].items() if want.items() <= dict(k).items()]
+        else:
+            found = [
+                v
+                for s in series
+                if s.name == m[1]
+                and (v := s.at(t)) is not None
+                and want.items() <= s.labels.items()
+            ]
+        assert len(found) <= 1, expr
+        return found
+
+    return run
+
+
+def render(
+    template: str,
+    labels: dict[str, str],
+    value: float,
+    run: Callable[[str], list[float]] | None = None,
+) -> str:
+    """The few Go-template forms the rules' annotations use: labels, $value, a variable set
+    from labels by printf, and a query of it printed or else a fallback text."""
+    variables: dict[str, str] = {}
+
+    def assign(m: re.Match[str]) -> str:
+        args = [labels[a[len("$labels.") :]] for a in m[3].split()]
+        variables[m[1]] = m[2] % tuple(args)
+        return ""
+
+    template = re.sub(
+        r'\{\{ \$(\w+) := printf "([^"]*)"((?: \$labels\.\w+)+) -\}\}\s*', assign, template
+    )
+
+    def with_query(m: re.Match[str]) -> str:
+        assert run is not None
+        found = run(m[1] % variables[m[2]])
+        return f"{found[0]:.{m[3]}f}" if found else (m[4] or "")
+
+    template = re.sub(
+        r'\{\{ with query \(printf "([^"]*)" \$(\w+)\) \}\}'
+        r'\{\{ \. \| first \| value \| printf "%\.(\d)f" \}\}'
+        r"(?:\{\{ else \}\}(.*?))?\{\{ end \}\}",
+        with_query,
+        template,
+    )
 
     def one(m: re.Match[str]) -> str:
         expr = m[1].strip()
@@ -340,11 +506,33 @@ def fixture_tests() -> list[tuple[str, int, dict[str, Any]]]:
 
 # ------------------------------------------------------------------ tests
 EXPECTED_RULES = {
-    "model_version_feature_bin:mlserve_feature_bin:increase10m",
-    "model_version_feature_bin:mlserve_feature_reference_ratio:max",
-    "model_version_feature:mlserve_feature_rows:increase10m",
-    "model_version_feature_bin:mlserve_feature_expected:increase10m",
-    "model_version_feature:mlserve_feature_psi:increase10m",
+    "model_version_feature_bin:mlserve_feature_window_bin:sum",
+    "model_version_feature_bin:mlserve_feature_reference_bin:max",
+    "model_version_feature_bin:mlserve_feature_reference_midrank:max",
+    "model_version_parameter:mlserve_drift_rule:max",
+    "model_version_feature:mlserve_feature_psi_critical:max",
+    "model_version_feature:mlserve_feature_reference_rows:sum",
+    "model_version_feature:mlserve_feature_reference_values:sum",
+    "model_version_feature:mlserve_feature_window_rows:sum",
+    "model_version_feature:mlserve_feature_window_rows:capped",
+    "model_version_feature_bin:mlserve_feature_window_bin:capped",
+    "model_version_feature:mlserve_feature_psi_bins:count",
+    "model_version_feature:mlserve_feature_window_rows:smoothed",
+    "model_version_feature:mlserve_feature_reference_rows:smoothed",
+    "model_version_feature_bin:mlserve_feature_window_share:smoothed",
+    "model_version_feature_bin:mlserve_feature_reference_share:smoothed",
+    "model_version_feature:mlserve_feature_psi:window",
+    "model_version_feature:mlserve_feature_psi_threshold:window",
+    "model_version_feature:mlserve_feature_window_values:sum",
+    "model_version_feature:mlserve_feature_ranked_values:sum",
+    "model_version_feature:mlserve_feature_rank_u:sum",
+    "model_version_feature:mlserve_feature_auc:window",
+    "model_version_feature:mlserve_feature_auc_effect:window",
+    "model_version_feature:mlserve_feature_rank_ties:sum",
+    "model_version_feature:mlserve_feature_rank_z:window",
+    "model_version_feature:mlserve_feature_drift_alert:window",
+    "MlserveFeatureDrift",
+    "MlserveReplicaFeatureDrift",
     "model_version_role:mlserve_requests:rate5m",
     "model_role:mlserve_requests:rate5m",
     "model_version_role:mlserve_request_failures:rate5m",
@@ -355,7 +543,6 @@ EXPECTED_RULES = {
     "model:mlserve_canary_p99_over_stable:rate5m",
     "model:mlserve_requests_rejected:ratio_rate5m",
     "model_version_output:mlserve_shadow_disagreement:ratio_rate5m",
-    "MlserveFeatureDrift",
     "MlserveCanaryFailureRatio",
     "MlserveCanaryLatency",
     "MlserveModelLoadFailed",
@@ -403,7 +590,7 @@ def test_fixtures_cover_the_rules() -> None:
         t["expr"] for _, _, test in fixture_tests() for t in test.get("promql_expr_test", [])
     )
     for name in (
-        "model_version_feature:mlserve_feature_psi:increase10m",
+        *DRIFT_RECORDINGS,
         "model_role:mlserve_request_failures:ratio_rate5m",
         "model:mlserve_canary_failure_ratio_over_stable:rate5m",
         "model:mlserve_canary_p99_over_stable:rate5m",
@@ -433,6 +620,7 @@ def test_fixture_expectations_are_the_definitions(case: tuple[str, int, dict[str
     for check in test.get("alert_rule_test", []):
         name = check["alertname"]
         rule = next(r for r in rules() if r.get("alert") == name)
+        run = query(series, minutes(check["eval_time"]))
         want = []
         for k, value in firing(series, name, minutes(check["eval_time"])).items():
             labels = dict(k)
@@ -440,7 +628,8 @@ def test_fixture_expectations_are_the_definitions(case: tuple[str, int, dict[str
                 {
                     "exp_labels": {**labels, **rule["labels"]},
                     "exp_annotations": {
-                        a: render(text, labels, value) for a, text in rule["annotations"].items()
+                        a: render(text, labels, value, run)
+                        for a, text in rule["annotations"].items()
                     },
                 }
             )
@@ -474,11 +663,11 @@ def _run_mutated(tmp_path: Path, mutate: Callable[[dict[str, Any]], None]) -> st
 
 def test_a_wrong_psi_fails_promtool(tmp_path: Path) -> None:
     def nudge(doc: dict[str, Any]) -> None:
-        check = next(c for c in doc["tests"][0]["promql_expr_test"] if "feature_psi" in c["expr"])
+        check = next(c for c in doc["tests"][0]["promql_expr_test"] if "feature_psi:" in c["expr"])
         check["exp_samples"][0]["value"] += 1e-6
 
     report = _run_mutated(tmp_path, nudge)
-    assert "mlserve_feature_psi" in report and "FAILED" in report
+    assert "mlserve_feature_psi:window" in report and "FAILED" in report
 
 
 def test_a_missing_alert_fails_promtool(tmp_path: Path) -> None:

@@ -104,6 +104,10 @@ def test_scrape_covers_every_family(expositions: dict[str, str]) -> None:
         "mlserve_feature_drift",
         "mlserve_feature_bin",
         "mlserve_feature_reference_ratio",
+        "mlserve_feature_window_bin",  # what the fleet's drift rules sum (deploy/prometheus)
+        "mlserve_feature_reference_bin",
+        "mlserve_feature_reference_midrank",
+        "mlserve_drift_rule",
         "mlserve_feature_missing",
         "mlserve_feature_out_of_range",
         "mlserve_prediction_class",
