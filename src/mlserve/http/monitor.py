@@ -7,13 +7,15 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ..errors import InvalidInput, MLServeError, Overloaded
 from ..governance import audit
@@ -30,7 +32,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 def routes(service: InferenceService) -> list[Route]:
     """Routes bound to ``service``."""
-    streams = [0]  # open event streams on this worker
+    streams = StreamSlots(MAX_STREAMS)  # open event streams on this worker
 
     async def metrics(request: Request) -> Response:
         openmetrics = _prefers_openmetrics(request.headers.get("accept", ""))
@@ -47,13 +49,13 @@ def routes(service: InferenceService) -> list[Route]:
 
     async def stream(request: Request) -> Response:
         interval = _number(request, "interval", 1.0, 0.5, 60.0)
-        if streams[0] >= MAX_STREAMS:  # each stream merges and renders its own snapshots
-            raise Overloaded(
-                f"{MAX_STREAMS} event streams are open on this worker; try again later"
-            )
         limit = _number(request, "max_seconds", STREAM_MAX_SECONDS, 1.0, 3600.0)
-        return StreamingResponse(
-            _counted(streams, _snapshots(service, interval, limit)),
+        # Taken here, before any await: streams opened at once cannot all pass the check
+        # before one of them counts (each stream merges and renders its own snapshots).
+        release = streams.admit()
+        return _AdmittedStream(
+            _snapshots(service, interval, limit),
+            release,
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -101,13 +103,48 @@ def _number(request: Request, name: str, default: float, low: float, high: float
 MAX_STREAMS = 16  # open event streams per worker
 
 
-async def _counted(counter: list[int], events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    counter[0] += 1
-    try:
-        async for chunk in events:
-            yield chunk
-    finally:
-        counter[0] -= 1
+class StreamSlots:
+    """The event streams a worker may hold open at once, counted when a stream is admitted.
+
+    ``admit`` checks and takes a slot in one step with no await in between, so requests
+    that arrive together are counted one after another on the event loop: never more than
+    ``limit`` are admitted. Over the limit it raises ``Overloaded`` (a JSON 503 with
+    Retry-After). The slot is given back once, when the response ends (finished, client
+    gone, cancelled) or, should it never be sent, when the response is collected.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def admit(self) -> Callable[[], None]:
+        if self.open >= self.limit:
+            raise Overloaded(f"{self.limit} event streams are open on this worker; try again later")
+        self.open += 1
+        taken = [True]
+
+        def release() -> None:
+            if taken[0]:
+                taken[0] = False
+                self.open -= 1
+
+        return release
+
+
+class _AdmittedStream(StreamingResponse):
+    """A streaming response that gives its slot back when it ends, whatever ends it."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kw: Any):
+        super().__init__(content, **kw)
+        self._release = release
+        # A response built but never sent (a middleware dropping it) still frees its slot.
+        weakref.finalize(self, release)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 async def _snapshots(
