@@ -476,6 +476,29 @@ def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
     return replace(defaults, **values)
 
 
+MAX_SHADOWS = 16  # shadow versions one routing may name
+
+
+def shadows_problem(shadows: Any) -> str | None:
+    """The one rule for a routing's ``shadows`` (model.toml, routing.json, the admin API):
+    a list of at most ``MAX_SHADOWS`` distinct versions, integers >= 1 (booleans are not
+    integers here). None when they are fine, else what is wrong, briefly (the value at
+    fault is named, never the whole list)."""
+    if not isinstance(shadows, (list, tuple)):
+        return f"shadows must be a list of versions, got {type(shadows).__name__}"
+    if len(shadows) > MAX_SHADOWS:
+        return f"shadows names {len(shadows)} versions: at most {MAX_SHADOWS}"
+    seen: set[int] = set()
+    for x in shadows:
+        if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+            shown = repr(x) if len(repr(x)) <= 40 else type(x).__name__
+            return f"shadows must list versions (integers >= 1), got {shown}"
+        if x in seen:
+            return f"shadows names version {x} twice: each shadow version once"
+        seen.add(x)
+    return None
+
+
 def _check(config: ModelConfig) -> None:
     v, e, i, b = config.versions, config.execution, config.inputs, config.batching
     m, r = config.monitoring, config.routing
@@ -568,8 +591,9 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] stable and canary are versions (>= 1)")
     if not 0 <= r.canary_weight <= 100:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] canary_weight must be in 0..100")
-    if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in r.shadows):
-        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadows must list versions (>= 1)")
+    problem = shadows_problem(r.shadows)
+    if problem is not None:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] {problem}")
     if not 0 <= r.shadow_sample <= 1:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [routing] shadow_sample must be in 0..1")
     if not 1 <= r.shadow_queue <= 100_000:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import RoutingConfig, parse_routing
+from ..config import RoutingConfig, parse_routing, shadows_problem
 from ..errors import ConfigError, GateNotPassed, InvalidInput
 from .state import RoutingState, routing_json
 
@@ -29,6 +29,7 @@ __all__ = [
     "Serving",
     "Transition",
     "View",
+    "check_changes",
     "intended_stable",
     "pin",
     "promote",
@@ -125,15 +126,57 @@ def resolve(
 # ---------------------------------------------------------------------------- transitions
 
 
+ROUTING_KEYS = tuple(f.name for f in dataclasses.fields(RoutingConfig))
+MAX_MESSAGE_CHARS = 300  # a refusal quotes at most this much of what it refuses
+
+
+def check_changes(changes: Any) -> dict[str, Any]:
+    """Validate routing keys sent to the admin API on their own, before any lock is taken
+    or anything is audited: an object of known keys, each of its type and in its range,
+    ``shadows`` by the rule ``model.toml`` and ``routing.json`` follow
+    (``config.shadows_problem``: at most ``MAX_SHADOWS`` distinct versions >= 1, no
+    booleans). ``InvalidInput`` (400) names the key and the problem in a few words, never
+    echoing a long value; what depends on the routing in force (a canary equal to the
+    stable version, versions that are not ready) is checked by the transition."""
+    if not isinstance(changes, Mapping):
+        raise InvalidInput("the body must be a JSON object of routing keys", reason="routing")
+    for key in changes:
+        if key not in ROUTING_KEYS:
+            raise InvalidInput(
+                f"unknown routing key {_brief(repr(key), 64)} (known: {', '.join(ROUTING_KEYS)})",
+                reason="routing",
+            )
+    if "shadows" in changes:
+        problem = shadows_problem(changes["shadows"])
+        if problem is not None:
+            raise InvalidInput(f"[routing] {problem}", reason="routing")
+    try:
+        parse_routing(changes)  # types and ranges, key by key: config._section and _check
+    except ConfigError as exc:
+        raise InvalidInput(_message(exc), reason="routing") from None
+    return dict(changes)
+
+
+def _message(exc: ConfigError) -> str:
+    return _brief(str(exc).replace("model.toml: ", ""), MAX_MESSAGE_CHARS)
+
+
+def _brief(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def set_routing(changes: Mapping[str, Any]) -> Transition:
-    """Set routing keys (the admin PUT) over the routing in force."""
+    """Set routing keys (the admin PUT) over the routing in force. The keys are checked
+    here, when the transition is made (``check_changes``): a bad body is refused before the
+    store's lock and the audit log are touched."""
+    changes = check_changes(changes)
 
     def transition(state: RoutingState, view: View) -> RoutingState:
         current = routing_json(view.routing(state))
         try:
             new = parse_routing({**current, **changes})
         except ConfigError as exc:
-            raise InvalidInput(str(exc).replace("model.toml: ", ""), reason="routing") from None
+            raise InvalidInput(_message(exc), reason="routing") from None
         return _checked(dataclasses.replace(state, override=new), view)
 
     return transition
