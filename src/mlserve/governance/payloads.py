@@ -12,9 +12,13 @@ features, handing the GIL back to the event loop every few records) and appends 
 own file in the payload directory, ``payloads-<host>-<pid>-<seq>.jsonl``: processes never
 share a file, so lines never interleave. A file is rotated before it would pass
 ``max_bytes``; each process keeps its current file and at most ``backups`` older ones.
-``close`` drains the queue. Every write is whole lines, so a reader only ever sees complete
-lines (a crash mid-write can leave one torn last line, which the export skips and
-counts).
+A record longer than ``max_bytes`` is cut until it fits (``PayloadLogger._fit``): its id to
+``MAX_RAW_CHARS``, then the data of its largest tensors, then whole sections, each cut field
+named in ``"truncated"`` (``["id", "inputs.text"]``; a cut tensor's data is
+``"[truncated]"``): no file ever passes ``max_bytes``, and the export leaves out the
+requests whose features were cut (counted). ``close`` drains the queue. Every write is
+whole lines, so a reader only ever sees complete lines (a crash mid-write can leave one
+torn last line, which the export skips and counts).
 
 A record (one line)::
 
@@ -79,6 +83,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FILE_GLOB",
     "REDACTED",
+    "TRUNCATED",
     "PayloadLogger",
     "PayloadSink",
 ]
@@ -87,6 +92,7 @@ log = logging.getLogger("mlserve.payloads")
 
 REDACTED = "[redacted]"
 OMITTED = "[omitted]"
+TRUNCATED = "[truncated]"  # a field cut so that its record fits max_bytes
 FILE_GLOB = "payloads-*.jsonl"
 # A failed request's raw tensors (as its document held them) with more values than this, all
 # together, are logged without their data: their values are Python lists, serialised holding
@@ -194,9 +200,12 @@ class PayloadSink:
             size += sum(a.nbytes for a in feeds.values())
         if outputs is not None:
             size += sum(a.nbytes for a in outputs)
+        rid = result.body.get("id")
+        if isinstance(rid, str):  # a long id waits in the queue too
+            size += len(rid)
         served = _Served(
             result.role,
-            result.body.get("id"),
+            rid,
             params,
             feeds,
             result.names,
@@ -446,9 +455,72 @@ class PayloadLogger:
                     self._tensor(sink, n, a, big)
                     for n, a in zip(served.names, served.outputs, strict=True)
                 ]
+        pieces = [_chunked(array) for array in big]
+        line = self._render(doc, pieces)
+        limit = self._files.max_bytes
+        return line if len(line) <= limit else self._fit(doc, pieces, limit, len(line))
+
+    def _render(self, doc: dict[str, Any], pieces: list[bytes]) -> bytes:
         line = orjson.dumps(doc, option=_DUMPS | orjson.OPT_APPEND_NEWLINE, default=_default)
-        for i, array in enumerate(big):
-            line = line.replace(f'"{self._placeholder}-{i}"'.encode(), _chunked(array), 1)
+        for i, piece in enumerate(pieces):
+            line = line.replace(f'"{self._placeholder}-{i}"'.encode(), piece, 1)
+        return line
+
+    def _fit(self, doc: dict[str, Any], pieces: list[bytes], limit: int, size: int) -> bytes:
+        """A record longer than ``limit`` (the files' ``max_bytes``) cut until it fits: the
+        id to ``MAX_RAW_CHARS``, then the data of the largest tensors, then whole sections,
+        each cut field named in ``"truncated"``. Raises ``ValueError`` when even the bare
+        record (model, version, status, timings) does not fit."""
+        cut: list[str] = []
+        doc["truncated"] = cut  # rendered with the record: its length counts
+        rid = doc.get("id")
+        if isinstance(rid, str) and len(rid) > MAX_RAW_CHARS:
+            doc["id"] = rid[:MAX_RAW_CHARS] + "…"
+            cut.append("id")
+            line = self._render(doc, pieces)
+            if len(line) <= limit:
+                return line
+            size = len(line)
+        # The tensors' data, largest first, until the estimate fits (then checked).
+        sized: list[tuple[int, str, dict[str, Any]]] = []
+        for section in ("inputs", "outputs"):
+            tensors = doc.get(section)
+            for i, t in enumerate(tensors if isinstance(tensors, list) else ()):
+                if not isinstance(t, dict) or "data" not in t:
+                    continue
+                data = t["data"]
+                if isinstance(data, str) and data.startswith(self._placeholder):
+                    n = len(pieces[int(data.rsplit("-", 1)[1])])
+                elif isinstance(data, str):
+                    continue  # already a marker ([redacted], [omitted])
+                else:
+                    n = len(orjson.dumps(data, option=_DUMPS, default=_default))
+                name = t.get("name")
+                field = f"{section}.{name if isinstance(name, str) else i}"
+                sized.append((n, field[: MAX_NAME_CHARS + 8], t))
+        sized.sort(key=lambda item: -item[0])
+        for n, field, t in sized:
+            if size <= limit:
+                break
+            t["data"] = TRUNCATED
+            cut.append(field)
+            size -= n - len(TRUNCATED) - 2 - len(field) - 3
+        line = self._render(doc, pieces)
+        if len(line) <= limit:
+            return line
+        # Last: whole sections, and the error text.
+        for key in ("inputs", "outputs", "parameters", "inputs_omitted"):
+            if key in doc:
+                doc[key] = TRUNCATED
+                cut.append(key)
+        if isinstance(doc.get("error"), str) and len(doc["error"]) > MAX_RAW_CHARS:
+            doc["error"] = doc["error"][:MAX_RAW_CHARS] + "…"
+            cut.append("error")
+        line = self._render(doc, [])
+        if len(line) > limit:
+            raise ValueError(
+                f"the record does not fit max_bytes ({limit}) even cut to {len(line)} bytes"
+            )
         return line
 
     def _tensor(
