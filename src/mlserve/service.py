@@ -351,10 +351,15 @@ class InferenceService:
         errors ``infer`` would raise for a loading server or an unknown model or version."""
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
-        if version is None:
-            self.store.split(model)
-        else:
-            self.store.resolve(model, version)
+        try:
+            if version is None:
+                self.store.split(model)
+            else:
+                self.store.resolve(model, version)
+        except MLServeError as exc:
+            if exc.status_code == 404:
+                raise
+            # Others (a model not ready, a gate refusal) are raised, and counted, by infer.
 
     async def infer(
         self,
