@@ -1,8 +1,9 @@
 """CPU per request of each lane, in process, without sockets: the Python work alone.
 
-    python -m benchmarks.lane_cpu                  # both lanes, monitoring on, 20,000 requests
+    python -m benchmarks.lane_cpu                  # floor and both lanes, monitoring on
     python -m benchmarks.lane_cpu --profile fast   # and where the fast lane's time goes
 
+``floor`` is the raw ASGI floor app of ``benchmarks/serve.py`` behind uvicorn's own protocol.
 The real protocol class (``FastLaneProtocol`` or, for ``--fast-lane off``,
 ``TimedHeadProtocol``) is fed whole V2 JSON requests through ``data_received`` on a running
 uvloop, as uvicorn feeds it, with a transport that keeps what is written instead of sending
@@ -19,15 +20,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
 import orjson
 import uvloop
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from mlserve.config import ServerSettings
@@ -35,6 +39,7 @@ from mlserve.http.app import create_app
 from mlserve.http.fast_lane import FastLaneProtocol
 from mlserve.http.head_timeout import TimedHeadProtocol
 
+from .floors import raw_app
 from .serve import make_registry
 
 
@@ -89,10 +94,16 @@ def _request(name: str, n_features: int) -> bytes:
     return head + body
 
 
-async def _measure(lane: str, requests: int, profile: bool) -> tuple[float, Any]:
+async def _measure(
+    lane: str, requests: int, profile: bool, monitoring: str = "on"
+) -> tuple[float, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="lane-cpu-"))
     registry = make_registry(workdir, 0)
-    settings = ServerSettings(registry=registry, overload_delay_ms=0, poll_seconds=0)
+    if lane == "floor":
+        return await _measure_floor(registry, requests)
+    settings = ServerSettings(
+        registry=registry, overload_delay_ms=0, poll_seconds=0, monitoring=monitoring
+    )
     app = create_app(settings)
     app.store.load_all()
     app.service.hub.mark_ready()
@@ -129,23 +140,53 @@ async def _measure(lane: str, requests: int, profile: bool) -> tuple[float, Any]
     return cpu / requests * 1e6, profiler
 
 
+async def _measure_floor(registry: Path, requests: int) -> tuple[float, Any]:
+    """The raw ASGI floor app (``benchmarks/floors.py``) behind uvicorn's own protocol."""
+    os.environ["FLOOR_MODELS"] = f"lr={registry / 'lr' / '1' / 'model.onnx'}"
+    config = Config(
+        app=raw_app(), http="httptools", loop="none", access_log=False, lifespan="off",
+        proxy_headers=False,
+    )  # fmt: skip
+    config.load()
+    protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = _Transport()
+    protocol.connection_made(transport)
+    session = ort.InferenceSession(str(registry / "lr" / "1" / "model.onnx"))
+    spec = session.get_inputs()[0]
+    data = _request(spec.name, int(spec.shape[1]))
+
+    async def one() -> None:
+        protocol.data_received(data)
+        while not protocol.cycle.response_complete:
+            await asyncio.sleep(0)
+
+    for _ in range(2000):
+        await one()
+    assert b'"outputs"' in transport.last, transport.last[:300]
+    start = time.process_time()
+    for _ in range(requests):
+        await one()
+    return (time.process_time() - start) / requests * 1e6, None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=20_000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", choices=["fast", "asgi"], default=None)
+    p.add_argument("--monitoring", choices=["on", "off"], default="on")
     args = p.parse_args(argv)
-    results: dict[str, list[float]] = {"fast": [], "asgi": []}
+    results: dict[str, list[float]] = {"floor": [], "fast": [], "asgi": []}
     for _ in range(args.rounds):  # alternating, medians
-        for lane in ("asgi", "fast"):
-            us, _ = uvloop.run(_measure(lane, args.requests, False))
+        for lane in ("floor", "asgi", "fast"):
+            us, _ = uvloop.run(_measure(lane, args.requests, False, args.monitoring))
             results[lane].append(us)
     for lane, values in results.items():
         values.sort()
         median = values[len(values) // 2]
         print(f"{lane:5s} lane: {median:6.1f} µs CPU per request (rounds {values})")
     if args.profile:
-        _, profiler = uvloop.run(_measure(args.profile, args.requests, True))
+        _, profiler = uvloop.run(_measure(args.profile, args.requests, True, args.monitoring))
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return 0
 

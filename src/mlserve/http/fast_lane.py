@@ -5,9 +5,13 @@ two ``send`` calls that check and copy every header. For ``POST
 /v2/models/{m}[/versions/{v}]/infer`` whose whole request (head and body) arrives in one
 read — nearly every request of a client that keeps its connection open — this protocol
 calls the infer core (``InferHandler``: the very same head check, run and accounting as the
-ASGI lane) from the parser's callback and writes the answer in one ``transport.write``. A
-model that runs inline answers before the read returns, with no task at all; one that waits
-(thread pool, batcher) continues in a task from where it stopped.
+ASGI lane) and writes the answer in one ``transport.write``. The answer is computed in a
+callback scheduled when the request is complete (``call_soon``), not inside the parser's own
+callback: the loop then reads every ready connection before it answers any, as it does for
+the ASGI lane's tasks; answering inside the read callback was measured 10–20 % slower at 64
+connections than the ASGI lane itself (benchmarks/RESULTS.md). A model that runs inline
+answers with no task at all; one that waits (thread pool, batcher) continues in a task from
+where it stopped.
 
 Everything else takes the ASGI lane, unchanged: other routes; a body still arriving when the
 read ends (its wait needs the body timeout's task); ``Expect: 100-continue``; a request
@@ -69,7 +73,7 @@ class FastLaneProtocol(TimedHeadProtocol):
         cycle = self._held
         if cycle is not None and cycle is self.cycle:
             self._held = None
-            self._answer(cycle)
+            self.loop.call_soon(self._answer, cycle)  # after this iteration's reads
 
     def on_response_complete(self) -> None:
         # Several answers inside one read would each arm uvicorn's keep-alive timer, which
