@@ -33,6 +33,10 @@ log = logging.getLogger("mlserve.http")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOOP_TICK_S = 0.01
 _MAX_SHED = 0.95  # some requests are always admitted, so work always gets done
+# One loop check this many times later than --overload-delay-ms sheds at once (300 ms at the
+# default 100 ms): far beyond a collection or a descheduled process (a few ms to tens of ms
+# on the 2-core machines measured), so a short pause never sheds.
+_STALL_FACTOR = 3.0
 
 
 class MLServeApp:
@@ -165,12 +169,13 @@ class MLServeApp:
     async def _watch_loop_delay(self) -> None:
         """Load shedding. A loop that runs late has more work ready than it can do: every
         request accepted now waits behind it. Every 10 ms, see how late the loop woke us.
-        Beyond ``overload_delay_ms`` (two checks in a row) the share of new infer/explain
-        requests refused (503, far cheaper than serving) grows by 10 points a check, up to
-        95 %; once the loop is back under half the limit it falls by a fifth a check, to
-        none within ~0.2 s. A share, not an on/off switch: clients that retry at once
-        would otherwise keep the loop busy with refusals alone and nothing would be
-        served. Health, metadata and metrics are never refused."""
+        Beyond ``overload_delay_ms`` (two checks in a row, or one check later than
+        ``_STALL_FACTOR`` times it) the share of new infer/explain requests refused (503,
+        far cheaper than serving) grows by 10 points a check, up to 95 %; once the loop is
+        back under half the limit it falls by a fifth a check, to none within ~0.2 s. A
+        share, not an on/off switch: clients that retry at once would otherwise keep the
+        loop busy with refusals alone and nothing would be served. Health, metadata and
+        metrics are never refused."""
         loop = asyncio.get_running_loop()
         limit = self.settings.overload_delay_ms / 1e3
         service = self.service
@@ -183,8 +188,10 @@ class MLServeApp:
             share = service.shed_share
             if late > limit:
                 # One late check alone is a pause (a collection, a descheduled process),
-                # not a backlog: shedding starts on the second in a row.
-                if was_late or share > 0:
+                # not a backlog: shedding starts on the second in a row. One stall of
+                # several times the limit is no pause: every request that arrived during
+                # it is waiting behind it, so it counts at once.
+                if was_late or share > 0 or late > _STALL_FACTOR * limit:
                     share = min(_MAX_SHED, share + 0.1)
                 was_late = True
             else:
