@@ -83,3 +83,129 @@ def test_fill_casts_each_value_once_as_numpy_does() -> None:
     assert compiled.fill_floats([1.0, 1e39], out) == 1 and np.isinf(out[1])
     assert compiled.fill_floats([1.0], out) == -1  # wrong length
     assert compiled.fill_floats([1.0, 2.0], np.empty(2, dtype=np.float16)) == -1
+
+
+# ------------------------------------------------------------------ BYTES and the JSON scan
+
+
+def _bytes_blob(rng: np.random.Generator, n: int) -> tuple[bytes, int]:
+    """A binary BYTES blob of ``n`` elements (text of every width, empties, non-ASCII),
+    often broken: cut short, a length past the end, invalid UTF-8, bytes left over."""
+    alphabet = ["", "a", "é", "€", "😀", "x" * 40, "\x00", "ab\ncd"]
+    parts = []
+    for _ in range(n):
+        text = "".join(rng.choice(alphabet, size=int(rng.integers(0, 4))))
+        raw = text.encode("utf-8")
+        if rng.random() < 0.03:
+            raw = rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"a\x80b", b"\xf0\x9f\x98"])
+        parts.append(len(raw).to_bytes(4, "little") + raw)
+    blob = b"".join(parts)
+    claimed = n
+    damage = int(rng.integers(0, 8))
+    if damage == 0 and blob:
+        blob = blob[: int(rng.integers(0, len(blob)))]  # cut anywhere, mid-length too
+    elif damage == 1:
+        blob += b"\x01\x02"  # left over
+    elif damage == 2:
+        claimed = n + int(rng.integers(1, 3))  # more claimed than sent
+    elif damage == 3 and n:
+        claimed = n - 1  # fewer claimed: the last element is left over
+    elif damage == 4:
+        blob += (2**32 - 1).to_bytes(4, "little") + b"abc"  # a length past the end
+        claimed = n + 1
+    return blob, claimed
+
+
+def _bytes_outcome(blob: bytes, claimed: int) -> Any:
+    from mlserve.runtime.binary import decode_binary
+
+    spec = TensorSpec("s", "BYTES", (-1,))
+    tensor = {"name": "s", "datatype": "BYTES", "shape": [claimed]}
+    limits = InputLimits(max_elements=1 << 20, max_rows=1 << 20, allow_nan=False)
+    try:
+        out = decode_binary(spec, tensor, memoryview(blob), limits)
+    except InvalidInput as exc:
+        return ("error", exc.reason, str(exc))
+    assert out.dtype == object and out.shape == (claimed,)
+    assert all(type(x) is str for x in out.tolist())
+    return ("ok", out.tolist())
+
+
+def test_compiled_bytes_decode_answers_as_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlserve.runtime import binary
+
+    rng = np.random.default_rng(17)
+    seen: dict[str, int] = {}
+    for _ in range(1500):
+        blob, claimed = _bytes_blob(rng, int(rng.integers(0, 30)))
+        monkeypatch.setattr(binary, "decode_bytes", compiled.decode_bytes)
+        fast = _bytes_outcome(blob, claimed)
+        monkeypatch.setattr(binary, "decode_bytes", _decode_py.decode_bytes)
+        reference = _bytes_outcome(blob, claimed)
+        assert fast == reference, (blob, claimed, fast, reference)
+        kinds = ("data ends", "claims", "UTF-8", "left over")
+        kind = "ok" if fast[0] == "ok" else next(k for k in kinds if k in fast[2])
+        seen[kind] = seen.get(kind, 0) + 1
+    # every outcome was exercised: whole tensors and each way of being broken
+    assert set(seen) == {"ok", "data ends", "claims", "UTF-8", "left over"}, seen
+    assert min(seen.values()) > 20, seen
+
+
+def test_bytes_decode_messages_and_cap() -> None:
+    from mlserve.runtime.binary import MAX_BYTES_ELEMENTS
+
+    def frame(*items: bytes) -> bytes:
+        return b"".join(len(x).to_bytes(4, "little") + x for x in items)
+
+    for decode in (compiled.decode_bytes, _decode_py.decode_bytes):
+        assert decode(frame(b"a", b"", "é".encode()), 3).tolist() == ["a", "", "é"]
+        assert decode(b"", 0).tolist() == []
+        assert decode(frame(b"a") + b"\x05\x00", 2) == ("short", 1)
+        assert decode(frame(b"a") + b"\x05\x00\x00\x00ab", 2) == ("claims", 1, 5, 2)
+        # the first problem in element order: bad UTF-8 before a framing problem
+        assert decode(frame(b"a", b"\xff") + b"\x09", 3) == ("utf8", 1)
+        assert decode(frame(b"a", b"b") + b"zz", 2) == ("left", 2)
+        # a claim of millions in a short blob: refused at once, nothing allocated
+        assert decode(frame(b"a"), 10_000_000) == ("short", 1)
+    with pytest.raises(InvalidInput, match=f"over the limit of {MAX_BYTES_ELEMENTS}") as err:
+        _bytes_outcome_raise(MAX_BYTES_ELEMENTS + 1)
+    assert err.value.reason == "size"
+
+
+def _bytes_outcome_raise(count: int) -> None:
+    from mlserve.runtime.binary import decode_binary
+
+    spec = TensorSpec("s", "BYTES", (-1,))
+    limits = InputLimits(max_elements=1 << 30, max_rows=1 << 30, allow_nan=False)
+    blob = b"\x00\x00\x00\x00" * count
+    decode_binary(
+        spec, {"name": "s", "datatype": "BYTES", "shape": [count]}, memoryview(blob), limits
+    )
+
+
+def _json_doc(rng: np.random.Generator) -> bytes:
+    """JSON-ish bytes: containers, separators, strings holding brackets, commas, quotes and
+    backslashes (escaped or not), unterminated strings, and garbage."""
+    pieces = [b"{", b"}", b"[", b"]", b",", b":", b"1.5", b" ", b"null", b'"a,b"', b'"[{:"',
+              b'"\\""', b'"\\\\"', b'"x\\', b'"', b"\\", b'"\\u005b"', b"\n"]  # fmt: skip
+    return b"".join(rng.choice(pieces, size=int(rng.integers(0, 60))).tolist())
+
+
+def test_json_counts_compiled_answers_as_python() -> None:
+    rng = np.random.default_rng(5)
+    over = within = 0
+    for _ in range(3000):
+        doc = _json_doc(rng)
+        limits = (int(rng.integers(0, 30)), int(rng.integers(0, 60)))
+        fast = compiled.json_counts(doc, *limits)
+        reference = _decode_py.json_counts(doc, *limits)
+        if reference[0] <= limits[0] and reference[1] <= limits[1]:
+            assert fast == reference, (doc, limits)
+            within += 1
+        else:  # the compiled scan stops once over: it must say over too
+            assert fast[0] > limits[0] or fast[1] > limits[1], (doc, limits, fast, reference)
+            over += 1
+    assert within > 500 and over > 500
+    body = b'{"inputs":[{"name":"x,[{","shape":[1,2],"data":[[1,2]]}],"id":"\\"]["}'
+    assert compiled.json_counts(body, 100, 100) == (6, 17)  # brackets in strings: none
+    assert compiled.json_counts(b"[{}" * 1000, 10, 10**6) == (11, 12)  # stops early

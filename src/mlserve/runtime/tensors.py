@@ -18,16 +18,23 @@ import numpy as np
 
 from ..errors import InvalidInput
 
-# Flat numbers straight into the model's float array: the compiled module or its twin (which
+# Flat numbers straight into the model's float array, binary BYTES split into str, a JSON
+# body's containers and tokens counted: the compiled module or its twin (whose fill_floats
 # declines, leaving the general path to decide), chosen once as the binning kernel's is.
 if os.environ.get("MLSERVE_NO_EXTENSIONS") == "1":
+    from ._decode_py import decode_bytes as decode_bytes
     from ._decode_py import fill_floats
+    from ._decode_py import json_counts as json_counts
 else:
     try:
+        from ._decode import decode_bytes as decode_bytes
         from ._decode import fill_floats
+        from ._decode import json_counts as json_counts
     except ImportError as exc:  # pragma: no cover - a build without the extension
         logging.getLogger(__name__).warning("compiled JSON decode unavailable (%s)", exc)
+        from ._decode_py import decode_bytes as decode_bytes
         from ._decode_py import fill_floats
+        from ._decode_py import json_counts as json_counts
 
 # V2 datatype → numpy dtype (BYTES: numpy object arrays of str, as onnxruntime wants).
 V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
