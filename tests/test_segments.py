@@ -75,7 +75,7 @@ def test_drift_of_one_tenant_is_seen_in_its_segment_only(wine: dict[str, Any]) -
     draw, names = wine["draw"], wine["names"]
     rng = np.random.default_rng(7)
     shift = np.zeros(len(names), np.float32)
-    shift[0] = 1.0 * _std(draw)[0]  # alcohol, one standard deviation, for tenant "b" only
+    shift[0] = 0.6 * _std(draw)[0]  # alcohol, for tenant "b" only, after its baseline
     with running_server(wine["root"]) as srv, httpx.Client(base_url=srv.url) as client:
 
         def send(rows: np.ndarray, tenant: str | None) -> None:
@@ -96,21 +96,26 @@ def test_drift_of_one_tenant_is_seen_in_its_segment_only(wine: dict[str, Any]) -
 
         for _ in range(9):  # tenant "a": 9 × 250 undrifted rows
             send(draw(rng, 250), "a")
-        send(draw(rng, 250) + shift, "b")  # tenant "b": 250 shifted rows
-        for i, tenant in enumerate(["c", "d", "e", None]):  # beyond max_segments: "other"
+        for _ in range(4):  # tenant "b": its baseline (1,000 rows) as it always was ...
+            send(draw(rng, 250), "b")
+        for _ in range(4):  # ... then 1,000 shifted rows
+            send(draw(rng, 250) + shift, "b")
+        for i, tenant in enumerate(["c", "d", "e", None]):  # beyond max_segments: "(other)"
             send(draw(rng, 50 + i), tenant)
         drift = client.get("/v2/models/wine/versions/1/monitor").json()
         report = drift["versions"]["1"]["drift"]
         segments = report["segments"]
         assert segments["by"] == "parameters.tenant"
         by_name = segments["segments"]
-        assert sorted(by_name) == ["a", "b", "c", "other"]  # three segments, then "other"
+        assert sorted(by_name) == ["(other)", "a", "b", "c"]  # three segments, then (other)
+        assert segments["overflow_rows"] == 51 + 52 + 53
         assert by_name["a"]["features"][0]["window_count"] == 9 * 250
-        assert by_name["other"]["features"][0]["window_count"] == 51 + 52 + 53
+        assert by_name["a"]["baseline_rows"] == 1000 and not by_name["a"]["learning"]
+        assert by_name["c"]["learning"] and by_name["c"]["baseline_rows"] == 50
         assert segments["alerting"] == {"b": [names[0]]}
         alcohol_b = by_name["b"]["features"][0]
         assert alcohol_b["alert"] and abs(alcohol_b["auc"] - 0.5) >= 0.05
-        # The whole traffic: the shift is a tenth of the rows, below the effect floors.
+        # The whole traffic: the shift is under a quarter of the rows, below the floors.
         whole = report["sections"]["inputs"]["features"][0]
         assert not whole["alert"], whole
         assert abs(whole["auc"] - 0.5) < 0.05
@@ -134,23 +139,79 @@ def test_segment_by_a_feature_splits_rows_by_its_value() -> None:
     profile = build_profile(np.column_stack([reference, region]), [*names, "region"])
     config = MonitoringConfig(segment_by="region")
     monitor = _monitor(profile, config)
+    before = np.asarray(draw(rng, 3_000), np.float64)  # each region's baseline, undrifted
+    before_regions = rng.integers(0, 2, 3_000).astype(np.float64)
     rows = np.asarray(draw(rng, 4_000), np.float64)
     regions = rng.integers(0, 2, 4_000).astype(np.float64)
     rows[regions == 1, 1] += 1.5 * reference[:, 1].std()  # malic_acid, region 1 only
-    batch = np.column_stack([rows, regions]).astype(np.float32)
-    monitor.observe({"input": batch}, (), [], len(batch))
+    for x, r in ((before, before_regions), (rows, regions)):
+        batch = np.column_stack([x, r]).astype(np.float32)
+        monitor.observe({"input": batch}, (), [], len(batch))
     state = json.loads(json.dumps(monitor.state()))  # what workers exchange
-    report = monitor.report(state)
-    segments = report["segments"]
+    segments = monitor.report(state)["segments"]
     assert sorted(segments["segments"]) == ["0", "1"]
     counts = {k: r["features"][0]["window_count"] for k, r in segments["segments"].items()}
-    assert counts == {"0": int((regions == 0).sum()), "1": int((regions == 1).sum())}
+    all_regions = np.concatenate([before_regions, regions])
+    assert counts == {"0": int((all_regions == 0).sum()), "1": int((all_regions == 1).sum())}
     assert segments["alerting"] == {"1": [names[1]]}
-    # The reference's region split; the segment's windows count exactly its rows.
-    seg1 = monitor.segments
-    assert seg1 is not None
-    window = seg1.windows["1"].window()
-    assert int(window.counts[0].sum()) == int((regions == 1).sum())
+    assert all(r["baseline_rows"] == 1000 for r in segments["segments"].values())
+
+
+def test_a_segment_that_always_differed_is_judged_against_itself() -> None:
+    """Regions differ by nature: a region whose feature sits 1 sd above the other's in the
+    reference and in the traffic alike has not drifted, and must not alert."""
+    draw, names, _ = _sampler()
+    rng = np.random.default_rng(5)
+    sd = np.asarray(draw(rng, 20_000), np.float64).std(axis=0)
+
+    def rows(n: int) -> np.ndarray:
+        x = np.asarray(draw(rng, n), np.float64)
+        region = rng.integers(0, 2, n).astype(np.float64)
+        x[region == 1, 0] += sd[0]
+        return np.column_stack([x, region])
+
+    profile = build_profile(rows(N_REF), [*names, "region"])
+    monitor = _monitor(profile, MonitoringConfig(segment_by="region"))
+    traffic = rows(6_000).astype(np.float32)
+    monitor.observe({"input": traffic}, (), [], len(traffic))
+    report = monitor.report(monitor.state())
+    assert not report["alert"]
+    assert report["segments"]["alerting"] == {}, report["segments"]["alerting"]
+    # The same traffic judged against the whole reference would have alerted on both.
+    whole = report["sections"]["inputs"]["features"][0]
+    assert not whole["alert"]
+
+
+def test_segments_share_one_error_budget_and_release_idle_places() -> None:
+    draw, names, _ = _sampler()
+    rng = np.random.default_rng(9)
+    profile = build_profile(np.asarray(draw(rng, N_REF)), names)
+    now = [0.0]
+    config = MonitoringConfig(
+        segment_by="parameters.t", max_segments=2, bucket_seconds=1.0, window_buckets=3
+    )
+    monitor = ModelMonitor.build(
+        (TensorSpec("input", "FP32", (-1, len(names))),), (), config, profile,
+        clock=lambda: now[0],
+    )  # fmt: skip
+    assert monitor is not None and monitor.segments is not None
+    for tenant in ("squat-1", "squat-2"):  # two values seen once take both places
+        monitor.observe({"input": draw(rng, 1)}, (), [], 1, tenant)
+    monitor.observe({"input": draw(rng, 5)}, (), [], 5, "acme")
+    assert sorted(monitor.segments.segments) == ["(other)", "squat-1", "squat-2"]
+    assert monitor.segments.overflow_rows == 5
+    now[0] = 10.0  # the squatters' rows have left the window: their places are free
+    monitor.observe({"input": draw(rng, 5)}, (), [], 5, "acme")
+    assert "acme" in monitor.segments.segments and "squat-1" not in monitor.segments.segments
+    # Long values keep a digest: two that share their first 64 characters stay apart.
+    a, b = "x" * 70 + "a", "x" * 70 + "b"
+    assert monitor.segments.label(a) != monitor.segments.label(b)
+    assert len(monitor.segments.label(a)) <= 64
+    # The segments' budget is alpha over every segment's tests (max_segments + 1 of them).
+    monitor.observe({"input": draw(rng, 1500)}, (), [], 1500, "acme")
+    report = monitor.report(monitor.state())["segments"]["segments"]["acme"]
+    assert report["tests"] == 2 * len(names) * 3
+    assert report["alpha_per_test"] == pytest.approx(config.alpha / (2 * len(names) * 3 * 3))
 
 
 def test_segment_by_names_what_it_cannot_find() -> None:

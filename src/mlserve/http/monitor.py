@@ -281,7 +281,10 @@ def snapshot_event(
                         "psi_floor": rep.get("psi_floor"),
                         "auc": f.get("auc"),
                         "auc_floor": rep.get("auc_floor"),
-                        "pvalue": f.get("rank_pvalue", f.get("chi2_pvalue")),
+                        "pvalue": f["rank_pvalue"]
+                        if f.get("rank_pvalue") is not None
+                        else f.get("chi2_pvalue"),
+                        "min_rows": rep.get("m_min"),
                         "significant": f.get("significant"),
                         "large": f.get("large"),
                         "rows": f["window_count"],

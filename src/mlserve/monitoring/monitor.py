@@ -15,6 +15,8 @@ and data-quality figures.
 from __future__ import annotations
 
 import asyncio
+import copy
+import hashlib
 import logging
 import threading
 import time
@@ -58,17 +60,40 @@ class Section:
     schema: FeatureSchema | None = None
 
 
-OTHER_SEGMENT = "other"
+OTHER_SEGMENT = "(other)"
+MISSING_SEGMENT = "(missing)"
 PARAMETER_PREFIX = "parameters."
 _SEGMENT_LABEL_CHARS = 64
+# Rows of its own traffic a segment's baseline holds before its drift is judged against it.
+SEGMENT_BASELINE_ROWS = 1000
+
+
+class _Segment:
+    """One segment: its live window, and the baseline its drift is judged against."""
+
+    __slots__ = ("baseline", "baseline_rows", "window")
+
+    def __init__(self, binning: Binning, config: MonitoringConfig, clock: Any) -> None:
+        self.window = WindowedCounts(
+            binning,
+            bucket_seconds=config.bucket_seconds,
+            window_buckets=config.window_buckets,
+            clock=clock,
+        )
+        self.baseline = binning.zeros()
+        self.baseline_rows = 0
 
 
 class Segments:
-    """Windows of the inputs section per segment of the traffic (``[monitoring] segment_by``).
+    """The inputs section counted per segment of the traffic (``[monitoring] segment_by``).
 
     A segment is the value of one feature in each row, or of one request parameter for
-    every row of a request. The first ``limit`` values seen get windows of their own; later
-    ones share ``"other"``, so the state stays bounded whatever the traffic sends.
+    every row of a request. Segments differ by nature (a region's incomes are not the
+    country's), so a segment is never judged against the whole traffic's reference: its
+    first ``baseline_rows`` rows become its baseline, and its window is compared with that.
+    The first ``limit`` values seen get segments of their own; later ones share ``(other)``
+    (counted in ``overflow_rows``); a segment whose window has emptied gives its place up (at
+    most one look a bucket), so values seen once at start cannot hold the places for ever.
     """
 
     def __init__(
@@ -83,48 +108,86 @@ class Segments:
         self.column = column  # the feature's column in the inputs tensor; None: a parameter
         self.parameter = by[len(PARAMETER_PREFIX) :] if column is None else None
         self.limit = config.max_segments
+        self.baseline_rows = max(SEGMENT_BASELINE_ROWS, config.min_window)
         self._binning = binning
+        self._counter = binning.clone()  # counts baselines (flushes run one at a time)
         self._config = config
         self._clock = clock
-        self.windows: dict[str, WindowedCounts] = {}
+        self._swept: float | None = None
+        self.segments: dict[str, _Segment] = {}
+        self.overflow_rows = 0
 
     @staticmethod
     def label(value: Any) -> str:
-        """A segment's name: the value as text (whole floats without ".0"), bounded."""
+        """A segment's name: the value as text (whole floats without ".0"); a long one is
+        cut and keeps a digest of the whole, so two long values never merge."""
         if value is None or (isinstance(value, float) and value != value):
-            return "missing"
+            return MISSING_SEGMENT
         if isinstance(value, np.generic):
             value = value.item()
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
-        return str(value)[:_SEGMENT_LABEL_CHARS]
+        text = str(value)
+        if len(text) <= _SEGMENT_LABEL_CHARS:
+            return text
+        digest = hashlib.blake2s(text.encode("utf-8", "replace"), digest_size=4).hexdigest()
+        return f"{text[: _SEGMENT_LABEL_CHARS - 9]}~{digest}"
 
-    def _window(self, key: str) -> WindowedCounts:
-        window = self.windows.get(key)
-        if window is None:
-            if len(self.windows) >= self.limit and key != OTHER_SEGMENT:
-                return self._window(OTHER_SEGMENT)
-            window = WindowedCounts(
-                self._binning,
-                bucket_seconds=self._config.bucket_seconds,
-                window_buckets=self._config.window_buckets,
-                clock=self._clock,
-            )
-            self.windows[key] = window
-        return window
+    def _segment(self, key: str, rows: int, now: float) -> _Segment:
+        segment = self.segments.get(key)
+        if segment is not None:
+            return segment
+        if key != OTHER_SEGMENT and len(self.segments) >= self.limit + (
+            OTHER_SEGMENT in self.segments
+        ):
+            self._release_idle(now)
+        if key != OTHER_SEGMENT and len(self.segments) - (OTHER_SEGMENT in self.segments) >= (
+            self.limit
+        ):
+            self.overflow_rows += rows
+            return self._segment(OTHER_SEGMENT, rows, now)
+        segment = self.segments[key] = _Segment(self._binning, self._config, self._clock)
+        return segment
+
+    def _release_idle(self, now: float) -> None:
+        """Give up the places of segments with nothing in their window (one look a bucket)."""
+        if self._swept is not None and now - self._swept < self._config.bucket_seconds:
+            return
+        self._swept = now
+        for key in [k for k, seg in self.segments.items() if k != OTHER_SEGMENT]:
+            if int(self.segments[key].window.window(now=now).counts[0].sum()) == 0:
+                del self.segments[key]
 
     def add(self, batch: np.ndarray, keys: Sequence[Any] | None, now: float) -> None:
-        """Count the rows of ``batch`` into their segments' windows. ``keys``: one per row
-        (a parameter's values); None: read the segment feature's column of ``batch``."""
+        """Count the rows of ``batch`` into their segments. ``keys``: one per row (a
+        parameter's values); None: read the segment feature's column of ``batch``."""
         values = batch[:, self.column].tolist() if keys is None else keys
         groups: dict[str, list[int]] = {}
         for i, value in enumerate(values):
             groups.setdefault(self.label(value), []).append(i)
         for key, rows in groups.items():
             part = batch if len(rows) == len(values) else batch[rows]
-            self._window(key).add_batch(part, now)
+            segment = self._segment(key, len(rows), now)
+            segment.window.add_batch(part, now)
+            need = self.baseline_rows - segment.baseline_rows
+            if need > 0:
+                self._counter.count(part[:need], out=segment.baseline)
+                segment.baseline_rows += min(need, len(part))
+
+    def state(self, now: float | None) -> dict[str, Any]:
+        """Per segment: the window's arrays, the baseline's counts and rows."""
+        return {
+            key: {
+                "window": {
+                    n: getattr(seg.window.window(now=now), n).tolist() for n in _WINDOW_ARRAYS
+                },
+                "baseline": seg.baseline.counts.tolist(),
+                "baseline_rows": seg.baseline_rows,
+            }
+            for key, seg in list(self.segments.items())
+        } | ({"(overflow)": {"rows": self.overflow_rows}} if self.overflow_rows else {})
 
 
 class ModelMonitor:
@@ -367,10 +430,7 @@ class ModelMonitor:
             }
         result: dict[str, Any] = {"sections": out}
         if self.segments is not None:
-            result["segments"] = {
-                key: {name: getattr(w.window(now=now), name).tolist() for name in _WINDOW_ARRAYS}
-                for key, w in list(self.segments.windows.items())
-            }
+            result["segments"] = self.segments.state(now)
         return result
 
     def report(self, state: Mapping[str, Any]) -> dict[str, Any]:
@@ -415,17 +475,35 @@ class ModelMonitor:
             result["segments"] = self._segment_reports(state.get("segments", {}))
         return result
 
-    def _segment_reports(self, windows: Mapping[str, Any]) -> dict[str, Any]:
-        """The inputs section's drift per segment. One family for all segments: some
-        segment's alert is false with probability <= alpha per window length."""
-        assert self.segments is not None
-        config, binning, by = self.config, self.sections[0].binning, self.segments.by
-        tests = section_tests(binning) * (self.segments.limit + 1)
-        reports = {}
-        for key, w in sorted(windows.items()):
+    def _segment_reports(self, merged: Mapping[str, Any]) -> dict[str, Any]:
+        """The inputs section's drift per segment, each against its own baseline. One
+        family for all segments: some segment's alert is false with probability <= alpha
+        per window length (beside the version's own alpha)."""
+        segments = self.segments
+        assert segments is not None
+        config, by = self.config, segments.by
+        binning = self.sections[0].binning
+        tests = section_tests(binning) * (segments.limit + 1)
+        overflow = int(merged.get("(overflow)", {}).get("rows", 0))
+        entries = _fold({k: v for k, v in merged.items() if k != "(overflow)"}, segments.limit)
+        reports: dict[str, Any] = {}
+        for key, entry in sorted(entries.items()):
+            window = _counts(entry["window"])
+            baseline_rows = int(entry["baseline_rows"])
+            if baseline_rows < segments.baseline_rows:  # still learning what it looks like
+                reports[key] = {
+                    "alert": False,
+                    "learning": True,
+                    "baseline_rows": baseline_rows,
+                    "window_rows": int(window.counts[0].sum()) if window.counts.size else 0,
+                    "features": [],
+                }
+                continue
+            judged = copy.copy(binning)
+            judged.reference = np.asarray(entry["baseline"], dtype=np.int64)
             report = drift_report(
-                binning,
-                _counts(w),
+                judged,
+                window,
                 alpha=config.alpha,
                 m_min=config.min_window,
                 psi_floor=config.psi_floor,
@@ -434,12 +512,16 @@ class ModelMonitor:
                 tests=tests,
                 evaluations=config.window_buckets,
             ).to_dict()
-            if self.segments.column is not None:  # within a segment, its own feature is fixed
+            if segments.column is not None:  # within a segment, its own feature is fixed
                 report["features"] = [f for f in report["features"] if f["name"] != by]
                 report["alert"] = any(f["alert"] for f in report["features"])
+            report["learning"] = False
+            report["baseline_rows"] = baseline_rows
             reports[key] = report
         return {
-            "by": self.segments.by,
+            "by": segments.by,
+            "baseline_rows": segments.baseline_rows,
+            "overflow_rows": overflow,
             "alert": any(r["alert"] for r in reports.values()),
             "alerting": {
                 k: [f["name"] for f in r["features"] if f["alert"]]
@@ -448,6 +530,31 @@ class ModelMonitor:
             },
             "segments": reports,
         }
+
+
+def _fold(entries: Mapping[str, Any], limit: int) -> dict[str, Any]:
+    """At most ``limit`` segments and ``(other)``: workers choose their segments apart, so
+    the merged state may hold more; the smallest windows fold into ``(other)``."""
+    named = [k for k in entries if k != OTHER_SEGMENT]
+    if len(named) <= limit:
+        return dict(entries)
+
+    def rows(key: str) -> int:
+        return int(np.asarray(entries[key]["window"]["counts"], dtype=np.int64)[0].sum())
+
+    keep = sorted(named, key=lambda k: (-rows(k), k))[:limit]
+    out = {k: entries[k] for k in keep}
+    folded = [entries[k] for k in entries if k not in keep]
+    total: dict[str, Any] = {
+        "window": {
+            n: np.sum([np.asarray(e["window"][n]) for e in folded], axis=0).tolist()
+            for n in _WINDOW_ARRAYS
+        },
+        "baseline": np.sum([np.asarray(e["baseline"]) for e in folded], axis=0).tolist(),
+        "baseline_rows": sum(int(e["baseline_rows"]) for e in folded),
+    }
+    out[OTHER_SEGMENT] = total
+    return out
 
 
 def _counts(w: Mapping[str, Any]) -> BinCounts:

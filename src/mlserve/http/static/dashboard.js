@@ -326,7 +326,9 @@
               const effect = f.auc === null || f.auc === undefined ? "" : ` · AUC ${fmtNumber(f.auc, 3)}`;
               const verdict = f.alert
                 ? "significant and large: alert"
-                : f.significant
+                : f.rows < (f.min_rows || 0)
+                  ? `fewer rows than min_window (${f.min_rows}): no alert yet`
+                  : f.significant
                   ? "significant but below the effect floors"
                   : "not significant";
               return el(
