@@ -16,6 +16,8 @@ import contextlib
 import http.client
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -295,3 +297,33 @@ def test_a_failed_publish_exports_what_the_file_holds(
     monkeypatch.undo()
     assert _successes(hub.merged()) == 7
     assert _successes(_own_file(tmp_path)) == 7
+
+
+def test_an_exited_workers_drift_window_stops_counting_its_totals_do_not(tmp_path: Path) -> None:
+    """A worker that exited leaves its file: its bin totals (counters) still count, but its
+    window (a gauge of what the last window_seconds held) must not stay in the sum for ever:
+    a drifted window of a killed worker kept the version alerting until restart (review)."""
+    hub, _ = _hub(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    section = {
+        "names": ["x"],
+        "total": [[7, 3, 0]],
+        "window": {"counts": [[7, 3, 0]], "n_finite": [10]},
+    }
+    snap = {
+        **hub.snapshot(),
+        "pid": dead.pid,
+        "endpoints": {
+            "m/1": {
+                "pending": 2,
+                "monitor": {"sections": {"inputs": section}, "segments": {"a": {}}},
+            }
+        },
+    }
+    (tmp_path / f"worker-{dead.pid}.json").write_bytes(orjson.dumps(snap))
+    merged = hub.merged()
+    monitor = merged["endpoints"]["m/1"]["monitor"]
+    assert monitor["sections"]["inputs"]["total"] == [[7, 3, 0]]
+    assert "window" not in monitor["sections"]["inputs"] and "segments" not in monitor
+    assert merged["endpoints"]["m/1"]["pending"] == 0

@@ -421,8 +421,8 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
                     ratio.samples.append(("", (*labels, label), refs[b]))
                 missing.samples.append(("_total", labels, counts[-1]))
                 out_of_range.samples.append(("_total", labels, state["out_of_range"][i]))
-                padded = state["window"]["counts"][i]
-                window_row = [*padded[:last], padded[-1]]
+                padded = state["window"]["counts"][i] if "window" in state else [0]
+                window_row = [*padded[:last], padded[-1]] if "window" in state else []
                 for b, value in enumerate(window_row):
                     label = "missing" if b == last else str(b)
                     window_bins.samples.append(("", (*labels, label), value))

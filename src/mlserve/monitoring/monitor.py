@@ -442,7 +442,7 @@ class ModelMonitor:
         tests = sum(section_tests(s.binning) for s in self.sections)
         for s in self.sections:
             sec = state["sections"].get(s.key)
-            if sec is None:
+            if sec is None or "window" not in sec:  # only exited workers' totals
                 continue
             window = _counts(sec["window"])
             drift = drift_report(
