@@ -235,6 +235,26 @@ def test_profile_warnings_flag_an_old_blind_profile() -> None:
     assert warning.startswith("feature 'bankruptcies' has all its reference values in one bin")
 
 
+def test_a_server_loading_an_old_blind_profile_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """The warning reaches the log when a version loads with such a profile, not only when
+    a new one is written."""
+    from mlserve.config import MonitoringConfig
+    from mlserve.monitoring.monitor import ModelMonitor
+    from mlserve.runtime.tensors import TensorSpec
+
+    rare = rare_binary(RARE, N, seed=6)
+    profile = build_profile(rare.reshape(-1, 1), ["bankruptcies"])
+    legacy = {**profile["features"][0], "edges": [0.0], "counts": [0, N]}
+    with caplog.at_level("WARNING", logger="mlserve.monitoring"):
+        ModelMonitor.build(
+            (TensorSpec("x", "FP32", (-1, 1)),),
+            (),
+            MonitoringConfig(),
+            {**profile, "features": [legacy]},
+        )
+    assert any("all its reference values in one bin" in r.getMessage() for r in caplog.records)
+
+
 def test_cli_profile_warns_and_still_writes(tmp_path: Path) -> None:
     rng = np.random.default_rng(99)
     rows = [f"{rng.normal():.4f},1,{int(rng.random() < RARE)}" for _ in range(300)]

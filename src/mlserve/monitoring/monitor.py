@@ -33,7 +33,7 @@ from ..runtime.tensors import V2_TO_NUMPY, TensorSpec
 from .binning import Binning
 from .drift import WindowedCounts, drift_report, midranks, section_tests
 from .kernel import BinCounts
-from .profile import in_precision
+from .profile import in_precision, profile_warnings
 
 log = logging.getLogger("mlserve.monitoring")
 
@@ -253,6 +253,8 @@ class ModelMonitor:
         """
         if profile is None or not config.enabled:
             return None
+        for warning in profile_warnings(profile):  # e.g. an old profile blind to a feature
+            log.warning("%s: %s", REFERENCE_FILE, warning)
         entries = profile["features"]
         table = None if config.features else _table_schema(inputs, entries, schema)
         if table is not None:
