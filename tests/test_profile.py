@@ -89,7 +89,12 @@ def test_constant_and_all_missing_numeric():
     X = np.column_stack([np.full(50, 3.0), np.full(50, np.nan)])
     p = build_profile(X, ["const", "empty"])
     const, empty = p["features"]
-    assert const["edges"] == [] and const["counts"] == [50]  # one level, one bin
+    # One level: its own bin between two empty ones (another value is then drift).
+    assert const["edges"] == [3.0, float(np.nextafter(3.0, np.inf))] and const["counts"] == [
+        0,
+        50,
+        0,
+    ]
     assert const["std"] == 0.0 and const["min"] == const["max"] == 3.0
     assert empty["edges"] == [] and empty["counts"] == [0] and empty["missing"] == 50
     assert empty["mean"] is None and empty["min"] is None

@@ -85,10 +85,14 @@ def test_every_non_constant_feature_fills_two_bins_and_counts_recount(
         col = X[:, j]
         edges = np.asarray(e["edges"])
         assert np.all(np.diff(edges) > 0), e["name"]
+        assert e["counts"] == recount(col, e["edges"]), e["name"]
+        if np.unique(col).size == 1:  # a constant: its own bin between two empty ones
+            assert edges.tolist() == [col[0], np.nextafter(col[0], np.inf)], e["name"]
+            assert e["counts"] == [0, col.size, 0], e["name"]
+            continue
         assert set(edges.tolist()) <= set(col.tolist()), e["name"]  # edges are values
         assert edges.size == 0 or edges[0] > col.min(), e["name"]  # no empty bin 0
         assert edges.size <= 2 * (bins - 1), e["name"]
-        assert e["counts"] == recount(col, e["edges"]), e["name"]
         if np.unique(col).size >= 2:
             assert populated(e) >= 2, (e["name"], e["edges"], e["counts"])
         if np.unique(col).size <= bins:  # one bin per level, each populated
@@ -216,14 +220,29 @@ def test_profile_warnings_name_the_features_without_two_bins() -> None:
     warnings = profile_warnings(profile)
     assert warnings == [
         "feature 'const' has one value (4.0) in every reference row: "
-        "only values outside it (out of range) can show drift",
+        "any other value shows as drift",
         "feature 'empty' is missing in every reference row: its drift cannot be measured",
         "feature 'region' has one level ('north') in every reference row: "
         "only other levels can show drift",
-        "output 'score' has one value (0.5) in every reference row: "
-        "only values outside it (out of range) can show drift",
+        "output 'score' has one value (0.5) in every reference row: any other value shows as drift",
     ]
     assert profile_warnings(build_profile(load_diabetes().data, [f"f{j}" for j in range(10)])) == []
+
+
+def test_a_constant_feature_alerts_when_another_value_comes() -> None:
+    """A reference column with one value (a product code, a flag never set): 300 of 800 rows
+    with another value is drift, not only an out-of-range count (new-user finding)."""
+    from mlserve.monitoring.binning import Binning
+    from mlserve.monitoring.drift import drift_report
+
+    ref = np.column_stack([np.ones(2_000), np.random.default_rng(2).normal(size=2_000)])
+    binning = Binning(build_profile(ref, ["product", "x"])["features"])
+    window = np.column_stack([np.ones(800), np.random.default_rng(3).normal(size=800)])
+    window[:300, 0] = 2.0
+    report = drift_report(binning, binning.count(window.astype(np.float32)), psi_floor=0.1)
+    assert report.alerting == ("product",)
+    same = drift_report(binning, binning.count(ref[:800].astype(np.float32)), psi_floor=0.1)
+    assert not same.alert and same.feature("product").psi == 0.0
 
 
 def test_profile_warnings_flag_an_old_blind_profile() -> None:
@@ -264,7 +283,7 @@ def test_cli_profile_warns_and_still_writes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.splitlines() == [
         "warning: feature 'flag' has one value (1.0) in every reference row: "
-        "only values outside it (out of range) can show drift"
+        "any other value shows as drift"
     ]
     assert proc.stdout.startswith("wrote ")
     assert (tmp_path / "v1" / "reference.json").is_file()

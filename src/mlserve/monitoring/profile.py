@@ -218,6 +218,13 @@ def _edges(finite: NDArray[np.float64], bins: int) -> NDArray[np.float64]:
     empty and bin 1 everything, and no change in its rate could ever show.
     """
     levels, tied = np.unique(finite, return_counts=True)
+    if levels.size == 1:
+        # A constant: a bin of its own between two empty ones, so that any other value is a
+        # change the rule sees (with no edge it only counted as out of range, never alerted).
+        # The upper edge is the next double, not a reference value: a value that arrives in
+        # a narrower float and differs from the constant still rounds to at least it.
+        above_it = np.nextafter(levels[0], np.inf)
+        return levels if not np.isfinite(above_it) else np.array([levels[0], above_it])
     if levels.size <= bins:
         return levels[1:]  # one bin per value
     # Inverted CDF: edges are values, so discrete data gets no edges in its gaps.
@@ -257,10 +264,16 @@ def profile_warnings(profile: Mapping[str, Any]) -> list[str]:
                 out.append(
                     f"{name} has one level ({level}) in {every}: only other levels can show drift"
                 )
-            elif e.get("min") == e.get("max"):
+            elif e.get("min") == e.get("max") and len(e.get("edges", [])) >= 2:
                 out.append(
                     f"{name} has one value ({e.get('min')!r}) in {every}: "
-                    "only values outside it (out of range) can show drift"
+                    "any other value shows as drift"
+                )
+            elif e.get("min") == e.get("max"):
+                out.append(
+                    f"{name} has one value ({e.get('min')!r}) in {every} and a profile "
+                    "without bins around it: other values only count as out of range and "
+                    "never alert; build the profile again"
                 )
             else:
                 out.append(
