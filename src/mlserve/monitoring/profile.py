@@ -221,10 +221,16 @@ def _edges(finite: NDArray[np.float64], bins: int) -> NDArray[np.float64]:
     if levels.size == 1:
         # A constant: a bin of its own between two empty ones, so that any other value is a
         # change the rule sees (with no edge it only counted as out of range, never alerted).
-        # The upper edge is the next double, not a reference value: a value that arrives in
-        # a narrower float and differs from the constant still rounds to at least it.
-        above_it = np.nextafter(levels[0], np.inf)
-        return levels if not np.isfinite(above_it) else np.array([levels[0], above_it])
+        # The upper edge is the next float32 above it when the constant is a float32 (the
+        # next double otherwise), not a reference value: exact in the precision values arrive
+        # in, so rounding at load (in_precision) keeps it and any larger value reaches it.
+        v = levels[0]
+        above_it = (
+            float(np.nextafter(np.float32(v), np.float32(np.inf)))
+            if float(np.float32(v)) == v
+            else float(np.nextafter(v, np.inf))
+        )
+        return levels if not np.isfinite(above_it) else np.array([v, above_it])
     if levels.size <= bins:
         return levels[1:]  # one bin per value
     # Inverted CDF: edges are values, so discrete data gets no edges in its gaps.
