@@ -380,6 +380,12 @@ def alert_conditions(series: list[Series], t: int) -> dict[str, dict[Labels, flo
         "MlserveReplicaFeatureDrift": {
             k: stats["psi"] for k, stats in replicas(series, t).items() if stats.get("alert") == 1
         },
+        # a replica's segment alert, as it exports it
+        "MlserveSegmentDrift": {
+            key(s.labels, tuple(s.labels)): 1.0
+            for s in series
+            if s.name == "mlserve_segment_drift_alert" and s.at(t) == 1
+        },
         "MlserveCanaryFailureRatio": {
             k: v
             for k, v in r["model:mlserve_canary_failure_ratio_over_stable:rate5m"].items()
@@ -533,6 +539,7 @@ EXPECTED_RULES = {
     "model_version_feature:mlserve_feature_drift_alert:window",
     "MlserveFeatureDrift",
     "MlserveReplicaFeatureDrift",
+    "MlserveSegmentDrift",
     "model_version_role:mlserve_requests:rate5m",
     "model_role:mlserve_requests:rate5m",
     "model_version_role:mlserve_request_failures:rate5m",

@@ -10,6 +10,7 @@ for the parameter, in process for the feature.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from sklearn.datasets import load_wine
 from sklearn.linear_model import LogisticRegression
 
 from mlserve.config import MonitoringConfig, parse_model_config
-from mlserve.errors import ConfigError, ModelLoadError
+from mlserve.errors import ConfigError
 from mlserve.monitoring.monitor import ModelMonitor
 from mlserve.monitoring.profile import build_profile, save_profile
 from mlserve.runtime.tensors import TensorSpec
@@ -217,10 +218,12 @@ def test_segments_share_one_error_budget_and_release_idle_places() -> None:
 def test_segment_by_names_what_it_cannot_find() -> None:
     draw, names, _ = _sampler()
     profile = build_profile(np.asarray(draw(np.random.default_rng(0), 500)), names)
-    with pytest.raises(
-        ModelLoadError, match=r"segment_by = 'regoin' is not a feature.*parameters\."
-    ):
-        _monitor(profile, MonitoringConfig(segment_by="regoin"))
+    # A typo in a monitoring key must not take the model out of service: the version loads,
+    # segments are off, and the report says why.
+    typo = _monitor(profile, MonitoringConfig(segment_by="regoin"))
+    assert typo.segments is None and typo.segment_error is not None
+    assert re.search(r"segment_by = 'regoin' is not a feature.*parameters\.", typo.segment_error)
+    assert typo.report(typo.state())["segments"]["error"] == typo.segment_error
     with pytest.raises(ConfigError, match=r"max_segments must be in 1\.\.64"):
         parse_model_config({"monitoring": {"segment_by": "parameters.t", "max_segments": 0}})
     with pytest.raises(ConfigError, match="segment_by must name a feature"):

@@ -204,6 +204,7 @@ class ModelMonitor:
         self.sections = sections
         self.config = config
         self.segments = segments
+        self.segment_error: str | None = None  # why segment_by could not be followed
         # The request parameter that names a request's segment (None: no such parameter).
         self.segment_parameter = segments.parameter if segments is not None else None
         self._segment_keys: list[tuple[Any, int]] = []  # (parameter value, rows) per request
@@ -276,8 +277,16 @@ class ModelMonitor:
                     f"({sorted(names)})"
                 )
             sections.append(cls._section(name, spec, False, entries, config, clock))
-        segments = _segments(sections[0], config, clock) if config.segment_by else None
-        return cls(sections, config, output_names, clock, segments)
+        segments, segment_error = None, None
+        if config.segment_by:
+            try:
+                segments = _segments(sections[0], config, clock)
+            except ModelLoadError as exc:  # monitoring's mistake: the version still serves
+                segment_error = str(exc)
+                log.warning("segments are off for this version: %s", exc)
+        monitor = cls(sections, config, output_names, clock, segments)
+        monitor.segment_error = segment_error
+        return monitor
 
     @staticmethod
     def _section(
@@ -475,6 +484,8 @@ class ModelMonitor:
         }
         if self.segments is not None:
             result["segments"] = self._segment_reports(state.get("segments", {}))
+        elif self.segment_error is not None:
+            result["segments"] = {"by": self.config.segment_by, "error": self.segment_error}
         return result
 
     def _segment_reports(self, merged: Mapping[str, Any]) -> dict[str, Any]:
