@@ -310,3 +310,23 @@ def test_the_row_cap_silences_a_huge_seasonal_window_even_without_floors() -> No
     print("row cap: capped", capped / trials, "uncapped", uncapped / trials)
     assert capped <= 1
     assert uncapped >= trials // 4
+
+
+def test_reports_name_the_test_that_fired() -> None:
+    """An alert says which test fired: PSI, the rank test, or both (a red feature whose PSI
+    sits below its floor was read as a PSI alert; new-user finding)."""
+    rng = np.random.default_rng(21)
+    ref = rng.normal(size=(20_000, 1))
+    binning = Binning(build_profile(ref, ["x"])["features"])
+    shifted = drift_report(
+        binning, binning.count(rng.normal(0.25, 1.0, size=(20_000, 1))), psi_floor=0.1,
+        auc_floor=0.05,
+    ).feature("x")  # fmt: skip
+    assert shifted.alert and shifted.fired_by == "rank" and shifted.psi < 0.1
+    moved = drift_report(
+        binning, binning.count(rng.normal(1.0, 1.0, size=(5_000, 1))), psi_floor=0.1,
+        auc_floor=0.05,
+    ).feature("x")  # fmt: skip
+    assert moved.fired_by == "psi+rank"
+    quiet = drift_report(binning, binning.count(rng.normal(size=(5_000, 1)))).feature("x")
+    assert not quiet.alert and quiet.fired_by is None

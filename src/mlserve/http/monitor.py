@@ -285,6 +285,7 @@ def snapshot_event(
                         if f.get("rank_pvalue") is not None
                         else f.get("chi2_pvalue"),
                         "min_rows": rep.get("m_min"),
+                        "fired_by": f.get("fired_by"),
                         "significant": f.get("significant"),
                         "large": f.get("large"),
                         "rows": f["window_count"],

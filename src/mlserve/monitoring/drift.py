@@ -307,8 +307,9 @@ class FeatureDrift:
     missing: int  # window rows with this feature missing
     out_of_range: int  # window values outside the reference [min, max]
     significant: bool  # a test rejects at alpha_per_test (window of at least m_min rows)
-    large: bool  # the rejecting test's effect reaches its floor
+    large: bool  # an effect reaches its floor (PSI ≥ psi_floor or |auc - 0.5| ≥ auc_floor)
     alert: bool  # significant and large, by the same test
+    fired_by: str | None = None  # the test(s) that alert: "psi", "rank" or "psi+rank"
 
 
 @dataclass(frozen=True)
@@ -454,6 +455,15 @@ def drift_report(
                 significant=psi_sig or rank_sig,
                 large=psi_large or rank_large,
                 alert=(psi_sig and psi_large) or (rank_sig and rank_large),
+                fired_by="+".join(
+                    name
+                    for name, fired in (
+                        ("psi", psi_sig and psi_large),
+                        ("rank", rank_sig and rank_large),
+                    )
+                    if fired
+                )
+                or None,
             )
         )
     return DriftReport(

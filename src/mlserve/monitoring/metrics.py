@@ -331,8 +331,8 @@ def _monitor_families(endpoints: Mapping[str, Any], reports: Mapping[str, Any]) 
         "mlserve_feature_drift",
         "gauge",
         "Drift of a feature (or model output) over the current window, by statistic: "
-        "psi, js, ks, chi2, psi_threshold, window_rows, alert (1 when the calibrated "
-        "rule fires).",
+        "psi, js, ks, chi2, psi_threshold, psi_critical, rank_z, auc, window_rows, alert (1 "
+        "when the rule fires: significant and large).",
         (*fl, "statistic"),
     )
     bins = Family(

@@ -325,7 +325,7 @@
               fill.style.width = `${(ratio * 100).toFixed(1)}%`;
               const effect = f.auc === null || f.auc === undefined ? "" : ` · AUC ${fmtNumber(f.auc, 3)}`;
               const verdict = f.alert
-                ? "significant and large: alert"
+                ? `significant and large by ${f.fired_by === "rank" ? "the rank test (AUC)" : f.fired_by === "psi" ? "PSI" : "PSI and the rank test"}: alert`
                 : f.rows < (f.min_rows || 0)
                   ? `fewer rows than min_window (${f.min_rows}): no alert yet`
                   : f.significant
