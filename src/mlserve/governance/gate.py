@@ -38,6 +38,7 @@ from ..registry.layout import (
     MODEL_FILE,
     SAMPLES_FILE,
     is_valid_model_name,
+    read_json,
     sha256_file,
     write_atomically,
 )
@@ -157,9 +158,15 @@ def gate_status(version_dir: Path, gate: GateConfig, model_sha256: str | None = 
     if not path.is_file():
         return GateStatus(False, f"no {VALIDATION_FILE}: run `mlserve validate` on this version")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        # Size, encoding and nesting are checked before parsing (registry/layout.py).
+        doc = read_json(path)
+    except OSError as exc:
+        return GateStatus(False, f"{VALIDATION_FILE} cannot be read: {exc.strerror or 'I/O error'}")
+    except ValueError as exc:  # names the file: "validation.json is not valid JSON: …"
+        return GateStatus(False, str(exc))
+    try:
         criteria = _checked_criteria(doc)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         return GateStatus(False, f"{VALIDATION_FILE} is unreadable or malformed: {exc}")
     failed = [c for c in criteria if not c["passed"]]
     summary = {

@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..registry.layout import read_json
 from .binning import Binning, Level
 
 __all__ = [
@@ -381,19 +382,50 @@ def save_profile(profile: Mapping[str, Any], path: str | os.PathLike[str]) -> No
         raise
 
 
+# Bounds on a profile read by the server: every bin becomes metric series (~420 bytes of
+# /metrics per bin, measured: 200,000 bins made it 85 MB) and window counters. Real profiles
+# have ~10 bins per numeric feature and top_k + 1 per categorical one: 1,000 features at
+# bins = 100 make ~100,000.
+MAX_EDGES_PER_FEATURE = 1_000  # numeric edges, or categorical levels, of one feature
+MAX_BINS = 100_000  # bins of every feature of every section, together
+MAX_PROFILE_BYTES = 16 << 20  # the JSON file (a profile at MAX_BINS is ~3 MB)
+
+
 def load_profile(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a reference profile; ``ValueError`` names what is wrong."""
+    """Read and validate a reference profile; ``ValueError`` names what is wrong.
+
+    The file is read within limits (``MAX_PROFILE_BYTES``, UTF-8, nesting: checked before it
+    is parsed) and its bins are bounded: at most ``MAX_EDGES_PER_FEATURE`` edges (levels)
+    per feature and ``MAX_BINS`` bins in all."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"reference profile {p} is not UTF-8: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"reference profile {p} is not valid JSON: {exc}") from exc
+        doc = read_json(p, max_bytes=MAX_PROFILE_BYTES)
+    except ValueError as exc:
+        raise ValueError(f"reference profile {p}: {exc}") from None
     try:
-        return validate_profile(doc)
+        profile = validate_profile(doc)
+        _check_bins(profile)
     except ValueError as exc:
         raise ValueError(f"{p}: {exc}") from None
+    return profile
+
+
+def _check_bins(profile: Mapping[str, Any]) -> None:
+    """The bounds above, on a validated profile."""
+    sections = [("features", profile["features"])]
+    sections += [(f"outputs.{k}", v) for k, v in profile["outputs"].items()]
+    total = 0
+    for where, section in sections:
+        for i, e in enumerate(section):
+            key = "edges" if e["kind"] == "numeric" else "levels"
+            if len(e[key]) > MAX_EDGES_PER_FEATURE:
+                raise _fail(
+                    f"{where}[{i}].{key}",
+                    f"{len(e[key])} {key}, at most {MAX_EDGES_PER_FEATURE} per feature",
+                )
+            total += len(e["counts"])
+    if total > MAX_BINS:
+        raise _fail("(top level)", f"{total} bins in all, at most {MAX_BINS}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..errors import InvalidInput
 
@@ -34,6 +37,12 @@ BARE_VERSION_FILES = (
     "validation.json",
 )
 MODEL_LEVEL_FILES = ("model.toml", "routing.json")
+
+# Limits on the JSON files of a model and its versions (routing.json, lineage.json,
+# reference.json, validation.json): real ones are kilobytes (a profile of 100,000 bins is
+# ~3 MB) and a few levels deep.
+MAX_JSON_BYTES = 16 << 20
+MAX_JSON_DEPTH = 64
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,17}")
@@ -110,9 +119,11 @@ class VersionDir:
         if not path.is_file():
             return None
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{LINEAGE_FILE} is not valid JSON: {exc}") from exc
+            doc = read_json(path)
+        except OSError as exc:
+            raise ValueError(
+                f"{LINEAGE_FILE} cannot be read: {exc.strerror or 'I/O error'}"
+            ) from exc
         if not isinstance(doc, dict):
             raise ValueError(f"{LINEAGE_FILE} must hold a JSON object")
         return doc
@@ -134,6 +145,8 @@ class ModelDir:
     versions: dict[int, VersionDir] = field(default_factory=dict)
     # Model-level files (model.toml, routing.json) that lead out of the registry: refused.
     escaping: tuple[str, ...] = ()
+    # Why the model's directory could not be listed (None: it could): only this model fails.
+    error: str | None = None
 
 
 def scan_registry(root: Path, single_model: str = "") -> dict[str, ModelDir]:
@@ -163,12 +176,16 @@ def scan_registry(root: Path, single_model: str = "") -> dict[str, ModelDir]:
         if not _inside(entry, root_resolved):
             _warn_once(f"registry: skipping {entry.name!r}: it leaves the registry directory")
             continue
-        models[entry.name] = ModelDir(
-            entry.name,
-            entry,
-            _scan_versions(entry, entry.name, root_resolved),
-            tuple(leaving_registry(entry, MODEL_LEVEL_FILES, root_resolved)),
-        )
+        try:
+            models[entry.name] = ModelDir(
+                entry.name,
+                entry,
+                _scan_versions(entry, entry.name, root_resolved),
+                tuple(leaving_registry(entry, MODEL_LEVEL_FILES, root_resolved)),
+            )
+        except OSError as exc:  # this model's directory, not the registry: only it fails
+            error = f"the model directory cannot be read: {exc.strerror or 'I/O error'}"
+            models[entry.name] = ModelDir(entry.name, entry, error=error)
     return models
 
 
@@ -212,6 +229,55 @@ def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         log.warning("%s", message)
+
+
+def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The JSON document in ``path``, read within limits: at most ``max_bytes``, UTF-8,
+    lists and objects nested at most ``max_depth`` deep (checked before parsing, so a
+    deeply nested file costs no recursion). ``ValueError`` says what is wrong, naming the
+    file ("routing.json is not valid JSON: …"); ``OSError`` when it cannot be read."""
+    name = path.name
+    with path.open("rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{name} is too large: over {_size(max_bytes)}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{name} is not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        ) from None
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise ValueError(f"{name} is nested too deep: {depth} levels, at most {max_depth}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} is not valid JSON: {exc}") from None
+    except RecursionError:  # not reached under max_depth; kept as the last word
+        raise ValueError(f"{name} is nested too deep: at most {max_depth} levels") from None
+
+
+# A JSON string, escapes included (unrolled: linear time).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON ``text`` outside strings (0: a scalar),
+    in linear time without parsing."""
+    bare = _JSON_STRING.sub("", text).encode("utf-8", "replace")
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    steps = np.zeros(len(codes), dtype=np.int64)
+    for code, step in _BRACKETS.items():
+        steps[codes == code] = step
+    if not len(steps):
+        return 0
+    return max(0, int(np.cumsum(steps).max()))
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n / 1024:g} KiB"
 
 
 def sha256_file(path: Path) -> str:

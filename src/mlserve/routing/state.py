@@ -9,7 +9,6 @@ durable writes under a lock: ``registry/store.py``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from ..config import RoutingConfig, parse_routing
 from ..errors import ConfigError
+from ..registry.layout import read_json
 
 __all__ = [
     "ROUTING_FILE",
@@ -29,6 +29,9 @@ __all__ = [
 
 ROUTING_FILE = "routing.json"
 ROUTING_LOCK_FILE = ".routing.lock"
+# A routing state is a few hundred bytes, three levels deep (state, override, shadows).
+ROUTING_MAX_BYTES = 1 << 20
+ROUTING_MAX_DEPTH = 8
 _STATE_SCHEMA = 2
 
 
@@ -101,7 +104,8 @@ def read_state(path: Path) -> RoutingState:
     if not path.is_file():
         return RoutingState()
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{ROUTING_FILE} is not valid JSON: {exc}") from exc
+        # Size, encoding and nesting are checked before parsing (registry/layout.py).
+        doc = read_json(path, max_bytes=ROUTING_MAX_BYTES, max_depth=ROUTING_MAX_DEPTH)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return RoutingState.from_json(doc)
