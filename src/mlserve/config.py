@@ -397,17 +397,70 @@ def parse_routing(table: Mapping[str, Any]) -> RoutingConfig:
     return routing
 
 
+# Limits on a model.toml (a few hundred bytes, three levels deep: section, key, list).
+MODEL_CONFIG_MAX_BYTES = 1 << 20
+MODEL_CONFIG_MAX_DEPTH = 8
+
+
 def load_model_config(model_dir: Path) -> ModelConfig:
-    """Parse ``model_dir/model.toml``; defaults when the file is absent."""
+    """Parse ``model_dir/model.toml``; defaults when the file is absent. Whatever is wrong
+    with the file (unreadable, too large, not UTF-8, not TOML, nested too deep, a value of
+    the wrong type) is a ``ConfigError`` that says so."""
     path = model_dir / MODEL_CONFIG_FILE
     if not path.is_file():
         return ModelConfig()
     try:
         with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = fh.read(MODEL_CONFIG_MAX_BYTES + 1)
+    except OSError as exc:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: {exc}") from exc
-    return parse_model_config(doc)
+    return parse_model_config(parse_model_toml(data))
+
+
+def parse_model_toml(data: bytes) -> dict[str, Any]:
+    """The TOML document in ``data`` (a model.toml's bytes), within the limits above."""
+    if len(data) > MODEL_CONFIG_MAX_BYTES:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE} is too large: over {MODEL_CONFIG_MAX_BYTES // 1024} KiB"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE} is not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        ) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{MODEL_CONFIG_FILE}: {exc}") from exc
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: values nest too deep (at most {MODEL_CONFIG_MAX_DEPTH} levels)"
+        ) from None
+    depth = _depth(doc)
+    if depth > MODEL_CONFIG_MAX_DEPTH:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: values nest {depth} levels deep "
+            f"(at most {MODEL_CONFIG_MAX_DEPTH})"
+        )
+    return doc
+
+
+def _depth(doc: Any) -> int:
+    """How deep lists and tables nest in ``doc`` (a scalar: 0), without recursion."""
+    deepest = 0
+    stack = [(doc, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, Mapping):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def parse_model_config(doc: Mapping[str, Any]) -> ModelConfig:
@@ -439,10 +492,16 @@ def parse_model_config(doc: Mapping[str, Any]) -> ModelConfig:
     return config
 
 
+# What a list-valued key holds, by its field's annotation.
+_LIST_ITEMS = {"tuple[str, ...]": "strings", "tuple[int, ...]": "integers",
+               "tuple[float, ...]": "numbers"}  # fmt: skip
+
+
 def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
     defaults = cls()
     values: dict[str, Any] = {}
-    known = {f.name for f in fields(cls)}
+    annotations = {f.name: str(f.type) for f in fields(cls)}
+    known = set(annotations)
     for key, value in table.items():
         where = f"{MODEL_CONFIG_FILE}: [{name}] {key}"
         if key not in known:
@@ -471,6 +530,15 @@ def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
         elif isinstance(default, tuple):
             if not isinstance(value, list):
                 raise ConfigError(f"{where} must be a list, got {value!r}")
+            # Lists inside lists (or tables) are never right, and would break the checks
+            # below (sets of them); lists of names hold strings. Numbers are checked later.
+            items = _LIST_ITEMS.get(annotations[key], "values")
+            for item in value:
+                if isinstance(item, (list, Mapping)) or (
+                    items == "strings" and not isinstance(item, str)
+                ):
+                    shown = repr(item) if len(repr(item)) <= 40 else type(item).__name__
+                    raise ConfigError(f"{where} must be a list of {items}, got {shown} in it")
             value = tuple(value)
         values[key] = value
     return replace(defaults, **values)
