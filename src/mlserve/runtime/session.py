@@ -9,8 +9,10 @@ once, from warm-up timing.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,23 +232,76 @@ class ModelSession:
     def _warmup_feeds(
         self, samples: Path | None
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
-        if samples is not None and samples.is_file():
+        """Warm-up inputs (and golden outputs): from ``samples.npz`` when there is one,
+        else generated from the declared shapes (free dimensions at 1). Neither holds more
+        elements per input than a request may (``limits.max_elements``): samples are cut to
+        the rows that fit, and an input whose fixed dimensions alone are over the limit
+        fails the version (no request could ever be served; warm-up would allocate it)."""
+        limit = self.limits.max_elements
+        for spec in self.inputs:
+            at_one_row = math.prod(1 if d == -1 else d for d in spec.shape)
+            if at_one_row > limit:
+                raise ModelLoadError(
+                    f"input {spec.name!r} declares the shape {list(spec.shape)}: "
+                    f"{at_one_row} elements at one row, over the element limit {limit} "
+                    "(--max-elements, [inputs] max_elements): no request could be served, "
+                    "and warm-up does not allocate it"
+                )
+        if samples is None or not samples.is_file():
+            return {spec.name: _generated(spec) for spec in self.inputs}, {}, "generated"
+        wanted = [f"inputs.{s.name}" for s in self.inputs]
+        wanted += [f"outputs.{name}" for name in self.output_names]
+        data = read_samples(samples, wanted)
+        feeds = {}
+        for spec in self.inputs:
+            value = data.get(f"inputs.{spec.name}")
+            if value is None:
+                raise ModelLoadError(f"samples.npz has no 'inputs.{spec.name}'")
+            if spec.datatype == "BYTES":
+                value = value.astype(object)
             try:
-                with np.load(samples, allow_pickle=False) as npz:
-                    data = {k: npz[k] for k in npz.files}
-            except Exception as exc:
-                raise ModelLoadError(f"samples.npz could not be read: {_short(exc)}") from exc
-            feeds = {}
-            for spec in self.inputs:
-                value = data.get(f"inputs.{spec.name}")
-                if value is None:
-                    raise ModelLoadError(f"samples.npz has no 'inputs.{spec.name}'")
-                if spec.datatype == "BYTES":
-                    value = value.astype(object)
                 feeds[spec.name] = value.astype(spec.dtype, copy=False)
-            golden = {k[len("outputs.") :]: v for k, v in data.items() if k.startswith("outputs.")}
-            return feeds, golden, "samples.npz"
-        return {spec.name: _generated(spec) for spec in self.inputs}, {}, "generated"
+            except (TypeError, ValueError) as exc:
+                raise ModelLoadError(
+                    f"samples.npz: 'inputs.{spec.name}' cannot be cast to {spec.datatype}: "
+                    f"{_short(exc)}"
+                ) from exc
+        golden = {k[len("outputs.") :]: v for k, v in data.items() if k.startswith("outputs.")}
+        feeds, golden = self._fit_rows(feeds, golden, limit)
+        return feeds, golden, "samples.npz"
+
+    def _fit_rows(
+        self, feeds: dict[str, np.ndarray], golden: dict[str, np.ndarray], limit: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The samples' first rows that keep every input within ``limit`` elements (and the
+        golden outputs' same rows); all of them when they fit."""
+        rows = None
+        for spec in self.inputs:
+            value = feeds[spec.name]
+            if value.size <= limit:
+                continue
+            if not (spec.shape and spec.shape[0] == -1 and value.ndim and len(value)):
+                raise ModelLoadError(
+                    f"samples.npz: 'inputs.{spec.name}' holds {value.size} elements, over the "
+                    f"element limit {limit} (--max-elements, [inputs] max_elements)"
+                )
+            per_row = value.size // len(value)
+            if per_row > limit:
+                raise ModelLoadError(
+                    f"samples.npz: one row of 'inputs.{spec.name}' holds {per_row} elements, "
+                    f"over the element limit {limit} (--max-elements, [inputs] max_elements)"
+                )
+            rows = min(rows or len(value), limit // per_row)
+        if rows is None:
+            return feeds, golden
+        total = len(next(v for v in feeds.values() if v.ndim))
+        cut = {k: v[:rows] if v.ndim and len(v) == total else v for k, v in feeds.items()}
+        kept = {k: v[:rows] if v.ndim and len(v) == total else v for k, v in golden.items()}
+        self.notes.append(
+            f"warm-up on the first {rows} of the {total} samples.npz rows: more would exceed "
+            f"the element limit {limit}"
+        )
+        return cut, kept
 
     def describe(self) -> dict[str, Any]:
         """Runtime facts for model metadata ``parameters``."""
@@ -316,6 +371,71 @@ def load_version(
         "inline" if session.inline else "thread",
     )
     return session
+
+
+# samples.npz: the arrays warm-up reads, uncompressed, in all (each member's size is taken
+# from the zip directory before it is read), and the archive itself.
+SAMPLES_MAX_BYTES = 256 << 20
+
+
+def read_samples(
+    path: Path, wanted: Sequence[str], max_bytes: int = SAMPLES_MAX_BYTES
+) -> dict[str, np.ndarray]:
+    """The arrays of ``samples.npz`` named in ``wanted`` (those present; nothing else is
+    read), without pickles. Each member's uncompressed size comes from the zip directory and
+    its .npy header is checked against it before any data is inflated: a member declaring
+    more than it holds, or the wanted members together over ``max_bytes``, fail the version
+    (``ModelLoadError`` naming the member) instead of allocating it."""
+    mib = 1 << 20
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ModelLoadError(
+                f"samples.npz is {size / mib:.1f} MiB, over the limit of {max_bytes // mib} MiB"
+            )
+        out: dict[str, np.ndarray] = {}
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            total = 0
+            for key in wanted:
+                info = members.get(key + ".npy")
+                if info is None:
+                    continue
+                total += info.file_size
+                if total > max_bytes:
+                    raise ModelLoadError(
+                        f"samples.npz: '{key}' holds {info.file_size / mib:.1f} MiB "
+                        f"uncompressed; the arrays warm-up reads may hold {max_bytes // mib} "
+                        "MiB in all (not read)"
+                    )
+                with archive.open(info) as fh:
+                    needed = _npy_bytes(fh, key)
+                if needed > info.file_size:
+                    raise ModelLoadError(
+                        f"samples.npz: '{key}' declares {needed} bytes of data but holds "
+                        f"{info.file_size} in all"
+                    )
+                with archive.open(info) as fh:
+                    out[key] = np.lib.format.read_array(fh, allow_pickle=False)
+        return out
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # a bad zip, a bad .npy, a CRC error, a truncated member, …
+        raise ModelLoadError(f"samples.npz could not be read: {_short(exc)}") from exc
+
+
+def _npy_bytes(fh: Any, key: str) -> int:
+    """The data size a .npy header declares (read from its first bytes only)."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ModelLoadError(f"samples.npz: '{key}' is a .npy of version {version}: 1.0 or 2.0")
+    if dtype.hasobject:
+        raise ModelLoadError(f"samples.npz: '{key}' holds Python objects (pickles are refused)")
+    return math.prod(shape) * dtype.itemsize
 
 
 def _spec(arg: Any, kind: str) -> TensorSpec:
