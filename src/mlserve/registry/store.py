@@ -125,7 +125,9 @@ class ModelRecord:
     name: str
     path: Path
     config: ModelConfig | None
-    config_error: str | None = None
+    # Why model.toml is invalid (None: it is valid). With a configuration from before in
+    # force, the model keeps serving with it; without one, the model serves nothing.
+    toml_error: str | None = None
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     # The routing state (routing.json): an admin or guardrail override of model.toml's
     # routing, the pinned stable version, the stable before the last promote.
@@ -138,6 +140,16 @@ class ModelRecord:
     # writes the routing state; with no good state read since start, no unpinned traffic.
     state_error: str | None = None
     state_read: bool = False
+    # Why the last scan of this model failed on something unforeseen (its directory could
+    # not be listed, a bug): the model keeps what it had loaded, other models are untouched.
+    scan_error: str | None = None
+
+    @property
+    def config_error(self) -> str | None:
+        """What is wrong with the model's own files (model.toml, routing.json) or its last
+        scan, for the metadata; None when nothing is."""
+        parts = [self.toml_error, self.state_error, self.scan_error]
+        return "; ".join(p for p in parts if p) or None
 
     @property
     def routing_override(self) -> RoutingConfig | None:
@@ -244,8 +256,9 @@ class ModelStore(Generic[E]):
             if not self.loaded:
                 return ModelNotReady(f"model {model!r} is not loaded yet: the server is starting")
             return ModelNotFound(f"unknown model {model!r}")
-        if record.config_error:
-            return ModelNotReady(f"model {model!r} is not available: {record.config_error}")
+        problem = record.toml_error or (record.scan_error if record.config is None else None)
+        if problem:
+            return ModelNotReady(f"model {model!r} is not available: {problem}")
         if version is None and record.state_error and not record.state_read:
             return ModelNotReady(
                 f"model {model!r}: unpinned traffic waits until its routing state can be read "
@@ -308,7 +321,8 @@ class ModelStore(Generic[E]):
                 return []
             changes: list[str] = []
             for name, mdir in found.items():
-                changes += self._sync_model(name, mdir, initial)
+                # The per-model boundary: whatever one model's files do, the others scan.
+                changes += self._sync_model_safely(name, mdir, initial)
             for name in [n for n in self.models if n not in found]:
                 for version in list(self.models[name].versions):
                     self._retire(name, version)
@@ -390,6 +404,43 @@ class ModelStore(Generic[E]):
                 RoutingChange(name, state, state, before, after, cause or "registry scan")
             )
 
+    def _sync_model_safely(self, name: str, mdir: ModelDir, initial: bool) -> list[str]:
+        """``_sync_model``, with anything it raises made this model's failure: recorded with
+        the reason (metadata), counted and logged once per distinct reason, what the model
+        had loaded kept serving; the scan goes on with the other models."""
+        try:
+            if mdir.error:
+                raise ModelLoadError(mdir.error)
+            changes = self._sync_model(name, mdir, initial)
+        except Exception as exc:
+            reason = self._scrub(
+                str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+            )[:1000]
+            record = self.models.get(name)
+            if record is None:
+                record = self.models[name] = ModelRecord(name, mdir.path, None)
+            if record.scan_error == reason:
+                return []  # the same failure as at the last scan: said and counted then
+            record.scan_error = reason
+            self._count_failure(name)
+            log.error(
+                "model %s failed: %s (other models are not affected)",
+                name,
+                reason,
+                exc_info=not isinstance(exc, (ModelLoadError, OSError)),
+            )
+            return [f"{name}: failed"]
+        record = self.models.get(name)
+        if record is not None and record.scan_error is not None:
+            record.scan_error = None
+            log.info("model %s: scanned again without error", name)
+        return changes
+
+    def _count_failure(self, name: str) -> None:
+        """One more failed load of ``name`` (mlserve_model_load_failures_total): a version, or
+        the model's own files (model.toml, routing.json, its directory), once per change."""
+        self.load_failures[name] = self.load_failures.get(name, 0) + 1
+
     def _sync_model(self, name: str, mdir: ModelDir, initial: bool) -> list[str]:
         changes: list[str] = []
         record = self.models.get(name)
@@ -404,21 +455,25 @@ class ModelStore(Generic[E]):
                         "directory (a symlink); nothing outside the registry is read"
                     )
                 config = load_model_config(mdir.path)
-            except ConfigError as exc:
-                exc = ConfigError(self._scrub(str(exc)))
-                log.error("model %s: %s", name, exc)
+            except Exception as exc:  # ConfigError says what is wrong; anything else too
+                text = str(exc) if isinstance(exc, ConfigError) else (
+                    f"{MODEL_CONFIG_FILE} cannot be read: {type(exc).__name__}: {exc}"
+                )  # fmt: skip
+                message = self._scrub(text)[:1000]
+                log.error("model %s: %s", name, message)  # once: the file changed
                 if record is None or record.config is None:
-                    self.models[name] = ModelRecord(name, mdir.path, None, str(exc))
-                    self.load_failures.setdefault(name, 0)
+                    record = ModelRecord(name, mdir.path, None, message)
+                    self.models[name] = record
                 else:  # keep serving with the last good configuration
-                    record.config_error = f"{exc} (still serving with the previous model.toml)"
+                    record.toml_error = f"{message} (still serving with the previous model.toml)"
+                self._count_failure(name)
                 return [f"{name}: model.toml invalid"]
             if record is None or record.config is None:
                 record = ModelRecord(name, mdir.path, config)
                 self.load_failures.setdefault(name, 0)  # exported from the first scan
                 self.models[name] = record
             else:
-                record.config, record.config_error = config, None
+                record.config, record.toml_error = config, None
                 changes.append(f"{name}: model.toml changed")
         if record is None or record.config is None:
             return changes  # still the same invalid model.toml
@@ -484,18 +539,23 @@ class ModelStore(Generic[E]):
         if not self.settings.state_dir and leaving_registry(
             record.path, (ROUTING_FILE,), self.root.resolve()
         ):
+            self._routing_fp[record.name] = fp  # said once, not at every scan
             log.error("model %s: %s leads out of the registry: ignored", record.name, ROUTING_FILE)
             return []
         self._routing_fp[record.name] = fp
         try:
             state = read_state(path)
-        except (OSError, ValueError) as exc:  # ConfigError is a ValueError
-            record.state_error = str(exc)
+        except Exception as exc:  # ConfigError (a ValueError) says what is wrong; OSError too
+            text = str(exc) if isinstance(exc, (OSError, ValueError)) else (
+                f"{ROUTING_FILE} cannot be read: {type(exc).__name__}: {exc}"
+            )  # fmt: skip
+            record.state_error = self._scrub(text)[:1000]
+            self._count_failure(record.name)
             log.error(
                 "model %s: %s cannot be read (%s): %s; nothing writes it until it is fixed",
                 record.name,
                 ROUTING_FILE,
-                exc,
+                record.state_error,
                 "keeping the routing read before"
                 if record.state_read
                 else "no unpinned traffic until then",
@@ -542,7 +602,10 @@ class ModelStore(Generic[E]):
             self._config_fp.pop(model, None)  # re-read model.toml
             for key in [k for k in self._loaded_fp if k[0] == model]:
                 del self._loaded_fp[key]
-            changes = self._sync_model(model, mdir, initial=True)
+            self._routing_fp.pop(model, None)  # re-read routing.json
+            if record is not None:
+                record.scan_error = None  # tried again: said again if it fails again
+            changes = self._sync_model_safely(model, mdir, initial=True)
             self._publish()
         return changes
 
@@ -715,10 +778,10 @@ class ModelStore(Generic[E]):
             rec.session = self._loader(vdir, config, self.settings)
             rec.endpoint = self._prepare(rec.session, config)
         except Exception as exc:  # whatever goes wrong, only this version fails
-            if not isinstance(exc, (ModelLoadError, OSError)):
+            if not isinstance(exc, (ModelLoadError, OSError, ValueError)):
                 log.exception("unexpected error loading %s v%s", vdir.model, vdir.version)
             rec.state = VersionState.FAILED
-            self.load_failures[vdir.model] = self.load_failures.get(vdir.model, 0) + 1
+            self._count_failure(vdir.model)
             # Never expose server paths in a reason that clients can read.
             rec.reason = self._scrub(
                 str(exc).replace(str(vdir.path), f"{vdir.model}/{vdir.version}")
