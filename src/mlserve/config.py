@@ -121,6 +121,14 @@ class ServerSettings:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.payload_backups < 0:
             raise ConfigError(f"payload_backups must be >= 0, got {self.payload_backups}")
+        token = self.admin_token
+        if token and (token != token.strip() or not token.isprintable()):
+            # Compared byte for byte (UTF-8, http/admin.py): such a token could never match
+            # what a client sends, and would fail every admin call without saying why.
+            raise ConfigError(
+                "MLSERVE_ADMIN_TOKEN must not begin or end with whitespace, nor hold "
+                "control or other non-printable characters (the token is not shown)"
+            )
 
     @classmethod
     def load(

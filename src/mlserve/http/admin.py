@@ -50,18 +50,21 @@ class ModelFilesInvalid(MLServeError):
 
 def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route]:
     """Admin routes bound to ``service``, checked against ``token``, audited to ``audit``."""
-    expected = token.encode()
+    # Compared as UTF-8 bytes on both sides: the configured token encoded, the header's
+    # bytes as they came (Starlette decodes header bytes as Latin-1, which gives them back
+    # unchanged). ServerSettings refuses tokens with surrounding whitespace or control
+    # characters, which could never match.
+    expected = token.encode("utf-8")
 
     def authorize(request: Request) -> str:
         if not expected:
             raise Forbidden("the admin API is disabled: set MLSERVE_ADMIN_TOKEN to enable it")
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            credential.strip().encode(), expected
-        ):
+        header = request.headers.get("authorization", "").encode("latin-1")
+        scheme, _, credential = header.partition(b" ")
+        credential = credential.strip()
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(credential, expected):
             raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
-        return actor_id(credential.strip())
+        return actor_id(token)
 
     def state(model: str) -> dict[str, Any]:
         record = service.store.record(model)
