@@ -8,10 +8,10 @@ bytes. Numeric inputs become zero-copy numpy views of the request body.
 
 BYTES are split in compiled code (``_decode.pyx`` ``decode_bytes``, through the shim in
 ``tensors.py``): the framing is checked without allocating, then each element becomes a str,
-~5 ns for an empty one and ~50 ns for a short one on the 2-core machines measured. Even so a
-tensor of millions of strings would hold the event loop for tens of milliseconds (10 M empty
-strings: 41–48 ms), so a BYTES tensor holds at most ``MAX_BYTES_ELEMENTS`` (262,144: ~12 ms
-at the worst measured rate), whatever the model's ``max_elements``.
+~5 ns for an empty one and 50–80 ns for a short one on the 2-core machines measured (the
+Python loop: ~420 ns). Even so a tensor of millions of strings would hold the event loop for
+tens of milliseconds (10 M empty strings: 41–48 ms), so a BYTES tensor holds at most
+``MAX_BYTES_ELEMENTS`` (131,072: 6–10 ms to split), whatever the model's ``max_elements``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .tensors import InputLimits, TensorSpec, check_header, decode_bytes
 _LENGTH = struct.Struct("<I")
 # The most elements one BYTES tensor may hold (binary; the JSON body scan counts a BYTES
 # input at this too): each is a str made on the event loop.
-MAX_BYTES_ELEMENTS = 1 << 18
+MAX_BYTES_ELEMENTS = 1 << 17
 
 
 def binary_size(tensor: dict[str, Any]) -> int | None:
