@@ -193,19 +193,22 @@ def _json_doc(rng: np.random.Generator) -> bytes:
 
 def test_json_counts_compiled_answers_as_python() -> None:
     rng = np.random.default_rng(5)
-    over = within = 0
-    for _ in range(3000):
+    seen = {"within": 0, "over": 0, "deep": 0}
+    for _ in range(4000):
         doc = _json_doc(rng)
-        limits = (int(rng.integers(0, 30)), int(rng.integers(0, 60)))
+        limits = (int(rng.integers(0, 30)), int(rng.integers(0, 60)), int(rng.integers(1, 6)))
         fast = compiled.json_counts(doc, *limits)
-        reference = _decode_py.json_counts(doc, *limits)
-        if reference[0] <= limits[0] and reference[1] <= limits[1]:
-            assert fast == reference, (doc, limits)
-            within += 1
-        else:  # the compiled scan stops once over: it must say over too
-            assert fast[0] > limits[0] or fast[1] > limits[1], (doc, limits, fast, reference)
-            over += 1
-    assert within > 500 and over > 500
+        assert fast == _decode_py.json_counts(doc, *limits), (doc, limits)
+        if fast[2] >= 0:
+            assert doc[fast[2]] in b"[{"
+            seen["deep"] += 1
+        elif fast[0] > limits[0] or fast[1] > limits[1]:
+            seen["over"] += 1
+        else:
+            seen["within"] += 1
+    assert min(seen.values()) > 500, seen
     body = b'{"inputs":[{"name":"x,[{","shape":[1,2],"data":[[1,2]]}],"id":"\\"]["}'
-    assert compiled.json_counts(body, 100, 100) == (6, 17)  # brackets in strings: none
-    assert compiled.json_counts(b"[{}" * 1000, 10, 10**6) == (11, 12)  # stops early
+    assert compiled.json_counts(body, 100, 100, 9) == (6, 17, -1)  # brackets in strings: none
+    assert compiled.json_counts(b"[{}" * 1000, 10, 10**6, 2000) == (11, 12, -1)  # stops early
+    assert compiled.json_counts(b"[" * 5000, 10**6, 10**6, 1024) == (1025, 1026, 1024)
+    assert compiled.json_counts(b"[]" * 5000, 10**6, 10**6, 1) == (5000, 5001, -1)

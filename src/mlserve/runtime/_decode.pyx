@@ -19,12 +19,14 @@ first, without the GIL and without allocating (a claim of millions of elements i
 blob costs nothing); then each element is decoded by CPython's own UTF-8 decoder, so what
 is valid UTF-8 is exactly what ``bytes.decode("utf-8")`` accepts.
 
-``json_counts(data, max_containers, max_tokens)`` counts, outside JSON strings, the
-containers (``{`` and ``[``) and the tokens (1 + containers + ``,`` + ``:``, an upper bound
-on the values and keys a parser makes of ``data``), without the GIL; it stops as soon as
-either passes its maximum. Exact when both are within their maxima; otherwise at least one
-returned count is over its maximum. Strings run from ``"`` to the next ``"`` not escaped by
-a backslash (an unterminated one to the end); nothing else is validated.
+``json_counts(data, max_containers, max_tokens, max_depth)`` counts, outside JSON
+strings, the containers (``{`` and ``[``) and the tokens (1 + containers + ``,`` + ``:``,
+an upper bound on the values and keys a parser makes of ``data``), without the GIL, and
+returns ``(containers, tokens, deep_at)``. It stops at the first bracket that opens more
+than ``max_depth`` levels (``deep_at`` is its byte offset, else -1) or that takes either
+count past its maximum (the counts, one of them over, are then where it stopped). Strings
+run from ``"`` to the next ``"`` not escaped by a backslash (an unterminated one to the
+end); ``}`` and ``]`` close a level; nothing else is validated.
 """
 
 cimport numpy as cnp
@@ -167,22 +169,23 @@ def decode_bytes(const unsigned char[::1] blob, Py_ssize_t count):
     return out
 
 
-# Bytes the scanner stops at, outside strings (" { [ , :) and inside them (" and backslash).
+# Bytes the scanner stops at, outside strings (" { [ } ] , :) and inside them (" and \\).
 cdef unsigned char _PLAIN[256]
 cdef unsigned char _IN_STRING[256]
-for _c in (34, 123, 91, 44, 58):
+for _c in (34, 123, 91, 125, 93, 44, 58):
     _PLAIN[_c] = 1
 for _c in (34, 92):
     _IN_STRING[_c] = 1
 
 
 def json_counts(const unsigned char[::1] data, Py_ssize_t max_containers,
-                Py_ssize_t max_tokens):
+                Py_ssize_t max_tokens, Py_ssize_t max_depth):
     cdef Py_ssize_t n = data.shape[0], i = 0, containers = 0, tokens = 1
+    cdef Py_ssize_t depth = 0, deep_at = -1
     cdef const unsigned char* p
     cdef unsigned char c
     if n == 0:
-        return containers, tokens
+        return containers, tokens, deep_at
     p = &data[0]
     with nogil:
         while i < n:
@@ -204,11 +207,18 @@ def json_counts(const unsigned char[::1] data, Py_ssize_t max_containers,
             elif c == 123 or c == 91:  # { [
                 containers += 1
                 tokens += 1
+                depth += 1
+                if depth > max_depth:
+                    deep_at = i
+                    break
                 if containers > max_containers or tokens > max_tokens:
                     break
-            elif c == 44 or c == 58:  # , :
+            elif c == 125 or c == 93:  # } ]
+                if depth:
+                    depth -= 1
+            else:  # , :
                 tokens += 1
                 if tokens > max_tokens:
                     break
             i += 1
-    return containers, tokens
+    return containers, tokens, deep_at

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 _LENGTH = struct.Struct("<I")
-# A JSON string as the scanner sees it: to the next unescaped quote, or to the end.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
+# A JSON string as the scanner sees it (to the next unescaped quote, or to the end), or one
+# of the bytes it counts.
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[\[\]{},:]', re.S)
 
 
 def fill_floats(data: list[Any], out: Any) -> int:
@@ -46,8 +47,28 @@ def decode_bytes(blob: Any, count: int) -> Any:
     return out
 
 
-def json_counts(data: Any, max_containers: int, max_tokens: int) -> tuple[int, int]:
-    """Containers and tokens outside strings (see ``_decode.pyx``); counts everything."""
-    plain = _STRING.sub(b"", bytes(data))
-    containers = plain.count(b"{") + plain.count(b"[")
-    return containers, 1 + containers + plain.count(b",") + plain.count(b":")
+def json_counts(
+    data: Any, max_containers: int, max_tokens: int, max_depth: int
+) -> tuple[int, int, int]:
+    """Containers, tokens and where nesting passed ``max_depth`` (see ``_decode.pyx``)."""
+    raw = bytes(data)
+    containers, tokens, depth = 0, 1, 0
+    for match in _TOKENS.finditer(raw):
+        c = raw[match.start()]
+        if c == 0x22:  # a string
+            continue
+        if c in (0x7B, 0x5B):
+            containers += 1
+            tokens += 1
+            depth += 1
+            if depth > max_depth:
+                return containers, tokens, match.start()
+            if containers > max_containers or tokens > max_tokens:
+                break
+        elif c in (0x7D, 0x5D):
+            depth = max(0, depth - 1)
+        else:
+            tokens += 1
+            if tokens > max_tokens:
+                break
+    return containers, tokens, -1
