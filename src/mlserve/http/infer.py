@@ -342,9 +342,10 @@ def _json_bound(
     element count unless a later dimension is 0: an empty tensor's nested arrays are held
     to the same limit), plus the outermost one; tokens are the elements plus two per array,
     and a fixed allowance per tensor for its keys, name, shape and parameters. BYTES inputs
-    count at most ``MAX_BYTES_ELEMENTS`` elements (the binary limit). Named feature columns
-    ([n] or [n, 1], n ≤ max_rows) are counted besides the inputs; requested outputs and the
-    request's own parameters and id have their allowance, and ``_SLACK_*`` room is left."""
+    and columns count at most ``MAX_BYTES_ELEMENTS`` elements (the binary limit). Named
+    feature columns ([n] or [n, 1], n ≤ max_rows) are counted besides the inputs; requested
+    outputs and the request's own parameters and id have their allowance, and ``_SLACK_*``
+    room is left."""
     store = service.store
     try:
         if version is not None:
@@ -367,22 +368,25 @@ def _endpoint_bound(endpoint: Endpoint) -> tuple[int, int]:
     containers = _SLACK_CONTAINERS + 4 + 2 * outputs
     tokens = _SLACK_TOKENS + 16 * outputs
     for spec in session.input_specs.values():
+        # BYTES: at most MAX_BYTES_ELEMENTS strings, so as many nested arrays too.
+        limit = min(most, MAX_BYTES_ELEMENTS) if spec.datatype == "BYTES" else most
         elements, arrays, prefix = 1, 1, 1
         for k, d in enumerate(spec.shape):
-            size = d if d != -1 else (rows if k == 0 else most)
-            elements = min(most, elements * size)
+            size = d if d != -1 else (rows if k == 0 else limit)
+            elements = min(limit, elements * size)
             if k < len(spec.shape) - 1:
-                prefix = min(most, prefix * size)
+                prefix = min(limit, prefix * size)
                 arrays += prefix
-        if spec.datatype == "BYTES":
-            elements = min(elements, MAX_BYTES_ELEMENTS)
         containers += arrays + 3
         tokens += elements + 2 * arrays + 64 + len(spec.shape)
     schema = endpoint.schema
     if schema is not None:
-        column = min(rows, most)
-        containers += len(schema) * (column + 4)
-        tokens += len(schema) * (3 * column + 70)
+        for feature in schema.features:
+            column = min(rows, most)
+            if feature.datatype == "BYTES":
+                column = min(column, MAX_BYTES_ELEMENTS)
+            containers += column + 4
+            tokens += 3 * column + 70
     return containers, tokens
 
 

@@ -41,10 +41,10 @@ def routes(service: InferenceService) -> list[Route]:
         # Rendered in a thread, snapshot included, and sent a metric family at a time: with
         # 100 models × 2 versions × 20 features the exposition is ~26 MB and held the event
         # loop 1.2–1.9 s. In a thread it is Python code, which gives the GIL back to the loop
-        # at every switch interval (5 ms). One render per format at a time: a scrape arriving
-        # during one is answered with it (taken after every earlier answer, so counters
-        # still never go back), so scrapes at once cannot add threads fighting the loop for
-        # the GIL.
+        # at every switch interval (5 ms; see hub.py's _Pacer). One render per format at a
+        # time: a scrape arriving during one is answered with it (its snapshot is newer
+        # than every earlier answer in that format, so counters still never go back), so
+        # scrapes at once cannot add threads fighting the loop for the GIL.
         pending = rendering.get(openmetrics)
         if pending is None:
             pending = asyncio.ensure_future(
