@@ -1,0 +1,417 @@
+"""The event loop is never held: hostile bodies, big legitimate requests and scrapes of many
+models, each against a real server while a probe measures how late the loop answers.
+
+The probe is a separate process on its own keep-alive connection sending
+``GET /v2/health/live`` every 5 ms and keeping each answer's latency: a request that arrives
+while the loop is held waits for the whole rest of the hold, so the worst latency is the
+worst hold (within the 5 ms between probes) plus ~0.3 ms of its own. It is a process, not a
+thread, so the test's own work with 60 MB bodies cannot delay it.
+``mlserve_event_loop_delay_seconds`` is not used: it is the last 10 ms check's lateness,
+overwritten by the next check, and a scrape reading it waits behind the very stall it should
+see, so it misses most stalls.
+
+Each case runs three times and the best of the three must be within its budget (``held``):
+a hold the server does on every such request shows in every trial, while other test runs
+descheduling the server or the probe on these two shared cores rarely hit all three.
+``BUDGET_MS`` is the 20 ms target plus a margin for that noise; the probe's worst with
+nothing else sent is printed beside each case (``pytest -s``). Before this change the same
+cases held the loop for seconds (docs/RELIABILITY.md, "The event loop is never held").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import orjson
+import pytest
+from onnx import TensorProto, helper
+
+from mlserve.config import ServerSettings
+from mlserve.http.app import MLServeApp
+from mlserve.runtime.binary import MAX_BYTES_ELEMENTS
+
+from .conftest import ServerProcess, running_server
+
+BUDGET_MS = 20.0 + 30.0  # target + this machine's own scheduling noise (see the module doc)
+# Bodies of 40-63 MB: the refusal itself holds the loop ~1 ms, but reading the body does not
+# (``InferHandler._read_body`` joins its chunks, a fresh 63 MB allocation's page faults, on
+# the loop, before any parsing): 22-43 ms measured; the same 63 MB sent to an unknown model,
+# discarded unread, 8 ms.
+BIG_BODY_MS = 150.0
+# The largest request the scikit-learn model takes (max_rows 10,000 × 20 features, 2 MB of
+# JSON numbers): parsing 200,000 numbers, building the array and encoding the answer are
+# the request's own work, within its model's limits: 24-37 ms nested (13-20 ms flat) on a
+# quiet machine, the same as before this change, up to ~85 ms under other test runs.
+LARGEST_MS = 150.0
+PROBE_EVERY_S = 0.005
+FEATURES = 20
+
+
+_PROBE = r"""
+import http.client, json, select, sys, time
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=60)
+latencies, statuses, due, first = [], set(), time.perf_counter(), True
+while True:
+    start = time.perf_counter()
+    conn.request("GET", "/v2/health/live")
+    response = conn.getresponse()
+    response.read()
+    latencies.append(time.perf_counter() - start)
+    statuses.add(response.status)
+    if first:
+        print("ready", flush=True)
+        first = False
+    due = max(due + float(sys.argv[2]), time.perf_counter())
+    if select.select([sys.stdin], [], [], max(0.0, due - time.perf_counter()))[0]:
+        break
+print(json.dumps({"latencies": latencies, "statuses": sorted(statuses)}), flush=True)
+"""
+
+
+class Probe:
+    """``GET /v2/health/live`` every 5 ms on its own connection, from its own process (so
+    that the test's own work on big bodies cannot delay it); the worst latency."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.latencies: list[float] = []
+        self.statuses: set[int] = set()
+
+    def __enter__(self) -> Probe:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _PROBE, str(self.port), str(PROBE_EVERY_S)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        assert self._proc.stdout.readline().strip() == "ready"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        time.sleep(0.05)  # a few probes after the case, so a hold at its very end shows
+        out, _ = self._proc.communicate("stop\n", timeout=60)
+        result = orjson.loads(out)
+        self.latencies = result["latencies"]
+        self.statuses = set(result["statuses"])
+
+    @property
+    def worst_ms(self) -> float:
+        return max(self.latencies) * 1e3
+
+
+def baseline(port: int, seconds: float = 1.0) -> float:
+    """The probe's worst latency with nothing else sent: this machine's own noise."""
+    with Probe(port) as probe:
+        time.sleep(seconds)
+    return probe.worst_ms
+
+
+def post(port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        start = time.perf_counter()
+        conn.request("POST", path, body, headers or {"content-type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, data, time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def held(
+    case: str, port: int, send: Callable[[], None], budget_ms: float, trials: int = 3
+) -> list[float]:
+    """The probe's worst latency while ``send()`` runs (it sends the case and checks its
+    answer), ``trials`` times, against the machine's quiet noise; the best of the trials
+    must be within ``budget_ms``. A hold the server does on every such request shows in
+    every trial; other processes descheduling the server or the probe rarely in all."""
+    quiet = baseline(port)
+    worst = []
+    for _ in range(trials):
+        with Probe(port) as probe:
+            send()
+        assert probe.statuses == {200}
+        worst.append(probe.worst_ms)
+    print(
+        f"\n{case}: probe worst {', '.join(f'{w:.1f}' for w in worst)} ms "
+        f"(quiet {quiet:.1f} ms; budget {budget_ms:.0f} ms)"
+    )
+    assert min(worst) < budget_ms, (case, worst, quiet)
+    return worst
+
+
+# ------------------------------------------------------------------ models
+
+
+def _sklearn_versions(root: Path) -> Path:
+    """A scikit-learn logistic regression of 20 features, published twice (two versions,
+    each with its reference profile): ``credit`` 1 and 2."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlserve.governance.publish import publish
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, FEATURES)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    names = [f"f{i}" for i in range(FEATURES)]
+    for c in (1.0, 0.1):
+        estimator = LogisticRegression(C=c, max_iter=200).fit(x, y)
+        publish(root, "credit", estimator=estimator, reference=x, feature_names=names)
+    (root / "credit" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    return root / "credit"
+
+
+def _texts_model() -> onnx.ModelProto:
+    """A string input ``[N]`` → its length (``Shape``): BYTES in, one INT64 out."""
+    graph = helper.make_graph(
+        [helper.make_node("Shape", ["text"], ["n"])],
+        "texts",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("n", TensorProto.INT64, [1])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    from .conftest import write_version
+
+    root = tmp_path_factory.mktemp("loop") / "registry"
+    _sklearn_versions(root)
+    write_version(root, "texts", 1, _texts_model())
+    # Rows limited only by the server's element limit (16 Mi): 10 M strings fit the shape.
+    (root / "texts" / "model.toml").write_text("[inputs]\nmax_rows = 20000000\n")
+    with running_server(root) as server:
+        yield server
+
+
+# ------------------------------------------------------------------ finding 1: JSON bodies
+
+
+@pytest.mark.parametrize("megabytes", [8, 63])
+def test_empty_objects_are_refused_without_holding_the_loop(
+    hostile_server: ServerProcess, megabytes: int
+) -> None:
+    port = hostile_server.port
+    n = (megabytes << 20) // 3
+    body = b'{"inputs":[' + b"{}," * (n - 1) + b"{}]}"
+
+    def send() -> None:
+        status, data, _ = post(port, "/v2/models/credit/infer", body)
+        assert status == 413, data[:300]
+        doc = orjson.loads(data)
+        assert doc["code"] == "payload_too_large"
+        assert "more than" in doc["error"] and "arrays and objects" in doc["error"]
+
+    held(f"{megabytes} MB of {{}}", port, send, BUDGET_MS if megabytes < 10 else BIG_BODY_MS)
+
+
+def test_numbers_beyond_the_models_limits_are_refused(hostile_server: ServerProcess) -> None:
+    # 30 M numbers in one flat data array: no container to spare, but 1,500 times the values
+    # a 20-feature request of at most 10,000 rows holds.
+    port = hostile_server.port
+    n = 30_000_000
+    body = (
+        b'{"inputs":[{"name":"X","datatype":"FP32","shape":[1500000,20],"data":['
+        + b"0," * (n - 1)
+        + b"0]}]}"
+    )
+
+    def send() -> None:
+        status, data, _ = post(port, "/v2/models/credit/versions/1/infer", body)
+        assert status == 413, data[:300]
+        assert "JSON values" in orjson.loads(data)["error"]
+
+    held("60 MB of numbers", port, send, BIG_BODY_MS)
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_largest_request_the_model_takes_is_answered(
+    hostile_server: ServerProcess, nested: bool
+) -> None:
+    # max_rows (10,000) × 20 features, with an id of 2 MB of brackets and commas: the scan
+    # skips strings, so none of them counts against the bound.
+    port = hostile_server.port
+    x = np.random.default_rng(1).normal(size=(10_000, FEATURES)).astype(np.float32)
+    doc = {
+        "id": "{[,:" * (512 << 10),
+        "inputs": [
+            {
+                "name": "X",
+                "datatype": "FP32",
+                "shape": [10_000, FEATURES],
+                "data": x if nested else x.ravel(),
+            }
+        ],
+    }
+    body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def send() -> None:
+        status, data, _ = post(port, "/v2/models/credit/infer", body)
+        assert status == 200, data[:300]
+        answer = orjson.loads(data)
+        assert answer["id"] == doc["id"]
+        label = next(o for o in answer["outputs"] if o["datatype"] == "INT64")
+        assert label["shape"][0] == 10_000
+
+    held(f"10,000 x 20 JSON, {'nested' if nested else 'flat'}", port, send, LARGEST_MS)
+
+
+# ------------------------------------------------------------------ finding 2: binary BYTES
+
+
+def _bytes_request(blob: bytes, count: int) -> tuple[bytes, dict[str, str]]:
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "datatype": "BYTES",
+                    "shape": [count],
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            ]
+        }
+    )
+    headers = {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }
+    return header + blob, headers
+
+
+def test_ten_million_bytes_elements_are_refused_at_once(hostile_server: ServerProcess) -> None:
+    port = hostile_server.port
+    count = 10_000_000
+    body, headers = _bytes_request(b"\x00\x00\x00\x00" * count, count)
+
+    def send() -> None:
+        status, data, _ = post(port, "/v2/models/texts/infer", body, headers)
+        assert status == 400, data[:300]
+        error = orjson.loads(data)["error"]
+        assert f"over the limit of {MAX_BYTES_ELEMENTS} strings" in error, error
+
+    held("10 M BYTES elements (40 MB)", port, send, BIG_BODY_MS)
+
+
+def test_ten_million_json_strings_are_refused_unparsed(hostile_server: ServerProcess) -> None:
+    # The JSON form of the same: the body scan counts a BYTES input at the binary limit.
+    port = hostile_server.port
+    count = 10_000_000
+    body = (
+        b'{"inputs":[{"name":"text","datatype":"BYTES","shape":[%d],"data":[' % count
+        + b'"",' * (count - 1)
+        + b'""]}]}'
+    )
+
+    def send() -> None:
+        status, data, _ = post(port, "/v2/models/texts/infer", body)
+        assert status == 413, data[:300]
+        assert "JSON values" in orjson.loads(data)["error"]
+
+    held("10 M JSON strings (30 MB)", port, send, BIG_BODY_MS)
+
+
+def test_most_bytes_elements_a_tensor_takes_are_answered(hostile_server: ServerProcess) -> None:
+    port = hostile_server.port
+    blob = b"".join(struct.pack("<I", len(s)) + s for s in (b"%d" % i for i in range(1 << 17)))
+    body, headers = _bytes_request(blob, MAX_BYTES_ELEMENTS)
+
+    def send() -> None:
+        status, data, _ = post(port, "/v2/models/texts/infer", body, headers)
+        assert status == 200, data[:300]
+        assert orjson.loads(data)["outputs"][0]["data"] == [MAX_BYTES_ELEMENTS]
+
+    held(f"{MAX_BYTES_ELEMENTS} BYTES elements", port, send, BUDGET_MS)
+
+
+# ------------------------------------------------------------------ finding 3: scrapes
+
+
+@pytest.fixture(scope="module")
+def many_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """100 models × 2 versions × 20 monitored features (copies of the scikit-learn model's
+    two versions, each with its reference profile), with traffic on every version."""
+    root = tmp_path_factory.mktemp("scrape")
+    source = _sklearn_versions(root / "source")
+    registry = root / "registry"
+    for m in range(100):
+        for version in ("1", "2"):
+            shutil.copytree(source / version, registry / f"m{m}" / version)
+        (registry / f"m{m}" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+    with running_server(registry, "--poll-seconds", "0") as server:
+        x = np.random.default_rng(2).normal(size=(50, FEATURES)).astype(np.float32)
+        doc = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [50, FEATURES], "data": x}]}
+        body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        for m in range(100):
+            for version in (1, 2):
+                conn.request("POST", f"/v2/models/m{m}/versions/{version}/infer", body)
+                response = conn.getresponse()
+                assert response.status == 200, response.read()[:200]
+                response.read()
+        conn.close()
+        yield server
+
+
+def test_scrapes_of_many_models_do_not_hold_the_loop(many_models: ServerProcess) -> None:
+    port = many_models.port
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    took: list[float] = []
+    texts: list[bytes] = []
+
+    def send() -> None:  # back to back, both formats, one recomputing the drift reports
+        time.sleep(1.05)
+        for i in range(4):
+            start = time.perf_counter()
+            accept = "application/openmetrics-text; version=1.0.0" if i % 2 else "text/plain"
+            conn.request("GET", "/metrics", headers={"accept": accept})
+            response = conn.getresponse()
+            texts.append(response.read())
+            took.append(time.perf_counter() - start)
+            assert response.status == 200
+
+    held("scrapes of 100 models x 2 versions x 20 features", port, send, BUDGET_MS)
+    conn.close()
+    assert b'mlserve_requests_total{model="m99",version="2"' in texts[-1]
+    print(f"scrape of {len(texts[-1]) >> 10} KiB: {sorted(took)[len(took) // 2] * 1e3:.0f} ms")
+
+
+# ------------------------------------------------------------------ finding 4: shedding
+
+
+def test_one_long_stall_sheds_and_a_short_pause_does_not(tmp_path: Path) -> None:
+    settings = ServerSettings(registry=tmp_path, overload_delay_ms=40, poll_seconds=0)
+    app = MLServeApp(settings)
+
+    async def stall(seconds: float) -> float:
+        watch = asyncio.create_task(app._watch_loop_delay())
+        await asyncio.sleep(0.05)
+        time.sleep(seconds)  # the loop held
+        await asyncio.sleep(0.015)  # the watch's next check has run
+        share = app.service.shed_share
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        app.service.shed_share = 0.0
+        return share
+
+    try:
+        assert asyncio.run(stall(0.07)) == 0.0  # one check 1-2x late: a pause
+        assert asyncio.run(stall(0.2)) > 0.0  # one check 5x late: shedding at once
+    finally:
+        app.service.close()
