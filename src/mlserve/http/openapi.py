@@ -57,9 +57,10 @@ _ERRORS: dict[int, tuple[tuple[str, ...], str]] = {
         "No such model or version (or the path matches no route).",
     ),
     409: (
-        ("gate_not_passed", "not_explainable"),
-        "The version has not passed its validation gate (`require_gate`), or cannot be "
-        "explained; retrying will not help.",
+        ("gate_not_passed", "not_explainable", "model_invalid"),
+        "The version has not passed its validation gate (`require_gate`), cannot be "
+        "explained, or (loading through the repository API) the model's own files are "
+        "unusable; retrying will not help until that changes.",
     ),
     413: (("payload_too_large",), "The request body is over the server's limit."),
     414: (
@@ -740,7 +741,7 @@ def _admin_paths(paths: dict[str, Schema]) -> None:
                     },
                 },
             ),
-            change,
+            (*change, 409),  # 409: the model's own files (model.toml, routing.json) unusable
             tags=("admin",),
             parameters=repo_params,
             admin=True,
