@@ -456,17 +456,7 @@ class ModelMonitor:
             if sec is None or "window" not in sec:  # only exited workers' totals
                 continue
             window = _counts(sec["window"])
-            drift = drift_report(
-                s.binning,
-                window,
-                alpha=config.alpha,
-                m_min=config.min_window,
-                psi_floor=config.psi_floor,
-                auc_floor=config.auc_floor,
-                max_rows=config.max_window_rows,
-                tests=tests,
-                evaluations=config.window_buckets,
-            ).to_dict()
+            drift = _judge(s.binning, window, config, tests)
             for feat in drift["features"]:
                 row = s.binning.row(feat["name"])
                 n = int(window.n_finite[row])
@@ -514,17 +504,7 @@ class ModelMonitor:
                 continue
             judged = copy.copy(binning)
             judged.reference = np.asarray(entry["baseline"], dtype=np.int64)
-            report = drift_report(
-                judged,
-                window,
-                alpha=config.alpha,
-                m_min=config.min_window,
-                psi_floor=config.psi_floor,
-                auc_floor=config.auc_floor,
-                max_rows=config.max_window_rows,
-                tests=tests,
-                evaluations=config.window_buckets,
-            ).to_dict()
+            report = _judge(judged, window, config, tests)
             if segments.column is not None:  # within a segment, its own feature is fixed
                 report["features"] = [f for f in report["features"] if f["name"] != by]
                 report["alert"] = any(f["alert"] for f in report["features"])
@@ -568,6 +548,24 @@ def _fold(entries: Mapping[str, Any], limit: int) -> dict[str, Any]:
     }
     out[OTHER_SEGMENT] = total
     return out
+
+
+def _judge(
+    binning: Binning, window: BinCounts, config: MonitoringConfig, tests: int
+) -> dict[str, Any]:
+    """``drift_report`` under the model's ``[monitoring]`` rule, over a family of ``tests``
+    tests and one evaluation per bucket, as JSON-ready data."""
+    return drift_report(
+        binning,
+        window,
+        alpha=config.alpha,
+        m_min=config.min_window,
+        psi_floor=config.psi_floor,
+        auc_floor=config.auc_floor,
+        max_rows=config.max_window_rows,
+        tests=tests,
+        evaluations=config.window_buckets,
+    ).to_dict()
 
 
 def _counts(w: Mapping[str, Any]) -> BinCounts:
