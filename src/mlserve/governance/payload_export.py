@@ -8,6 +8,7 @@ read, with labels that arrive later joined by request id.
 
 from __future__ import annotations
 
+import abc
 import csv
 import importlib
 import math
@@ -571,7 +572,9 @@ class _Stats:
         return out
 
 
-class _Writer:
+class _Writer(abc.ABC):
+    """An export's output file, written a chunk of rows at a time (.npz or .parquet)."""
+
     chunk_rows = CHUNK_ROWS
 
     def __enter__(self) -> _Writer:
@@ -580,14 +583,17 @@ class _Writer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @abc.abstractmethod
     def write(self, chunk: list[_Block], perm: list[int] | None) -> None:
-        raise NotImplementedError
+        """Append one chunk's rows (in ``perm`` order when given)."""
 
+    @abc.abstractmethod
     def finish(self) -> None:
-        raise NotImplementedError
+        """Complete the file once every chunk is written."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release what the writer holds (after ``finish``, or instead of it on failure)."""
 
 
 def _stacked(chunk: list[_Block], x_kind: _Kind | None) -> dict[str, NDArray[Any]]:
