@@ -340,6 +340,16 @@ class Prometheus:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_until(
     what: str, check: Callable[[], bool], timeout: float, log: Callable[[], str]
 ) -> None:
@@ -428,9 +438,4 @@ def prometheus(
         wait_until("Prometheus to start", ready, 30, prom.log)
         yield prom
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)

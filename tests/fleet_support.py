@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import ServerProcess, free_port, wait_until
+from .conftest import ServerProcess, free_port, stop_process, wait_until
 
 
 @dataclass
@@ -102,9 +102,4 @@ def haproxy(workdir: Path, ports: list[int]) -> Iterator[str]:
         wait_until("haproxy to reach every replica", every_replica_up, 30, log_path.read_text)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)

@@ -186,11 +186,13 @@ def _write(cycle: Any, reply: Reply) -> None:
     content = [STATUS_LINE[reply.status]]
     for name, value in cycle.default_headers:
         content += (name, b": ", value, b"\r\n")
+    said_close = False
     for name, value in reply.headers:
         if name == b"connection":  # only the core's "close" (after a 408)
             cycle.keep_alive = False
+            said_close = True
         content += (name, b": ", value, b"\r\n")
-    if not cycle.keep_alive and not any(n == b"connection" for n, _ in reply.headers):
+    if not cycle.keep_alive and not said_close:
         content.append(_CONNECTION_CLOSE)
     content += (b"\r\n", reply.body)
     cycle.transport.write(b"".join(content))
