@@ -75,6 +75,7 @@ class Stack:
     monitor: dict[str, Any] = field(default_factory=dict)
     scrape: str = ""  # mlserve's /metrics once everything had settled
     timings: dict[str, float] = field(default_factory=dict)
+    evaluated_at: float = 0.0  # a time at which the rules had evaluated the settled counts
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,19 @@ def stack(registry: Path) -> Iterator[Stack]:
                 return True
 
             wait_until("the counts to reach mlserve and Prometheus", settled, 30, prom.log)
-            time.sleep(2.5)  # rule evaluations (every second) after the scrape that has them
+
+            def evaluated() -> bool:
+                # The rules evaluate every second, but a busy machine delays evaluations:
+                # wait for one that has every recording and sees every role's traffic,
+                # then one more second so that queries 2 s back land on a whole evaluation.
+                at = time.time() - 2
+                if len(prom.values(PSI, "version", "feature", at=at)) != 2 * (N_FEATURES + 4):
+                    return False
+                rates = prom.values("model_role:mlserve_requests:rate5m", "role", at=at)
+                return all(rates.get((r,), 0) > 0 for r in ("stable", "canary", "shadow"))
+
+            wait_until("the rules to evaluate the settled counts", evaluated, 30, prom.log)
+            st.evaluated_at = time.time() - 2
             st.timings["settled"] = time.monotonic() - started
             st.scrape = httpx.get(server.url + "/metrics", timeout=10).text
             yield st
@@ -213,7 +226,7 @@ def test_recorded_drift_is_the_monitor_endpoints(stack: Stack) -> None:
 def test_recordings_are_mlserves_functions_of_the_recorded_bins(stack: Stack) -> None:
     """The recordings are ``drift.psi``, ``rank_auc`` and ``rank_z`` of the window and
     reference recordings of one evaluation (bins in order, the missing bin last)."""
-    at = time.time() - 2  # one evaluation, long finished
+    at = stack.evaluated_at  # one evaluation, long finished
     window = stack.prom.values(
         "model_version_feature_bin:mlserve_feature_window_bin:sum",
         "version", "feature", "bin", at=at,
@@ -287,18 +300,25 @@ def test_drift_alert_fires_for_the_shifted_feature_only(stack: Stack) -> None:
 
 
 def test_traffic_rules_see_every_role(stack: Stack) -> None:
-    rates = stack.prom.values("model_role:mlserve_requests:rate5m", "role")
+    rates = stack.prom.values("model_role:mlserve_requests:rate5m", "role", at=stack.evaluated_at)
     # pinned: exported at zero from load, so rate() sees its first requests
     assert set(rates) == {("stable",), ("canary",), ("shadow",), ("pinned",)}
     assert rates.pop(("pinned",)) == 0  # no pinned traffic was sent
     assert all(r > 0 for r in rates.values())
-    failures = stack.prom.values("model_role:mlserve_request_failures:ratio_rate5m", "role")
+    failures = stack.prom.values(
+        "model_role:mlserve_request_failures:ratio_rate5m", "role", at=stack.evaluated_at
+    )
     assert 0 < failures[("stable",)] + failures[("canary",)] < 0.2  # the invalid requests
     agreement = stack.prom.values(
-        "model_version_output:mlserve_shadow_disagreement:ratio_rate5m", "version", "output"
+        "model_version_output:mlserve_shadow_disagreement:ratio_rate5m",
+        "version",
+        "output",
+        at=stack.evaluated_at,
     )
     assert set(agreement) == {("3", "label")}
-    p99 = stack.prom.values("model_role:mlserve_request_duration_seconds:p99_rate5m", "role")
+    p99 = stack.prom.values(
+        "model_role:mlserve_request_duration_seconds:p99_rate5m", "role", at=stack.evaluated_at
+    )
     assert set(p99) == set(rates)
     assert all(0 < v < 10 and math.isfinite(v) for v in p99.values())
 
