@@ -640,3 +640,18 @@ def test_flat_data_length_is_checked_before_conversion():
     tensor = _tensor("FP32", [1, 3], ["not", "numbers", "at", "all"])
     with pytest.raises(InvalidInput, match="needs 3 values, 'data' holds 4"):
         decode_json(_spec("FP32"), tensor, LIMITS)
+
+
+def test_json_bytes_tensors_hold_at_most_the_binary_limit() -> None:
+    """One rule for BYTES, JSON or binary: each string is a Python object made on the loop."""
+    from mlserve.runtime.tensors import MAX_BYTES_ELEMENTS
+
+    spec = TensorSpec("text", "BYTES", (-1,))
+    limits = InputLimits(max_elements=10**7, max_rows=10**7, allow_nan=False)
+    at_limit = {"name": "text", "datatype": "BYTES", "shape": [MAX_BYTES_ELEMENTS]}
+    at_limit["data"] = ["a"] * MAX_BYTES_ELEMENTS
+    assert decode_json(spec, at_limit, limits).shape == (MAX_BYTES_ELEMENTS,)
+    over = dict(at_limit, shape=[MAX_BYTES_ELEMENTS + 1], data=["a"] * (MAX_BYTES_ELEMENTS + 1))
+    with pytest.raises(InvalidInput, match=f"over the limit of {MAX_BYTES_ELEMENTS} strings") as e:
+        decode_json(spec, over, limits)
+    assert e.value.reason == "size"

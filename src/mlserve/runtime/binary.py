@@ -23,12 +23,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput
-from .tensors import InputLimits, TensorSpec, check_header, decode_bytes
+from .tensors import (
+    MAX_BYTES_ELEMENTS,
+    InputLimits,
+    TensorSpec,
+    check_bytes_count,
+    check_header,
+    decode_bytes,
+)
+
+__all__ = ["MAX_BYTES_ELEMENTS"]  # re-exported: the limit's home is tensors.py
 
 _LENGTH = struct.Struct("<I")
-# The most elements one BYTES tensor may hold (binary; the JSON body scan counts a BYTES
-# input at this too): each is a str made on the event loop.
-MAX_BYTES_ELEMENTS = 1 << 17
 
 
 def binary_size(tensor: dict[str, Any]) -> int | None:
@@ -78,12 +84,7 @@ def decode_binary(
 def _decode_bytes(
     spec: TensorSpec, shape: tuple[int, ...], count: int, blob: memoryview
 ) -> np.ndarray:
-    if count > MAX_BYTES_ELEMENTS:
-        raise InvalidInput(
-            f"input {spec.name!r} claims {count} BYTES elements, over the limit of "
-            f"{MAX_BYTES_ELEMENTS} strings a tensor (send fewer rows a request)",
-            reason="size",
-        )
+    check_bytes_count(spec, count)
     decoded = decode_bytes(blob, count)
     if isinstance(decoded, np.ndarray):
         return decoded.reshape(shape)

@@ -36,6 +36,10 @@ else:
         from ._decode_py import fill_floats
         from ._decode_py import json_counts as json_counts
 
+# The most elements one BYTES tensor may hold, JSON or binary (the JSON body scan counts a
+# BYTES input at this too): each is a str object made on the event loop.
+MAX_BYTES_ELEMENTS = 1 << 17
+
 # V2 datatype → numpy dtype (BYTES: numpy object arrays of str, as onnxruntime wants).
 V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -232,10 +236,21 @@ def decode_json(spec: TensorSpec, tensor: dict[str, Any], limits: InputLimits) -
     return array
 
 
+def check_bytes_count(spec: TensorSpec, count: int) -> None:
+    """At most ``MAX_BYTES_ELEMENTS`` strings a BYTES tensor, JSON or binary."""
+    if count > MAX_BYTES_ELEMENTS:
+        raise InvalidInput(
+            f"input {spec.name!r} claims {count} BYTES elements, over the limit of "
+            f"{MAX_BYTES_ELEMENTS} strings a tensor (send fewer rows a request)",
+            reason="size",
+        )
+
+
 def _decode_strings(
     spec: TensorSpec, data: list[Any], shape: tuple[int, ...], count: int
 ) -> np.ndarray:
     """BYTES: an object array of the request's own str objects (no fixed-width copy)."""
+    check_bytes_count(spec, count)
     try:
         raw = np.array(data, dtype=object)  # ragged nesting leaves lists as elements
     except ValueError as exc:
