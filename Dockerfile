@@ -4,6 +4,7 @@
 #
 #   docker build -t mlserve .
 #   docker build --build-arg ONNXRUNTIME=onnxruntime-gpu -t mlserve:gpu .   # CUDA provider
+#   scripts/lock        # after changing a dependency: the locks from the tested environment
 #   docker run -p 8080:8080 -v "$PWD/registry:/mnt/models:ro" mlserve
 #
 # The install steps live in deploy/docker/*.sh so the test suite runs the very same steps in
@@ -33,10 +34,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/mlserve \
     PATH=/opt/mlserve/bin:$PATH
 COPY --from=build /wheels /tmp/wheels
+# Dependencies from the lock (exact versions and hashes, written by scripts/lock from the
+# environment the tests ran in): an image built next month installs what was tested.
+COPY deploy/docker/requirements.lock deploy/docker/onnxruntime-gpu.lock /tmp/locks/
 COPY deploy/docker/install-wheel.sh /usr/local/bin/
 RUN python -m venv /opt/mlserve \
-    && install-wheel.sh /tmp/wheels "${ONNXRUNTIME}" \
-    && rm -rf /tmp/wheels \
+    && install-wheel.sh /tmp/wheels "${ONNXRUNTIME}" /tmp/locks \
+    && rm -rf /tmp/wheels /tmp/locks \
     && useradd --create-home --uid 10001 --user-group mlserve \
     && mkdir -p /mnt/models /var/lib/mlserve \
     && chown mlserve:mlserve /var/lib/mlserve

@@ -1,9 +1,11 @@
-"""Deployment artefacts: the Dockerfile (linted, its install steps run), Kubernetes and KServe
-manifests (validated, and the server started the way they start it)."""
+"""Deployment artefacts: the Dockerfile (linted, its install steps run from the lock), the lock
+(the tested environment, covering pyproject), Kubernetes and KServe manifests (validated, the
+image set by kustomize, and the server started the way they start it)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import re
 import shutil
@@ -16,11 +18,14 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from .conftest import free_port, linear_model, running_server, write_version
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+LOCKS = ROOT / "deploy" / "docker"
 
 
 def _tool(name: str) -> str:
@@ -89,6 +94,76 @@ def _env_of_runtime_stage() -> dict[str, str]:
     return env
 
 
+def _locked(path: Path) -> dict[str, tuple[str, int]]:
+    """name → (version, number of hashes) of a lock written by scripts/lock."""
+    out: dict[str, tuple[str, int]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        if m := re.match(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", line):
+            name = canonicalize_name(m[1])
+            out[name] = (m[2], 0)
+        elif m := re.match(r"^ +--hash=sha256:[0-9a-f]{64}", line):
+            out[name] = (out[name][0], out[name][1] + 1)
+    return out
+
+
+def _closure(requirements: list[Requirement]) -> set[str]:
+    """Every distribution the requirements need in this environment, extras followed."""
+    seen: set[str] = set()
+    todo = [(r, frozenset(r.extras)) for r in requirements if not r.marker or r.marker.evaluate()]
+    while todo:
+        req, extras = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen and not extras:
+            continue
+        seen.add(name)
+        for text in importlib.metadata.requires(req.name) or []:
+            dep = Requirement(text)
+            wanted = not dep.marker or any(
+                dep.marker.evaluate({"extra": e}) for e in (extras or {""})
+            )
+            if wanted:
+                todo.append((dep, frozenset(dep.extras)))
+    return seen
+
+
+def test_the_lock_is_the_tested_environment_and_covers_pyproject() -> None:
+    """The image installs deploy/docker/requirements.lock: exactly the closure of pyproject's
+    runtime dependencies, each at a version pyproject accepts and at the version installed
+    here (scripts/test installs under the lock), every entry hashed. After a dependency
+    change, scripts/lock rewrites it."""
+    import tomllib
+
+    locked = _locked(LOCKS / "requirements.lock")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    for req in wanted:
+        if req.marker and not req.marker.evaluate():
+            continue
+        name = canonicalize_name(req.name)
+        assert name in locked, f"{req} is not in the lock: run scripts/lock"
+        assert req.specifier.contains(locked[name][0], prereleases=True), (
+            f"the lock has {name}=={locked[name][0]}, pyproject wants {req}: run scripts/lock"
+        )
+    closure = _closure(wanted)
+    assert set(locked) == closure, (
+        f"missing from the lock: {sorted(closure - set(locked))}, "
+        f"not needed: {sorted(set(locked) - closure)}: run scripts/lock"
+    )
+    for name, (version, hashes) in locked.items():
+        assert hashes >= 1, f"{name} has no hash in the lock"
+        installed = importlib.metadata.version(name)
+        assert installed == version, (
+            f"{name} {installed} is installed, the lock has {version}: the tests ran on "
+            "something other than the image's versions (install with scripts/test)"
+        )
+    gpu = _locked(LOCKS / "onnxruntime-gpu.lock")
+    assert list(gpu) == ["onnxruntime-gpu"] and gpu["onnxruntime-gpu"][1] >= 1
+    ours = tuple(int(x) for x in locked["onnxruntime"][0].split(".")[:2])
+    cuda = tuple(int(x) for x in gpu["onnxruntime-gpu"][0].split(".")[:2])
+    assert cuda <= ours and cuda >= (ours[0], ours[1] - 2), (cuda, ours)
+
+
 def test_install_steps_in_a_fresh_environment(tmp_path: Path) -> None:
     """The build stage's and the runtime stage's steps, as the Dockerfile runs them: copy
     what it copies, build the wheel, install it into a fresh venv, start the entrypoint,
@@ -127,7 +202,7 @@ def test_install_steps_in_a_fresh_environment(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "built mlserve-" in out.stdout
     out = subprocess.run(
-        [str(steps / "install-wheel.sh"), str(wheels), "onnxruntime"],
+        [str(steps / "install-wheel.sh"), str(wheels), "onnxruntime", str(LOCKS)],
         env=envs["runtime"],
         capture_output=True,
         text=True,
@@ -136,7 +211,7 @@ def test_install_steps_in_a_fresh_environment(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "installed" in out.stdout
     refused = subprocess.run(
-        [str(steps / "install-wheel.sh"), str(wheels), "onnxruntime-rocm-typo"],
+        [str(steps / "install-wheel.sh"), str(wheels), "onnxruntime-rocm-typo", str(LOCKS)],
         env=envs["runtime"],
         capture_output=True,
         text=True,
@@ -284,6 +359,51 @@ def test_deployment_matches_the_server(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ KServe
 KSERVE = ROOT / "deploy" / "kserve"
+
+
+def _images(docs: list[dict[str, Any]]) -> list[str]:
+    """Every container image of the manifests (pod templates and KServe's runtime)."""
+    out = []
+    for d in docs:
+        spec = d.get("spec", {})
+        pod = spec.get("template", {}).get("spec", spec)
+        out += [c["image"] for c in pod.get("containers", []) if "image" in c]
+    return out
+
+
+def test_one_kustomization_sets_the_image_of_every_manifest(tmp_path: Path) -> None:
+    """The image name and tag live in each directory's kustomization.yaml (default
+    mlserve:latest, the local-cluster build); an overlay renames every container's image."""
+    for sub in ("kubernetes", "kserve"):
+        kust = yaml.safe_load((ROOT / "deploy" / sub / "kustomization.yaml").read_text())
+        (entry,) = kust["images"]
+        assert (entry["newName"], entry["newTag"]) == ("mlserve", "latest")
+        images = [i for r in kust["resources"] for i in _images(_docs(ROOT / "deploy" / sub / r))]
+        assert images and {i.split(":")[0] for i in images} == {entry["name"]}, images
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:  # the structure above is what kustomize reads; rendering needs it
+        return
+    deploy = tmp_path / "deploy"
+    for sub in ("kubernetes", "kserve"):
+        shutil.copytree(ROOT / "deploy" / sub, deploy / sub)
+    (deploy / "prod").mkdir()
+    (deploy / "prod" / "kustomization.yaml").write_text(
+        "resources: [../kubernetes, ../kserve]\n"
+        "images:\n  - name: mlserve\n    newName: registry.example.com/ml/mlserve\n"
+        '    newTag: "1.2.3"\n'
+    )
+    for path, expected in (
+        (deploy / "kubernetes", "mlserve:latest"),
+        (deploy / "prod", "registry.example.com/ml/mlserve:1.2.3"),
+    ):
+        out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+        images = _images(docs)
+        assert images and set(images) == {expected}, (path, images)
+    assert len(docs) == len(_docs(K8S)) + len(_docs(ROOT / "deploy/kserve/servingruntime.yaml")) + (
+        len(_docs(ROOT / "deploy/kserve/inferenceservice.yaml"))
+    )
 
 
 def test_kserve_manifests_structure() -> None:

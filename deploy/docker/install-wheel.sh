@@ -1,22 +1,42 @@
 #!/bin/sh
 # Runtime stage of the Dockerfile: install the wheel from directory $1 into the active
-# Python environment, with onnxruntime package $2 (onnxruntime or onnxruntime-gpu). Both
-# packages provide the same "onnxruntime" module and cannot be installed side by side, so
-# the GPU build replaces the CPU one at the same version.
+# Python environment, its dependencies from the locks in directory $3 (exact versions, every
+# file's sha256 checked: requirements.lock, written by scripts/lock from the tested
+# environment), with onnxruntime package $2: onnxruntime, or onnxruntime-gpu (the CUDA build,
+# onnxruntime-gpu.lock, in place of onnxruntime: both provide the "onnxruntime" module and
+# cannot be installed side by side).
 set -eu
 wheels=${1:?wheel directory}
 runtime=${2:-onnxruntime}
-python -m pip install --no-cache-dir "$wheels"/mlserve-*.whl
+locks=${3:?lock directory}
+deps=$(mktemp)
 case "$runtime" in
-onnxruntime) ;;
+onnxruntime) cp "$locks/requirements.lock" "$deps" ;;
 onnxruntime-gpu)
-    version=$(python -c "import importlib.metadata as m; print(m.version('onnxruntime'))")
-    python -m pip uninstall -y onnxruntime
-    python -m pip install --no-cache-dir "onnxruntime-gpu==$version"
+    # The lock without onnxruntime's own entry (its name line and the lines indented under it).
+    awk '/^onnxruntime==/ {skip = 1; next} skip && /^ / {next} {skip = 0; print}' \
+        "$locks/requirements.lock" > "$deps"
+    cat "$locks/onnxruntime-gpu.lock" >> "$deps"
     ;;
 *)
     echo "install-wheel.sh: unknown onnxruntime package $runtime" >&2
     exit 2
+    ;;
+esac
+python -m pip install --no-cache-dir --require-hashes --no-deps -r "$deps"
+rm -f "$deps"
+python -m pip install --no-cache-dir --no-deps "$wheels"/mlserve-*.whl
+# Every dependency present at a version mlserve accepts (the CUDA build stands in for the
+# onnxruntime distribution, which pip check cannot know).
+problems=$(python -m pip check 2>&1 || true)
+if [ "$runtime" = onnxruntime-gpu ]; then
+    problems=$(printf '%s\n' "$problems" | grep -v "requires onnxruntime, which is not installed" || true)
+fi
+case "$problems" in
+"" | "No broken requirements found.") ;;
+*)
+    echo "install-wheel.sh: the lock does not satisfy mlserve: $problems" >&2
+    exit 1
     ;;
 esac
 # The installed server imports, with its compiled kernel.
