@@ -243,8 +243,11 @@ class ExecutionConfig:
     mode: str = "auto"
     inline_threshold_us: float = 300.0
     warmup_runs: int = 5
-    # onnxruntime IO binding: "auto" (on when a GPU provider runs the session), "on", "off".
+    # onnxruntime IO binding: "auto" (the faster of bound and plain runs, timed at warm-up),
+    # "on", "off".
     io_binding: str = "auto"
+    # Session creation and warm-up of one version must end within this; else it is failed.
+    load_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -622,6 +625,11 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [execution] warmup_runs must be >= 1")
     if not e.inline_threshold_us >= 0:  # also rejects NaN
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [execution] inline_threshold_us must be >= 0")
+    if not 0 < e.load_timeout_s < float("inf"):  # also rejects NaN
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [execution] load_timeout_s must be a number of seconds > 0, "
+            f"got {e.load_timeout_s!r}"
+        )
     if i.max_rows < 1:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [inputs] max_rows must be >= 1")
     if i.max_elements < 0:

@@ -1,17 +1,23 @@
 """One model version's onnxruntime session: providers, threads, IO schema, warm-up.
 
-Sessions are built and warmed up entirely at load; a version is ready only after
-warm-up passed (and, when ``samples.npz`` holds golden outputs, matched them). The
-execution mode (inline on the event loop, or on a worker thread) is decided here,
-once, from warm-up timing.
+Sessions are built and warmed up entirely at load, within a deadline; a version is
+ready only after warm-up passed (and, when ``samples.npz`` holds golden outputs,
+matched them). The execution mode (inline on the event loop, or on a worker thread)
+and IO binding are decided here, once, from warm-up timing. Every run of a session
+can be told to stop (``terminate_runs``, for shutdown).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
+import shutil
+import tempfile
+import threading
 import time
+import weakref
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +55,28 @@ except ImportError:  # pragma: no cover - layout of very old onnxruntime builds
 # Providers whose sessions run on a device, and onnxruntime's name for that device.
 _DEVICES = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 
+_CPU = "CPUExecutionProvider"
+# The warm-up profile read for the node provider report, at most.
+PROFILE_MAX_BYTES = 16 << 20
+
+# How long a load whose deadline passed may take to stop after its runs were told to.
+STOP_GRACE_S = 1.0
+
+# Every session of this process, so that shutdown can stop their runs.
+_LIVE: weakref.WeakSet[ModelSession] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def terminate_runs() -> int:
+    """Tell every run of every session in this process, in flight or to come, to stop at
+    onnxruntime's next operator boundary (a ``Loop`` checks before each iteration); the
+    run raises, as ``InferenceFailed``. For shutdown. Returns how many sessions were told."""
+    with _LIVE_LOCK:
+        sessions = list(_LIVE)
+    for session in sessions:
+        session.run_options.terminate = True
+    return len(sessions)
+
 
 @dataclass(frozen=True)
 class WarmupReport:
@@ -72,11 +100,22 @@ class ModelSession:
         execution: ExecutionConfig,
         inputs_policy: InputPolicy,
         server_max_elements: int,
+        *,
+        run_options: ort.RunOptions | None = None,
+        node_report: str = "off",
     ) -> None:
+        """``run_options`` go with every run (setting its ``terminate`` stops them).
+        ``node_report`` (``describe()["node_providers"]``): "on" profiles the first warm-up
+        run to learn which execution provider ran each node; "auto" does so only when the
+        session has a provider besides the CPU's (with the CPU provider alone, every node
+        runs on it, and a profile of a ``Loop`` can grow by the million events)."""
         self.model = model
         self.version = version
         self.path = path
         self.execution = execution
+        self.run_options = run_options if run_options is not None else ort.RunOptions()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         self.requested_providers = tuple(execution.providers)
         providers, self.provider_note = choose_providers(execution.providers)
         options = ort.SessionOptions()
@@ -84,12 +123,19 @@ class ModelSession:
         options.inter_op_num_threads = execution.inter_op_threads
         options.graph_optimization_level = _OPT_LEVELS[execution.graph_optimization]
         options.log_severity_level = 4  # failures are translated and logged by us
+        self._profile_dir: str | None = None
+        self.node_providers: dict[str, dict[str, Any]] | None = None
+        if node_report == "on" or (node_report == "auto" and providers != [_CPU]):
+            self._profile_dir = tempfile.mkdtemp(prefix="mlserve-profile-")
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(self._profile_dir) / "warmup")
         check_external_data(path)  # before onnxruntime opens any file the model names
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=providers
             )
         except Exception as exc:  # onnxruntime raises several unrelated classes here
+            self._end_profile()
             # Its messages name absolute paths: make them relative before cutting them short.
             text = str(exc)
             for directory in {str(path.parent.resolve()), str(path.parent)}:
@@ -98,6 +144,8 @@ class ModelSession:
                 f"onnxruntime could not load the model: {_short(RuntimeError(text))}"
             ) from exc
         self.providers = tuple(self.session.get_providers())
+        if self.providers == (_CPU,) and node_report != "off" and self._profile_dir is None:
+            self.node_providers = {_CPU: {"nodes": "all"}}
         # A provider this build has can still fail to start (no driver, missing CUDA
         # libraries): onnxruntime then runs on the next one without raising. Say so.
         dropped = [p for p in providers if p not in self.providers]
@@ -108,8 +156,12 @@ class ModelSession:
             )
             log.warning("%s v%s: %s", model, version, note)
             self.provider_note = f"{self.provider_note}; {note}" if self.provider_note else note
-        self.inputs = tuple(_spec(arg, "input") for arg in self.session.get_inputs())
-        self.outputs = tuple(_spec(arg, "output") for arg in self.session.get_outputs())
+        try:
+            self.inputs = tuple(_spec(arg, "input") for arg in self.session.get_inputs())
+            self.outputs = tuple(_spec(arg, "output") for arg in self.session.get_outputs())
+        except ModelLoadError:
+            self._end_profile()
+            raise
         self.input_specs = {s.name: s for s in self.inputs}
         self.output_names = [s.name for s in self.outputs]
         self.output_set = frozenset(self.output_names)
@@ -122,13 +174,17 @@ class ModelSession:
         )
         # IO binding: inputs bound from host memory, outputs allocated on the provider's
         # device and copied back once, instead of onnxruntime's per-run feed handling.
-        device = _DEVICES.get(self.providers[0])
-        if execution.io_binding == "on":
-            self.io_device: str | None = device or "cpu"
-        elif execution.io_binding == "auto":
-            self.io_device = device
-        else:
-            self.io_device = None
+        # "auto" times both ways at warm-up and keeps the faster (until then: bound on a
+        # GPU provider only).
+        gpu = _DEVICES.get(self.providers[0])
+        self.binding_device = gpu or "cpu"
+        setting = execution.io_binding
+        self.io_device: str | None = (
+            self.binding_device if setting == "on" else gpu if setting == "auto" else None
+        )
+        # What warm-up timed: median µs per one-row run bound and plain (auto only).
+        self.binding_timing: dict[str, float] | None = None
+        self.binding_unusable: str | None = None  # why a bound run failed at warm-up
         self.binding_fallbacks = 0  # bound runs that failed and were rerun unbound
         self.inline = True
         self.warmup: WarmupReport | None = None
@@ -148,7 +204,7 @@ class ModelSession:
                     # Bound runs report every failure as a generic RuntimeError; rerun
                     # unbound (failures only) so a bad input is still a 400, not a 500.
                     self.binding_fallbacks += 1
-            return self.session.run(names, feeds)  # type: ignore[no-any-return]
+            return self.session.run(names, feeds, self.run_options)  # type: ignore[no-any-return]
         except _OrtInvalidArgument as exc:
             raise InvalidInput(
                 f"the model rejected the input: {_short(exc)}", reason="runtime"
@@ -177,7 +233,7 @@ class ModelSession:
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
         for name in names:
             binding.bind_output(name, self.io_device)
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, self.run_options)
         return binding.copy_outputs_to_cpu()  # type: ignore[no-any-return]
 
     def warm_up(self, samples: Path | None) -> WarmupReport:
@@ -185,22 +241,31 @@ class ModelSession:
 
         Raises ``ModelLoadError`` when a run fails or golden outputs differ.
         """
+        try:
+            return self._warm_up(samples)
+        finally:
+            self._end_profile()
+
+    def _warm_up(self, samples: Path | None) -> WarmupReport:
         feeds, golden, source = self._warmup_feeds(samples)
-        if self.io_device is not None:  # binding that fails here is switched off, with a note
+        if self.execution.io_binding != "off":  # binding that fails here is switched off
             try:
+                self.io_device = self.binding_device
                 self._run_bound(feeds, self.output_names)
             except Exception as exc:
-                self.notes.append(f"io_binding off: a bound run failed at warm-up ({_short(exc)})")
-                log.warning("%s v%s: %s", self.model, self.version, self.notes[-1])
+                if self.run_options.terminate:
+                    raise ModelLoadError(f"warm-up stopped: {_short(exc)}") from exc
                 self.io_device = None
+                self.binding_unusable = f"a bound run failed at warm-up ({_short(exc)})"
+                if self.execution.io_binding == "on":  # asked for: say so
+                    self.notes.append(f"io_binding off: {self.binding_unusable}")
+                    log.warning("%s v%s: %s", self.model, self.version, self.notes[-1])
         runs = max(1, self.execution.warmup_runs)
-        timings = []
         outputs: list[np.ndarray] = []
         try:
             for _ in range(runs):
-                start = time.perf_counter()
                 outputs = self.run(feeds)
-                timings.append(time.perf_counter() - start)
+                self._end_profile()  # one profiled run tells the providers; no more cost
         except Exception as exc:
             raise ModelLoadError(f"warm-up failed on {source} inputs: {_short(exc)}") from exc
         for name, value in zip(self.output_names, outputs, strict=True):
@@ -211,16 +276,16 @@ class ModelSession:
                 raise ModelLoadError(
                     f"warm-up output {name!r} differs from the golden output in samples.npz"
                 )
-        # Timing at one row decides the mode: what runs on the event loop must be short.
+        # Timing at one row decides the mode (what runs on the event loop must be short)
+        # and, with io_binding = "auto", whether runs are bound.
         single = {
             s.name: feeds[s.name][:1] if s.shape and s.shape[0] == -1 else feeds[s.name]
             for s in self.inputs
         }
-        one_row = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            self.run(single)
-            one_row.append(time.perf_counter() - start)
+        try:
+            one_row = self._time_one_row(single, runs)
+        except Exception as exc:
+            raise ModelLoadError(f"warm-up failed on {source} inputs: {_short(exc)}") from exc
         median = float(np.median(one_row))
         mode = self.execution.mode
         self.inline = mode == "inline" or (
@@ -228,6 +293,51 @@ class ModelSession:
         )
         self.warmup = WarmupReport(source, runs, median, float(max(one_row)), bool(golden))
         return self.warmup
+
+    def _time_one_row(self, single: dict[str, np.ndarray], runs: int) -> list[float]:
+        """Seconds per one-row run, ``runs`` times, on the path requests will take. With
+        ``io_binding = "auto"`` (and binding working), bound and plain runs alternate and
+        the faster median is kept."""
+        if self.execution.io_binding != "auto" or self.io_device is None:
+            once = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                self.run(single)
+                once.append(time.perf_counter() - start)
+            return once
+        timings: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(2 * runs):
+            bind = i % 4 in (0, 3)  # bound, plain, plain, bound, …: neither always first
+            start = time.perf_counter()
+            if bind:
+                self._run_bound(single, self.output_names)
+            else:
+                self.session.run(self.output_names, single, self.run_options)
+            timings[bind].append(time.perf_counter() - start)
+        bound, plain = timings[True], timings[False]
+        bound_s, plain_s = float(np.median(bound)), float(np.median(plain))
+        self.binding_timing = {"bound_us": bound_s * 1e6, "plain_us": plain_s * 1e6}
+        if plain_s <= bound_s:
+            self.io_device = None
+            return plain
+        return bound
+
+    def _end_profile(self) -> None:
+        """End warm-up profiling (once): which provider ran each node, then delete the file."""
+        if self._profile_dir is None:
+            return
+        directory, self._profile_dir = self._profile_dir, None
+        try:
+            if hasattr(self, "session"):
+                path = Path(self.session.end_profiling())
+                size = path.stat().st_size
+                if size > PROFILE_MAX_BYTES:
+                    raise ValueError(f"its profile holds {size >> 20} MiB (control flow?)")
+                self.node_providers = _node_providers(path)
+        except Exception as exc:  # the report is informative: never fail a load for it
+            log.warning("%s v%s: no node provider report (%s)", self.model, self.version, exc)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _warmup_feeds(
         self, samples: Path | None
@@ -303,14 +413,28 @@ class ModelSession:
         )
         return cut, kept
 
+    def _binding_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "setting": self.execution.io_binding,
+            "chosen": "on" if self.io_device is not None else "off",
+            "device": self.binding_device,
+        }
+        if self.binding_timing is not None:
+            info.update({k: round(v, 1) for k, v in self.binding_timing.items()})
+        if self.binding_unusable is not None:
+            info["unusable"] = self.binding_unusable
+        return info
+
     def describe(self) -> dict[str, Any]:
         """Runtime facts for model metadata ``parameters``."""
         info: dict[str, Any] = {
             "providers": list(self.providers),
             "requested_providers": list(self.requested_providers),
             "execution_mode": "inline" if self.inline else "thread",
-            "io_binding": self.io_device,
+            "io_binding": self._binding_info(),
         }
+        if self.node_providers is not None:
+            info["node_providers"] = self.node_providers
         if self.binding_fallbacks:
             info["io_binding_fallbacks"] = self.binding_fallbacks
         if self.provider_note:
@@ -356,11 +480,65 @@ def load_version(
     inputs_policy: InputPolicy,
     server_max_elements: int,
 ) -> ModelSession:
-    """Build and warm up ``version_dir/model.onnx``; raises ``ModelLoadError`` with the reason."""
-    session = ModelSession(
-        model, version, version_dir / "model.onnx", execution, inputs_policy, server_max_elements
-    )
-    report = session.warm_up(version_dir / "samples.npz")
+    """Build and warm up ``version_dir/model.onnx`` within ``execution.load_timeout_s``;
+    raises ``ModelLoadError`` with the reason.
+
+    The work runs on its own thread, so that the caller is free at the deadline whatever
+    onnxruntime does. At the deadline the warm-up's runs are told to stop (a ``Loop``
+    stops before its next iteration); what onnxruntime cannot stop (graph optimisation at
+    session creation, one long operator) is left to end on its own thread, and the
+    version is failed either way.
+    """
+    run_options = ort.RunOptions()
+    outcome: list[ModelSession | BaseException] = []
+
+    def build() -> None:
+        try:
+            session = ModelSession(
+                model,
+                version,
+                version_dir / "model.onnx",
+                execution,
+                inputs_policy,
+                server_max_elements,
+                run_options=run_options,
+                node_report="auto",
+            )
+            session.warm_up(version_dir / "samples.npz")
+            outcome.append(session)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=build, name=f"load {model} v{version}", daemon=True)
+    worker.start()
+    worker.join(execution.load_timeout_s)
+    if worker.is_alive():
+        run_options.terminate = True
+        worker.join(STOP_GRACE_S)
+        limit = f"{execution.load_timeout_s:g} s"
+        if worker.is_alive():
+            log.error(
+                "%s v%s: onnxruntime did not stop %g s after the load deadline (session "
+                "creation or one long operator): its thread is left to finish",
+                model,
+                version,
+                STOP_GRACE_S,
+            )
+            stopped = (
+                "onnxruntime could not stop it (session creation or a single long operator "
+                "still runs); it is abandoned"
+            )
+        else:
+            stopped = "its runs were stopped"
+        raise ModelLoadError(
+            f"warm-up exceeded {limit} (session creation and warm-up runs; raise "
+            f"[execution] load_timeout_s if this model needs longer): {stopped}"
+        )
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    session, report = result, result.warmup
+    assert report is not None  # set by warm_up
     log.info(
         "loaded %s v%s on %s: %s warm-up, %.1f µs at one row, %s mode",
         model,
@@ -436,6 +614,24 @@ def _npy_bytes(fh: Any, key: str) -> int:
     if dtype.hasobject:
         raise ModelLoadError(f"samples.npz: '{key}' holds Python objects (pickles are refused)")
     return math.prod(shape) * dtype.itemsize
+
+
+def _node_providers(profile: Path) -> dict[str, dict[str, Any]]:
+    """Which execution provider ran each node, from an onnxruntime profile: per provider,
+    the number of nodes and their operator types."""
+    events = json.loads(profile.read_bytes())
+    nodes: dict[str, tuple[str, str]] = {}
+    for event in events:
+        args = event.get("args") if isinstance(event, dict) else None
+        if event.get("cat") == "Node" and isinstance(args, dict) and "provider" in args:
+            name = str(event.get("name", "")).removesuffix("_kernel_time")
+            nodes[name] = (str(args["provider"]), str(args.get("op_name", "")))
+    report: dict[str, dict[str, Any]] = {}
+    for provider, op in nodes.values():
+        entry = report.setdefault(provider, {"nodes": 0, "ops": set()})
+        entry["nodes"] += 1
+        entry["ops"].add(op)
+    return {p: {"nodes": e["nodes"], "ops": sorted(e["ops"])} for p, e in sorted(report.items())}
 
 
 def _spec(arg: Any, kind: str) -> TensorSpec:
