@@ -1,4 +1,5 @@
-"""Running the application under uvicorn, with one or several worker processes."""
+"""Running the application under uvicorn, with one or several worker processes, and a
+bound on how long a process may take to exit after a stop signal."""
 
 from __future__ import annotations
 
@@ -9,16 +10,25 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
+import time
 import warnings
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from .config import ServerSettings
+from .http.app import app_from_environ
 from .http.fast_lane import FastLaneProtocol
 from .http.head_timeout import TimedHeadProtocol
+from .runtime.session import terminate_runs
 
 log = logging.getLogger("mlserve")
+
+# After the drain, runs still in onnxruntime are told to stop; a process that has still not
+# exited this many seconds later exits at once (a thread in onnxruntime cannot be killed).
+EXIT_BOUND_S = 5.0
 
 
 def serve(settings: ServerSettings) -> int:
@@ -46,7 +56,7 @@ def serve(settings: ServerSettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     uvicorn.run(
-        "mlserve.http.app:app_from_environ",
+        "mlserve.server:app_with_exit_bound",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -74,3 +84,71 @@ def serve(settings: ServerSettings) -> int:
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def app_with_exit_bound() -> ExitBound:
+    """Factory for uvicorn (each worker): ``app_from_environ`` under an ``ExitBound``."""
+    app = app_from_environ()
+    return ExitBound(app, app.settings.drain_seconds)
+
+
+class ExitBound:
+    """An ASGI application whose process ends at the latest ``drain_seconds`` +
+    ``EXIT_BOUND_S`` after SIGTERM or SIGINT, whatever onnxruntime is running: at the end
+    of the drain every session's runs are told to stop (``terminate_runs``), and a process
+    still alive ``EXIT_BOUND_S`` later exits with status 1, saying why. Without this, a
+    runaway run on a thread (a request, a warm-up) holds the exit forever: the interpreter
+    joins its threads before it exits."""
+
+    def __init__(self, app: Any, drain_seconds: float) -> None:
+        self.app = app  # the name the fast lane looks for (fast_lane.find_infer)
+        self.drain_seconds = drain_seconds
+        self._armed = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            self._see_stop_signals()
+        await self.app(scope, receive, send)
+
+    def _see_stop_signals(self) -> None:
+        # At lifespan start uvicorn's handlers are in place (in every worker): chain ours
+        # before them; uvicorn restores its predecessors when it exits.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue
+
+            def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+                self.arm()
+                previous(signum, frame)
+
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not the main thread (an embedding app): nothing to do
+                return
+
+    def arm(self) -> None:
+        """Start the countdown (once): a stop signal arrived."""
+        if self._armed.is_set():
+            return
+        self._armed.set()
+        threading.Thread(target=self._countdown, name="mlserve exit bound", daemon=True).start()
+
+    def _countdown(self) -> None:
+        start = time.monotonic()
+        time.sleep(self.drain_seconds)
+        told = terminate_runs()
+        log.info("drain over: runs of %d sessions told to stop", told)
+        time.sleep(EXIT_BOUND_S)
+        left = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+        log.error(
+            "exiting now, %.1f s after the stop signal (drain %g s + %g s): the process had "
+            "not ended (threads left: %s)",
+            time.monotonic() - start,
+            self.drain_seconds,
+            EXIT_BOUND_S,
+            ", ".join(left),
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)

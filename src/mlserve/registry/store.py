@@ -1,19 +1,21 @@
 """Model versions and their states: loading, ready, failed, draining, retired.
 
 The store scans the registry, loads each selected version fully (session built,
-warmed up) before it takes traffic, and publishes the ready set as fresh
-dictionaries swapped in one assignment, so request threads never see a half
-update. It knows neither HTTP nor metric objects.
+warmed up, within its deadline) before it takes traffic, and publishes the ready set
+as fresh dictionaries swapped in one assignment, so request threads never see a half
+update. Loads run outside the state lock: routing changes and views never wait for
+one. It knows neither HTTP nor metric objects.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -221,7 +223,10 @@ class ModelStore(Generic[E]):
         self._loaded_fp: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._config_fp: dict[str, tuple[Any, ...]] = {}
         self._routing_fp: dict[str, tuple[Any, ...]] = {}
+        # _lock guards the state and is held briefly; _scan_lock keeps one scan or load at
+        # a time, and is held while versions load (with _lock released).
         self._lock = threading.Lock()
+        self._scan_lock = threading.Lock()
         self.models: dict[str, ModelRecord] = {}
         # Published views, replaced wholesale: model → version → session, and model → default.
         self._ready: dict[str, dict[int, E]] = {}
@@ -312,7 +317,7 @@ class ModelStore(Generic[E]):
         load never disturbs what serves. Retired versions finish their in-flight requests
         (they hold their own references) and are then freed.
         """
-        with self._lock:
+        with self._scan_lock, self._lock:
             try:
                 found = scan_registry(self.root, self.settings.model_name)
             except (OSError, RuntimeError) as exc:  # unreadable (or a link loop): keep serving
@@ -569,7 +574,7 @@ class ModelStore(Generic[E]):
 
     def unload(self, model: str) -> None:
         """Retire every version of ``model`` and keep it out until ``load``."""
-        with self._lock:
+        with self._scan_lock, self._lock:
             record = self.record(model)
             for version in list(record.versions):
                 self._retire(model, version)
@@ -585,7 +590,7 @@ class ModelStore(Generic[E]):
 
     def load(self, model: str) -> list[str]:
         """Load (or reload from disk) ``model`` now, whatever the watcher last saw."""
-        with self._lock:
+        with self._scan_lock, self._lock:
             try:
                 found = scan_registry(self.root, self.settings.model_name)
             except OSError as exc:
@@ -775,8 +780,11 @@ class ModelStore(Generic[E]):
                 raise ModelLoadError(str(exc)) from exc
             # incomplete_reason() has just checked model.onnx against lineage's sha256
             rec.gate = gate_status(vdir.path, config.gate, vdir.expected_sha256())
-            rec.session = self._loader(vdir, config, self.settings)
-            rec.endpoint = self._prepare(rec.session, config)
+            # Outside the state lock (still one load at a time): a slow or runaway load
+            # holds up neither routing changes nor views, only the next load.
+            with _released(self._lock):
+                rec.session = self._loader(vdir, config, self.settings)
+                rec.endpoint = self._prepare(rec.session, config)
         except Exception as exc:  # whatever goes wrong, only this version fails
             if not isinstance(exc, (ModelLoadError, OSError, ValueError)):
                 log.exception("unexpected error loading %s v%s", vdir.model, vdir.version)
@@ -854,6 +862,16 @@ class ModelStore(Generic[E]):
             return self._splits[model]
         except KeyError:
             raise self._lookup_error(model, None) from None
+
+
+@contextlib.contextmanager
+def _released(lock: threading.Lock) -> Iterator[None]:
+    """``lock`` (held by the caller) released for the block, taken again after it."""
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
 
 
 def _eligibility(record: ModelRecord) -> tuple[dict[int, Any], set[int], dict[int, str]]:
