@@ -4,8 +4,8 @@
     python -m benchmarks.lane_cpu --profile fast   # and where the fast lane's time goes
 
 ``floor`` is the raw ASGI floor app of ``benchmarks/serve.py`` behind uvicorn's own protocol.
-The real protocol class (``FastLaneProtocol`` or, for ``--fast-lane off``,
-``TimedHeadProtocol``) is fed whole V2 JSON requests through ``data_received`` on a running
+mlserve's protocol class (``HttpConnection``, the fast lane, or ``AsgiConnection``, as with
+``--fast-lane off``) is fed whole V2 JSON requests through ``data_received`` on a running
 uvloop, as uvicorn feeds it, with a transport that keeps what is written instead of sending
 it. What it measures is therefore the server's own per-request CPU — parsing, the ASGI cycle
 or the fast lane, decoding, routing, the onnxruntime call, monitoring and encoding — without
@@ -36,8 +36,7 @@ from uvicorn.server import ServerState
 
 from mlserve.config import ServerSettings
 from mlserve.http.app import create_app
-from mlserve.http.fast_lane import FastLaneProtocol
-from mlserve.http.head_timeout import TimedHeadProtocol
+from mlserve.http.connection import AsgiConnection, HttpConnection
 
 from .floors import raw_app
 from .serve import make_registry
@@ -112,7 +111,7 @@ async def _measure(
         proxy_headers=False,
     )  # fmt: skip
     config.load()
-    protocol_class = FastLaneProtocol if lane == "fast" else TimedHeadProtocol
+    protocol_class = HttpConnection if lane == "fast" else AsgiConnection
     protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
     transport = _Transport()
     protocol.connection_made(transport)
@@ -121,7 +120,7 @@ async def _measure(
 
     async def one() -> None:
         protocol.data_received(data)
-        while not protocol.cycle.response_complete:  # the ASGI lane answers from a task
+        while not protocol.current.done:  # answered from a loop callback or a task
             await asyncio.sleep(0)
 
     for _ in range(2000):  # warm up

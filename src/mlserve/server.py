@@ -20,8 +20,7 @@ import uvicorn
 
 from .config import ServerSettings
 from .http.app import app_from_environ
-from .http.fast_lane import FastLaneProtocol
-from .http.head_timeout import TimedHeadProtocol
+from .http.connection import AsgiConnection, HttpConnection
 from .runtime.session import terminate_runs
 
 log = logging.getLogger("mlserve")
@@ -63,11 +62,11 @@ def serve(settings: ServerSettings) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         loop="uvloop",
-        # httptools with limits on request heads (size: protocol.py, time: head_timeout.py)
-        # that answers whole infer requests itself (fast_lane.py).
-        http=FastLaneProtocol if settings.fast_lane == "on" else TimedHeadProtocol,
-        # The request-head size limit of protocol.py: uvicorn's own setting (h11 only) carries
-        # it to every worker process.
+        # Our own HTTP/1.1 protocol (http/connection.py): limits and timeouts on request
+        # heads, and infer requests answered by the fast lane unless it is off.
+        http=HttpConnection if settings.fast_lane == "on" else AsgiConnection,
+        # The request-head size limit of connection.py: uvicorn's own setting (h11 only)
+        # carries it to every worker process.
         h11_max_incomplete_event_size=settings.max_header_bytes,
         lifespan="on",
         access_log=False,

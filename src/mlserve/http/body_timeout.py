@@ -63,6 +63,10 @@ class BodyDeadlines:
             return None
         self._expired.discard(task)
         task.uncancel()
+        return self.late()
+
+    def late(self) -> RequestTimeout:
+        """The error for a body that did not arrive in time (both lanes answer it)."""
         return RequestTimeout(
             f"the request body did not arrive within {self.timeout:g} s (--body-timeout-seconds)"
         )

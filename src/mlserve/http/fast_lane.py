@@ -1,127 +1,36 @@
-"""The fast lane: infer requests answered from the HTTP protocol, without the ASGI cycle.
+"""The fast lane: infer requests answered by the connection itself, without the ASGI cycle.
 
-uvicorn hands every request to the application as an ASGI cycle: a task, a ``receive`` and
-two ``send`` calls that check and copy every header. For ``POST
-/v2/models/{m}[/versions/{v}]/infer`` whose whole request (head and body) arrives in one
-read — nearly every request of a client that keeps its connection open — this protocol
-calls the infer core (``InferHandler``: the very same head check, run and accounting as the
-ASGI lane) and writes the answer in one ``transport.write``. The answer is computed in a
-callback scheduled when the request is complete (``call_soon``), not inside the parser's own
-callback: the loop then reads every ready connection before it answers any, as it does for
-the ASGI lane's tasks; answering inside the read callback was measured 10–20 % slower at 64
-connections than the ASGI lane itself (benchmarks/RESULTS.md). A model that runs inline
-answers with no task at all; one that waits (thread pool, batcher) continues in a task from
-where it stopped.
-
-Everything else takes the ASGI lane, unchanged: other routes; a body still arriving when the
-read ends (its wait needs the body timeout's task); ``Expect: 100-continue``; a request
-pipelined behind one in flight; a server over its concurrency limit. The lanes' answers are
-identical (``tests/test_fast_lane.py`` compares them response for response).
+For ``POST /v2/models/{m}[/versions/{v}]/infer`` (a plain path: no query, no escapes) the
+connection (``connection.py``) keeps only the headers the infer core reads (``HEADERS``),
+builds no ASGI scope, and calls the core (``InferHandler``: the very same head check, run
+and accounting as the ASGI lane) in three steps: ``head`` when the request's turn comes,
+``run`` once the whole body is in (scheduled with ``call_soon`` after the read that
+completed it, so that the loop reads every ready connection before it answers any), and
+``finish`` after the one write of the answer. A model that runs inline answers with no task
+at all; one that waits (thread pool, batcher) continues in a task from where it stopped. A
+body still arriving is collected by the connection (into one buffer sized by its
+Content-Length) under the body timeout, which the connection sweep checks (``timers.py``).
+The lanes' answers are identical (``tests/test_fast_lane.py`` compares them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Coroutine, Generator
-from typing import Any
-
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import PayloadTooLarge
-from .head_timeout import TimedHeadProtocol
-from .infer import INFER_PREFIX, INFER_SUFFIX, InferHandler, Reply, error_reply
+from .exchange import Exchange
+from .infer import InferHandler, Reply, error_reply
 
-_CONNECTION_CLOSE = b"connection: close\r\n"
+if TYPE_CHECKING:
+    from .connection import HttpConnection
 
-
-class FastLaneProtocol(TimedHeadProtocol):
-    """``TimedHeadProtocol`` that answers whole infer requests itself (see the module doc)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._infer = _find_infer(self.app)
-        self._in_head_complete = False
-        self._held: Any = None  # an infer cycle whose body is still in this read
-
-    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        if (
-            self._in_head_complete
-            and app is self.app
-            and self._infer is not None
-            and not cycle.waiting_for_100_continue
-            and not self.flow.write_paused  # a client not reading: the ASGI lane waits
-        ):
-            scope = cycle.scope
-            path = scope["path"]
-            if (
-                scope["method"] == "POST"
-                and path.endswith(INFER_SUFFIX)
-                and path.startswith(INFER_PREFIX)
-            ):
-                self._held = cycle  # answered at message complete if the body is in this read
-                return
-        super()._start_asgi_task(cycle, app)
-
-    def on_headers_complete(self) -> None:
-        self._in_head_complete = True
-        try:
-            super().on_headers_complete()
-        finally:
-            self._in_head_complete = False
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        cycle = self._held
-        if cycle is not None and cycle is self.cycle:
-            self._held = None
-            self.loop.call_soon(self._answer, cycle)  # after this iteration's reads
-
-    def on_response_complete(self) -> None:
-        # Several answers inside one read would each arm uvicorn's keep-alive timer, which
-        # cancels only the last one at the next read: cancel the previous one first.
-        self._unset_keepalive_if_required()
-        super().on_response_complete()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        cycle = self._held
-        if cycle is not None:  # its body goes on in later reads: the ASGI lane reads it
-            self._held = None
-            if not cycle.response_complete and not self.transport.is_closing():
-                super()._start_asgi_task(cycle, self.app)
-
-    # ------------------------------------------------------------------ answering
-    def _answer(self, cycle: Any) -> None:
-        infer = self._infer
-        assert infer is not None
-        if self.transport.is_closing():  # answered "close" to an earlier request in this read
-            return
-        scope = cycle.scope
-        head = infer.head(scope["method"], scope["path"], scope["headers"])
-        if isinstance(head, Reply):
-            _write(cycle, head)
-            return
-        body = bytes(cycle.body)
-        if len(body) > infer.max_body:  # no (or a false) Content-Length: the ASGI lane's rule
-            _write(cycle, infer.refused(head, _too_large(infer)))
-            return
-        cycle.body = bytearray()
-        run = infer.run(head, body)
-        try:
-            waiting = run.send(None)
-        except StopIteration as done:  # answered without waiting: no task
-            reply: Reply = done.value
-            _write(cycle, reply)
-            infer.finish(reply)
-            return
-        except BaseException as exc:  # a bug below the core's own error handling
-            _write(cycle, error_reply(exc))
-            return
-        task = self.loop.create_task(_resume(run, waiting, cycle, infer))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+# What InferHandler.head reads; the fast lane keeps no other header.
+HEADERS = frozenset({b"content-length", b"inference-header-content-length", b"mlserve-routing-key"})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def _find_infer(app: Any) -> InferHandler | None:
+def find_infer(app: Any) -> InferHandler | None:
     """The application's infer core, through uvicorn's wrappers (None: not an mlserve app)."""
     for _ in range(8):
         infer = getattr(app, "infer", None)
@@ -133,8 +42,61 @@ def _find_infer(app: Any) -> InferHandler | None:
     return None
 
 
-def _too_large(infer: InferHandler) -> PayloadTooLarge:
+def too_large(infer: InferHandler) -> PayloadTooLarge:
     return PayloadTooLarge(f"request body is over the limit of {infer.max_body} bytes")
+
+
+def start(conn: HttpConnection, ex: Exchange) -> None:
+    """``ex``'s turn: check its head; answer it, or read its body (answered when whole)."""
+    infer = conn.infer
+    assert infer is not None
+    head = infer.head(ex.method, ex.path, ex.headers)
+    if isinstance(head, Reply):
+        conn.answer(ex, head)
+        return
+    ex.request = head
+    if ex.complete:
+        conn.loop.call_soon(answer, conn, ex)
+        return
+    declared = head.declared
+    if declared and ex.size == 0:  # each read then copies only its own bytes, once
+        ex.buffer = bytearray(declared)
+    ex.body_started = head.start
+    if ex.expect_continue and not conn.transport.is_closing():
+        conn.transport.write(_CONTINUE)
+    conn.resume_reading()
+
+
+def answer(conn: HttpConnection, ex: Exchange) -> None:
+    """Run ``ex`` (its whole body is in) and write the answer, or continue in a task."""
+    infer = conn.infer
+    assert infer is not None
+    if ex.done or ex.disconnected or conn.transport.is_closing():
+        return  # answered "close" to an earlier request in this read, or the client left
+    if conn.write_paused:  # a client not reading its answers: wait for it (resume_writing)
+        conn.blocked = ex
+        return
+    body = ex.body()
+    ex.chunks = []
+    ex.buffer = None
+    if len(body) > infer.max_body:  # no (or a false) Content-Length: the ASGI lane's rule
+        conn.answer(ex, infer.refused(ex.request, too_large(infer)))
+        return
+    # The core reads the body as bytes; a bytearray (the sized buffer) reads the same.
+    run = infer.run(ex.request, cast(bytes, body))
+    try:
+        waiting = run.send(None)
+    except StopIteration as done:  # answered without waiting: no task
+        reply: Reply = done.value
+        conn.answer(ex, reply)
+        infer.finish(reply)
+        return
+    except BaseException as exc:  # a bug below the core's own error handling
+        conn.answer(ex, error_reply(exc))
+        return
+    task = conn.loop.create_task(_resume(conn, ex, run, waiting, infer))
+    task.add_done_callback(conn.tasks.discard)
+    conn.tasks.add(task)
 
 
 class _Continue:
@@ -164,40 +126,17 @@ class _Continue:
 
 
 async def _resume(
-    run: Coroutine[Any, Any, Reply], waiting: Any, cycle: Any, infer: InferHandler
+    conn: HttpConnection,
+    ex: Exchange,
+    run: Coroutine[Any, Any, Reply],
+    waiting: Any,
+    infer: InferHandler,
 ) -> None:
     try:
         reply = await _Continue(run, waiting)
     except Exception as exc:  # a bug below the core's own error handling
         reply = error_reply(exc)
-    if cycle.flow.write_paused and not cycle.disconnected:
-        await cycle.flow.drain()
-    _write(cycle, reply)
+    if conn.write_paused and not ex.disconnected:
+        await conn.drain()
+    conn.answer(ex, reply)
     infer.finish(reply)
-
-
-def _write(cycle: Any, reply: Reply) -> None:
-    """The answer in one write, as uvicorn's ``send`` would frame it; then uvicorn's own
-    end-of-response steps (keep-alive or close, the next pipelined request)."""
-    if cycle.disconnected:
-        return
-    cycle.response_started = True
-    cycle.waiting_for_100_continue = False
-    content = [STATUS_LINE[reply.status]]
-    for name, value in cycle.default_headers:
-        content += (name, b": ", value, b"\r\n")
-    said_close = False
-    for name, value in reply.headers:
-        if name == b"connection":  # only the core's "close" (after a 408)
-            cycle.keep_alive = False
-            said_close = True
-        content += (name, b": ", value, b"\r\n")
-    if not cycle.keep_alive and not said_close:
-        content.append(_CONNECTION_CLOSE)
-    content += (b"\r\n", reply.body)
-    cycle.transport.write(b"".join(content))
-    cycle.response_complete = True
-    cycle.message_event.set()
-    if not cycle.keep_alive:
-        cycle.transport.close()
-    cycle.on_response()
