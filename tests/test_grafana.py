@@ -76,22 +76,27 @@ def test_panels_fit_the_grid_without_overlap(dashboard: dict[str, Any]) -> None:
 
 
 def test_every_query_honours_the_variables(dashboard: dict[str, Any]) -> None:
+    """Every series of a model is selected by the model variable; only server-wide metrics
+    (documented without labels) are read whole."""
+    server_wide = _documented_metrics(labelled=False)
+    assert "mlserve_event_loop_delay_seconds" in server_wide
     for expr in exprs(dashboard):
-        selectors = re.findall(r"\b(?:mlserve_\w+|\w+:\w+:\w+)\{([^}]*)\}", expr)
-        assert selectors and len(selectors) == len(re.findall(r"\bmlserve_\w+|:\w+:", expr))
-        for selector in selectors:
-            assert 'model=~"$model"' in selector, expr
+        for name, selector in re.findall(r"\b(mlserve_\w+|\w+:\w+:\w+)(\{[^}]*\})?", expr):
+            if name in server_wide:
+                continue
+            assert 'model=~"$model"' in selector, (name, expr)
         if "[" in expr:
             assert "[$__rate_interval]" in expr or "_rate5m" in expr
 
 
-def _documented_metrics() -> set[str]:
-    """Metric names in the README's Monitoring table, with histogram series suffixes."""
+def _documented_metrics(labelled: bool | None = None) -> set[str]:
+    """Metric names in the README's Monitoring table, with histogram series suffixes (only
+    those with labels, or only those without, when ``labelled`` says)."""
     readme = (ROOT / "README.md").read_text()
     names: set[str] = set()
     for line in readme.splitlines():
-        m = re.match(r"\| (`mlserve_\w+`(?:, `mlserve_\w+`)*) \| (\w+) \|", line)
-        if m:
+        m = re.match(r"\| (`mlserve_\w+`(?:, `mlserve_\w+`)*) \| (\w+) \| ([^|]*)\|", line)
+        if m and (labelled is None or labelled == bool(m[3].strip())):
             for name in re.findall(r"`(mlserve_\w+)`", m[1]):
                 names.add(name)
                 if m[2] == "histogram":
@@ -131,6 +136,12 @@ def test_the_promised_topics_have_panels(dashboard: dict[str, Any]) -> None:
     panel(r"failure ratio by role", "model_role:mlserve_request_failures:ratio_rate5m")
     panel(r"p99 latency by role", "model_role:mlserve_request_duration_seconds:p99_rate5m")
     panel(r"shadow agreement", "mlserve_shadow_disagreement:ratio_rate5m")
+    panel(r"server errors \(5xx\)", 'outcome="error"')
+    panel(r"predicted classes", "mlserve_prediction_class_total")
+    panel(r"overload", "mlserve_overload_rejections_total")
+    panel(r"event-loop delay", "mlserve_event_loop_delay_seconds")
+    panel(r"gate", "mlserve_model_gate_passed", "stat")
+    panel(r"servability", "mlserve_model_servable", "stat")
     heatmap = by_title["PSI by feature (fleet, drift window)"]
     assert heatmap["options"]["calculate"] is False  # each feature is a row, not a histogram
     batch = next(p for p in panels(dashboard) if p["title"] == "Batch size")

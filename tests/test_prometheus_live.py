@@ -351,6 +351,10 @@ MUST_SHOW = {
     "Failure ratio by role (5 min)",
     "p99 latency by role (5 min)",
     "Replicas serving each version",
+    "Server errors (5xx) ratio by version and role",
+    "Predicted classes per second by version",
+    "Overload refusals per second and event-loop delay",
+    "Gate and servability by version",
 }
 
 
