@@ -283,6 +283,14 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         "(default 2; 0: never; env MLSERVE_POLL_SECONDS)",
     )
     p.add_argument(
+        "--full-scan-every",
+        dest="full_scan_every",
+        type=int,
+        help="every this many scans, read the whole registry; the scans between read only "
+        "the models whose watched directory and file times changed (default 30; 1: every "
+        "scan; env MLSERVE_FULL_SCAN_EVERY)",
+    )
+    p.add_argument(
         "--state-dir",
         dest="state_dir",
         help="routing state and audit log, apart from the registry (which may then be "
@@ -322,6 +330,7 @@ _SETTING_KEYS = (
     "monitoring",
     "fast_lane",
     "poll_seconds",
+    "full_scan_every",
     "state_dir",
     "audit_log",
     "payload_dir",

@@ -56,6 +56,9 @@ class ServerSettings:
     inference_threads: int = 0
     # Seconds between registry scans for new, changed and removed versions (0: never).
     poll_seconds: float = 2.0
+    # Every this many scans, one reads every model and version directory; the scans between
+    # read only what their directory and file times say changed (1: every scan reads all).
+    full_scan_every: int = 30
     # Admin API bearer token (MLSERVE_ADMIN_TOKEN); empty: the admin API is refused.
     admin_token: str = field(default="", repr=False)
     # Where admin changes are audited (default: audit.jsonl in state_dir, else the registry).
@@ -100,6 +103,11 @@ class ServerSettings:
             raise ConfigError(f"body_timeout_seconds must be > 0, got {self.body_timeout_seconds}")
         if not self.poll_seconds >= 0:
             raise ConfigError(f"poll_seconds must be >= 0, got {self.poll_seconds}")
+        if self.full_scan_every < 1:
+            raise ConfigError(
+                f"full_scan_every must be >= 1 (1: every scan reads the whole registry), "
+                f"got {self.full_scan_every}"
+            )
         if not self.overload_delay_ms >= 0:
             raise ConfigError(f"overload_delay_ms must be >= 0, got {self.overload_delay_ms}")
         if self.monitoring not in ("on", "off"):

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,13 +149,17 @@ class ModelDir:
     error: str | None = None
 
 
-def scan_registry(root: Path, single_model: str = "") -> dict[str, ModelDir]:
+def scan_registry(
+    root: Path, single_model: str = "", only: Collection[str] | None = None
+) -> dict[str, ModelDir]:
     """Find models and versions under ``root``; odd entries are skipped with a warning.
 
     Hidden entries (a leading dot) are skipped silently: publishers write there first.
     Symlinks that resolve outside the registry are refused. With ``single_model`` (KServe's
     layout: ``/mnt/models`` holds one model), ``root`` is that model's directory: its
-    numbered subdirectories are the versions, or a bare ``model.onnx`` is version 1.
+    numbered subdirectories are the versions, or a bare ``model.onnx`` is version 1. With
+    ``only``, just those models are scanned (the others' directories are not read); a name
+    that is not a model directory of the registry is left out of the answer.
     """
     root_resolved = root.resolve()
     if single_model:
@@ -166,42 +170,84 @@ def scan_registry(root: Path, single_model: str = "") -> dict[str, ModelDir]:
                 single_model, 1, root, files=BARE_VERSION_FILES, registry=root_resolved
             )
         return {single_model: model}
-    models: dict[str, ModelDir] = {}
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or not entry.is_dir():
+    if only is None:
+        entries = model_entries(root, root_resolved)
+    else:
+        entries = {}
+        for name in sorted(only):
+            path = root / name
+            if not is_valid_model_name(name) or not path.is_dir():
+                continue
+            if not path.is_symlink() or _inside(path, root_resolved):
+                entries[name] = path
+    return {name: scan_model(name, path, root_resolved) for name, path in entries.items()}
+
+
+def model_entries(root: Path, root_resolved: Path | None = None) -> dict[str, Path]:
+    """The model directories in ``root`` by name, in name order (one listing of ``root``;
+    ``OSError`` when it cannot be read). Odd entries are skipped as ``scan_registry`` says."""
+    root_resolved = root.resolve() if root_resolved is None else root_resolved
+    found: dict[str, Path] = {}
+    for entry in _listing(root):
+        if entry.name.startswith(".") or not _is_dir(entry):
             continue
         if not is_valid_model_name(entry.name):
             _warn_once(f"registry: skipping {entry.name!r}: not a valid model name")
             continue
-        if not _inside(entry, root_resolved):
+        path = Path(entry.path)
+        if entry.is_symlink() and not _inside(path, root_resolved):
             _warn_once(f"registry: skipping {entry.name!r}: it leaves the registry directory")
             continue
-        try:
-            models[entry.name] = ModelDir(
-                entry.name,
-                entry,
-                _scan_versions(entry, entry.name, root_resolved),
-                tuple(leaving_registry(entry, MODEL_LEVEL_FILES, root_resolved)),
-            )
-        except OSError as exc:  # this model's directory, not the registry: only it fails
-            error = f"the model directory cannot be read: {exc.strerror or 'I/O error'}"
-            models[entry.name] = ModelDir(entry.name, entry, error=error)
-    return models
+        found[entry.name] = path
+    return found
+
+
+def scan_model(name: str, path: Path, root_resolved: Path) -> ModelDir:
+    """One model directory and its versions; a directory that cannot be read fails only
+    this model (``ModelDir.error``)."""
+    try:
+        return ModelDir(
+            name,
+            path,
+            _scan_versions(path, name, root_resolved),
+            tuple(leaving_registry(path, MODEL_LEVEL_FILES, root_resolved)),
+        )
+    except OSError as exc:  # this model's directory, not the registry: only it fails
+        error = f"the model directory cannot be read: {exc.strerror or 'I/O error'}"
+        return ModelDir(name, path, error=error)
 
 
 def _scan_versions(entry: Path, name: str, root_resolved: Path) -> dict[int, VersionDir]:
     versions: dict[int, VersionDir] = {}
-    for sub in sorted(entry.iterdir()):
-        if sub.name.startswith(".") or not sub.is_dir():
+    for sub in _listing(entry):
+        if sub.name.startswith(".") or not _is_dir(sub):
             continue
         if _VERSION_RE.fullmatch(sub.name) is None:
             _warn_once(f"registry: skipping {name}/{sub.name}: versions are positive integers")
             continue
-        if not _inside(sub, root_resolved):
+        path = Path(sub.path)
+        # Only a link can lead out: a plain directory inside one that is inside stays inside
+        # (resolving every version directory was most of a scan's cost).
+        if sub.is_symlink() and not _inside(path, root_resolved):
             _warn_once(f"registry: skipping {name}/{sub.name}: it leaves the registry directory")
             continue
-        versions[int(sub.name)] = VersionDir(name, int(sub.name), sub, registry=root_resolved)
+        versions[int(sub.name)] = VersionDir(name, int(sub.name), path, registry=root_resolved)
     return versions
+
+
+def _listing(directory: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``directory`` in name order (one ``scandir``: no ``stat`` per entry
+    where the filesystem gives entry types)."""
+    with os.scandir(directory) as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """``Path.is_dir`` on a listed entry (a link is followed; a broken one is no directory)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def leaving_registry(directory: Path, names: Iterable[str], root_resolved: Path) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -56,6 +57,7 @@ from ..routing.state import (
     state_dir_of,
 )
 from ..runtime.session import ModelSession, load_version
+from .changes import ChangeDetector
 from .layout import (
     ModelDir,
     VersionDir,
@@ -236,6 +238,11 @@ class ModelStore(Generic[E]):
         # Failed load attempts per model since start (a counter: never decreases).
         self.load_failures: dict[str, int] = {}
         self.scan_failures = 0  # scans that could not read the registry directory
+        # What may have changed since the last scan (registry/changes.py): a scan reads only
+        # those models, and everything every full_scan_every-th time.
+        self.changes = ChangeDetector(self.root, settings.model_name, settings.full_scan_every)
+        # Models with a version directory not yet seen unchanged over two scans.
+        self._unsettled: set[str] = set()
         self.loaded = False
         # Who serves each model's unpinned traffic, as last published.
         self._serving: dict[str, Serving] = {}
@@ -315,11 +322,19 @@ class ModelStore(Generic[E]):
         loaded. A version directory is taken only once its files were unchanged over two
         scans (a copy in progress is not loaded half-written). A version that fails to
         load never disturbs what serves. Retired versions finish their in-flight requests
-        (they hold their own references) and are then freed.
+        (they hold their own references) and are then freed. A scan reads only the models
+        the change detector names, and every model every ``full_scan_every``-th scan.
         """
         with self._scan_lock, self._lock:
             try:
-                found = scan_registry(self.root, self.settings.model_name)
+                plan = self.changes.plan()
+                found = (
+                    scan_registry(
+                        self.root, self.settings.model_name, None if plan.full else plan.dirty
+                    )
+                    if plan.full or plan.dirty
+                    else {}
+                )
             except (OSError, RuntimeError) as exc:  # unreadable (or a link loop): keep serving
                 self.scan_failures += 1
                 log.error("registry %s cannot be read: %s", self.root, exc)
@@ -328,10 +343,18 @@ class ModelStore(Generic[E]):
             for name, mdir in found.items():
                 # The per-model boundary: whatever one model's files do, the others scan.
                 changes += self._sync_model_safely(name, mdir, initial)
-            for name in [n for n in self.models if n not in found]:
+                self._watch(name, mdir)
+            if plan.full:
+                self.changes.full_done({name: mdir.path for name, mdir in found.items()})
+                gone = [n for n in self.models if n not in found]
+            else:  # listed as removed, or its directory went since it was listed
+                gone = [n for n in plan.removed | plan.dirty.keys() if n not in found]
+            for name in [n for n in gone if n in self.models]:
                 for version in list(self.models[name].versions):
                     self._retire(name, version)
                 del self.models[name]
+                self.changes.forget(name)
+                self._unsettled.discard(name)
                 self._config_fp.pop(name, None)
                 self._routing_fp.pop(name, None)
                 for key in [k for k in self._seen if k[0] == name]:
@@ -441,6 +464,27 @@ class ModelStore(Generic[E]):
             log.info("model %s: scanned again without error", name)
         return changes
 
+    def _watch(self, name: str, mdir: ModelDir) -> None:
+        """Tell the change detector which entries say that ``name`` changed: its directory,
+        model.toml, routing.json, and the directories and files of the versions it has
+        loaded or failed (what a scan acts on when nothing else changed). A new version
+        shows in the model's directory; one not selected matters only once something
+        watched changes, and a rescan then sees it (stable over two scans, as ever)."""
+        record = self.models.get(name)
+        entries = [
+            mdir.path,
+            mdir.path / MODEL_CONFIG_FILE,
+            state_dir_of(name, mdir.path, self.settings.state_dir) / ROUTING_FILE,
+        ]
+        for v in record.versions if record is not None else ():
+            vdir = mdir.versions.get(v)
+            if vdir is not None:
+                entries.append(vdir.path)
+                entries += [vdir.path / f[0] for f in self._seen.get((name, v), ())]
+        # Rescanned at every scan, as before: a failure to retry, a version to see again.
+        again = name in self._unsettled or (record is not None and record.scan_error is not None)
+        self.changes.watch(name, entries, again)
+
     def _count_failure(self, name: str) -> None:
         """One more failed load of ``name`` (mlserve_model_load_failures_total): a version, or
         the model's own files (model.toml, routing.json, its directory), once per change."""
@@ -448,6 +492,7 @@ class ModelStore(Generic[E]):
 
     def _sync_model(self, name: str, mdir: ModelDir, initial: bool) -> list[str]:
         changes: list[str] = []
+        self._unsettled.discard(name)
         record = self.models.get(name)
         config_fp = _fingerprint(mdir.path / MODEL_CONFIG_FILE)
         config_changed = record is None or config_fp != self._config_fp.get(name)
@@ -490,6 +535,8 @@ class ModelStore(Generic[E]):
         record.present = frozenset(fps)
         stable = {v for v, fp in fps.items() if initial or self._seen.get((name, v)) == fp}
         self._seen.update(((name, v), fp) for v, fp in fps.items())
+        if len(stable) < len(fps):
+            self._unsettled.add(name)
         loaded = {v for v in record.versions if v in fps}
         # What the version policy selects, and what the routing names (the pinned stable
         # version above all): a newer version must not unload the one that serves.
@@ -579,6 +626,7 @@ class ModelStore(Generic[E]):
             for version in list(record.versions):
                 self._retire(model, version)
             record.unloaded = True
+            self.changes.forget(model)
             self._publish()
         log.info("registry: %s unloaded", model)
 
@@ -611,6 +659,7 @@ class ModelStore(Generic[E]):
             if record is not None:
                 record.scan_error = None  # tried again: said again if it fails again
             changes = self._sync_model_safely(model, mdir, initial=True)
+            self.changes.forget(model)  # read outside a scan: the next one reads it again
             self._publish()
         return changes
 
@@ -927,11 +976,13 @@ def _fingerprint(path: Path, only: tuple[str, ...] | None = None) -> tuple[Any, 
     (or of the files named in ``only``)."""
     try:
         if path.is_dir():
+            with os.scandir(path) as it:  # entry types without a stat each
+                listed = sorted(it, key=lambda e: e.name)
             return tuple(
-                (p.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-                for p in sorted(path.iterdir())
-                if not p.name.startswith(".") and (only is None or p.name in only) and p.is_file()
-                for st in [p.stat()]
+                (e.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+                for e in listed
+                if not e.name.startswith(".") and (only is None or e.name in only) and e.is_file()
+                for st in [e.stat()]
             )
         st = path.stat()
         # The inode changes with every atomic replace, even within one mtime tick.
