@@ -275,7 +275,7 @@ def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections(root: 
         {
             "inputs": [
                 {"name": "x", "datatype": "FP32", "shape": [1], "data": [1e-3]},
-                {"name": "size", "datatype": "INT64", "shape": [2], "data": [1500, 1500]},
+                {"name": "size", "datatype": "INT64", "shape": [2], "data": [3500, 3500]},
             ]
         }
     ).encode()
@@ -289,15 +289,20 @@ def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections(root: 
             time.sleep(0.3)  # the request is in the server, its model running
             reader = Reader(busy)
             answers: list[Any] = []
-            thread = threading.Thread(
-                target=lambda: answers.append(reader.expect("POST", "/v2/models/slow/infer"))
-            )
+            answered: list[float] = []
+
+            def read() -> None:
+                answers.append(reader.expect("POST", "/v2/models/slow/infer"))
+                answered.append(time.monotonic())
+
+            thread = threading.Thread(target=read)
             thread.start()
             server.proc.send_signal(signal.SIGTERM)
             idle.settimeout(5)
             assert idle.recv(1) == b""  # closed at once, not after the drain
-            assert thread.is_alive()  # ...while the slow request is still running
+            idle_closed = time.monotonic()
             thread.join(60)
+            assert idle_closed < answered[0]  # ...while the slow request was still running
             status, headers, body, _ = answers[0]
             assert status == 200 and headers.get(b"connection") == b"close", headers
             assert json.loads(body)["outputs"][0]["name"] == "y"

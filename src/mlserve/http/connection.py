@@ -287,22 +287,23 @@ class HttpConnection(asyncio.Protocol):
         if ex is None or ex.done:
             return  # answered already (refused early): the rest is read and dropped
         size = ex.size + len(body)
-        buffer = ex.buffer
-        if buffer is not None:
-            if size <= len(buffer):  # each read copies its own bytes, once
-                buffer[ex.size : size] = body
-                ex.size = size
-                return
-            ex.chunks = [bytes(buffer[: ex.size])]  # more than declared: llhttp would stop
-            ex.buffer = None
         ex.size = size
-        ex.chunks.append(body)
         if ex.fast:
+            buffer = ex.buffer
+            if buffer is not None:
+                buffer += body
+            elif ex.chunks:  # a second read: grow one buffer from here on
+                buffer = ex.buffer = bytearray(ex.chunks[0])
+                buffer += body
+                ex.chunks = []
+            else:
+                ex.chunks.append(body)
             infer = self.infer
             if ex.request is not None and infer is not None and size > infer.max_body:
                 ex.body_started = None
                 self.answer(ex, infer.refused(ex.request, fast_lane.too_large(infer)))
             return
+        ex.chunks.append(body)
         if size > HIGH_WATER:
             self.pause_reading()
         ex.wake()

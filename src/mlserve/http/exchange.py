@@ -67,7 +67,10 @@ class Exchange:
         self.fast = fast
         self.chunks: list[bytes] = []  # body bytes not yet taken (ASGI) or not yet joined
         self.size = 0  # body bytes received
-        self.buffer: bytearray | None = None  # a fast-lane body sized by its Content-Length
+        # A fast-lane body in several reads, grown in place: each read copies only its own
+        # bytes, and a large buffer grows by remapping its pages, not by copying them (a
+        # buffer sized up front would be zeroed whole on the loop, a join copied whole).
+        self.buffer: bytearray | None = None
         self.complete = False  # the whole request (body included) has arrived
         self.started = False  # the answer's head was written
         self.done = False  # the answer was written whole
@@ -78,11 +81,9 @@ class Exchange:
         self.asgi_done = False  # the ASGI reader had the last body message
 
     def body(self) -> bytes | bytearray:
-        """The whole body, copied at most once (never when it arrived in one piece)."""
+        """The whole body, without a copy for the fast lane."""
         if self.buffer is not None:
-            if self.size == len(self.buffer):
-                return self.buffer
-            return bytes(self.buffer[: self.size])
+            return self.buffer
         chunks = self.chunks
         if len(chunks) == 1:
             return chunks[0]

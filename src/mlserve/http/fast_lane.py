@@ -8,8 +8,8 @@ and accounting as the ASGI lane) in three steps: ``head`` when the request's tur
 completed it, so that the loop reads every ready connection before it answers any), and
 ``finish`` after the one write of the answer. A model that runs inline answers with no task
 at all; one that waits (thread pool, batcher) continues in a task from where it stopped. A
-body still arriving is collected by the connection (into one buffer sized by its
-Content-Length) under the body timeout, which the connection sweep checks (``timers.py``).
+body still arriving is collected by the connection (one buffer grown in place, never
+joined) under the body timeout, which the connection sweep checks (``timers.py``).
 The lanes' answers are identical (``tests/test_fast_lane.py`` compares them).
 """
 
@@ -58,9 +58,6 @@ def start(conn: HttpConnection, ex: Exchange) -> None:
     if ex.complete:
         conn.loop.call_soon(answer, conn, ex)
         return
-    declared = head.declared
-    if declared and ex.size == 0:  # each read then copies only its own bytes, once
-        ex.buffer = bytearray(declared)
     ex.body_started = head.start
     if ex.expect_continue and not conn.transport.is_closing():
         conn.transport.write(_CONTINUE)
