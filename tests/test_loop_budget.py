@@ -39,7 +39,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from mlserve.config import ServerSettings
-from mlserve.http.app import MLServeApp
+from mlserve.http.app import create_app
 from mlserve.runtime.binary import MAX_BYTES_ELEMENTS
 
 from .conftest import ServerProcess, running_server
@@ -396,18 +396,19 @@ def test_scrapes_of_many_models_do_not_hold_the_loop(many_models: ServerProcess)
 
 def test_one_long_stall_sheds_and_a_short_pause_does_not(tmp_path: Path) -> None:
     settings = ServerSettings(registry=tmp_path, overload_delay_ms=40, poll_seconds=0)
-    app = MLServeApp(settings)
+    app = create_app(settings)
+    shedder = app.service.shedder
 
     async def stall(seconds: float) -> float:
-        watch = asyncio.create_task(app._watch_loop_delay())
+        watch = asyncio.create_task(shedder.watch(settings.overload_delay_ms / 1e3))
         await asyncio.sleep(0.05)
         time.sleep(seconds)  # the loop held
         await asyncio.sleep(0.015)  # the watch's next check has run
-        share = app.service.shed_share
+        share = shedder.share
         watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watch
-        app.service.shed_share = 0.0
+        shedder.share = 0.0
         return share
 
     try:

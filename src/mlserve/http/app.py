@@ -1,8 +1,10 @@
 """The ASGI application: the lean infer handler in front of a Starlette app.
 
-``create_app`` wires settings → store → service → transport. The top-level
-callable sends infer requests straight to ``InferHandler`` and everything else
-(health, metadata, lifespan) to Starlette.
+``create_app`` takes the serving core's composition root (``service.InferenceService``, or
+the settings to build one from) and puts the transport over it. The top-level callable
+sends infer requests straight to ``InferHandler`` and everything else (health, metadata,
+lifespan) to Starlette; the lifespan runs the background tasks (registry load and watch,
+guardrails, the loop watch that drives load shedding, the workers' snapshot publishing).
 """
 
 from __future__ import annotations
@@ -31,21 +33,16 @@ from .infer import INFER_PREFIX, INFER_SUFFIX, InferHandler
 
 log = logging.getLogger("mlserve.http")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_LOOP_TICK_S = 0.01
-_MAX_SHED = 0.95  # some requests are always admitted, so work always gets done
-# One loop check this many times later than --overload-delay-ms sheds at once (300 ms at the
-# default 100 ms): far beyond a collection or a descheduled process (a few ms to tens of ms
-# on the 2-core machines measured), so a short pause never sheds.
-_STALL_FACTOR = 3.0
 
 
 class MLServeApp:
     """ASGI entry point; ``service`` and ``store`` are exposed for embedding and tests."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, service: InferenceService) -> None:
+        settings = service.settings
         self.settings = settings
-        self.service = InferenceService(settings)
-        self.store = self.service.store
+        self.service = service
+        self.store = service.store
         self.deadlines = BodyDeadlines(settings.body_timeout_seconds)
         self.infer = InferHandler(self.service, settings.max_body_bytes, self.deadlines)
         self.starlette = Starlette(
@@ -95,12 +92,14 @@ class MLServeApp:
         self.deadlines.start()
         watch = None
         if self.settings.overload_delay_ms > 0:
-            watch = asyncio.create_task(self._watch_loop_delay())
+            watch = asyncio.create_task(
+                self.service.shedder.watch(self.settings.overload_delay_ms / 1e3)
+            )
         try:
             yield
         finally:
             self.deadlines.stop()
-            self.service.shutting_down = True
+            self.service.views.shutting_down = True
             if not self._loading.done():
                 self._loading.cancel()
             self.service.hub.mark_ready(False)
@@ -123,7 +122,7 @@ class MLServeApp:
 
         def chain(previous: Any) -> Any:
             def handler(signum: int, frame: FrameType | None) -> None:
-                self.service.shutting_down = True
+                self.service.views.shutting_down = True
                 previous(signum, frame)
 
             return handler
@@ -162,43 +161,9 @@ class MLServeApp:
             await asyncio.sleep(0.5)
             try:
                 if self.service.hub.leader():
-                    await asyncio.to_thread(self.service.check_guardrails)
+                    await asyncio.to_thread(self.service.guardrails.check)
             except Exception:  # one failed check must not stop the later ones
                 log.exception("guardrail check failed")
-
-    async def _watch_loop_delay(self) -> None:
-        """Load shedding. A loop that runs late has more work ready than it can do: every
-        request accepted now waits behind it. Every 10 ms, see how late the loop woke us.
-        Beyond ``overload_delay_ms`` (two checks in a row, or one check later than
-        ``_STALL_FACTOR`` times it) the share of new infer/explain requests refused (503,
-        far cheaper than serving) grows by 10 points a check, up to 95 %; once the loop is
-        back under half the limit it falls by a fifth a check, to none within ~0.2 s. A
-        share, not an on/off switch: clients that retry at once would otherwise keep the
-        loop busy with refusals alone and nothing would be served. Health, metadata and
-        metrics are never refused."""
-        loop = asyncio.get_running_loop()
-        limit = self.settings.overload_delay_ms / 1e3
-        service = self.service
-        was_late = False
-        while True:
-            due = loop.time() + _LOOP_TICK_S
-            await asyncio.sleep(_LOOP_TICK_S)
-            late = max(0.0, loop.time() - due)
-            service.loop_delay_s = late
-            share = service.shed_share
-            if late > limit:
-                # One late check alone is a pause (a collection, a descheduled process),
-                # not a backlog: shedding starts on the second in a row. One stall of
-                # several times the limit is no pause: every request that arrived during
-                # it is waiting behind it, so it counts at once.
-                if was_late or share > 0 or late > _STALL_FACTOR * limit:
-                    share = min(_MAX_SHED, share + 0.1)
-                was_late = True
-            else:
-                was_late = False
-                if late < limit / 2:
-                    share = share * 0.8 if share > 0.01 else 0.0
-            service.shed_share = share
 
     async def _publish_forever(self) -> None:
         """Share this worker's monitoring snapshot with the other workers once a second."""
@@ -210,9 +175,12 @@ class MLServeApp:
                 log.warning("could not publish monitoring state: %s", exc)
 
 
-def create_app(settings: ServerSettings) -> MLServeApp:
-    """Build the application for ``settings`` (models load when the lifespan starts)."""
-    return MLServeApp(settings)
+def create_app(core: InferenceService | ServerSettings) -> MLServeApp:
+    """The application over ``core``, the serving core's composition root (built from it
+    when given settings); models load when the lifespan starts."""
+    if isinstance(core, ServerSettings):
+        core = InferenceService(core)
+    return MLServeApp(core)
 
 
 def app_from_environ() -> MLServeApp:

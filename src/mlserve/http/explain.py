@@ -23,14 +23,15 @@ _TIMING = "queue;dur=%.3f, infer;dur=%.3f, total;dur=%.3f"
 
 def routes(service: InferenceService, max_body_bytes: int) -> list[Route]:
     """The explain routes bound to ``service``."""
+    shedder, pipeline = service.shedder, service.pipeline
 
     async def explain(request: Request) -> Response:
         start = perf_counter()
         model = check_model_name(request.path_params["model"])
         raw = request.path_params.get("version")
         version = parse_version(raw) if raw is not None else None
-        if service.shed_share and service.shed_this():
-            raise service.refuse_overloaded()
+        if shedder.share and shedder.shed_this():
+            raise shedder.refuse()
         if "inference-header-content-length" in request.headers:
             raise InvalidInput(
                 "explain takes a JSON body; the binary tensor extension is for /infer",
@@ -41,7 +42,7 @@ def routes(service: InferenceService, max_body_bytes: int) -> list[Route]:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"malformed JSON body: {exc}", reason="json") from None
-        result = await service.explain(
+        result = await pipeline.explain(
             model, version, document, request.headers.get("mlserve-routing-key")
         )
         payload = orjson.dumps(result.body, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -18,6 +18,7 @@ import orjson
 
 from ..errors import ClientDisconnected, InvalidInput, MLServeError, NotFound, PayloadTooLarge
 from ..registry.layout import check_model_name, parse_version
+from ..registry.store import ModelStore
 from ..runtime.binary import MAX_BYTES_ELEMENTS
 from ..runtime.tensors import json_counts
 from ..service import Endpoint, InferenceService, InferResult
@@ -100,6 +101,11 @@ class InferHandler:
     ) -> None:
         self.service = service
         self.max_body = max_body_bytes
+        # The parts each request uses, bound once.
+        self._store = service.store
+        self._pipeline = service.pipeline
+        self._accounting = service.accounting
+        self._shedder = service.shedder
         # Body reads that outlast the timeout are cancelled by its sweeper (started by the
         # app's lifespan; without one, reads are untimed).
         self.deadlines = deadlines or BodyDeadlines(service.settings.body_timeout_seconds)
@@ -119,10 +125,10 @@ class InferHandler:
                     self._routes[path] = target
             if method != "POST":
                 return _METHOD_NOT_ALLOWED
-            service = self.service
-            if service.shed_share and service.shed_this():
-                service.count_shed(*target)
-                return error_reply(service.refuse_overloaded())
+            shedder = self._shedder
+            if shedder.share and shedder.shed_this():
+                self._accounting.count_shed(*target)
+                return error_reply(shedder.refuse())
             declared = header_length = routing_key = None
             for key, value in headers:
                 if key == b"content-length":
@@ -141,21 +147,21 @@ class InferHandler:
                         f"request body of {length} bytes is over the limit of {self.max_body} bytes"
                     )
             try:  # an unknown model or version: answered before any body is read or parsed
-                service.admit(*target)
+                self._pipeline.admit(*target)
             except MLServeError as exc:
                 return error_reply(exc)
             return Request(target, length, header_length, routing_key, start)
         except MLServeError as exc:
             if target is not None and exc.status_code != 404:
                 # Failed before the service saw it (head, size): still the version's.
-                self.service.count_failure(target[0], target[1], exc)
+                self._accounting.count_failure(target[0], target[1], exc)
             return error_reply(exc)
         except Exception as exc:  # a bug: logged, answered 500 JSON
             return error_reply(exc)
 
     def refused(self, request: Request, exc: MLServeError) -> Reply:
         """The answer to a request whose body could not be read (size, time, JSON)."""
-        self.service.count_failure(request.target[0], request.target[1], exc)
+        self._accounting.count_failure(request.target[0], request.target[1], exc)
         return error_reply(exc)
 
     async def run(self, request: Request, body: bytes) -> Reply:
@@ -163,17 +169,18 @@ class InferHandler:
         served = False  # once the service has the request, it accounts failures itself
         model, version = request.target
         header_length = request.header_length
+        pipeline = self._pipeline
         try:
             if header_length is None:
                 document = await self._parse(request, body)
                 served = True
-                result = await self.service.infer(
+                result = await pipeline.infer(
                     model, version, document, routing_key=request.routing_key,
                     body_bytes=len(body),
                 )  # fmt: skip
             elif header_length == 0:
                 served = True
-                result = await self.service.infer_raw(
+                result = await pipeline.infer_raw(
                     model, version, memoryview(body), request.routing_key
                 )
             else:
@@ -186,14 +193,14 @@ class InferHandler:
                 view = memoryview(body)
                 document = await self._parse(request, view[:header_length])
                 served = True
-                result = await self.service.infer(
+                result = await pipeline.infer(
                     model, version, document, view[header_length:], request.routing_key,
                     len(body),
                 )  # fmt: skip
             payload = orjson.dumps(result.body, option=_DUMPS_OPTIONS)
         except MLServeError as exc:
             if not served:
-                self.service.count_failure(model, version, exc)
+                self._accounting.count_failure(model, version, exc)
             return error_reply(exc)
         except Exception as exc:  # a bug: logged, answered 500 JSON
             return error_reply(exc)
@@ -223,7 +230,7 @@ class InferHandler:
         body (63 MB of ``{}`` held the loop 3.4–6.8 s) is refused with 413 without being
         parsed, the scan stopping where the bound is passed."""
         if len(data) > _SCAN_FROM:
-            bound = _json_bound(self.service, *request.target)
+            bound = _json_bound(self._store, *request.target)
             if bound is not None and len(data) >= bound[0]:  # smaller: cannot pass either
                 if len(data) <= _SCAN_INLINE and _COMPILED_SCAN:
                     scan = json_counts(data, *bound, _MAX_DEPTH)
@@ -253,7 +260,7 @@ class InferHandler:
         """Account a success (and payload-log it) after the answer left."""
         result = reply.result
         if result is not None and result.endpoint.observed:
-            self.service.record(result, perf_counter() - reply.start)
+            self._pipeline.record(result, perf_counter() - reply.start)
 
     # ------------------------------------------------------------------ the ASGI lane
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -329,7 +336,7 @@ def _loads(data: bytes | memoryview) -> Any:
 
 
 def _json_bound(
-    service: InferenceService, model: str, version: int | None
+    store: ModelStore[Endpoint], model: str, version: int | None
 ) -> tuple[int, int] | None:
     """The most containers (arrays and objects) and tokens (``json_counts``: an upper bound
     on the values and keys) a V2 request to ``model`` (its ``version``; unpinned: any ready
@@ -346,7 +353,6 @@ def _json_bound(
     feature columns ([n] or [n, 1], n ≤ max_rows) are counted besides the inputs; requested
     outputs and the request's own parameters and id have their allowance, and ``_SLACK_*``
     room is left."""
-    store = service.store
     try:
         if version is not None:
             endpoints: list[Endpoint] = [store.resolve(model, version)]

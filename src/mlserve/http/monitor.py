@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import os
 import time
@@ -17,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ..errors import InvalidInput, MLServeError, Overloaded
+from ..errors import InvalidInput, Overloaded
 from ..governance import audit
 from ..monitoring.metrics import LATENCY_BUCKETS, OUTCOMES, quantile
 from ..registry.layout import check_model_name, parse_version
@@ -63,7 +62,7 @@ def routes(service: InferenceService) -> list[Route]:
         model = check_model_name(request.path_params["model"])
         raw = request.path_params.get("version")
         version = parse_version(raw) if raw is not None else None
-        return JSONResponse(await asyncio.to_thread(service.monitor, model, version))
+        return JSONResponse(await asyncio.to_thread(service.views.monitor, model, version))
 
     async def stream(request: Request) -> Response:
         interval = _number(request, "interval", 1.0, 0.5, 60.0)
@@ -179,12 +178,12 @@ async def _snapshots(
     audit_seen: tuple[int, int, int] | None = None
     deadline = time.monotonic() + limit
     yield b"retry: 1000\n\n"
-    while not service.shutting_down and time.monotonic() < deadline:
+    while not service.views.shutting_down and time.monotonic() < deadline:
         merged = await asyncio.to_thread(service.hub.merged)
         reports = service.hub.reports(merged)
         now = time.time()
         event = snapshot_event(merged, reports, previous, now)
-        event["models"] = models_state(service)
+        event["models"] = service.views.models_state()
         changed, entries = await asyncio.to_thread(_audit_if_changed, service, audit_seen)
         if previous is None or changed != audit_seen:
             event["audit"] = entries
@@ -192,7 +191,7 @@ async def _snapshots(
         previous = {"time": now, "merged": merged}
         yield b"event: snapshot\ndata: " + orjson.dumps(event) + b"\n\n"
         wake = time.monotonic() + interval
-        while not service.shutting_down and time.monotonic() < wake:
+        while not service.views.shutting_down and time.monotonic() < wake:
             await asyncio.sleep(min(0.5, wake - time.monotonic()))
 
 
@@ -214,46 +213,6 @@ def _audit_if_changed(
         return fingerprint, entries
     except OSError:
         return None, []
-
-
-def models_state(service: InferenceService) -> dict[str, Any]:
-    """Per model: the ready versions, the split in force and the guardrails' last verdict
-    (judged on one worker: another worker's stream shows none)."""
-    splits = service.store.splits_view()
-    out: dict[str, Any] = {}
-    for name, record in sorted(list(service.store.models.items()), key=lambda kv: kv[0]):
-        split = splits.get(name)
-        verdict = service.guard.last.get(name)
-        blocked = service.store.gate_blocked.get(name, {})
-        out[name] = {
-            "ready_versions": [str(v) for v in record.ready_versions()],
-            # require_gate: the ready versions kept from unpinned traffic, and why.
-            "gate_blocked": {str(v): why for v, why in sorted(blocked.items())},
-            # Why no version may take unpinned traffic (None while one may).
-            "unservable": None if split is not None else _unservable(service, name),
-            "routing": None
-            if split is None
-            else {
-                "stable": split.stable.version,
-                "canary": split.canary.version if split.canary is not None else None,
-                "canary_weight": split.weight,
-                "shadows": [e.version for e in split.shadows],
-                "shadow_sample": split.shadow_sample,
-            },
-            "guardrails": {
-                "enabled": bool(record.config and record.config.guardrails.enabled),
-                "verdict": dataclasses.asdict(verdict) if verdict is not None else None,
-            },
-        }
-    return out
-
-
-def _unservable(service: InferenceService, model: str) -> str:
-    try:
-        service.store.split(model)
-    except MLServeError as exc:
-        return str(exc)
-    return ""
 
 
 def snapshot_event(

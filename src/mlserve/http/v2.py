@@ -22,25 +22,26 @@ class JSONResponse(Response):
 
 def routes(service: InferenceService) -> list[Route]:
     """The V2 routes bound to ``service``."""
+    views = service.views
 
     async def live(request: Request) -> Response:
-        ok = service.live()
+        ok = views.live()
         return JSONResponse({"live": ok}, status_code=200 if ok else 503)
 
     async def ready(request: Request) -> Response:
-        ok = service.ready()
+        ok = views.ready()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse(service.server_metadata())
+        return JSONResponse(views.server_metadata())
 
     async def model_metadata(request: Request) -> Response:
         model, version = _target(request)
-        return JSONResponse(service.model_metadata(model, version))
+        return JSONResponse(views.model_metadata(model, version))
 
     async def model_ready(request: Request) -> Response:
         model, version = _target(request)
-        ok = service.model_ready(model, version)
+        ok = views.model_ready(model, version)
         body: dict[str, Any] = {"name": model, "ready": ok}
         if version is not None:
             body["version"] = str(version)

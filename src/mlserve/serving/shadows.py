@@ -1,0 +1,47 @@
+"""Mirroring: an unpinned request's inputs offered to its model's shadow versions after
+the answer was sent (``routing/shadow.py`` runs and compares them), one mirror per model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..registry.store import ModelStore
+from ..routing.shadow import ShadowMirror
+from .endpoint import Endpoint, InferResult
+
+
+class Shadows:
+    """Each model's ``ShadowMirror``, made on first use and remade when its queue is
+    resized by a routing change."""
+
+    def __init__(self, store: ModelStore[Endpoint]) -> None:
+        self.store = store
+        self._mirrors: dict[str, ShadowMirror] = {}
+
+    def offer(self, result: InferResult) -> None:
+        """Offer an unpinned request to the model's shadows (after its answer was sent)."""
+        endpoint = result.endpoint
+        split = self.store.split(endpoint.model)
+        shadows = [e for e in split.shadows if e is not endpoint]
+        if not shadows:
+            return
+        record = self.store.models.get(endpoint.model)
+        size = record.routing.shadow_queue if record is not None else 256
+        mirror = self._mirrors.get(endpoint.model)
+        if mirror is None or mirror.max_queue != size:  # new, or resized by a routing change
+            if mirror is not None:
+                mirror.stop()
+            mirror = self._mirrors[endpoint.model] = ShadowMirror(size, mirror)
+        mirror.offer(shadows, split.shadow_sample, result.feeds, result.names, result.outputs)
+
+    def state(self) -> dict[str, Any]:
+        """The monitoring hub's source for the shadow comparisons."""
+        return {
+            key: comparison.state()
+            for mirror in list(self._mirrors.values())
+            for key, comparison in list(mirror.comparisons.items())
+        }
+
+    def stop(self) -> None:
+        for mirror in self._mirrors.values():
+            mirror.stop()
