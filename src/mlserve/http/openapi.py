@@ -255,6 +255,17 @@ def _components() -> Schema:
                 "name": {"type": "string"},
                 "version": {"type": "string"},
                 "ready": {"type": "boolean"},
+                "reason": {
+                    "type": "string",
+                    "description": "why not, when not ready: loading, failed to load (with "
+                    "the failure), refused by its validation gate, unknown, ...",
+                },
+                "error": {"type": "string", "description": "the reason, as an error body"},
+                "code": {
+                    "type": "string",
+                    "description": "the error code, with `error`",
+                    "enum": sorted({*_ERRORS[404][0], *_ERRORS[503][0]}),
+                },
             },
         },
         "ServerMetadata": {
@@ -561,12 +572,19 @@ def _model_paths(paths: dict[str, Schema]) -> None:
         params = _path_parameters(base)
         which = "the version" if pinned else "the model (its default version)"
         ready_503 = {
-            "description": "Not ready (the ready body), or not available (an error body "
-            "with `Retry-After`).",
+            "description": "Not ready: the ready body with `reason` (loading, failed with "
+            "its failure, refused by the validation gate); a model whose files cannot be "
+            "read adds `error`, `code` and `Retry-After`.",
             "headers": {"Retry-After": _header("seconds (with the error body)", required=False)},
-            "content": _json({"anyOf": [_schema("ModelReady"), _schema("Error503")]}),
+            "content": _json(_schema("ModelReady")),
+        }
+        ready_404 = {
+            "description": "Unknown model or version: the ready body (`ready` false, "
+            "`reason`) with the error body's `error` and `code`.",
+            "content": _json(_schema("ModelReady")),
         }
         ready_errors = _errors(400, 404)
+        ready_errors["404"] = ready_404
         ready_errors["503"] = ready_503
         paths[base] = {
             "get": _operation(

@@ -1,4 +1,5 @@
-"""Open Inference Protocol routes other than infer: health, server and model metadata."""
+"""Open Inference Protocol routes other than infer: health, server and model metadata, and
+model readiness (with the reason when not ready)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..errors import MLServeError
 from ..registry.layout import check_model_name, parse_version
 from ..service import InferenceService
 
@@ -40,11 +42,24 @@ def routes(service: InferenceService) -> list[Route]:
         return JSONResponse(views.model_metadata(model, version))
 
     async def model_ready(request: Request) -> Response:
+        """200 ready; 503 not ready, with the reason; an unknown model or version (404) or
+        a model whose files cannot be read (503) answers the error body with the reason
+        and ``"ready": false`` besides."""
         model, version = _target(request)
-        ok = views.model_ready(model, version)
-        body: dict[str, Any] = {"name": model, "ready": ok}
+        body: dict[str, Any] = {"name": model}
         if version is not None:
             body["version"] = str(version)
+        try:
+            ok, reason = views.model_ready(model, version)
+        except MLServeError as exc:
+            if exc.status_code not in (404, 503):
+                raise
+            body.update(ready=False, reason=exc.message, error=exc.message, code=exc.code)
+            headers = {"retry-after": "1"} if exc.status_code == 503 else None
+            return JSONResponse(body, status_code=exc.status_code, headers=headers)
+        body["ready"] = ok
+        if not ok:
+            body["reason"] = reason
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return [

@@ -1,5 +1,5 @@
 """What the server tells about itself and its models: liveness and readiness, server and
-model metadata, a model's readiness, the monitor view (drift,
+model metadata, a model's readiness with the reason when not ready, the monitor view (drift,
 data quality, traffic) and the per-model state the event stream sends; and the version
 facts the monitoring hub exports. Reads only: nothing here changes state."""
 
@@ -61,12 +61,26 @@ class Views:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "mlserve", "version": __version__, "extensions": EXTENSIONS}
 
-    def model_ready(self, model: str, version: int | None) -> bool:
-        """Whether the model (any version) or the given version serves; unknown → 404."""
-        if version is None:  # ready: unpinned requests have a version to go to
+    def model_ready(self, model: str, version: int | None) -> tuple[bool, str | None]:
+        """Whether the model (any version: unpinned requests have a version to go to) or the
+        given version serves, and why not when it does not (loading, failed with its reason,
+        refused by its gate, ...). An unknown model or version raises (404), as does a model
+        whose files cannot be read (503)."""
+        if version is None:
             self.store.record(model)
-            return model in self.store.splits_view()
-        return self.store.version_record(model, version).state is VersionState.READY
+            try:
+                self.store.split(model)
+            except MLServeError as exc:
+                return False, exc.message
+            return True, None
+        vrec = self.store.version_record(model, version)
+        if vrec.state is VersionState.READY:
+            return True, None
+        try:
+            self.store.resolve(model, version)
+        except MLServeError as exc:
+            return False, exc.message
+        return False, f"model {model!r} version {version} is {vrec.state.value}"
 
     def model_metadata(self, model: str, version: int | None) -> dict[str, Any]:
         """V2 model metadata; ``parameters`` carry each version's state, runtime and lineage."""
