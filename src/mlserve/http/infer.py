@@ -10,9 +10,10 @@ write. Everything else is Starlette's.
 
 from __future__ import annotations
 
-from asyncio import CancelledError, current_task, to_thread
+from asyncio import CancelledError, Semaphore, current_task, to_thread
+from collections.abc import Callable
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -44,6 +45,16 @@ _SLACK_TOKENS = 4096
 _MAX_DEPTH = 1024  # orjson's nesting limit
 # The compiled scan runs without the GIL; its Python twin (no extension) only in a thread.
 _COMPILED_SCAN = json_counts.__module__.endswith("._decode")
+# JSON bodies from this size on are parsed, and their tensors decoded, in a worker thread:
+# below it both take under ~2 ms on the loop (benchmarks/RESULTS.md). orjson and numpy hold
+# the GIL while they run, but a thread hands the loop the GIL between the steps (parse,
+# each tensor's decode), so the loop waits for the longest step instead of their sum.
+_OFF_LOOP_FROM = 384 * 1024
+# Big bodies decoded at once: they hold the GIL nearly throughout, so a second thread would
+# add no throughput, only lateness for the loop; nor can they take every worker thread.
+_OFF_LOOP_AT_ONCE = 1
+
+T = TypeVar("T")
 
 
 class Reply:
@@ -106,6 +117,7 @@ class InferHandler:
         self._pipeline = service.pipeline
         self._accounting = service.accounting
         self._shedder = service.shedder
+        self._off_loop = Semaphore(_OFF_LOOP_AT_ONCE)
         # Body reads that outlast the timeout are cancelled by its sweeper (started by the
         # app's lifespan; without one, reads are untimed).
         self.deadlines = deadlines or BodyDeadlines(service.settings.body_timeout_seconds)
@@ -172,11 +184,12 @@ class InferHandler:
         pipeline = self._pipeline
         try:
             if header_length is None:
-                document = await self._parse(request, body)
+                offload = self._offload if len(body) >= _OFF_LOOP_FROM else None
+                document = await self._parse(request, body, offload)
                 served = True
                 result = await pipeline.infer(
                     model, version, document, routing_key=request.routing_key,
-                    body_bytes=len(body),
+                    body_bytes=len(body), offload=offload,
                 )  # fmt: skip
             elif header_length == 0:
                 served = True
@@ -223,12 +236,22 @@ class InferHandler:
         ]
         return Reply(200, headers, payload, result, request.start)
 
-    async def _parse(self, request: Request, data: bytes | memoryview) -> Any:
-        """The JSON document, parsed on the event loop (orjson holds the GIL throughout: a
-        thread would not free the loop). A large body is first scanned, without parsing,
-        for more arrays, objects or values than a V2 request to the model can hold: such a
-        body (63 MB of ``{}`` held the loop 3.4–6.8 s) is refused with 413 without being
-        parsed, the scan stopping where the bound is passed."""
+    async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread, at most ``_OFF_LOOP_AT_ONCE`` at a time."""
+        async with self._off_loop:
+            return await to_thread(fn, *args)
+
+    async def _parse(
+        self,
+        request: Request,
+        data: bytes | memoryview,
+        offload: Callable[..., Any] | None = None,
+    ) -> Any:
+        """The JSON document, parsed on the event loop, or by ``offload`` (a big body). A
+        large body is first scanned, without parsing, for more arrays, objects or values
+        than a V2 request to the model can hold: such a body (63 MB of ``{}`` held the loop
+        3.4–6.8 s) is refused with 413 without being parsed, the scan stopping where the
+        bound is passed."""
         if len(data) > _SCAN_FROM:
             bound = _json_bound(self._store, *request.target)
             if bound is not None and len(data) >= bound[0]:  # smaller: cannot pass either
@@ -254,6 +277,8 @@ class InferHandler:
                         f"{request.target[0]!r} can (its inputs' shapes, max_rows and "
                         "max_elements)"
                     )
+        if offload is not None:
+            return await offload(_loads, data)
         return _loads(data)
 
     def finish(self, reply: Reply) -> None:

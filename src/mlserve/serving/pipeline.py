@@ -8,6 +8,7 @@ is that version's, accounted here.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,9 @@ from .codec import (
 )
 from .endpoint import Endpoint, InferResult
 from .shadows import Shadows
+
+# Runs a decode step somewhere other than the event loop (the transport bounds how many).
+Offload = Callable[..., Awaitable[Any]]
 
 
 class Pipeline:
@@ -63,12 +67,14 @@ class Pipeline:
         binary: memoryview | None = None,
         routing_key: str | None = None,
         body_bytes: int | None = None,
+        offload: Offload | None = None,
     ) -> InferResult:
         """Validate a V2 request (with its binary tensor bytes, if any) and run it.
 
         Without a version, the model's split picks stable or canary; the routing key is the
         ``mlserve-routing-key`` header (``routing_key``) or ``parameters.routing_key``.
         ``body_bytes`` (the request body's length) sizes a failure's payload record.
+        ``offload``, when given, runs the inputs' decoding off the event loop (big bodies).
         """
         if not self.store.loaded:
             raise ServerNotReady("the server is still loading its models")
@@ -78,7 +84,10 @@ class Pipeline:
             if not isinstance(request, dict):
                 raise InvalidInput("the request body must be a JSON object", reason="json")
             session = endpoint.session
-            feeds = decode_inputs(endpoint, request.get("inputs"), binary)
+            if offload is None:
+                feeds = decode_inputs(endpoint, request.get("inputs"), binary)
+            else:
+                feeds = await offload(decode_inputs, endpoint, request.get("inputs"), binary)
             names, binary_out = requested_outputs(session, request)
             rid = request_id(request)
             outputs, queue_s, infer_s = await endpoint.runner.run(feeds, names)
