@@ -445,3 +445,53 @@ def test_bin_counts_add_copy_clear():
         a + BinCounts.zeros(2, 4)
     with pytest.raises(ValueError):
         BinCounts.zeros(1, 1)
+
+
+def _level_oracle(values, levels, n_bins):
+    """bin_values by hand: the position of an equal level, else "other", NaN: missing."""
+    out = [0] * n_bins
+    for v in values:
+        if math.isnan(v):
+            out[-1] += 1
+        elif v in levels:
+            out[levels.index(v)] += 1
+        else:
+            out[len(levels)] += 1
+    return out
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("seed", range(5))
+def test_bin_values_matches_oracle(impl, seed):
+    rng = np.random.default_rng(seed)
+    levels = [
+        float(v) for v in rng.choice(np.arange(-5, 15), size=int(rng.integers(0, 8)), replace=False)
+    ]
+    values = rng.integers(-6, 16, 500).astype(np.float64)
+    values[rng.random(500) < 0.05] = np.nan
+    values[rng.random(500) < 0.05] = 0.5  # between levels: "other"
+    order = np.argsort(levels, kind="stable")
+    counts = np.zeros(len(levels) + 3, dtype=np.int64)
+    strided = np.repeat(values, 2)[::2]  # a column view: not contiguous
+    impl.bin_values(
+        strided if impl is _compiled else values,
+        np.asarray(levels, np.float64)[order],
+        order.astype(np.int64),
+        counts,
+    )
+    assert counts.tolist() == _level_oracle(values.tolist(), levels, len(counts))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bin_values_accumulates_and_rejects_bad_arguments(impl):
+    levels, codes = np.array([0.0, 1.0]), np.array([1, 0], dtype=np.int64)
+    counts = np.zeros(4, dtype=np.int64)
+    impl.bin_values(np.array([0.0, 1.0, 1.0, 2.0]), levels, codes, counts)
+    impl.bin_values(np.array([np.nan, 0.0]), levels, codes, counts)
+    assert counts.tolist() == [2, 2, 1, 1]  # level 1.0 has code 0
+    with pytest.raises(ValueError, match="do not fit"):
+        impl.bin_values(np.array([0.0]), levels, codes, np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="same length"):
+        impl.bin_values(np.array([0.0]), levels, codes[:1], counts)
+    with pytest.raises(ValueError, match="not a level code"):
+        impl.bin_values(np.array([0.0]), levels, np.array([0, 2], dtype=np.int64), counts)

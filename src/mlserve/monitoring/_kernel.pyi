@@ -22,6 +22,12 @@ def bin_rows(
 def bin_codes(
     codes: NDArray[np.int64], n_levels: NDArray[np.int32], counts: NDArray[np.int64]
 ) -> None: ...
+def bin_values(
+    values: NDArray[np.float64],
+    levels: NDArray[np.float64],
+    codes: NDArray[np.int64],
+    counts: NDArray[np.int64],
+) -> None: ...
 
 class RowBinner:
     def __init__(

@@ -230,6 +230,46 @@ def bin_codes(const int64_t[:, :] codes, const int32_t[::1] n_levels, int64_t[:,
         _bin_codes(codes, n_levels, counts)
 
 
+def bin_values(
+    const double[:] values,         # in  [n]     one categorical feature's values
+    const double[::1] levels,       # in  [K]     its numeric levels, strictly increasing
+    const int64_t[::1] codes,       # in  [K]     the level code of each sorted level
+    int64_t[::1] counts,            # out [B]     bins 0..K; column B-1: missing
+):
+    """Count numeric values by level: equal to ``levels[k]`` → bin ``codes[k]``, equal to
+    none → bin K ("other"), NaN → missing (last column). A binary search per value."""
+    cdef Py_ssize_t n = values.shape[0]
+    cdef Py_ssize_t k = levels.shape[0]
+    cdef Py_ssize_t missing = counts.shape[0] - 1
+    cdef Py_ssize_t i, lo, hi, mid, j
+    cdef double x
+    if codes.shape[0] != k:
+        raise ValueError("levels and codes must have the same length")
+    if k + 2 > counts.shape[0]:
+        raise ValueError(f"{k} levels do not fit counts with {counts.shape[0]} columns")
+    for j in range(k):
+        if codes[j] < 0 or codes[j] >= k:
+            raise ValueError(f"codes[{j}] = {codes[j]} is not a level code in 0..{k - 1}")
+    with nogil:
+        for i in range(n):
+            x = values[i]
+            if isnan(x):
+                counts[missing] += 1
+                continue
+            lo = 0
+            hi = k
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if levels[mid] < x:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < k and levels[lo] == x:
+                counts[codes[lo]] += 1
+            else:
+                counts[k] += 1
+
+
 cdef class RowBinner:
     """A numeric binning spec bound to one set of outputs: the per-request fast path.
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["LINEAR_MAX", "RowBinner", "bin_codes", "bin_rows"]
+__all__ = ["LINEAR_MAX", "RowBinner", "bin_codes", "bin_rows", "bin_values"]
 
 # Kept for parity with the compiled module (where it picks linear count vs binary search).
 LINEAR_MAX = 16
@@ -158,6 +158,41 @@ def bin_rows(
     _bin_rows(
         X, cols, edges, n_edges, ref_min, ref_max, counts, out_low, out_high, n_finite, sums, sumsq
     )
+
+
+def bin_values(
+    values: NDArray[np.float64],
+    levels: NDArray[np.float64],
+    codes: NDArray[np.int64],
+    counts: NDArray[np.int64],
+) -> None:
+    """Count numeric values by level: equal to ``levels[k]`` → bin ``codes[k]``, equal to
+    none → bin K ("other"), NaN → missing (last column)."""
+    if not isinstance(values, np.ndarray):
+        raise TypeError(f"values must be a numpy array, got {type(values).__name__}")
+    if values.dtype != np.float64 or values.ndim != 1:
+        raise ValueError(f"values must be a 1-D float64 array, got {values.ndim}-D {values.dtype}")
+    _require(levels, "levels", np.float64, 1, writable=False)
+    _require(codes, "codes", np.int64, 1, writable=False)
+    _require(counts, "counts", np.int64, 1, writable=True)
+    k = levels.shape[0]
+    if codes.shape[0] != k:
+        raise ValueError("levels and codes must have the same length")
+    if k + 2 > counts.shape[0]:
+        raise ValueError(f"{k} levels do not fit counts with {counts.shape[0]} columns")
+    for j in range(k):
+        if not 0 <= codes[j] < k:
+            raise ValueError(f"codes[{j}] = {codes[j]} is not a level code in 0..{k - 1}")
+    if values.shape[0] == 0:
+        return
+    nan = np.isnan(values)
+    if k:
+        pos = np.minimum(np.searchsorted(levels, values), k - 1)
+        bins = np.where(levels[pos] == values, codes[pos], k)
+    else:
+        bins = np.full(values.shape, k, dtype=np.int64)
+    bins[nan] = counts.shape[0] - 1
+    counts += np.bincount(bins, minlength=counts.shape[0])
 
 
 def bin_codes(

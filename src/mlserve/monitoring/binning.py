@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .kernel import BinCounts, RowBinner, bin_codes, pad_edges
+from .kernel import BinCounts, RowBinner, bin_codes, bin_values, pad_edges
 
 __all__ = ["Binning", "Level", "encode_levels"]
 
@@ -42,22 +42,25 @@ class _LevelEncoder:
     def __init__(self, levels: Sequence[Level]) -> None:
         self.k = len(levels)
         self._lookup: dict[Any, int] = {lv: i for i, lv in enumerate(levels)}
-        self._numeric = all(isinstance(lv, (int, float)) for lv in levels)
-        values = np.array([float(lv) for lv in levels] if self._numeric else [], np.float64)
+        self.numeric = all(isinstance(lv, (int, float)) for lv in levels)
+        values = np.array([float(lv) for lv in levels] if self.numeric else [], np.float64)
         order = np.argsort(values, kind="stable")
-        self._sorted = values[order]
-        self._order = order.astype(np.int64)
+        # The numeric levels in increasing order, and each one's code (for ``bin_values``).
+        self.sorted = values[order]
+        self.order = order.astype(np.int64)
+        self.sorted.flags.writeable = False
+        self.order.flags.writeable = False
 
     def encode(self, values: NDArray[Any]) -> NDArray[np.int64]:
         if values.shape[0] <= _SMALL:  # a request's few rows: a dict lookup beats numpy's ops
             return np.array([self._code(x) for x in values.tolist()], dtype=np.int64)
         if values.dtype.kind in "fiub":
             v = values.astype(np.float64)
-            if self.k == 0 or not self._numeric:
+            if self.k == 0 or not self.numeric:
                 codes = np.full(v.shape, self.k, dtype=np.int64)
             else:
-                pos = np.minimum(np.searchsorted(self._sorted, v), self.k - 1)
-                codes = np.where(self._sorted[pos] == v, self._order[pos], self.k)
+                pos = np.minimum(np.searchsorted(self.sorted, v), self.k - 1)
+                codes = np.where(self.sorted[pos] == v, self.order[pos], self.k)
             codes[np.isnan(v)] = -1
             return codes
         return np.fromiter((self._code(x) for x in values.tolist()), np.int64, values.shape[0])
@@ -209,10 +212,17 @@ class Binning:
                     code = enc._code(value)
                     counts[row, code if code >= 0 else -1] += 1
         elif self.cat_cols:
-            codes = np.empty((x.shape[0], len(self.cat_cols)), dtype=np.int64)
+            numeric = x.dtype.kind in "fiub"
             for i, (col, enc) in enumerate(zip(self.cat_cols, self._encoders, strict=True)):
-                codes[:, i] = enc.encode(x[:, col])
-            bin_codes(codes, self.n_levels, out.counts[self.n_numeric :])
+                row = self.n_numeric + i
+                if numeric and enc.numeric:  # numeric levels: counted from the values
+                    values = x[:, col]
+                    if values.dtype is not _FLOAT64:
+                        values = values.astype(np.float64)
+                    bin_values(values, enc.sorted, enc.order, out.counts[row])
+                else:
+                    codes = enc.encode(x[:, col]).reshape(-1, 1)
+                    bin_codes(codes, self.n_levels[i : i + 1], out.counts[row : row + 1])
         return out
 
     def _bind(self, out: BinCounts | None) -> BinCounts:

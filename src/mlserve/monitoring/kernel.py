@@ -14,7 +14,9 @@ as out of range low, ``x > ref_max`` as high; finite values add to ``n_finite``,
 and ``sumsq``, so ±Inf land in the outer bins, count as out of range and stay out of the
 moments. A categorical feature is counted from level codes: code ``c`` in
 ``0 .. n_levels[j]-1`` is bin ``c``, a code ≥ ``n_levels[j]`` is bin ``n_levels[j]``
-("other"), a negative code is the missing bin.
+("other"), a negative code is the missing bin. ``bin_values`` counts a categorical feature
+with numeric levels from its values directly (equal to a level: its bin; to none: "other";
+NaN: missing), without codes.
 
 Kernels add to their outputs and never allocate; the wrappers here (``count_rows``,
 ``count_codes``) validate and convert the inputs and allocate outputs when none are given.
@@ -40,6 +42,7 @@ __all__ = [
     "RowBinner",
     "bin_codes",
     "bin_rows",
+    "bin_values",
     "count_codes",
     "count_rows",
     "pad_edges",
@@ -50,14 +53,20 @@ NO_EXTENSIONS = os.environ.get("MLSERVE_NO_EXTENSIONS") == "1"
 IMPLEMENTATION = "numpy"
 if not NO_EXTENSIONS:
     try:
-        from ._kernel import LINEAR_MAX, RowBinner, bin_codes, bin_rows
+        from ._kernel import LINEAR_MAX, RowBinner, bin_codes, bin_rows, bin_values
 
         IMPLEMENTATION = "cython"
     except ImportError as exc:  # pragma: no cover - a build without the extension
         logger.warning("compiled binning kernel unavailable (%s); using the numpy twin", exc)
 if IMPLEMENTATION == "numpy":
     # Same signatures (see _kernel.pyi); only RowBinner is a different class object.
-    from ._kernel_py import LINEAR_MAX, RowBinner, bin_codes, bin_rows  # type: ignore[assignment]
+    from ._kernel_py import (  # type: ignore[assignment]
+        LINEAR_MAX,
+        RowBinner,
+        bin_codes,
+        bin_rows,
+        bin_values,
+    )
 
 
 @dataclass(frozen=True, eq=False)
