@@ -63,7 +63,7 @@ def wine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (vdir / "model.onnx").write_bytes(proto.SerializeToString())
     save_profile(profile, vdir / "reference.json")
     (root / "wine" / "model.toml").write_text(
-        '[monitoring]\nsegment_by = "parameters.tenant"\nmax_segments = 3\n'
+        '[monitoring]\nsegment_by = "parameters.tenant"\nmax_segments = 3\nsample_rows = 0\n'
     )
     return {"root": root, "draw": draw, "names": names, "profile": profile}
 
@@ -138,7 +138,7 @@ def test_segment_by_a_feature_splits_rows_by_its_value() -> None:
     reference = np.asarray(draw(rng, N_REF), np.float64)
     region = rng.integers(0, 2, N_REF).astype(np.float64)  # a two-level feature
     profile = build_profile(np.column_stack([reference, region]), [*names, "region"])
-    config = MonitoringConfig(segment_by="region")
+    config = MonitoringConfig(segment_by="region", sample_rows=0)  # every row of a batch
     monitor = _monitor(profile, config)
     before = np.asarray(draw(rng, 3_000), np.float64)  # each region's baseline, undrifted
     before_regions = rng.integers(0, 2, 3_000).astype(np.float64)
@@ -189,8 +189,9 @@ def test_segments_share_one_error_budget_and_release_idle_places() -> None:
     profile = build_profile(np.asarray(draw(rng, N_REF)), names)
     now = [0.0]
     config = MonitoringConfig(
-        segment_by="parameters.t", max_segments=2, bucket_seconds=1.0, window_buckets=3
-    )
+        segment_by="parameters.t", max_segments=2, bucket_seconds=1.0, window_buckets=3,
+        sample_rows=0,
+    )  # fmt: skip
     monitor = ModelMonitor.build(
         (TensorSpec("input", "FP32", (-1, len(names))),), (), config, profile,
         clock=lambda: now[0],

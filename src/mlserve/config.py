@@ -303,6 +303,9 @@ class MonitoringConfig:
     # Cap on the rows the significance tests count (0: none): beyond it the window's counts
     # are scaled down, so a busy model's threshold stops shrinking.
     max_window_rows: int = 0
+    # Rows of one request binned into the drift windows (0: every row): a larger request
+    # gives at most this many, each of its rows with the same chance; the tests count those.
+    sample_rows: int = 256
     # Drift per segment of the traffic: a feature with few values ("region") or a request
     # parameter ("parameters.tenant"); the first max_segments values seen get windows of their
     # own, later ones share "other".
@@ -667,6 +670,11 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] psi_floor must be in [0, 10)")
     if not 0 <= m.auc_floor < 0.5:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] auc_floor must be in [0, 0.5)")
+    if m.sample_rows < 0:
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [monitoring] sample_rows must be 0 (every row) or more, "
+            f"got {m.sample_rows}"
+        )
     if not 1 <= m.max_segments <= 64:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [monitoring] max_segments must be in 1..64")
     if m.segment_by == "parameters." or m.segment_by.strip() != m.segment_by:

@@ -74,10 +74,17 @@ class RequestStats:
         self.rows = 0
 
     def success(self, total_s: float, queue_s: float, infer_s: float, rows: int) -> None:
+        # Histogram.observe three times, written out: one call a request instead of four.
         self.outcomes[0] += 1
-        self.duration.observe(total_s)
-        self.queue.observe(queue_s)
-        self.inference.observe(infer_s)
+        h = self.duration
+        h.counts[bisect_left(h.bounds, total_s)] += 1
+        h.sum += total_s
+        h = self.queue
+        h.counts[bisect_left(h.bounds, queue_s)] += 1
+        h.sum += queue_s
+        h = self.inference
+        h.counts[bisect_left(h.bounds, infer_s)] += 1
+        h.sum += infer_s
         self.rows += rows
 
     def failure(self, outcome: int) -> None:

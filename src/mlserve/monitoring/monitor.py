@@ -5,10 +5,11 @@ A ``ModelMonitor`` is built at load from the version's reference profile
 features and one per profiled model output. The features are the columns of its one 2-D
 input, or, for a model with one input per feature (``runtime/columns.py``), the rows ×
 features table of its inputs, built at flush for many requests at once. ``observe`` only
-queues a request's arrays; they are binned together (one kernel call per section for many
-requests) when ``FLUSH_ROWS`` rows are queued, ``FLUSH_SECONDS`` after the first, or before
-any read, so the per-request cost is a few list appends. ``state`` exports plain data that merges
-across workers by addition; ``report`` turns merged state into drift statistics, alerts
+queues a request's arrays (one append); they are binned together (one kernel call per
+section for many requests) when ``FLUSH_ROWS`` rows are queued, ``FLUSH_SECONDS`` after the
+first, or before any read. A request of more than ``[monitoring] sample_rows`` rows queues an
+unbiased sample of its rows (``ModelMonitor.sample``), and the windows and tests count those.
+``state`` exports plain data that merges across workers by addition; ``report`` turns merged state into drift statistics, alerts
 and data-quality figures.
 """
 
@@ -18,10 +19,12 @@ import asyncio
 import copy
 import hashlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -44,6 +47,7 @@ REFERENCE_FILE = "reference.json"
 FLUSH_ROWS = 64
 FLUSH_SECONDS = 0.05
 INPUTS = "inputs"
+_FEEDS, _OUTPUTS = itemgetter(0), itemgetter(2)  # of a queued request
 _WINDOW_ARRAYS = ("counts", "out_low", "out_high", "n_finite", "sums", "sumsq")
 
 
@@ -207,29 +211,30 @@ class ModelMonitor:
         self.segment_error: str | None = None  # why segment_by could not be followed
         # The request parameter that names a request's segment (None: no such parameter).
         self.segment_parameter = segments.parameter if segments is not None else None
-        self._segment_keys: list[tuple[Any, int]] = []  # (parameter value, rows) per request
         self._clock = clock
-        # Queued arrays per section (same order as sections), and rows queued.
-        self._queued: list[list[Any]] = [[] for _ in sections]
-        self._rows = 0
+        # Requests queued since the last flush: (feeds, names, outputs, segment, rows binned).
+        self._pending: list[tuple[Any, Sequence[str], Sequence[Any], Any, int]] = []
+        self._rows = 0  # rows queued
+        self.flush_rows = FLUSH_ROWS
+        self._mixed = False  # a queued request asked for only some outputs
+        # Rows of successful requests seen, and how many of them were binned (sample_rows):
+        # counted at flush from the rows queued and the rows sampling left out.
+        self.rows_seen = 0
+        self.rows_binned = 0
+        self._unsampled = 0
+        self._sample_rows = config.sample_rows
+        self._random = random.Random()
         self._timer: asyncio.TimerHandle | None = None
-        self._lock = threading.Lock()  # guards the queues (observe vs flush)
+        self._lock = threading.Lock()  # guards the queue (observe vs flush)
         self._flushing = threading.Lock()  # one flush at a time
-        # Where each request's arrays go, worked out once: (queue, input name) and, for
-        # responses with every output in model order, (queue, output position).
+        # Where a section's arrays come from, worked out once: for inputs, the input's name
+        # (None: the feature table, built from the whole feeds); for outputs, the output's
+        # name and its position in a response with every output in model order.
         self._all_outputs = output_names
-        # (source None: the section counts the feature table, its queue takes the feeds.)
-        self._input_plan = [
-            (i, None if s.schema is not None else s.source)
-            for i, s in enumerate(sections)
-            if s.is_input
-        ]
-        self._output_queue = {s.source: i for i, s in enumerate(sections) if not s.is_input}
         position = {name: p for p, name in enumerate(output_names)}
-        self._output_plan = [
-            (i, position[s.source])
-            for i, s in enumerate(sections)
-            if s.source in position and not s.is_input
+        self._plan = [
+            (s.is_input, None if s.schema is not None else s.source, position.get(s.source))
+            for s in sections
         ]
 
     @classmethod
@@ -348,32 +353,54 @@ class ModelMonitor:
         segment: Any = None,
     ) -> None:
         """Queue one request's features and predictions (``names[i]`` → ``outputs[i]``);
-        ``segment``: the request's value of the segment parameter, if segmented by one."""
+        ``segment``: the request's value of the segment parameter, if segmented by one.
+
+        A request of more than ``sample_rows`` rows queues at most that many of them, the
+        same rows of every tensor, each row with the same chance (``sample``)."""
+        binned = rows
+        if rows > self._sample_rows > 0:
+            feeds, outputs, binned = self._sample(feeds, outputs, rows)
         with self._lock:
-            queued = self._queued
-            if self.segment_parameter is not None:
-                self._segment_keys.append((segment, rows))
-            for i, source in self._input_plan:
-                queued[i].append(feeds[source] if source is not None else feeds)
-            if names is self._all_outputs:  # the common case: every output, in model order
-                for i, position in self._output_plan:
-                    queued[i].append(outputs[position])
-            else:  # the caller asked for some outputs: profile those it got
-                for name, array in zip(names, outputs, strict=True):
-                    queue = self._output_queue.get(name)
-                    if queue is not None:
-                        queued[queue].append(array)
-            self._rows += rows
-            due = self._rows >= FLUSH_ROWS
+            self._pending.append((feeds, names, outputs, segment, binned))
+            if names is not self._all_outputs:
+                self._mixed = True
+            self._rows += binned
+            due = self._rows >= self.flush_rows
             if not due and self._timer is None:
                 try:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:  # no event loop (a library caller): bin now
                     due = True
-                else:
-                    self._timer = loop.call_later(FLUSH_SECONDS, self.flush)
+                else:  # one timer at a time: a flush by rows leaves it to find little to do
+                    self._timer = loop.call_later(FLUSH_SECONDS, self._timed_flush)
         if due:
             self.flush()
+
+    def sample(self, rows: int) -> slice:
+        """The rows of a request of ``rows`` rows that are binned: every k-th row from a
+        random start, k = ceil(rows / sample_rows), so at most ``sample_rows`` rows, each row
+        taken with probability exactly 1/k whatever its place (the proportions of the rows
+        binned are unbiased estimates of the request's). A slice: the arrays are not
+        copied."""
+        step = -(-rows // self._sample_rows)
+        return slice(self._random.randrange(step), None, step)
+
+    def _sample(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[np.ndarray], rows: int
+    ) -> tuple[dict[str, np.ndarray], list[np.ndarray], int]:
+        taken = self.sample(rows)
+        binned = len(range(rows)[taken])
+        with self._lock:
+            self._unsampled += rows - binned
+
+        def take(a: np.ndarray) -> np.ndarray:
+            return a[taken] if a.ndim and a.shape[0] == rows else a
+
+        return {k: take(v) for k, v in feeds.items()}, [take(o) for o in outputs], binned
+
+    def _timed_flush(self) -> None:
+        self._timer = None
+        self.flush()
 
     def flush(self) -> None:
         """Bin everything queued (one kernel call per section) into the current bucket.
@@ -383,13 +410,21 @@ class ModelMonitor:
         """
         with self._flushing:
             with self._lock:
-                queued, self._queued = self._queued, [[] for _ in self.sections]
-                keys, self._segment_keys = self._segment_keys, []
-                self._rows = 0
-                # A pending timer is left to fire and find little to do.
-                self._timer = None
+                pending, self._pending = self._pending, []
+                mixed, self._mixed = self._mixed, False
+                self.rows_binned += self._rows
+                self.rows_seen += self._rows + self._unsampled
+                self._rows = self._unsampled = 0
+            if not pending:
+                return
             now = self._clock()
-            for arrays, section in zip(queued, self.sections, strict=True):
+            keys = None
+            if self.segment_parameter is not None:
+                keys = [key for _, _, _, key, n in pending for _ in range(n)]
+            for (is_input, source, position), section in zip(
+                self._plan, self.sections, strict=True
+            ):
+                arrays = self._gather(pending, mixed, is_input, source, position)
                 if not arrays:
                     continue
                 if section.schema is not None:
@@ -397,9 +432,35 @@ class ModelMonitor:
                 else:
                     batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
                 section.window.add_batch(batch, now)
-                if self.segments is not None and section.is_input:
-                    rows = [k for k, n in keys for _ in range(n)] if keys else None
-                    self.segments.add(_two_d(batch), rows, now)
+                if self.segments is not None and is_input:
+                    self.segments.add(_two_d(batch), keys, now)
+
+    def _gather(
+        self,
+        pending: list[tuple[Any, Sequence[str], Sequence[Any], Any, int]],
+        mixed: bool,
+        is_input: bool,
+        source: str | None,
+        position: int | None,
+    ) -> list[Any]:
+        """One section's arrays out of the queued requests; ``mixed``: some requests asked
+        for only some outputs (else every one has every output, in model order)."""
+        if is_input:
+            feeds = map(_FEEDS, pending)
+            return list(feeds if source is None else map(itemgetter(source), feeds))
+        if not mixed:
+            if position is None:
+                return []
+            return list(map(itemgetter(position), map(_OUTPUTS, pending)))
+        every = self._all_outputs
+        arrays = []
+        for _, names, outputs, _, _ in pending:
+            if names is every:
+                if position is not None:
+                    arrays.append(outputs[position])
+            elif source is not None and source in names:  # some outputs: those it got
+                arrays.append(outputs[list(names).index(source)])
+        return arrays
 
     # ------------------------------------------------------------------ export
     def state(self, now: float | None = None) -> dict[str, Any]:
@@ -439,7 +500,10 @@ class ModelMonitor:
                 if not s.is_input
                 else {},
             }
-        result: dict[str, Any] = {"sections": out}
+        result: dict[str, Any] = {
+            "sections": out,
+            "sampling": {"rows": self.rows_seen, "binned": self.rows_binned},
+        }
         if self.segments is not None:
             result["segments"] = self.segments.state(now)
         return result
@@ -471,6 +535,11 @@ class ModelMonitor:
             "sections": reports,
             "alert": any(r["alert"] for r in reports.values()),
             "window_seconds": self.config.window_buckets * self.config.bucket_seconds,
+            # Rows seen and rows binned into the windows (the tests count the binned ones).
+            "sampling": {
+                "sample_rows": config.sample_rows,
+                **state.get("sampling", {"rows": 0, "binned": 0}),
+            },
         }
         if self.segments is not None:
             result["segments"] = self._segment_reports(state.get("segments", {}))
