@@ -218,14 +218,14 @@ class HttpConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Exact, whatever the reads: a head that arrives in one read is counted here.
-        self._header_count += 1
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.max_head_bytes:
+        count = self._header_count = self._header_count + 1
+        size = self._head_size = self._head_size + len(name) + len(value) + 4
+        if size > self.max_head_bytes or count > MAX_HEADERS:
+            if count > MAX_HEADERS:
+                raise HeadTooLarge(431, f"the request has more than {MAX_HEADERS} headers")
             raise HeadTooLarge(
                 431, f"the request headers are over the limit of {self.max_head_bytes} bytes"
             )
-        if self._header_count > MAX_HEADERS:
-            raise HeadTooLarge(431, f"the request has more than {MAX_HEADERS} headers")
         fast = self._fast
         if fast is None:
             fast = self._fast = self._is_fast()
@@ -250,8 +250,9 @@ class HttpConnection(asyncio.Protocol):
         url = self._url
         http_version = parser.get_http_version()
         if fast:
-            path, raw_path, query = url.decode("ascii"), url, b""
+            method, path, raw_path, query = "POST", url.decode("ascii"), url, b""
         else:
+            method = parser.get_method().decode("ascii")
             parsed = httptools.parse_url(url)
             raw_path = parsed.path
             path = raw_path.decode("ascii")
@@ -262,7 +263,7 @@ class HttpConnection(asyncio.Protocol):
                 path = self.root_path + path
                 raw_path = self.root_path.encode("ascii") + raw_path
         ex = Exchange(
-            parser.get_method().decode("ascii"),
+            method,
             path,
             raw_path,
             query,
