@@ -310,3 +310,18 @@ def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections(root: 
         assert server.proc.wait(30) == 0
     finally:
         server.stop()
+
+
+def test_no_private_uvicorn_api_in_the_package() -> None:
+    """uvicorn runs the server through its public API only (``uvicorn.run``): what the
+    package imports from uvicorn is the top-level module, nothing below it."""
+    src = Path(__file__).resolve().parents[1] / "src" / "mlserve"
+    offenders = []
+    for path in sorted(src.rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and any(
+                w.startswith("uvicorn.") or w.startswith("uvicorn,") for w in words[1:2]
+            ):
+                offenders.append(f"{path.relative_to(src)}:{number}: {line.strip()}")
+    assert offenders == []
