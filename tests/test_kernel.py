@@ -37,6 +37,8 @@ def test_compiled_kernel_loaded():
     if os.environ.get("MLSERVE_NO_EXTENSIONS") != "1":
         assert kernel.IMPLEMENTATION == "cython"
         assert kernel.bin_rows is _compiled.bin_rows
+        assert kernel.bin_values is _compiled.bin_values
+        assert kernel.RowQueue is _compiled.RowQueue
     else:
         assert kernel.IMPLEMENTATION == "numpy"
         assert kernel.bin_rows is _kernel_py.bin_rows
@@ -495,3 +497,52 @@ def test_bin_values_accumulates_and_rejects_bad_arguments(impl):
         impl.bin_values(np.array([0.0]), levels, codes[:1], counts)
     with pytest.raises(ValueError, match="not a level code"):
         impl.bin_values(np.array([0.0]), levels, np.array([0, 2], dtype=np.int64), counts)
+
+
+def _queue(impl, capacity=8):
+    buffers = [
+        np.zeros((capacity, 3), np.float32),
+        np.zeros(capacity, np.int64),
+        np.zeros((capacity, 2), np.float64),
+    ]
+    return impl.RowQueue(buffers, [1, 0])  # the 2nd buffer takes rest[1], the 3rd rest[0]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_row_queue_copies_rows_and_refuses_what_does_not_fit(impl):
+    rng = np.random.default_rng(0)
+    q = _queue(impl)
+    x1, x2 = rng.random((2, 3)).astype(np.float32), rng.random((3, 3)).astype(np.float32)
+    lab1, lab2 = np.array([1, 2], dtype=np.longlong), np.array([3, 4, 5])  # equivalent int64s
+    s1, s2 = rng.random((2, 2)), rng.random((3, 2))
+    assert q.push(x1, [s1, lab1]) == 2
+    x1[:] = -1  # copied: later changes to the request's arrays do not reach the queue
+    assert q.push(x2, [s2, lab2]) == 3
+    refused = [
+        (x1.astype(np.float64), [s1, lab1]),  # another dtype
+        (np.asfortranarray(rng.random((2, 3)).astype(np.float32)), [s1, lab1]),  # layout
+        (rng.random((2, 4)).astype(np.float32), [s1, lab1]),  # width
+        (x1, [s1, np.array([1, 2, 3])]),  # rows differ between tensors
+        (x1, [s1, lab1.astype(np.int32)]),
+        (x1, [s1, [1, 2]]),  # not an array
+        (rng.random((4, 3)).astype(np.float32), [rng.random((4, 2)), np.arange(4)]),  # full
+    ]
+    for first, rest in refused:
+        assert q.push(first, rest) == -1
+    assert q.rows == 5
+    x, lab, s = q.take()
+    np.testing.assert_array_equal(x[2:], x2)
+    assert x[:2].min() >= 0  # the rows as they were pushed
+    assert lab.tolist() == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(s, np.concatenate([s1, s2]))
+    assert q.rows == 0 and [a.shape[0] for a in q.take()] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_row_queue_rejects_bad_buffers(impl):
+    with pytest.raises(ValueError, match="one position"):
+        impl.RowQueue([np.zeros((4, 2))], [0])
+    with pytest.raises(ValueError, match="same number of rows"):
+        impl.RowQueue([np.zeros((4, 2)), np.zeros(3)], [0])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        impl.RowQueue([np.zeros((4, 2), order="F"), np.zeros(4)], [0])

@@ -1,5 +1,7 @@
 """Type stub for the compiled binning kernels (``_kernel.pyx``); the numpy twin matches it."""
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -48,3 +50,9 @@ class RowBinner:
         sumsq: NDArray[np.float64],
     ) -> None: ...
     def add(self, X: NDArray[np.float32] | NDArray[np.float64]) -> None: ...
+
+class RowQueue:
+    rows: int
+    def __init__(self, buffers: list[NDArray[Any]], positions: list[int]) -> None: ...
+    def push(self, first: Any, rest: Any) -> int: ...
+    def take(self) -> list[NDArray[Any]]: ...

@@ -15,6 +15,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.math cimport isinf, isnan
 from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcpy
 
 cnp.import_array()
 
@@ -335,3 +336,82 @@ cdef class RowBinner:
                 _bin_rows(xd, self._cols, self._edges, self._n_edges, self._ref_min,
                           self._ref_max, self._counts, self._out_low, self._out_high,
                           self._n_finite, self._sums, self._sumsq)
+
+
+cdef class RowQueue:
+    """Rows of a few tensors (a request's input and outputs) copied into buffers, so a
+    request's arrays need not be kept until they are binned.
+
+    ``buffers``: one C-contiguous ``[capacity, width]`` array a tensor (``[capacity]`` for a
+    1-D one), in the dtype its arrays come in. ``push(first, rest)`` takes ``first`` and
+    ``rest[positions[i]]`` for the others; it copies all of them and returns their rows, or
+    copies nothing and returns -1 when one is not a C-contiguous array of that dtype and
+    width, their rows differ, or the rows would not fit. ``take()`` returns copies of the
+    rows held, and empties the queue.
+    """
+
+    cdef list _buffers
+    cdef list _positions
+    cdef Py_ssize_t _capacity
+    cdef public Py_ssize_t rows
+
+    def __init__(self, buffers, positions):
+        if len(positions) != len(buffers) - 1:
+            raise ValueError("one position for every buffer after the first")
+        capacity = -1
+        for b in buffers:
+            if not isinstance(b, cnp.ndarray) or not cnp.PyArray_IS_C_CONTIGUOUS(b):
+                raise ValueError("buffers must be C-contiguous numpy arrays")
+            if b.ndim not in (1, 2) or (capacity != -1 and b.shape[0] != capacity):
+                raise ValueError("buffers must be 1-D or 2-D, with the same number of rows")
+            capacity = b.shape[0]
+        self._buffers = list(buffers)
+        self._positions = [int(p) for p in positions]
+        self._capacity = max(capacity, 0)
+        self.rows = 0
+
+    cdef Py_ssize_t _fits(self, object a, cnp.ndarray buf) except -2:
+        """Rows of ``a`` when it can be copied into ``buf``; -1 otherwise."""
+        if type(a) is not cnp.ndarray:
+            return -1
+        cdef cnp.ndarray arr = <cnp.ndarray>a
+        if (
+            # Equivalent, not equal, type numbers: onnxruntime's int64 is NPY_LONGLONG.
+            not cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(arr), cnp.PyArray_TYPE(buf))
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or cnp.PyArray_NDIM(arr) != cnp.PyArray_NDIM(buf)
+        ):
+            return -1
+        if cnp.PyArray_NDIM(buf) == 2 and cnp.PyArray_DIM(arr, 1) != cnp.PyArray_DIM(buf, 1):
+            return -1
+        return cnp.PyArray_DIM(arr, 0)
+
+    def push(self, first, rest):
+        cdef Py_ssize_t i, n, k = len(self._buffers)
+        cdef list arrays = [first]
+        for i in range(k - 1):
+            arrays.append(rest[<Py_ssize_t>self._positions[i]])
+        n = self._fits(first, <cnp.ndarray>self._buffers[0])
+        if n < 0 or self.rows + n > self._capacity:
+            return -1
+        for i in range(1, k):
+            if self._fits(arrays[i], <cnp.ndarray>self._buffers[i]) != n:
+                return -1
+        cdef cnp.ndarray buf, arr
+        cdef Py_ssize_t row_bytes
+        for i in range(k):
+            buf = <cnp.ndarray>self._buffers[i]
+            arr = <cnp.ndarray>arrays[i]
+            row_bytes = cnp.PyArray_NBYTES(buf) // self._capacity if self._capacity else 0
+            memcpy(
+                <char*>cnp.PyArray_DATA(buf) + self.rows * row_bytes,
+                cnp.PyArray_DATA(arr),
+                n * row_bytes,
+            )
+        self.rows += n
+        return n
+
+    def take(self):
+        out = [b[: self.rows].copy() for b in self._buffers]
+        self.rows = 0
+        return out

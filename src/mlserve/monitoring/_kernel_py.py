@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["LINEAR_MAX", "RowBinner", "bin_codes", "bin_rows", "bin_values"]
+__all__ = ["LINEAR_MAX", "RowBinner", "RowQueue", "bin_codes", "bin_rows", "bin_values"]
 
 # Kept for parity with the compiled module (where it picks linear count vs binary search).
 LINEAR_MAX = 16
@@ -255,3 +255,48 @@ class RowBinner:
             raise RuntimeError("RowBinner.add called before bind")
         _check_rows(X, self._need)
         _bin_rows(X, *self._spec, *self._out)
+
+
+class RowQueue:
+    """Rows of a few tensors copied into buffers (see ``_kernel.pyx``): the same checks,
+    with numpy assignments for the copies."""
+
+    def __init__(self, buffers: list[NDArray[Any]], positions: list[int]) -> None:
+        if len(positions) != len(buffers) - 1:
+            raise ValueError("one position for every buffer after the first")
+        capacity = -1
+        for b in buffers:
+            if not isinstance(b, np.ndarray) or not b.flags.c_contiguous:
+                raise ValueError("buffers must be C-contiguous numpy arrays")
+            if b.ndim not in (1, 2) or (capacity != -1 and b.shape[0] != capacity):
+                raise ValueError("buffers must be 1-D or 2-D, with the same number of rows")
+            capacity = b.shape[0]
+        self._buffers = list(buffers)
+        self._positions = [int(p) for p in positions]
+        self._capacity = max(capacity, 0)
+        self.rows = 0
+
+    @staticmethod
+    def _fits(a: Any, buf: NDArray[Any]) -> int:
+        if type(a) is not np.ndarray or a.dtype != buf.dtype or not a.flags.c_contiguous:
+            return -1
+        if a.ndim != buf.ndim or (buf.ndim == 2 and a.shape[1] != buf.shape[1]):
+            return -1
+        return int(a.shape[0])
+
+    def push(self, first: Any, rest: Any) -> int:
+        arrays = [first, *(rest[p] for p in self._positions)]
+        n = self._fits(first, self._buffers[0])
+        if n < 0 or self.rows + n > self._capacity:
+            return -1
+        if any(self._fits(a, b) != n for a, b in zip(arrays[1:], self._buffers[1:], strict=True)):
+            return -1
+        for a, b in zip(arrays, self._buffers, strict=True):
+            b[self.rows : self.rows + n] = a
+        self.rows += n
+        return n
+
+    def take(self) -> list[NDArray[Any]]:
+        out = [b[: self.rows].copy() for b in self._buffers]
+        self.rows = 0
+        return out

@@ -40,6 +40,7 @@ __all__ = [
     "LINEAR_MAX",
     "BinCounts",
     "RowBinner",
+    "RowQueue",
     "bin_codes",
     "bin_rows",
     "bin_values",
@@ -53,16 +54,17 @@ NO_EXTENSIONS = os.environ.get("MLSERVE_NO_EXTENSIONS") == "1"
 IMPLEMENTATION = "numpy"
 if not NO_EXTENSIONS:
     try:
-        from ._kernel import LINEAR_MAX, RowBinner, bin_codes, bin_rows, bin_values
+        from ._kernel import LINEAR_MAX, RowBinner, RowQueue, bin_codes, bin_rows, bin_values
 
         IMPLEMENTATION = "cython"
     except ImportError as exc:  # pragma: no cover - a build without the extension
         logger.warning("compiled binning kernel unavailable (%s); using the numpy twin", exc)
 if IMPLEMENTATION == "numpy":
-    # Same signatures (see _kernel.pyi); only RowBinner is a different class object.
+    # Same signatures (see _kernel.pyi); RowBinner and RowQueue are different class objects.
     from ._kernel_py import (  # type: ignore[assignment]
         LINEAR_MAX,
         RowBinner,
+        RowQueue,
         bin_codes,
         bin_rows,
         bin_values,
