@@ -195,6 +195,20 @@ def test_pipelined_requests_are_answered_in_order(srv: ServerProcess) -> None:
     assert json.loads(got[6][2])["outputs"][0]["shape"][0] == 3
 
 
+def test_garbage_behind_pipelined_requests_is_refused_after_their_answers(
+    srv: ServerProcess,
+) -> None:
+    sequence = [("POST", INFER, infer_body(2)), ("GET", "/v2/health/live", None)]
+    with connect(srv.port) as s:
+        s.sendall(b"".join(request_bytes(m, t, b) for m, t, b in sequence) + b"GARBAGE\r\n\r\n")
+        reader = Reader(s)
+        assert [reader.expect(m, t)[0] for m, t, _ in sequence] == [200, 200]
+        status, headers, body, _ = reader.expect("GET", "/")
+        assert status == 400 and headers[b"connection"] == b"close"
+        assert json.loads(body)["code"] == "invalid_http"
+        assert reader.closed()
+
+
 def test_http_1_0_is_answered_then_closed(srv: ServerProcess) -> None:
     for method, target, body in [("GET", "/v2/health/live", None), ("POST", INFER, infer_body())]:
         data = request_bytes(method, target, body).replace(b"HTTP/1.1", b"HTTP/1.0", 1)

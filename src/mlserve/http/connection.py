@@ -401,17 +401,21 @@ class HttpConnection(asyncio.Protocol):
             return
         if transport.is_closing():
             return
-        self.resume_reading()
+        if self._refusal is not None and not self.pipeline:
+            # The answers owed before a refused request are written: refuse it now, without
+            # reading on (the parser stopped at its bytes).
+            status, message = self._refusal
+            self._refusal = None
+            self.server_state.total_requests += 1
+            self.refuse(status, message)
+            return
+        if self._refusal is None:  # nothing more is parsed behind a refused request
+            self.resume_reading()
         if self.head_started is not None:
             # A head begun while the answer was computed: its time starts now.
             self.head_started = perf_counter()
         if self.pipeline:
             self.loop.call_soon(self._start_next)
-        elif self._refusal is not None:
-            status, message = self._refusal
-            self._refusal = None
-            self.server_state.total_requests += 1
-            self.refuse(status, message)
         else:
             self.idle_since = perf_counter()
 
