@@ -34,16 +34,20 @@ rate of ``bankruptcies`` tripled or set to 50 % (extra ones drawn among the rows
 one); (d) a daily seasonality of ±0.1 sd on two near-normal features and on two
 right-skewed ones (hourly windows across days, each row shifted by the sine at its own
 time), and a fresh 1,200-row hold-out set replayed 4 and 10 times into one window (a load
-test looping over a hold-out split of the demo's size). Upper bounds (≤) are one-sided
-95 % Clopper–Pearson.
+test looping over a hold-out split of the demo's size); (e) ``[monitoring] sample_rows``:
+windows of 5 or 20 requests of 1,024 rows, binned whole or a sample of each request (false
+alarms, and power against a 0.25 sd shift in ``region_cost_index``). Upper bounds (≤) are
+one-sided 95 % Clopper–Pearson.
 
     python -m benchmarks.drift_power            # about 4 minutes on 2 cores
     python -m benchmarks.drift_power --quick    # a smoke run, about 10 s
+    python -m benchmarks.drift_power --only e   # (e) alone
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import platform
 import sys
@@ -83,6 +87,9 @@ SEASONAL = {"near-normal": ("age", "credit_utilization"),
 RARE = "bankruptcies"
 SIZES = (200, 1_000, 5_000)
 CONFIG = MonitoringConfig()
+# (e): windows of a few large requests, binned whole and through sample_rows.
+SAMPLE_REQUESTS, SAMPLE_BATCH = (5, 20), 1_024
+SAMPLE_ROWS = (256, 128, 64, 32)
 
 Counts = NDArray[np.int64]
 Rows = NDArray[np.float32]
@@ -340,8 +347,9 @@ class Checks:
                        tuple(d if isinstance(d, int) else -1 for d in o.shape))
             for o in world.session.get_outputs()
         ]  # fmt: skip
+        every_row = dataclasses.replace(CONFIG, sample_rows=0)  # X is one window, not a request
         monitor = ModelMonitor.build(
-            (TensorSpec("X", "FP32", (-1, len(FEATURES))),), tuple(specs), CONFIG,
+            (TensorSpec("X", "FP32", (-1, len(FEATURES))),), tuple(specs), every_row,
             world.profile, world.outputs, clock=lambda: 1_000.0,
         )  # fmt: skip
         assert monitor is not None
@@ -545,6 +553,41 @@ def replayed(world: World, seeds: Seeds, sets: int, checks: Checks) -> list[Row]
     return out
 
 
+def sampled(world: World, seeds: Seeds, windows: int, checks: Checks) -> list[Row]:
+    """Windows of 5 or 20 requests (``SAMPLE_REQUESTS``) of ``SAMPLE_BATCH`` rows each, binned
+    whole or through ``[monitoring] sample_rows``: every k-th row of a request from a random
+    start, k = ceil(rows / sample_rows), as ``ModelMonitor.sample`` takes them. The same draws for
+    every sample size; the tests see the rows binned (m below), as the server's do."""
+    col = FEATURES.index(SHIFTED)
+    caps = (0, *SAMPLE_ROWS)
+    out = []
+    for n_requests, d in ((r, d) for r in SAMPLE_REQUESTS for d in (0.0, 0.25)):
+        per_cap: dict[int, list[list[Counts]]] = {cap: [] for cap in caps}
+        chunk = max(1, 250 // n_requests)  # windows per model call
+        for start in range(0, windows, chunk):
+            k = min(chunk, windows - start)
+            requests = [draw(SAMPLE_BATCH, seeds()) for _ in range(k * n_requests)]
+            starts = np.random.default_rng(seeds()).random(len(requests))
+            for X in requests:
+                X[:, col] += np.float32(d * world.std[SHIFTED])
+            for cap in caps:
+                step = -(-SAMPLE_BATCH // cap) if cap else 1
+                taken = [X[int(u * step) :: step] for X, u in zip(requests, starts, strict=True)]
+                m = n_requests * len(taken[0])
+                per_cap[cap].append(
+                    world.counts(np.concatenate(taken), [m * i for i in range(k + 1)])
+                )
+        for cap in caps:
+            counts = [np.concatenate([p[s] for p in per_cap[cap]]) for s in range(3)]
+            checks.check(world, counts, 3)
+            m = int(counts[0][0, 0].sum())
+            setting = f"{SHIFTED} +{d} sd" if d else "undrifted"
+            rows = f"{n_requests} × {SAMPLE_BATCH:,} rows, sample_rows {cap or 'off'}"
+            out.append(Row("(e) sampled requests", f"{setting}; {rows}", f"{m:,}",
+                           f"{windows:,} windows", rates(world, counts, not d)))  # fmt: skip
+    return out
+
+
 def table(rows: list[Row]) -> str:
     lines = [
         "| experiment | setting | m (rows/window) | trials | "
@@ -567,9 +610,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--power-windows", type=int, default=1_000, help="windows per case (c)")
     parser.add_argument("--days", type=int, default=84, help="days of hourly windows in (d)")
     parser.add_argument("--sets", type=int, default=2_000, help="replayed hold-out sets in (d)")
+    parser.add_argument("--sample-windows", type=int, default=1_000, help="windows per case (e)")
+    parser.add_argument("--only", default="abcde", help="experiments to run, e.g. e")
     args = parser.parse_args(argv)
     if args.quick:
         args.windows, args.hours, args.power_windows, args.days, args.sets = 100, 4, 40, 2, 100
+        args.sample_windows = 50
     started = time.perf_counter()
     checks, seeds = Checks(), Seeds(1_000_000)
     with tempfile.TemporaryDirectory() as tmp:
@@ -591,9 +637,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("c", lambda: power(world, seeds, args.power_windows, checks)),
         ("d", lambda: seasonal(world, seeds, args.days, checks)),
         ("d", lambda: replayed(world, seeds, args.sets, checks)),
+        ("e", lambda: sampled(world, seeds, args.sample_windows, checks)),
     ]
     rows: list[Row] = []
     for name, step in steps:
+        if name not in args.only:
+            continue
         t0 = time.perf_counter()
         rows += step()
         print(f"({name}) {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
