@@ -7,14 +7,20 @@ against the rows binned, not the rows claimed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import numpy as np
 import pytest
 from scipy import stats
 
 from mlserve.config import ConfigError, MonitoringConfig, parse_model_config, parse_model_toml
+from mlserve.demo import build_demo
 from mlserve.monitoring import build_profile
 from mlserve.monitoring.monitor import ModelMonitor
 from mlserve.runtime.tensors import TensorSpec
+
+from .conftest import running_server
 
 INPUTS = (TensorSpec("X", "FP32", (-1, 3)),)
 OUTPUTS = (TensorSpec("label", "INT64", (-1,)), TensorSpec("score", "FP32", (-1, 2)))
@@ -143,3 +149,29 @@ def test_sample_rows_in_model_toml() -> None:
     assert parse_model_config(parse_model_toml(b"")).monitoring.sample_rows == 256
     with pytest.raises(ConfigError, match=r"\[monitoring\] sample_rows must be 0 \(every row\)"):
         parse_model_config(parse_model_toml(b"[monitoring]\nsample_rows = -1\n"))
+
+
+def test_a_server_counts_every_row_and_bins_a_sample(tmp_path: Path) -> None:
+    """Over real HTTP: a 1,000-row request is counted whole (rows counter) and binned as 250
+    rows (ceil(1000 / 256) = 4), which the monitor endpoint reports."""
+    registry = build_demo(tmp_path / "demo")
+    x = np.random.default_rng(4).standard_normal((1000, 20)).astype(np.float32)
+    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1000, 20],
+                        "data": x.ravel().tolist()}]}  # fmt: skip
+    with running_server(registry) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
+        r = client.post("/v2/models/credit-risk/versions/1/infer", json=body)
+        assert r.status_code == 200, r.text
+        drift = client.get("/v2/models/credit-risk/versions/1/monitor").json()
+        report = drift["versions"]["1"]["drift"]
+        assert report["sampling"] == {"sample_rows": 256, "rows": 1000, "binned": 250}
+        for section in report["sections"].values():
+            assert {f["window_count"] for f in section["features"]} == {250}
+        metrics = client.get("/metrics").text
+    rows = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("mlserve_inference_rows_total{")
+        and 'model="credit-risk"' in line
+        and 'version="1"' in line
+    ]
+    assert sum(rows) == 1000, rows
