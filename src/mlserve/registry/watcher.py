@@ -1,8 +1,9 @@
 """Polls the registry directory and feeds changes to the store.
 
 Every ``interval`` seconds the store rescans (``ModelStore.sync``, in a worker thread so
-the event loop keeps serving); the store decides what is new, changed, stable and
-loadable. One failed scan is logged and the next one runs as usual.
+the event loop keeps serving): the models whose watched times moved, and every model every
+``full_scan_every``-th scan (registry/changes.py); the store decides what is new, changed,
+stable and loadable. One failed scan is logged and the next one runs as usual.
 """
 
 from __future__ import annotations
