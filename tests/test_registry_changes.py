@@ -262,3 +262,21 @@ def test_racy_entries_are_read_again_until_their_times_are_old(tmp_path: Path) -
     (root / "n").rmdir()
     plan = detector.plan()
     assert plan.removed == {"n"} and "n" not in plan.dirty
+
+
+def test_one_model_layout_quick_scans_see_a_replaced_bare_file(tmp_path: Path) -> None:
+    """KServe's layout (``--model-name``: the registry is the model's directory, a bare
+    model.onnx is version 1): the quick scans watch the bare files too."""
+    root = tmp_path / "model"
+    root.mkdir()
+    (root / "model.onnx").write_bytes(linear_model(seed=1).SerializeToString())
+    store = _store(root, model_name="m", full_scan_every=1_000_000)
+    first = store.resolve("m")
+    time.sleep(RACY_S)
+    store.sync()
+    assert _quiet_scan(store)[1:] == ([], 0)
+    _replace(root / "model.onnx", linear_model(seed=2).SerializeToString())
+    for _ in range(3):  # seen, stable, loaded
+        store.sync()
+    assert store.resolve("m") is not first
+    assert store.changes.full_scans == 1
