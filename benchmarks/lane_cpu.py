@@ -2,6 +2,7 @@
 
     python -m benchmarks.lane_cpu                  # floor and both lanes, monitoring on
     python -m benchmarks.lane_cpu --profile fast   # and where the fast lane's time goes
+    python -m benchmarks.lane_cpu --lanes floor,floor-own  # the two protocols, same app
 
 ``floor`` is the raw ASGI floor app of ``benchmarks/serve.py`` behind uvicorn's own protocol.
 mlserve's protocol class (``HttpConnection``, the fast lane, or ``AsgiConnection``, as with
@@ -98,8 +99,8 @@ async def _measure(
 ) -> tuple[float, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="lane-cpu-"))
     registry = make_registry(workdir, 0)
-    if lane == "floor":
-        return await _measure_floor(registry, requests)
+    if lane in ("floor", "floor-own"):
+        return await _measure_floor(registry, requests, lane == "floor-own")
     settings = ServerSettings(
         registry=registry, overload_delay_ms=0, poll_seconds=0, monitoring=monitoring
     )
@@ -139,24 +140,29 @@ async def _measure(
     return cpu / requests * 1e6, profiler
 
 
-async def _measure_floor(registry: Path, requests: int) -> tuple[float, Any]:
-    """The raw ASGI floor app (``benchmarks/floors.py``) behind uvicorn's own protocol."""
+async def _measure_floor(registry: Path, requests: int, own: bool) -> tuple[float, Any]:
+    """The raw ASGI floor app (``benchmarks/floors.py``) behind uvicorn's own protocol, or
+    (``own``) behind mlserve's ``AsgiConnection``: the two protocols' costs, same app."""
     os.environ["FLOOR_MODELS"] = f"lr={registry / 'lr' / '1' / 'model.onnx'}"
     config = Config(
         app=raw_app(), http="httptools", loop="none", access_log=False, lifespan="off",
         proxy_headers=False,
     )  # fmt: skip
     config.load()
-    protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    protocol_class: Any = AsgiConnection if own else HttpToolsProtocol
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
     transport = _Transport()
     protocol.connection_made(transport)
     session = ort.InferenceSession(str(registry / "lr" / "1" / "model.onnx"))
     spec = session.get_inputs()[0]
     data = _request(spec.name, int(spec.shape[1]))
 
+    def answered() -> bool:
+        return bool(protocol.current.done if own else protocol.cycle.response_complete)
+
     async def one() -> None:
         protocol.data_received(data)
-        while not protocol.cycle.response_complete:
+        while not answered():
             await asyncio.sleep(0)
 
     for _ in range(2000):
@@ -174,16 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", choices=["fast", "asgi"], default=None)
     p.add_argument("--monitoring", choices=["on", "off"], default="on")
+    p.add_argument(
+        "--lanes",
+        default="floor,asgi,fast",
+        help="comma-separated, of floor, floor-own (the floor app on mlserve's protocol), "
+        "asgi, fast",
+    )
     args = p.parse_args(argv)
-    results: dict[str, list[float]] = {"floor": [], "fast": [], "asgi": []}
+    lanes = args.lanes.split(",")
+    results: dict[str, list[float]] = {lane: [] for lane in lanes}
     for _ in range(args.rounds):  # alternating, medians
-        for lane in ("floor", "asgi", "fast"):
+        for lane in lanes:
             us, _ = uvloop.run(_measure(lane, args.requests, False, args.monitoring))
             results[lane].append(us)
     for lane, values in results.items():
         values.sort()
         median = values[len(values) // 2]
-        print(f"{lane:5s} lane: {median:6.1f} µs CPU per request (rounds {values})")
+        print(f"{lane:9s} lane: {median:6.1f} µs CPU per request (rounds {values})")
     if args.profile:
         _, profiler = uvloop.run(_measure(args.profile, args.requests, True, args.monitoring))
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
