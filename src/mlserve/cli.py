@@ -232,6 +232,13 @@ def _names(text: str) -> list[str]:
 def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1; env MLSERVE_HOST)")
     p.add_argument("--port", type=int, help="port (default 8080; env MLSERVE_PORT)")
+    p.add_argument(
+        "--grpc-port",
+        dest="grpc_port",
+        type=int,
+        help="also serve the Open Inference Protocol over gRPC on this port, from every "
+        "worker (default 0: no gRPC; env MLSERVE_GRPC_PORT)",
+    )
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument(
         "--log-level",
@@ -318,6 +325,7 @@ _SETTING_KEYS = (
     "model_name",
     "host",
     "port",
+    "grpc_port",
     "workers",
     "log_level",
     "max_body_bytes",

@@ -36,6 +36,8 @@ class ServerSettings:
     registry: Path = Path("registry")
     host: str = "127.0.0.1"
     port: int = 8080
+    # gRPC Open Inference Protocol port, served by every worker beside HTTP (0: no gRPC).
+    grpc_port: int = 0
     workers: int = 1
     log_level: str = "info"
     # Largest request body accepted, in bytes (413 beyond).
@@ -87,6 +89,11 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
+        if not 0 <= self.grpc_port < 65536 or (self.grpc_port and self.grpc_port == self.port):
+            raise ConfigError(
+                f"grpc_port must be in 1..65535 and not the HTTP port, or 0 for no gRPC, "
+                f"got {self.grpc_port}"
+            )
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.log_level not in {"critical", "error", "warning", "info", "debug", "trace"}:

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from .config import ServerSettings
+from .grpc import GrpcServer
 from .http.app import app_from_environ
 from .http.connection import AsgiConnection, HttpConnection
 from .runtime.session import terminate_runs
@@ -86,9 +87,12 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def app_with_exit_bound() -> ExitBound:
-    """Factory for uvicorn (each worker): ``app_from_environ`` under an ``ExitBound``."""
+    """Factory for uvicorn (each worker): ``app_from_environ`` under an ``ExitBound``, with
+    the worker's gRPC server when ``grpc_port`` is set."""
     app = app_from_environ()
-    return ExitBound(app, app.settings.drain_seconds)
+    settings = app.settings
+    grpc = GrpcServer(app.service, settings) if settings.grpc_port else None
+    return ExitBound(app, settings.drain_seconds, grpc)
 
 
 class ExitBound:
@@ -97,17 +101,52 @@ class ExitBound:
     of the drain every session's runs are told to stop (``terminate_runs``), and a process
     still alive ``EXIT_BOUND_S`` later exits with status 1, saying why. Without this, a
     runaway run on a thread (a request, a warm-up) holds the exit forever: the interpreter
-    joins its threads before it exits."""
+    joins its threads before it exits.
 
-    def __init__(self, app: Any, drain_seconds: float) -> None:
+    With a ``GrpcServer`` it also runs the worker's gRPC transport: started on the worker's
+    loop once the application has started, draining from the stop signal on (beside
+    HTTP's drain), stopped before the application's shutdown closes the core."""
+
+    def __init__(self, app: Any, drain_seconds: float, grpc: GrpcServer | None = None) -> None:
         self.app = app  # the name the fast lane looks for (fast_lane.find_infer)
         self.drain_seconds = drain_seconds
+        self.grpc = grpc
         self._armed = threading.Event()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             self._see_stop_signals()
+            if self.grpc is not None:
+                await self.app(scope, self._grpc_receive(receive), self._grpc_send(send))
+                return
         await self.app(scope, receive, send)
+
+    def _grpc_send(self, send: Any) -> Any:
+        grpc = self.grpc
+        assert grpc is not None
+
+        async def lifespan_send(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                try:
+                    await grpc.start()
+                except OSError as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+            await send(message)
+
+        return lifespan_send
+
+    def _grpc_receive(self, receive: Any) -> Any:
+        grpc = self.grpc
+        assert grpc is not None
+
+        async def lifespan_receive() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await grpc.stop()
+            return message
+
+        return lifespan_receive
 
     def _see_stop_signals(self) -> None:
         # At lifespan start uvicorn's handlers are in place (in every worker): chain ours
@@ -119,6 +158,8 @@ class ExitBound:
 
             def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
                 self.arm()
+                if self.grpc is not None:
+                    self.grpc.stop_soon()
                 previous(signum, frame)
 
             try:

@@ -1,0 +1,153 @@
+"""The RPCs of ``inference.GRPCInferenceService``, each a straight call into the serving
+core (the pipeline for ModelInfer, the views for the rest), as a ``grpc`` generic handler.
+
+ModelInfer does what the HTTP infer core does, in the same order: load shedding, the
+target checked and admitted, the message mapped onto a V2 document (``codec``), the
+pipeline's ``infer`` (route by ``mlserve-routing-key`` metadata or the ``routing_key``
+parameter, run, record failures), and ``record`` for a success. Errors become statuses
+through ``status.grpc_status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+import grpc
+
+from ..errors import MLServeError
+from ..service import InferenceService
+from . import _protocol as pb
+from .codec import request_document, response_message, target
+from .status import grpc_status
+
+SERVICE = "inference.GRPCInferenceService"
+ROUTING_KEY = "mlserve-routing-key"
+NOT_READY_REASON = "mlserve-not-ready-reason"
+
+
+class InferenceRpcs:
+    """The service's RPCs over one ``InferenceService``."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self._views = service.views
+        self._pipeline = service.pipeline
+        self._accounting = service.accounting
+        self._shedder = service.shedder
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler that serves every RPC of ``SERVICE``."""
+
+        def unary(
+            fn: Callable[..., Any], request: Any, response: Any
+        ) -> grpc.RpcMethodHandler[Any, Any]:
+            return grpc.unary_unary_rpc_method_handler(
+                fn,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "ServerLive": unary(self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+                "ServerReady": unary(
+                    self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse
+                ),
+                "ModelReady": unary(self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+                "ServerMetadata": unary(
+                    self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse
+                ),
+                "ModelMetadata": unary(
+                    self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse
+                ),
+                "ModelInfer": unary(self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+            },
+        )
+
+    async def server_live(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return pb.ServerLiveResponse(live=self._views.live())
+
+    async def server_ready(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return pb.ServerReadyResponse(ready=self._views.ready())
+
+    async def model_ready(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """Whether the model (or version) serves; when not, why in trailing metadata."""
+        try:
+            ready, reason = self._views.model_ready(*target(request.name, request.version))
+        except Exception as exc:
+            await _abort(context, exc)
+        if reason is not None:
+            context.set_trailing_metadata(((NOT_READY_REASON, reason[:1024]),))
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def server_metadata(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        found = self._views.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=found["name"], version=found["version"], extensions=found["extensions"]
+        )
+
+    async def model_metadata(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        try:
+            found = self._views.model_metadata(*target(request.name, request.version))
+        except Exception as exc:
+            await _abort(context, exc)
+        return pb.ModelMetadataResponse(
+            name=found["name"],
+            versions=found["versions"],
+            platform=found["platform"],
+            inputs=[_tensor_metadata(t) for t in found["inputs"]],
+            outputs=[_tensor_metadata(t) for t in found["outputs"]],
+        )
+
+    async def model_infer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        start = perf_counter()
+        served = False  # once the pipeline has the request, it accounts failures itself
+        model: str | None = None
+        version: int | None = None
+        try:
+            model, version = target(request.model_name, request.model_version)
+            shedder = self._shedder
+            if shedder.share and shedder.shed_this():
+                self._accounting.count_shed(model, version)
+                raise shedder.refuse()
+            self._pipeline.admit(model, version)
+            document, binary = request_document(request)
+            served = True
+            result = await self._pipeline.infer(
+                model, version, document, binary, _routing_key(context), request.ByteSize()
+            )
+            response = response_message(result)
+        except MLServeError as exc:
+            if not served and model is not None and exc.status_code not in (404, 503):
+                # Refused before the pipeline saw it (the message's form): still the version's.
+                self._accounting.count_failure(model, version, exc)
+            await _abort(context, exc)
+        except Exception as exc:  # a bug: logged, answered INTERNAL
+            await _abort(context, exc)
+        if result.endpoint.observed:  # before the answer is written: a unary RPC has no after
+            self._pipeline.record(result, perf_counter() - start)
+        return response
+
+
+def _routing_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTING_KEY:
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _tensor_metadata(tensor: dict[str, Any]) -> Any:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"]
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> Any:
+    code, message, metadata = grpc_status(exc)
+    await context.abort(code, message, metadata)

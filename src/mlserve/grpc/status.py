@@ -1,0 +1,56 @@
+"""The serving core's errors as gRPC statuses: one table from the HTTP status an error
+carries (``errors.py``) to a gRPC code, the same message as HTTP's error body, and the
+error's stable ``code`` in trailing metadata. An unavailable answer carries a
+``google.rpc.RetryInfo`` (one second, HTTP's ``Retry-After: 1``)."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from ..errors import MLServeError
+from ._protocol import RpcAny, RpcDuration, RpcRetryInfo, RpcStatus
+
+log = logging.getLogger("mlserve.grpc")
+
+# HTTP status (``MLServeError.status_code``) → gRPC status code.
+CODES: dict[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
+    500: grpc.StatusCode.INTERNAL,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    507: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+ERROR_CODE_KEY = "mlserve-error-code"
+_RETRY_AFTER_S = 1
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
+    """The gRPC code, message and trailing metadata for any exception; an unknown one is
+    logged and answered ``INTERNAL`` "internal server error", as HTTP answers 500."""
+    if not isinstance(exc, MLServeError):
+        log.error("internal error", exc_info=exc)
+        return grpc.StatusCode.INTERNAL, "internal server error", ((ERROR_CODE_KEY, "internal"),)
+    code = CODES.get(exc.status_code, grpc.StatusCode.INTERNAL)
+    metadata: Metadata = ((ERROR_CODE_KEY, exc.code),)
+    if code is grpc.StatusCode.UNAVAILABLE:
+        retry = RpcRetryInfo(retry_delay=RpcDuration(seconds=_RETRY_AFTER_S))
+        details = RpcStatus(
+            code=code.value[0],
+            message=exc.message,
+            details=[RpcAny(type_url=RETRY_INFO_TYPE, value=retry.SerializeToString())],
+        )
+        metadata += ((STATUS_DETAILS_KEY, details.SerializeToString()),)
+    return code, exc.message, metadata

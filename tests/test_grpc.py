@@ -1,0 +1,589 @@
+"""The gRPC Open Inference Protocol, served beside HTTP: a real server process, the unmodified
+``tritonclient.grpc`` client (and its own generated stub for what the client does not send:
+typed contents, hostile messages), outputs checked against onnxruntime in this process and
+answers against HTTP's for the same requests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import onnx
+import onnxruntime as ort
+import orjson
+import pytest
+import tritonclient.grpc as tg
+from onnx import TensorProto, helper
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from mlserve import errors
+from mlserve.governance.publish import publish
+from mlserve.grpc.status import CODES, RETRY_INFO_TYPE, STATUS_DETAILS_KEY, grpc_status
+
+from .conftest import (
+    ServerProcess,
+    free_port,
+    linear_model,
+    matmul_model,
+    running_server,
+    wait_for,
+    write_version,
+)
+
+MAX_BODY = 1024 * 1024
+X = load_breast_cancer().data.astype(np.float32)
+
+
+def string_model() -> onnx.ModelProto:
+    """``out = s``: a BYTES (string) input of shape [N] and its echo."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["out"])],
+        "strings",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("out", TensorProto.STRING, ["N"])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("grpc-registry")
+    bunch = load_breast_cancer(as_frame=True)
+    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    publish(root, "cancer", reference=bunch.data, estimator=est.fit(bunch.data, bunch.target))
+    for v in (1, 2, 3):
+        write_version(root, "split", v, linear_model(seed=v))
+    (root / "split" / "model.toml").write_text(
+        '[versions]\npolicy = "all"\n[routing]\nstable = 1\ncanary = 2\ncanary_weight = 50\n'
+        "shadows = [3]\nshadow_sample = 1.0\n"
+    )
+    write_version(root, "text", 1, string_model())
+    write_version(root, "slow", 1, matmul_model(fixed=None))
+    (root / "slow" / "model.toml").write_text('[execution]\nmode = "thread"\n')
+    return root
+
+
+class GrpcServer:
+    """A server process with its gRPC port, the triton client and the raw stub."""
+
+    def __init__(self, proc: ServerProcess, grpc_port: int) -> None:
+        self.proc = proc
+        self.url = proc.url
+        self.target = f"127.0.0.1:{grpc_port}"
+        self.client = tg.InferenceServerClient(self.target)
+        self.channel = grpc.insecure_channel(
+            self.target, options=[("grpc.max_send_message_length", -1)]
+        )
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.client.close()
+        self.channel.close()
+
+
+@contextlib.contextmanager
+def serving(root: Path, *args: str) -> Iterator[GrpcServer]:
+    port = free_port()
+    with running_server(root, "--grpc-port", str(port), *args) as proc:
+        server = GrpcServer(proc, port)
+        wait_for(lambda: _ready(server))
+        try:
+            yield server
+        finally:
+            server.close()
+
+
+def _ready(server: GrpcServer) -> bool:
+    try:
+        return bool(server.client.is_server_ready())
+    except tg.InferenceServerException:
+        return False
+
+
+@pytest.fixture(scope="module")
+def srv(root: Path) -> Iterator[GrpcServer]:
+    with serving(root, "--max-body-bytes", str(MAX_BODY)) as server:
+        yield server
+
+
+def _session(root: Path, model: str, version: int) -> ort.InferenceSession:
+    return ort.InferenceSession(str(root / model / str(version) / "model.onnx"))
+
+
+def _fp32_input(x: np.ndarray, name: str = "X") -> tg.InferInput:
+    tensor = tg.InferInput(name, list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    return tensor
+
+
+def _http(server: GrpcServer, path: str, body: Any = None, **headers: str) -> httpx.Response:
+    if body is None:
+        return httpx.get(server.url + path, timeout=10)
+    return httpx.post(server.url + path, content=body, headers=headers, timeout=10)
+
+
+def _binary_body(header: dict[str, Any], blob: bytes) -> tuple[bytes, dict[str, str]]:
+    head = orjson.dumps(header)
+    return head + blob, {"inference-header-content-length": str(len(head))}
+
+
+def _call(server: GrpcServer, request: Any, metadata: Any = None) -> Any:
+    return server.stub.ModelInfer(request, metadata=metadata, timeout=10)
+
+
+def _refused(server: GrpcServer, request: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        _call(server, request)
+    return info.value
+
+
+def _still_serving(server: GrpcServer) -> None:
+    """HTTP still answers, and a good gRPC request still gets its answer."""
+    assert _http(server, "/v2/health/ready").status_code == 200
+    result = server.client.infer("cancer", [_fp32_input(X[:2])])
+    assert result.as_numpy("label").shape == (2,)
+
+
+# ---------------------------------------------------------------------------- health, metadata
+def test_health_and_metadata_match_http(srv: GrpcServer) -> None:
+    c = srv.client
+    assert c.is_server_live() and c.is_server_ready()
+    assert c.is_model_ready("cancer") and c.is_model_ready("split", "3")
+    meta = c.get_server_metadata(as_json=True)
+    assert meta == _http(srv, "/v2").json()
+    for model, version in (("cancer", ""), ("split", "2")):
+        got = c.get_model_metadata(model, version, as_json=True)
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
+        want = _http(srv, path).json()
+        assert got["name"] == want["name"] and got["versions"] == want["versions"]
+        assert got["platform"] == want["platform"]
+        for key in ("inputs", "outputs"):
+            assert [
+                {
+                    "name": t["name"],
+                    "datatype": t["datatype"],
+                    "shape": [int(d) for d in t["shape"]],
+                }
+                for t in got[key]
+            ] == want[key]
+
+
+def test_unknown_model_and_version_are_not_found_with_http_s_message(srv: GrpcServer) -> None:
+    for model, version, path in (
+        ("nope", "", "/v2/models/nope"),
+        ("cancer", "9", "/v2/models/cancer/versions/9"),
+    ):
+        want = _http(srv, path + "/ready")
+        assert want.status_code == 404
+        with pytest.raises(tg.InferenceServerException) as info:
+            srv.client.is_model_ready(model, version)
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+        assert info.value.message() == want.json()["error"]
+        request = pb.ModelInferRequest(model_name=model, model_version=version)
+        http = _http(srv, path + "/infer", b"{}")
+        error = _refused(srv, request)
+        assert error.code() is grpc.StatusCode.NOT_FOUND
+        assert error.details() == http.json()["error"]
+        assert ("mlserve-error-code", http.json()["code"]) in error.trailing_metadata()
+
+
+def test_bad_model_name_and_version_are_invalid_argument(srv: GrpcServer) -> None:
+    for model, version, path in (
+        (".hidden", "", "/v2/models/.hidden/infer"),
+        ("cancer", "01", "/v2/models/cancer/versions/01/infer"),
+    ):
+        http = _http(srv, path, b"{}")
+        assert http.status_code == 400
+        error = _refused(srv, pb.ModelInferRequest(model_name=model, model_version=version))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details() == http.json()["error"]
+
+
+# ---------------------------------------------------------------------------- inference
+def test_binary_infer_equals_onnxruntime_in_process(srv: GrpcServer, root: Path) -> None:
+    session = _session(root, "cancer", 1)
+    for rows in (X[:1], X[:7], X):
+        result = srv.client.infer("cancer", [_fp32_input(rows)], request_id="r-1")
+        response = result.get_response()
+        assert response.model_name == "cancer" and response.model_version == "1"
+        assert response.id == "r-1"
+        for out, want in zip(session.get_outputs(), session.run(None, {"X": rows}), strict=True):
+            got = result.as_numpy(out.name)
+            assert got.dtype == want.dtype and np.array_equal(got, want), out.name
+
+
+def test_requested_outputs_only(srv: GrpcServer, root: Path) -> None:
+    want = _session(root, "cancer", 1).run(["probabilities"], {"X": X[:3]})[0]
+    result = srv.client.infer(
+        "cancer", [_fp32_input(X[:3])], outputs=[tg.InferRequestedOutput("probabilities")]
+    )
+    assert [o.name for o in result.get_response().outputs] == ["probabilities"]
+    assert np.array_equal(result.as_numpy("probabilities"), want)
+
+
+def test_typed_contents_equal_onnxruntime_and_binary(srv: GrpcServer, root: Path) -> None:
+    rows = X[:4]
+    request = pb.ModelInferRequest(model_name="cancer")
+    tensor = request.inputs.add(name="X", datatype="FP32", shape=list(rows.shape))
+    tensor.contents.fp32_contents.extend(rows.ravel().tolist())
+    response = _call(srv, request)
+    session = _session(root, "cancer", 1)
+    for out, raw, want in zip(
+        response.outputs,
+        response.raw_output_contents,
+        session.run([o.name for o in response.outputs], {"X": rows}),
+        strict=True,
+    ):
+        got = np.frombuffer(raw, dtype=want.dtype).reshape(list(out.shape))
+        assert np.array_equal(got, want), out.name
+
+
+def test_strings_raw_and_typed(srv: GrpcServer) -> None:
+    words = np.array(["ä", "", "grpc", "x" * 300], dtype=object)
+    tensor = tg.InferInput("s", [len(words)], "BYTES")
+    tensor.set_data_from_numpy(words)
+    got = srv.client.infer("text", [tensor]).as_numpy("out")
+    assert [b.decode() for b in got] == list(words)
+    request = pb.ModelInferRequest(model_name="text")
+    typed = request.inputs.add(name="s", datatype="BYTES", shape=[len(words)])
+    typed.contents.bytes_contents.extend(w.encode() for w in words)
+    response = _call(srv, request)
+    (raw,) = response.raw_output_contents
+    decoded, at = [], 0
+    while at < len(raw):
+        (n,) = struct.unpack_from("<I", raw, at)
+        decoded.append(raw[at + 4 : at + 4 + n].decode())
+        at += 4 + n
+    assert decoded == list(words)
+
+
+# ---------------------------------------------------------------------------- routing
+def test_pinned_version(srv: GrpcServer, root: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((5, 20)).astype(np.float32)
+    for version in ("1", "2", "3"):
+        result = srv.client.infer("split", [_fp32_input(x)], model_version=version)
+        assert result.get_response().model_version == version
+        want = _session(root, "split", int(version)).run(["scores"], {"X": x})[0]
+        assert np.array_equal(result.as_numpy("scores"), want)
+
+
+def test_canary_split_by_routing_key_equals_http(srv: GrpcServer) -> None:
+    x = np.ones((1, 20), dtype=np.float32)
+    body = orjson.dumps(
+        {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [1.0] * 20}]}
+    )
+    by_grpc, by_http = [], []
+    for i in range(40):
+        key = f"customer-{i}"
+        result = srv.client.infer("split", [_fp32_input(x)], headers={"mlserve-routing-key": key})
+        by_grpc.append(result.get_response().model_version)
+        http = _http(srv, "/v2/models/split/infer", body, **{"mlserve-routing-key": key})
+        by_http.append(http.headers["mlserve-model-version"])
+    assert by_grpc == by_http
+    assert set(by_grpc) == {"1", "2"}, "a 50 % canary over 40 keys takes both versions"
+    again = [  # sticky: the same keys, the same versions
+        srv.client.infer(
+            "split", [_fp32_input(x)], headers={"mlserve-routing-key": f"customer-{i}"}
+        )
+        .get_response()
+        .model_version
+        for i in range(10)
+    ]
+    assert again == by_grpc[:10]
+
+
+def test_shadow_gets_mirrored_copies(srv: GrpcServer) -> None:
+    def mirrored() -> int:
+        entry = _http(srv, "/v2/models/split/monitor").json()["versions"]["3"]
+        return int(entry.get("shadow", {}).get("requests", 0))
+
+    before = mirrored()
+    x = np.zeros((2, 20), dtype=np.float32)
+    for _ in range(5):
+        srv.client.infer("split", [_fp32_input(x)])
+    wait_for(lambda: mirrored() >= before + 5)
+
+
+def test_requests_are_counted_as_http_ones(srv: GrpcServer) -> None:
+    def count() -> float:
+        text = _http(srv, "/metrics").text
+        found = re.search(
+            r'^mlserve_requests_total\{model="cancer",version="1",role="stable",'
+            r'outcome="success"\} (\S+)$',
+            text,
+            re.M,
+        )
+        return float(found[1]) if found else 0.0
+
+    before = count()
+    for _ in range(3):
+        srv.client.infer("cancer", [_fp32_input(X[:1])])
+    wait_for(lambda: count() == before + 3)
+
+
+# ---------------------------------------------------------------------------- hostile input
+def test_oversize_message_is_resource_exhausted(srv: GrpcServer) -> None:
+    rows = np.zeros((MAX_BODY // 120 + 10, 30), dtype=np.float32)
+    request = pb.ModelInferRequest(model_name="cancer", raw_input_contents=[rows.tobytes()])
+    request.inputs.add(name="X", datatype="FP32", shape=list(rows.shape))
+    error = _refused(srv, request)
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert str(MAX_BODY) in (error.details() or "")
+    _still_serving(srv)
+
+
+def test_wrong_contents_type_for_the_datatype(srv: GrpcServer) -> None:
+    request = pb.ModelInferRequest(model_name="cancer")
+    tensor = request.inputs.add(name="X", datatype="FP32", shape=[1, 30])
+    tensor.contents.int_contents.extend([1] * 30)
+    error = _refused(srv, request)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        error.details() == "input 'X': datatype FP32 takes contents.fp32_contents, got int_contents"
+    )
+    request = pb.ModelInferRequest(model_name="split", model_version="1")
+    tensor = request.inputs.add(name="X", datatype="FP16", shape=[1, 20])
+    tensor.contents.fp32_contents.extend([1.0] * 20)
+    error = _refused(srv, request)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "FP16 takes raw_input_contents only" in (error.details() or "")
+    _still_serving(srv)
+
+
+@pytest.mark.parametrize("delta", [-4, 4, -120])
+def test_raw_sizes_that_lie_get_http_s_message(srv: GrpcServer, delta: int) -> None:
+    rows = X[:2]
+    blob = rows.tobytes()
+    blob = blob[:delta] if delta < 0 else blob + b"\0" * delta
+    request = pb.ModelInferRequest(model_name="cancer", raw_input_contents=[blob])
+    request.inputs.add(name="X", datatype="FP32", shape=[2, 30])
+    error = _refused(srv, request)
+    header = {
+        "inputs": [
+            {
+                "name": "X",
+                "datatype": "FP32",
+                "shape": [2, 30],
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        ]
+    }
+    http = _http(srv, "/v2/models/cancer/infer", *_binary_body(header, blob)[:1],
+                 **_binary_body(header, blob)[1])  # fmt: skip
+    assert http.status_code == 400
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == http.json()["error"]
+    _still_serving(srv)
+
+
+def test_mixing_raw_and_typed_contents(srv: GrpcServer) -> None:
+    request = pb.ModelInferRequest(model_name="cancer", raw_input_contents=[X[:1].tobytes()])
+    tensor = request.inputs.add(name="X", datatype="FP32", shape=[1, 30])
+    tensor.contents.fp32_contents.extend(X[0].tolist())
+    error = _refused(srv, request)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == (
+        "input 'X' has typed contents in a request with raw_input_contents: send every input "
+        "raw, or every input typed"
+    )
+    _still_serving(srv)
+
+
+def test_more_raw_contents_than_inputs(srv: GrpcServer) -> None:
+    blob = X[:1].tobytes()
+    request = pb.ModelInferRequest(model_name="cancer", raw_input_contents=[blob, blob])
+    request.inputs.add(name="X", datatype="FP32", shape=[1, 30])
+    error = _refused(srv, request)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == (
+        "the request has 2 raw_input_contents for 1 inputs: send one per input, in the "
+        "inputs' order"
+    )
+    _still_serving(srv)
+
+
+def test_row_and_element_limits_as_http(srv: GrpcServer) -> None:
+    shape = [1, 1 << 40]
+    request = pb.ModelInferRequest(model_name="cancer", raw_input_contents=[b""])
+    request.inputs.add(name="X", datatype="FP32", shape=shape)
+    error = _refused(srv, request)
+    header = {
+        "inputs": [
+            {"name": "X", "datatype": "FP32", "shape": shape, "parameters": {"binary_data_size": 0}}
+        ]
+    }
+    body, headers = _binary_body(header, b"")
+    http = _http(srv, "/v2/models/cancer/infer", body, **headers)
+    assert http.status_code == 400 and error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == http.json()["error"]
+    _still_serving(srv)
+
+
+# ---------------------------------------------------------------------------- the status table
+def test_every_error_class_has_its_status_code() -> None:
+    classes: list[type[errors.MLServeError]] = [errors.MLServeError]
+    for cls in classes:
+        classes.extend(cls.__subclasses__())
+    for cls in classes:
+        assert cls.status_code in CODES, cls
+    expected = {
+        errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+        errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
+        errors.VersionNotFound: grpc.StatusCode.NOT_FOUND,
+        errors.GateNotPassed: grpc.StatusCode.FAILED_PRECONDITION,
+        errors.NotExplainable: grpc.StatusCode.FAILED_PRECONDITION,
+        errors.PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        errors.RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+        errors.Overloaded: grpc.StatusCode.UNAVAILABLE,
+        errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+        errors.ServerNotReady: grpc.StatusCode.UNAVAILABLE,
+        errors.InferenceFailed: grpc.StatusCode.INTERNAL,
+        errors.MLServeError: grpc.StatusCode.INTERNAL,
+    }
+    for cls, code in expected.items():
+        got, message, metadata = grpc_status(cls("why"))  # type: ignore[call-arg]
+        assert (got, message) == (code, "why"), cls
+        assert ("mlserve-error-code", cls.code) in metadata
+
+
+def test_unavailable_carries_retry_info_and_bugs_are_internal(caplog: Any) -> None:
+    code, message, metadata = grpc_status(errors.Overloaded("server overloaded"))
+    assert code is grpc.StatusCode.UNAVAILABLE
+    details = dict(metadata)[STATUS_DETAILS_KEY]
+    assert isinstance(details, bytes)
+    # Decoded with protobuf's own well-known types: google.rpc.Status is code = 1,
+    # message = 2, details = 3 (google.protobuf.Any); RetryInfo.retry_delay = 1 (Duration).
+    from google.protobuf import any_pb2, duration_pb2
+    from google.protobuf.internal.decoder import _DecodeVarint
+
+    fields = _fields(details)
+    assert fields[1] == [14] and fields[2] == [b"server overloaded"]
+    (detail,) = fields[3]
+    packed = any_pb2.Any.FromString(detail)
+    assert packed.type_url == RETRY_INFO_TYPE
+    (delay,) = _fields(packed.value)[1]
+    assert duration_pb2.Duration.FromString(delay).seconds == 1
+    assert _DecodeVarint  # the decoder used by _fields
+    code, message, _ = grpc_status(RuntimeError("/secret/path exploded"))
+    assert (code, message) == (grpc.StatusCode.INTERNAL, "internal server error")
+
+
+def _fields(data: bytes) -> dict[int, list[Any]]:
+    """A protobuf message's fields by number (varints and length-delimited only)."""
+    from google.protobuf.internal.decoder import _DecodeVarint
+
+    out: dict[int, list[Any]] = {}
+    at = 0
+    while at < len(data):
+        key, at = _DecodeVarint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _DecodeVarint(data, at)
+        else:
+            assert wire == 2
+            size, at = _DecodeVarint(data, at)
+            value, at = data[at : at + size], at + size
+        out.setdefault(number, []).append(value)
+    return out
+
+
+# ---------------------------------------------------------------------------- processes
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(cols[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                found.add(link[8:-1])
+    return found
+
+
+def test_two_workers_both_serve_grpc(root: Path) -> None:
+    port = free_port()
+    with running_server(root, "--workers", "2", "--grpc-port", str(port)) as proc:
+        server = GrpcServer(proc, port)
+        try:
+            wait_for(lambda: _ready(server), timeout=60)
+            children = [
+                int(p)
+                for p in Path(f"/proc/{proc.proc.pid}/task/{proc.proc.pid}/children")
+                .read_text()
+                .split()
+            ]
+            listening = _listening_inodes(port)
+            holders = [pid for pid in children if _socket_inodes(pid) & listening]
+            assert len(holders) == 2, (children, holders)
+            for i in range(20):  # new connections, spread by the kernel over both workers
+                client = tg.InferenceServerClient(server.target)
+                try:
+                    result = client.infer("cancer", [_fp32_input(X[i : i + 1])])
+                    assert result.as_numpy("label").shape == (1,)
+                finally:
+                    client.close()
+        finally:
+            server.close()
+
+
+def test_sigterm_drains_grpc_in_flight_and_exits_zero(root: Path) -> None:
+    port = free_port()
+    with running_server(root, "--grpc-port", str(port)) as proc:
+        server = GrpcServer(proc, port)
+        wait_for(lambda: _ready(server))
+        results: list[Any] = []
+        answered: list[float] = []
+
+        def slow() -> None:
+            request = pb.ModelInferRequest(model_name="slow")
+            x = request.inputs.add(name="x", datatype="FP32", shape=[1])
+            x.contents.fp32_contents.append(1e-3)
+            size = request.inputs.add(name="size", datatype="INT64", shape=[2])
+            size.contents.int64_contents.extend([3500, 3500])
+            try:
+                results.append(server.stub.ModelInfer(request, timeout=60))
+            except grpc.RpcError as exc:
+                results.append(exc)
+            answered.append(time.monotonic())
+
+        worker = threading.Thread(target=slow)
+        worker.start()
+        time.sleep(0.3)  # the request is in the server, its model running
+        proc.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: not _ready(server), timeout=5)
+        with pytest.raises(tg.InferenceServerException) as refused:  # no new RPCs now
+            server.client.infer("cancer", [_fp32_input(X[:1])])
+        assert refused.value.status() == "StatusCode.UNAVAILABLE"
+        refused_at = time.monotonic()
+        worker.join(60)
+        server.close()
+        assert proc.proc.wait(60) == 0
+        (answer,) = results
+        assert not isinstance(answer, grpc.RpcError), answer
+        assert answer.model_name == "slow" and len(answer.raw_output_contents) == 1
+        assert refused_at < answered[0], "the slow request ended before the drain began"
