@@ -142,6 +142,8 @@ def test_the_promised_topics_have_panels(dashboard: dict[str, Any]) -> None:
     panel(r"event-loop delay", "mlserve_event_loop_delay_seconds")
     panel(r"gate", "mlserve_model_gate_passed", "stat")
     panel(r"servability", "mlserve_model_servable", "stat")
+    panel(r"CPU", "process_cpu_seconds_total")
+    panel(r"memory", "process_resident_memory_bytes")
     heatmap = by_title["PSI by feature (fleet, drift window)"]
     assert heatmap["options"]["calculate"] is False  # each feature is a row, not a histogram
     batch = next(p for p in panels(dashboard) if p["title"] == "Batch size")

@@ -355,6 +355,8 @@ MUST_SHOW = {
     "Predicted classes per second by version",
     "Overload refusals per second and event-loop delay",
     "Gate and servability by version",
+    "CPU by replica",
+    "Memory and open files by replica",
 }
 
 

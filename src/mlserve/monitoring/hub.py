@@ -41,6 +41,7 @@ from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.registry import Collector
 
 from .metrics import (
+    Family,
     Histogram,
     RequestStats,
     collect_families,
@@ -49,6 +50,7 @@ from .metrics import (
     to_metrics,
 )
 from .monitor import ModelMonitor
+from .process import process_families, process_state
 
 log = logging.getLogger("mlserve.monitoring")
 
@@ -150,7 +152,7 @@ class MonitoringHub:
         by a request still being counted; neither ever goes back)."""
         with _collections_paused():
             merged = self.merged()
-            families = collect_families(merged, self.reports(merged))
+            families = self.families(merged)
             _dismantle(merged)
             parts = []
             pace = _Pacer()
@@ -166,6 +168,10 @@ class MonitoringHub:
         if openmetrics:
             parts.append(_EOF)
         return parts
+
+    def families(self, merged: dict[str, Any]) -> list[Family]:
+        """Every family of a merged snapshot: mlserve's, then the process's and the GC's."""
+        return [*collect_families(merged, self.reports(merged)), *process_families(merged)]
 
     # ------------------------------------------------------------------ workers
     def mark_ready(self, ready: bool = True) -> None:
@@ -242,6 +248,7 @@ class MonitoringHub:
             extra.update(source())
         return {
             **extra,
+            **process_state(),
             "pid": os.getpid(),
             "shadows": shadows,
             "endpoints": endpoints,
@@ -316,6 +323,8 @@ class MonitoringHub:
             else:  # its counters still count; its gauges, drift windows included, are stale
                 snap.pop("gauges", None)
                 snap.pop("loop", None)
+                snap.pop("process_now", None)  # its memory and descriptors are gone
+                snap.pop("process_max", None)
                 for entry in snap.get("endpoints", {}).values():
                     entry["pending"] = 0
                     _forget_windows(entry.get("monitor"))
@@ -367,7 +376,7 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         merged = self.hub.merged()
-        yield from to_metrics(collect_families(merged, self.hub.reports(merged)))
+        yield from to_metrics(self.hub.families(merged))
 
 
 class _Pacer:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from os import getpid
+from time import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +66,7 @@ class Histogram:
 class RequestStats:
     """One loaded version in one traffic role: outcomes, latencies, rows."""
 
-    __slots__ = ("duration", "inference", "outcomes", "queue", "rows")
+    __slots__ = ("duration", "inference", "last", "outcomes", "queue", "rows")
 
     def __init__(self) -> None:
         self.outcomes = [0] * len(OUTCOMES)
@@ -72,6 +74,7 @@ class RequestStats:
         self.queue = Histogram(LATENCY_BUCKETS)
         self.inference = Histogram(LATENCY_BUCKETS)
         self.rows = 0
+        self.last = 0.0  # wall-clock time of the last success (Triton's last_inference)
 
     def success(self, total_s: float, queue_s: float, infer_s: float, rows: int) -> None:
         # Histogram.observe three times, written out: one call a request instead of four.
@@ -86,6 +89,7 @@ class RequestStats:
         h.counts[bisect_left(h.bounds, infer_s)] += 1
         h.sum += infer_s
         self.rows += rows
+        self.last = time()
 
     def failure(self, outcome: int) -> None:
         self.outcomes[outcome] += 1
@@ -97,6 +101,8 @@ class RequestStats:
             "queue": self.queue.state(),
             "inference": self.inference.state(),
             "rows": self.rows,
+            # Keyed by worker: a merge keeps each worker's own, never a sum of times.
+            "last": {str(getpid()): self.last},
         }
 
 
@@ -117,7 +123,9 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # Every worker loads the same registry: these are merged by maximum, not added.
-_MAX_KEYS = frozenset({"gauges", "load_failures", "failed_versions", "loop", "registry"})
+_MAX_KEYS = frozenset(
+    {"gauges", "load_failures", "failed_versions", "loop", "registry", "process_max"}
+)
 # Per-worker copies of the same facts (labels, the reference profile): never added.
 _CONSTANT_KEYS = frozenset(
     {"names", "levels", "reference_ratio", "reference", "reference_midrank", "canary_weight"}
