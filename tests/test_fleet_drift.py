@@ -310,6 +310,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         (registry / model / "model.toml").write_text(
             "[monitoring]\nbucket_seconds = 10\nwindow_buckets = 12\nmin_window = 100\n"
             f"max_window_rows = {cap}\n"
+            "sample_rows = 0\n"  # 300-row requests count every row, as the test's sums do
         )
     profile = json.loads((registry / COMMON / "1" / "reference.json").read_text())
     fl = Fleet(registry, work / "state", [free_port(), free_port()])
