@@ -587,3 +587,25 @@ def test_sigterm_drains_grpc_in_flight_and_exits_zero(root: Path) -> None:
         assert not isinstance(answer, grpc.RpcError), answer
         assert answer.model_name == "slow" and len(answer.raw_output_contents) == 1
         assert refused_at < answered[0], "the slow request ended before the drain began"
+
+
+def test_benchmark_smoke(tmp_path: Path) -> None:
+    """benchmarks/grpc_bench.py runs end to end (its answers checked equal across encodings)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    args = ["--duration", "0.3", "--rounds", "1", "--concurrency", "2", "--batch", "1,50"]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.grpc_bench", *args, "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = orjson.loads(out.read_bytes())["rows"]
+    assert {(r["encoding"], r["batch"]) for r in rows} == {
+        (e, b) for e in ("http-json", "http-binary", "grpc", "grpc-floor") for b in (1, 50)
+    }
+    assert all(r["requests"] > 0 for r in rows)
