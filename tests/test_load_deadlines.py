@@ -232,6 +232,42 @@ def test_sigterm_during_a_runaway_warm_up_ends_the_process(tmp_path: Path) -> No
     assert code == 0, srv.log()  # the warm-up was stopped: a clean exit
 
 
+def test_each_model_serves_as_soon_as_it_is_loaded_while_the_server_starts(
+    tmp_path: Path,
+) -> None:
+    """A runaway warm-up holds the start (not ready: the server has not loaded everything)
+    but not the models already loaded, which answer; the others say what they wait for."""
+    registry = tmp_path / "registry"
+    write_version(registry, "aaa-normal", 1, linear_model())
+    write_version(registry, "zzz-runaway", 1, loop_model(TRIPS))  # scanned after aaa-normal
+    (registry / "zzz-runaway/model.toml").write_text("[execution]\nload_timeout_s = 600\n")
+    srv = ServerProcess(registry, "--drain-seconds", "1")
+    try:
+        def runaway_loading() -> bool:
+            if not _live(srv.url):
+                return False
+            ready = httpx.get(srv.url + "/v2/models/zzz-runaway/ready")
+            return ready.status_code == 503 and "loading" in ready.text
+
+        wait_for(runaway_loading, timeout=30)
+        assert httpx.get(srv.url + "/v2/health/ready").status_code == 503
+        answer = _infer(srv.url, "aaa-normal", NORMAL_BODY)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["mlserve-model-version"] == "1"
+        waiting = _infer(srv.url, "zzz-runaway", {"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]}]})  # fmt: skip
+        assert waiting.status_code == 503
+        assert "loading" in waiting.json()["error"], waiting.text
+        pinned = httpx.get(srv.url + "/v2/models/zzz-runaway/versions/1/ready")
+        assert pinned.status_code == 503 and "version 1 is loading" in pinned.json()["reason"]
+        unknown = _infer(srv.url, "not-there", NORMAL_BODY)  # it may yet appear: not a 404
+        assert unknown.status_code == 503
+        assert "the server is starting" in unknown.json()["error"]
+    finally:
+        code = srv.stop(timeout=30)
+    assert code == 0, srv.log()
+
+
 def test_sigterm_during_a_runaway_request_on_a_thread_ends_the_process(tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     write_version(registry, "counted", 1, loop_model(None))

@@ -244,6 +244,9 @@ class ModelStore(Generic[E]):
         # Models with a version directory not yet seen unchanged over two scans.
         self._unsettled: set[str] = set()
         self.loaded = False
+        # The version being loaded now (model, version, monotonic start): loads run one at
+        # a time, outside the state lock, so requests can be told what they wait for.
+        self.loading: tuple[str, int, float] | None = None
         # Who serves each model's unpinned traffic, as last published.
         self._serving: dict[str, Serving] = {}
         # Changes of who serves made by scans (versions loaded, failed, removed, gates,
@@ -284,8 +287,19 @@ class ModelStore(Generic[E]):
                     "(require_gate = true): "
                     + "; ".join(f"version {v} {why}" for v, why in sorted(blocked.items()))
                 )
+            loading = self.loading
+            if loading is not None and loading[0] == model and not record.ready_versions():
+                bound = record.config.execution.load_timeout_s if record.config else None
+                return ModelNotReady(
+                    f"model {model!r} has no ready version yet: version {loading[1]} is loading "
+                    f"({time.monotonic() - loading[2]:.0f} s so far"
+                    + (f", at most {bound:g} s)" if bound else ")")
+                )
             return ModelNotReady(f"model {model!r} has no ready version" + _states(record))
         vrec = record.versions.get(version)
+        loading = self.loading
+        if vrec is None and loading is not None and loading[:2] == (model, version):
+            return ModelNotReady(f"model {model!r} version {version} is loading")
         if vrec is None:
             return VersionNotFound(f"model {model!r} has no version {version}")
         if vrec.state is VersionState.FAILED:
@@ -302,6 +316,9 @@ class ModelStore(Generic[E]):
     def version_record(self, model: str, version: int) -> VersionRecord:
         record = self.record(model)
         vrec = record.versions.get(version)
+        loading = self.loading
+        if vrec is None and loading is not None and loading[:2] == (model, version):
+            raise ModelNotReady(f"model {model!r} version {version} is loading")
         if vrec is None:
             raise VersionNotFound(f"model {model!r} has no version {version}")
         return vrec
@@ -344,6 +361,8 @@ class ModelStore(Generic[E]):
                 # The per-model boundary: whatever one model's files do, the others scan.
                 changes += self._sync_model_safely(name, mdir, initial)
                 self._watch(name, mdir)
+                if initial:  # at a start, each model serves once its versions are loaded
+                    self._publish()
             if plan.full:
                 self.changes.full_done({name: mdir.path for name, mdir in found.items()})
                 gone = [n for n in self.models if n not in found]
@@ -831,9 +850,13 @@ class ModelStore(Generic[E]):
             rec.gate = gate_status(vdir.path, config.gate, vdir.expected_sha256())
             # Outside the state lock (still one load at a time): a slow or runaway load
             # holds up neither routing changes nor views, only the next load.
-            with _released(self._lock):
-                rec.session = self._loader(vdir, config, self.settings)
-                rec.endpoint = self._prepare(rec.session, config)
+            self.loading = (vdir.model, vdir.version, time.monotonic())
+            try:
+                with _released(self._lock):
+                    rec.session = self._loader(vdir, config, self.settings)
+                    rec.endpoint = self._prepare(rec.session, config)
+            finally:
+                self.loading = None
         except Exception as exc:  # whatever goes wrong, only this version fails
             if not isinstance(exc, (ModelLoadError, OSError, ValueError)):
                 log.exception("unexpected error loading %s v%s", vdir.model, vdir.version)

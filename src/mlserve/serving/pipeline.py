@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GateNotPassed, InvalidInput, MLServeError, NotExplainable, ServerNotReady
+from ..errors import GateNotPassed, InvalidInput, MLServeError, NotExplainable
 from ..explain import Explanation
 from ..monitoring.metrics import ERROR, SUCCESS
 from ..registry.store import ModelStore
@@ -46,9 +46,8 @@ class Pipeline:
 
     def admit(self, model: str, version: int | None) -> None:
         """Refuse, before its body is read or parsed, a request no version could serve: the
-        errors ``infer`` would raise for a loading server or an unknown model or version."""
-        if not self.store.loaded:
-            raise ServerNotReady("the server is still loading its models")
+        errors ``infer`` would raise for an unknown model or version (or, while the server
+        starts, one not loaded yet: each model serves as soon as its versions are loaded)."""
         try:
             if version is None:
                 self.store.split(model)
@@ -76,8 +75,6 @@ class Pipeline:
         ``body_bytes`` (the request body's length) sizes a failure's payload record.
         ``offload``, when given, runs the inputs' decoding off the event loop (big bodies).
         """
-        if not self.store.loaded:
-            raise ServerNotReady("the server is still loading its models")
         endpoint, role = self._counted_target(model, version, routing_key_of(request, routing_key))
         feeds: dict[str, np.ndarray] | None = None
         try:
@@ -106,8 +103,6 @@ class Pipeline:
         self, model: str, version: int | None, body: memoryview, routing_key: str | None = None
     ) -> InferResult:
         """A raw binary body for a single-input model (header length 0); binary outputs."""
-        if not self.store.loaded:
-            raise ServerNotReady("the server is still loading its models")
         endpoint, role = self._counted_target(model, version, routing_key)
         session = endpoint.session
         feeds: dict[str, np.ndarray] | None = None
@@ -143,8 +138,6 @@ class Pipeline:
         ``mlserve_explain_requests_total`` only: never as inference traffic, never in drift
         windows, never mirrored.
         """
-        if not self.store.loaded:
-            raise ServerNotReady("the server is still loading its models")
         endpoint, role = self._target(model, version, routing_key_of(request, routing_key))
         accounting = self.accounting
         try:
