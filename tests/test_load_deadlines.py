@@ -202,6 +202,9 @@ def test_server_serves_beside_a_runaway_version_and_says_why_it_failed(tmp_path:
         meta = httpx.get(srv.url + "/v2/models/runaway").json()
         assert meta["parameters"]["versions"]["1"]["state"] == "failed"
         assert meta["parameters"]["versions"]["1"]["reason"].startswith(reason_start)
+        monitor = httpx.get(srv.url + "/v2/models/runaway/monitor").json()
+        failed = monitor["unavailable_versions"]["1"]
+        assert failed["state"] == "failed" and failed["reason"].startswith(reason_start)
         metrics = httpx.get(srv.url + "/metrics").text
         assert _metric(metrics, "mlserve_model_load_failures_total", model="runaway") == 1.0
         assert _metric(metrics, "mlserve_model_load_failures_total", model="normal") == 0.0
@@ -258,6 +261,8 @@ def test_each_model_serves_as_soon_as_it_is_loaded_while_the_server_starts(
             {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]}]})  # fmt: skip
         assert waiting.status_code == 503
         assert "loading" in waiting.json()["error"], waiting.text
+        monitor = httpx.get(srv.url + "/v2/models/zzz-runaway/monitor").json()
+        assert monitor["unavailable_versions"] == {"1": {"state": "loading", "reason": None}}
         pinned = httpx.get(srv.url + "/v2/models/zzz-runaway/versions/1/ready")
         assert pinned.status_code == 503 and "version 1 is loading" in pinned.json()["reason"]
         unknown = _infer(srv.url, "not-there", NORMAL_BODY)  # it may yet appear: not a 404

@@ -437,6 +437,18 @@ def _components() -> Schema:
                 "model": {"type": "string"},
                 "monitoring": {"type": "boolean"},
                 "guardrails": {"type": "object", "description": "the last canary verdict"},
+                "unavailable_versions": {
+                    "type": "object",
+                    "description": "versions that do not serve (loading, failed) and why",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["state", "reason"],
+                        "properties": {
+                            "state": {"type": "string"},
+                            "reason": _nullable({"type": "string"}),
+                        },
+                    },
+                },
                 "versions": {
                     "type": "object",
                     "additionalProperties": {

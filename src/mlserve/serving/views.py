@@ -181,6 +181,17 @@ class Views:
                     for name, cls in section.get("classes", {}).items()
                 }
             out["versions"][str(v)] = item
+        if version is None:  # the versions that do not serve, and why
+            unavailable = {
+                str(v): {"state": r.state.value, "reason": r.reason}
+                for v, r in sorted(record.versions.items())
+                if r.state is not VersionState.READY
+            }
+            loading = self.store.loading
+            if loading is not None and loading[0] == model:
+                unavailable[str(loading[1])] = {"state": "loading", "reason": None}
+            if unavailable:
+                out["unavailable_versions"] = unavailable
         return out
 
     def models_state(self) -> dict[str, Any]:
