@@ -1,8 +1,10 @@
-"""Open Inference Protocol routes other than infer: health, server and model metadata, and
-model readiness (with the reason when not ready)."""
+"""Open Inference Protocol routes other than infer: health, server and model metadata, model
+readiness (with the reason when not ready), and Triton's model configuration and statistics
+extensions."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -13,6 +15,7 @@ from starlette.routing import Route
 from ..errors import MLServeError
 from ..registry.layout import check_model_name, parse_version
 from ..service import InferenceService
+from ..serving.stats import TritonViews
 
 
 class JSONResponse(Response):
@@ -25,6 +28,7 @@ class JSONResponse(Response):
 def routes(service: InferenceService) -> list[Route]:
     """The V2 routes bound to ``service``."""
     views = service.views
+    triton = TritonViews(service.store, service.hub.merged)
 
     async def live(request: Request) -> Response:
         ok = views.live()
@@ -62,14 +66,32 @@ def routes(service: InferenceService) -> list[Route]:
             body["reason"] = reason
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    async def model_config(request: Request) -> Response:
+        model, version = _target(request)
+        return JSONResponse(triton.model_config(model, version))
+
+    async def model_stats(request: Request) -> Response:
+        if "model" in request.path_params:
+            model, version = _target(request)
+        else:
+            model, version = None, None
+        # The merge over workers reads their files: off the event loop, like /metrics.
+        return JSONResponse(await asyncio.to_thread(triton.model_stats, model, version))
+
     return [
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", server_metadata, methods=["GET"]),
+        # Before /v2/models/{model}: "stats" there is Triton's, not a model's name.
+        Route("/v2/models/stats", model_stats, methods=["GET"]),
         Route("/v2/models/{model}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{model}/config", model_config, methods=["GET"]),
+        Route("/v2/models/{model}/stats", model_stats, methods=["GET"]),
         Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
         Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
         Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/config", model_config, methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/stats", model_stats, methods=["GET"]),
     ]
 
 

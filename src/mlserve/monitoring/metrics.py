@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from os import getpid
-from time import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from os import getpid
+from time import time
 from typing import Any
 
 import numpy as np

@@ -21,7 +21,7 @@ from .endpoint import Endpoint
 PLATFORM = "onnxruntime_onnx"
 # The lineage facts the monitor endpoint repeats (the metadata endpoint has all of it).
 _LINEAGE_SUMMARY = ("created_at", "model_sha256", "parent_version", "code_revision", "source")
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
 
 class Views:
