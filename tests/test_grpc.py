@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import struct
 import threading
 import time
@@ -66,7 +67,13 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("grpc-registry")
     bunch = load_breast_cancer(as_frame=True)
     est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    publish(root, "cancer", reference=bunch.data, estimator=est.fit(bunch.data, bunch.target))
+    est.fit(bunch.data, bunch.target)
+    for _ in range(2):  # version 2 takes pinned traffic only: one test's drift window
+        publish(root, "cancer", reference=bunch.data, estimator=est)
+    (root / "cancer" / "model.toml").write_text(
+        '[versions]\npolicy = "all"\n[routing]\nstable = 1\n'
+        '[payloads]\nsample = 1.0\nfields = ["inputs", "outputs", "parameters"]\n'
+    )
     for v in (1, 2, 3):
         write_version(root, "split", v, linear_model(seed=v))
     (root / "split" / "model.toml").write_text(
@@ -116,9 +123,14 @@ def _ready(server: GrpcServer) -> bool:
         return False
 
 
+def payload_dir(root: Path) -> Path:
+    return root.parent / f"{root.name}-payloads"
+
+
 @pytest.fixture(scope="module")
 def srv(root: Path) -> Iterator[GrpcServer]:
-    with serving(root, "--max-body-bytes", str(MAX_BODY)) as server:
+    args = ("--max-body-bytes", str(MAX_BODY), "--payload-dir", str(payload_dir(root)))
+    with serving(root, *args) as server:
         yield server
 
 
@@ -335,6 +347,48 @@ def test_requests_are_counted_as_http_ones(srv: GrpcServer) -> None:
     for _ in range(3):
         srv.client.infer("cancer", [_fp32_input(X[:1])])
     wait_for(lambda: count() == before + 3)
+
+
+def test_payload_log_and_drift_windows_see_grpc_requests(srv: GrpcServer, root: Path) -> None:
+    def window_count() -> int:
+        monitor = _http(srv, "/v2/models/cancer/versions/2/monitor").json()
+        drift = monitor["versions"]["2"]["drift"]
+        return int(drift["sections"]["inputs"]["features"][0]["window_count"]) if drift else 0
+
+    def logged(rid: str) -> list[dict[str, Any]]:
+        found = []
+        for path in payload_dir(root).glob("payloads-*.jsonl"):
+            found += [
+                d for d in map(orjson.loads, path.read_bytes().splitlines()) if d["id"] == rid
+            ]
+        return found
+
+    before = window_count()
+    rows = X[10:17]
+    result = srv.client.infer(
+        "cancer",
+        [_fp32_input(rows)],
+        model_version="2",
+        request_id="grpc-logged",
+        parameters={"note": "n1"},
+    )
+    wait_for(lambda: window_count() == before + 7)
+    wait_for(lambda: len(logged("grpc-logged")) == 1)
+    (doc,) = logged("grpc-logged")
+    assert doc["status"] == 200 and doc["version"] == "2" and doc["role"] == "pinned"
+    assert doc["parameters"]["note"] == "n1"
+    (x,) = doc["inputs"]
+    assert (x["name"], x["datatype"], x["shape"]) == ("X", "FP32", [7, 30])
+    assert np.array_equal(np.array(x["data"], np.float32), rows.ravel())
+    outputs = {o["name"]: o for o in doc["outputs"]}
+    assert outputs["label"]["data"] == result.as_numpy("label").tolist()
+    request = pb.ModelInferRequest(
+        model_name="cancer", id="grpc-short", raw_input_contents=[rows.tobytes()[:-4]]
+    )
+    request.inputs.add(name="X", datatype="FP32", shape=[7, 30])
+    _refused(srv, request)
+    wait_for(lambda: len(logged("grpc-short")) == 1)
+    assert logged("grpc-short")[0]["status"] == 400
 
 
 # ---------------------------------------------------------------------------- hostile input
@@ -609,3 +663,16 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
         (e, b) for e in ("http-json", "http-binary", "grpc", "grpc-floor") for b in (1, 50)
     }
     assert all(r["requests"] > 0 for r in rows)
+
+
+def test_a_grpc_port_in_use_stops_the_start_and_says_which(root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = ServerProcess(root, "--grpc-port", str(port))
+        try:
+            assert proc.proc.wait(60) != 0
+            assert f"gRPC cannot listen on 127.0.0.1:{port}" in proc.log()
+        finally:
+            proc.stop()

@@ -26,7 +26,7 @@ from ..config import ServerSettings
 from ..errors import MLServeError
 from ..registry.watcher import RegistryWatcher
 from ..service import InferenceService
-from . import admin, dashboard, explain, monitor, openapi, v2
+from . import admin, dashboard, docs, explain, monitor, openapi, v2
 from .body_timeout import BodyDeadlines
 from .errors import error_response
 from .infer import INFER_PREFIX, INFER_SUFFIX, InferHandler
@@ -52,7 +52,8 @@ class MLServeApp:
                 *monitor.routes(self.service),
                 *dashboard.routes(),
                 *admin.routes(self.service, settings.admin_token, self.service.audit),
-                *openapi.routes(),
+                *openapi.routes(self.store),
+                *docs.routes(),
             ],
             exception_handlers={
                 HTTPException: error_response,
