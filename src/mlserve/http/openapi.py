@@ -1,10 +1,14 @@
 """The OpenAPI 3.0 document of every HTTP endpoint, served at ``GET /v2/openapi.json``.
 
 The document is built once, at import, from the same constants the routes use (datatypes,
-error codes, media types), and served as pre-rendered bytes. It describes the Open Inference
-Protocol routes (health, metadata, infer with the binary tensor extension), explain, the
-monitoring routes, the dashboard, the admin and model repository routes (bearer security),
-and itself. Every status an operation can answer is listed; every error body is
+error codes, media types). It describes the Open Inference Protocol routes (health, metadata,
+infer with the binary tensor extension), Triton's configuration and statistics routes,
+explain, the monitoring routes, the dashboard, the API and root pages, the admin and model
+repository routes (bearer security), and itself. As served, it also holds one request schema
+per loaded version and one example body per version on the infer operations (what the API
+page offers to try), rendered again only when the loaded versions change.
+
+Every status an operation can answer is listed; every error body is
 ``{"error": str, "code": str}`` with the codes of ``errors.py`` for that status.
 ``tests/test_openapi_fuzz.py`` checks it against the app's routes and fuzzes the live server
 against it with schemathesis.
@@ -20,10 +24,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..runtime.tensors import V2_TO_NUMPY
-from . import dashboard, monitor
+from ..registry.store import ModelStore
+from ..runtime.tensors import V2_TO_NUMPY, TensorSpec
+from ..serving.endpoint import Endpoint
+from ..serving.stats import BACKEND, triton_type
+from ..serving.views import PLATFORM
+from . import dashboard, docs, monitor
 
-__all__ = ["DOCUMENT", "OPENAPI_PATH", "build_document", "routes"]
+__all__ = ["DOCUMENT", "OPENAPI_PATH", "build_document", "model_document", "routes"]
 
 OPENAPI_PATH = "/v2/openapi.json"
 
@@ -504,6 +512,7 @@ def _components() -> Schema:
             },
         },
     }
+    schemas.update(_triton_schemas())
     schemas.update({f"Error{s}": _error_schema(s) for s in _ERRORS})
     responses = {_RESPONSE_NAMES[s]: _error_response(s) for s in _ERRORS}
     return {
@@ -515,6 +524,93 @@ def _components() -> Schema:
                 "scheme": "bearer",
                 "description": "the token of `MLSERVE_ADMIN_TOKEN`",
             }
+        },
+    }
+
+
+def _triton_schemas() -> dict[str, Schema]:
+    """Triton's model configuration and statistics, as far as mlserve fills them."""
+    count = {"type": "integer", "minimum": 0}
+    duration = {
+        "type": "object",
+        "required": ["count", "ns"],
+        "properties": {"count": count, "ns": count},
+    }
+    tensor = {
+        "type": "object",
+        "required": ["name", "data_type", "dims"],
+        "properties": {
+            "name": {"type": "string"},
+            "data_type": {"type": "string", "enum": sorted(map(triton_type, V2_TO_NUMPY))},
+            "dims": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+        },
+    }
+    stages = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+    return {
+        "TritonTensorConfig": tensor,
+        "TritonModelConfig": {
+            "type": "object",
+            "description": "Triton's model configuration extension: the version's signature "
+            "and batching (`dims` leave out the batch dimension when `max_batch_size` > 0)",
+            "required": [
+                "name",
+                "platform",
+                "backend",
+                "version_policy",
+                "max_batch_size",
+                "input",
+                "output",
+            ],
+            "properties": {
+                "name": {"type": "string"},
+                "platform": {"type": "string", "enum": [PLATFORM]},
+                "backend": {"type": "string", "enum": [BACKEND]},
+                "version_policy": {"type": "object"},
+                "max_batch_size": count,
+                "input": {"type": "array", "items": _schema("TritonTensorConfig")},
+                "output": {"type": "array", "items": _schema("TritonTensorConfig")},
+                "dynamic_batching": {
+                    "type": "object",
+                    "required": ["max_queue_delay_microseconds"],
+                    "properties": {"max_queue_delay_microseconds": count},
+                },
+                "instance_group": {"type": "array", "items": {"type": "object"}},
+                "parameters": {"type": "object"},
+            },
+        },
+        "TritonDuration": duration,
+        "TritonModelStats": {
+            "type": "object",
+            "required": [
+                "name",
+                "version",
+                "last_inference",
+                "inference_count",
+                "execution_count",
+                "inference_stats",
+                "batch_stats",
+            ],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "last_inference": {**count, "description": "milliseconds since the epoch"},
+                "inference_count": {**count, "description": "rows inferred"},
+                "execution_count": {**count, "description": "session runs"},
+                "inference_stats": {
+                    "type": "object",
+                    "required": list(stages),
+                    "properties": {
+                        k: _schema("TritonDuration") for k in (*stages, "cache_hit", "cache_miss")
+                    },
+                },
+                "batch_stats": {"type": "array", "items": {"type": "object"}},
+                "memory_usage": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "TritonStatistics": {
+            "type": "object",
+            "required": ["model_stats"],
+            "properties": {"model_stats": {"type": "array", "items": _schema("TritonModelStats")}},
         },
     }
 
@@ -617,6 +713,26 @@ def _model_paths(paths: dict[str, Schema]) -> None:
                     **dict(sorted(ready_errors.items())),
                 },
             }
+        }
+        paths[base + "/config"] = {
+            "get": _operation(
+                f"Triton's model configuration of {which}",
+                _ok("The model configuration", _schema("TritonModelConfig")),
+                (400, 404, 503),
+                tags=("triton",),
+                parameters=params,
+            )
+        }
+        paths[base + "/stats"] = {
+            "get": _operation(
+                f"Triton's statistics of {which}"
+                if pinned
+                else "Triton's statistics of the model's ready versions",
+                _ok("Counters and times summed over workers", _schema("TritonStatistics")),
+                (400, 404, 503),
+                tags=("triton",),
+                parameters=params,
+            )
         }
         paths[base + "/infer"] = {
             "post": _operation(
@@ -824,6 +940,52 @@ def _other_paths(paths: dict[str, Schema]) -> None:
             tags=("v2",),
         )
     }
+    paths["/v2/models/stats"] = {
+        "get": _operation(
+            "Triton's statistics of every ready version of every model",
+            _ok("Counters and times summed over workers", _schema("TritonStatistics")),
+            (),
+            tags=("triton",),
+        )
+    }
+    paths["/"] = {
+        "get": _operation(
+            "Where to go: the API page, the dashboard, the metrics",
+            {
+                "description": "A small page; JSON links with `Accept: application/json`",
+                "content": {
+                    "text/html": {"schema": {"type": "string"}},
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["name", "links"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "links": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                            },
+                        }
+                    },
+                },
+            },
+            (),
+            tags=("meta",),
+        )
+    }
+    for path, (name, media) in docs.ASSETS.items():
+        paths[path] = {
+            "get": _operation(
+                "The API page" if path == "/docs" else f"The API page's {path.rsplit('/', 1)[1]}",
+                {
+                    "description": name,
+                    "content": {media.split(";")[0]: {"schema": {"type": "string"}}},
+                },
+                (),
+                tags=("meta",),
+            )
+        }
     paths[OPENAPI_PATH] = {
         "get": _operation(
             "This document", _ok("OpenAPI 3.0", {"type": "object"}), (), tags=("meta",)
@@ -912,8 +1074,11 @@ def build_document() -> dict[str, Any]:
             "title": "mlserve",
             "version": __version__,
             "description": "Open Inference Protocol (KServe V2) over HTTP, with the "
-            "binary_tensor_data and model_repository extensions, explanations, monitoring "
-            "and admin routing.",
+            "binary_tensor_data and model_repository extensions, Triton's "
+            "model_configuration and statistics extensions, explanations, monitoring and "
+            "admin routing. `components.schemas` holds one request schema per loaded model "
+            "and version (`<model>.v<version>.InferenceRequest`), and each infer operation "
+            "one example per loaded version.",
         },
         "tags": [
             {"name": "v2", "description": "Open Inference Protocol"},
@@ -921,7 +1086,8 @@ def build_document() -> dict[str, Any]:
             {"name": "monitoring", "description": "metrics, drift, live stream"},
             {"name": "dashboard", "description": "the live dashboard"},
             {"name": "admin", "description": "authenticated: routing, model repository"},
-            {"name": "meta", "description": "this document"},
+            {"name": "triton", "description": "Triton's model configuration and statistics"},
+            {"name": "meta", "description": "this document, the API page and the root page"},
         ],
         "paths": paths,
         "components": _components(),
@@ -929,13 +1095,122 @@ def build_document() -> dict[str, Any]:
 
 
 DOCUMENT = build_document()
-_BODY = orjson.dumps(DOCUMENT)
+_INFER_PATHS = (_MODEL + "/infer", _VERSION + "/infer")
 
 
-def routes() -> list[Route]:
-    """``GET /v2/openapi.json``: the document, rendered once."""
+def model_schema(endpoint: Endpoint) -> tuple[Schema, dict[str, Any]]:
+    """One loaded version's request schema (its inputs, and its named feature columns where
+    it has them) and an example body (one row of zeros, which the version accepts)."""
+    session = endpoint.session
+    variants: list[Schema] = [_input_schema(spec) for spec in session.inputs]
+    lines = [f"`{spec.name}`: {spec.datatype} {spec.shape_text()}" for spec in session.inputs]
+    if endpoint.schema is not None:  # or one input per feature column, by name
+        for feature in endpoint.schema.metadata():
+            variants.append(
+                _input_schema(TensorSpec(feature["name"], feature["datatype"], (-1,)), True)
+            )
+        names = ", ".join(f"`{n}`" for n in endpoint.schema.names)
+        lines.append(f"or one column per feature, by name: {names}")
+    outputs = [spec.name for spec in session.outputs]
+    schema: Schema = {
+        "type": "object",
+        "description": f"A request for {endpoint.model} version {endpoint.version}. "
+        "Inputs: " + "; ".join(lines) + ". Outputs: " + ", ".join(outputs) + ".",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {"type": "array", "minItems": 1, "items": {"oneOf": variants}},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "enum": outputs},
+                        "parameters": {"type": "object"},
+                    },
+                },
+            },
+        },
+    }
+    example = {"inputs": [_example_input(spec) for spec in session.inputs]}
+    schema["example"] = example
+    return schema, example
+
+
+def _input_schema(spec: TensorSpec, column: bool = False) -> Schema:
+    shape = spec.shape_text()
+    return {
+        "type": "object",
+        "title": spec.name,
+        "description": f"feature column `{spec.name}`: {spec.datatype}, shape [rows]"
+        if column
+        else f"input `{spec.name}`: {spec.datatype}, shape {shape} (-1: any size)",
+        "required": ["name", "datatype", "shape", "data"],
+        "properties": {
+            "name": {"type": "string", "enum": [spec.name]},
+            "datatype": {"type": "string", "enum": list(V2_TO_NUMPY), "default": spec.datatype},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "data": {"type": "array", "items": {}},
+        },
+    }
+
+
+def _example_input(spec: TensorSpec) -> dict[str, Any]:
+    shape = [1 if d == -1 else d for d in spec.shape]
+    n = 1
+    for d in shape:
+        n *= d
+    zero: Any = "" if spec.datatype == "BYTES" else False if spec.datatype == "BOOL" else 0
+    return {"name": spec.name, "datatype": spec.datatype, "shape": shape, "data": [zero] * n}
+
+
+def model_document(endpoints: list[Endpoint]) -> dict[str, Any]:
+    """``DOCUMENT`` with one request schema per loaded version in its components and one
+    example per version on the infer operations (a page can try any of them)."""
+    if not endpoints:
+        return DOCUMENT
+    schemas = dict(DOCUMENT["components"]["schemas"])
+    examples: dict[str, Any] = {}
+    for ep in endpoints:
+        name = f"{ep.model}.v{ep.version}.InferenceRequest"
+        schemas[name], body = model_schema(ep)
+        examples[f"{ep.model} v{ep.version}"] = {
+            "summary": f"one row for {ep.model} version {ep.version} ({name})",
+            "value": body,
+        }
+    paths = dict(DOCUMENT["paths"])
+    for path in _INFER_PATHS:
+        item = orjson.loads(orjson.dumps(paths[path]))  # a copy to change
+        media = item["post"]["requestBody"]["content"]["application/json"]
+        generic = media.pop("example")  # OpenAPI 3.0: `example` or `examples`, not both
+        media["examples"] = {**examples, "generic": {"summary": "the README's", "value": generic}}
+        paths[path] = item
+    return {
+        **DOCUMENT,
+        "paths": paths,
+        "components": {**DOCUMENT["components"], "schemas": schemas},
+    }
+
+
+def routes(store: ModelStore[Endpoint] | None = None) -> list[Route]:
+    """``GET /v2/openapi.json``: the document with the loaded versions' schemas, rendered
+    again only when the loaded versions change."""
+    cache: dict[str, Any] = {"key": None, "body": orjson.dumps(DOCUMENT)}
 
     async def openapi(request: Request) -> Response:
-        return Response(_BODY, media_type="application/json")
+        if store is None:
+            return Response(cache["body"], media_type="application/json")
+        endpoints = [
+            ep
+            for name in sorted(store.models)
+            for _, ep in sorted(store.ready_endpoints(name).items())
+        ]
+        key = [id(ep) for ep in endpoints]
+        if key != cache["key"]:
+            cache["body"] = orjson.dumps(model_document(endpoints))
+            cache["key"] = key
+        return Response(cache["body"], media_type="application/json")
 
     return [Route(OPENAPI_PATH, openapi, methods=["GET"])]
