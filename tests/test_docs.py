@@ -24,7 +24,7 @@ from playwright.sync_api import sync_playwright
 
 from mlserve.monitoring import build_profile, save_profile
 
-from .conftest import echo_model, linear_model, running_server, write_version
+from .conftest import echo_model, linear_model, running_server, wait_for, write_version
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -206,3 +206,28 @@ def test_root_points_to_docs_dashboard_and_metrics(server: Any) -> None:
     assert {"/docs", "/dashboard", "/metrics"} <= set(found.values()), found
     for link in {*links, *found.values()}:  # every link answers
         assert httpx.get(server.url + link).status_code == 200, link
+
+
+def test_document_follows_the_loaded_versions(tmp_path: Path) -> None:
+    """A version that loads later gets its schema; one that leaves takes it away."""
+    root = tmp_path / "registry"
+    write_version(root, "credit", 1, linear_model(len(FEATURES), seed=1))
+    (root / "credit" / "model.toml").write_text('[versions]\npolicy = "all"\n')
+
+    def loaded(url: str) -> list[str]:
+        schemas = httpx.get(url + "/v2/openapi.json").json()["components"]["schemas"]
+        return sorted(k for k in schemas if k.endswith(".InferenceRequest"))
+
+    with running_server(root, "--poll-seconds", "0.2") as srv:
+        assert loaded(srv.url) == ["credit.v1.InferenceRequest"]
+        staging = tmp_path / "staging"
+        write_version(staging, "credit", 2, linear_model(6, seed=2))
+        (staging / "credit" / "2").rename(root / "credit" / "2")  # complete, in one step
+        wait_for(lambda: len(loaded(srv.url)) == 2)
+        doc = httpx.get(srv.url + "/v2/openapi.json").json()
+        v2 = doc["components"]["schemas"]["credit.v2.InferenceRequest"]
+        assert "[-1, 6]" in v2["properties"]["inputs"]["items"]["oneOf"][0]["description"]
+        for path in (root / "credit" / "1").iterdir():
+            path.unlink()
+        (root / "credit" / "1").rmdir()
+        wait_for(lambda: loaded(srv.url) == ["credit.v2.InferenceRequest"])

@@ -16,6 +16,7 @@ against it with schemathesis.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -1207,10 +1208,21 @@ def routes(store: ModelStore[Endpoint] | None = None) -> list[Route]:
             for name in sorted(store.models)
             for _, ep in sorted(store.ready_endpoints(name).items())
         ]
-        key = [id(ep) for ep in endpoints]
+        # What the schemas are made of (ids could be reused by a reloaded version's objects).
+        key = [
+            (
+                ep.model,
+                ep.version,
+                ep.session.inputs,
+                ep.session.outputs,
+                ep.schema and ep.schema.features,
+            )
+            for ep in endpoints
+        ]
         if key != cache["key"]:
-            cache["body"] = orjson.dumps(model_document(endpoints))
-            cache["key"] = key
+            # Thousands of versions make a document of megabytes: built off the event loop.
+            body = await asyncio.to_thread(lambda: orjson.dumps(model_document(endpoints)))
+            cache.update(key=key, body=body)
         return Response(cache["body"], media_type="application/json")
 
     return [Route(OPENAPI_PATH, openapi, methods=["GET"])]
