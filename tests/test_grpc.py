@@ -676,3 +676,62 @@ def test_a_grpc_port_in_use_stops_the_start_and_says_which(root: Path) -> None:
             assert f"gRPC cannot listen on 127.0.0.1:{port}" in proc.log()
         finally:
             proc.stop()
+
+
+def test_load_shedding_answers_unavailable_with_retry_info(tmp_path: Path) -> None:
+    """A model that holds the event loop makes it late; the excess gets UNAVAILABLE with
+    HTTP's overload message, a RetryInfo and the error code, counted as a rejection."""
+    import asyncio
+
+    registry = tmp_path / "registry"
+    write_version(registry, "heavy", 1, matmul_model(fixed=1000))
+    (registry / "heavy" / "model.toml").write_text('[execution]\nmode = "inline"\n')
+    request = pb.ModelInferRequest(model_name="heavy")
+    request.inputs.add(name="x", datatype="FP32", shape=[1]).contents.fp32_contents.append(1e-3)
+    refusals: list[grpc.aio.AioRpcError] = []
+    answered = 0
+
+    async def load(target: str) -> None:
+        nonlocal answered
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            deadline = time.monotonic() + 20
+
+            async def caller() -> None:
+                nonlocal answered
+                while not refusals and time.monotonic() < deadline:
+                    try:
+                        await stub.ModelInfer(request, timeout=30)
+                        answered += 1
+                    except grpc.aio.AioRpcError as exc:
+                        refusals.append(exc)
+
+            await asyncio.gather(*(caller() for _ in range(8)))
+
+    with serving(registry, "--overload-delay-ms", "10") as server:
+        asyncio.run(load(server.target))
+        assert refusals, f"nothing was shed in 20 s ({answered} answered)"
+        error = refusals[0]
+        assert error.code() is grpc.StatusCode.UNAVAILABLE, error
+        assert (error.details() or "").startswith("server overloaded: the event loop is running")
+        trailing = dict(error.trailing_metadata() or ())
+        assert trailing["mlserve-error-code"] == "overloaded"
+        fields = _fields(trailing[STATUS_DETAILS_KEY])
+        (packed,) = fields[3]
+        assert _fields(packed)[1] == [RETRY_INFO_TYPE.encode()]
+        text = _http(server, "/metrics").text
+        assert re.search(
+            r'^mlserve_requests_total\{model="heavy",version="1",role="stable",'
+            r'outcome="rejected"\} [1-9]',
+            text,
+            re.M,
+        ), "the shed request is counted as a rejection"
+
+        def served() -> bool:  # and it serves again once the load is gone
+            try:
+                return bool(server.stub.ModelInfer(request, timeout=30).model_name == "heavy")
+            except grpc.RpcError as exc:
+                assert exc.code() is grpc.StatusCode.UNAVAILABLE, exc
+                return False
+
+        wait_for(served)
