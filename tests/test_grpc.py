@@ -318,6 +318,13 @@ def test_canary_split_by_routing_key_equals_http(srv: GrpcServer) -> None:
         for i in range(10)
     ]
     assert again == by_grpc[:10]
+    by_parameter = [  # the key as a request parameter instead of metadata
+        srv.client.infer("split", [_fp32_input(x)], parameters={"routing_key": f"customer-{i}"})
+        .get_response()
+        .model_version
+        for i in range(10)
+    ]
+    assert by_parameter == by_grpc[:10]
 
 
 def test_shadow_gets_mirrored_copies(srv: GrpcServer) -> None:
