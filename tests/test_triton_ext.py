@@ -8,6 +8,7 @@ requests the test sent and the times it measured around them.
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -163,8 +164,10 @@ def test_statistics_count_what_was_sent_over_two_workers(registry: Path) -> None
             return bool(s["success"].get("count") == len(answers) and s["fail"].get("count") == 5)
 
         wait_for(counted, timeout=15)
-        for _ in range(6):  # whichever worker answers, the same sums
-            one = stats("1")
+        assert re.search(r"^mlserve_workers 2(\.0)?$", httpx.get(srv.url + "/metrics").text, re.M)
+        url = srv.url + "/v2/models/batched/versions/1/stats"
+        for i in range(8):  # whichever worker answers (a new connection each), the same sums
+            one = stats("1") if i == 0 else httpx.get(url).json()["model_stats"][0]
             inf = one["inference_stats"]
             assert int(inf["success"]["count"]) == len(answers)
             assert int(inf["fail"]["count"]) == 5
