@@ -16,7 +16,7 @@ The lanes' answers are identical (``tests/test_fast_lane.py`` compares them).
 from __future__ import annotations
 
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PayloadTooLarge
 from .exchange import Exchange
@@ -79,8 +79,7 @@ def answer(conn: HttpConnection, ex: Exchange) -> None:
     if len(body) > infer.max_body:  # no (or a false) Content-Length: the ASGI lane's rule
         conn.answer(ex, infer.refused(ex.request, too_large(infer)))
         return
-    # The core reads the body as bytes; a bytearray (the sized buffer) reads the same.
-    run = infer.run(ex.request, cast(bytes, body))
+    run = infer.run(ex.request, body)
     try:
         waiting = run.send(None)
     except StopIteration as done:  # answered without waiting: no task
