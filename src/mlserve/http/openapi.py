@@ -575,7 +575,6 @@ def _triton_schemas() -> dict[str, Schema]:
                     "required": ["max_queue_delay_microseconds"],
                     "properties": {"max_queue_delay_microseconds": count},
                 },
-                "instance_group": {"type": "array", "items": {"type": "object"}},
                 "parameters": {"type": "object"},
             },
         },

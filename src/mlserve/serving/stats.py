@@ -58,7 +58,6 @@ class TritonViews:
             "max_batch_size": batch,
             "input": [tensor(s) for s in endpoint.session.inputs],
             "output": [tensor(s) for s in endpoint.session.outputs],
-            "instance_group": [{"name": model, "kind": "KIND_CPU", "count": 1}],
             "parameters": {"mlserve_version": {"string_value": endpoint.version}},
         }
         if batch:
