@@ -47,11 +47,6 @@ from mlserve.runtime.binary import MAX_BYTES_ELEMENTS
 from .conftest import ServerProcess, running_server
 
 BUDGET_MS = 20.0 + 30.0  # target + this machine's own scheduling noise (see the module doc)
-# Bodies of 40-63 MB: the refusal itself holds the loop ~1 ms, but reading the body does not
-# (``InferHandler._read_body`` joins its chunks, a fresh 63 MB allocation's page faults, on
-# the loop, before any parsing): 22-43 ms measured; the same 63 MB sent to an unknown model,
-# discarded unread, 8 ms.
-BIG_BODY_MS = 150.0
 # The largest request the model takes (max_rows 10,000 x 20 features, 2 MB of JSON numbers
 # and a 2 MB id), parsed and decoded off the loop: the loop waits for one step at most,
 # orjson's parse, which holds the GIL (best of five trials 13-15 ms under load), instead of
@@ -220,7 +215,7 @@ def test_empty_objects_are_refused_without_holding_the_loop(
         assert doc["code"] == "payload_too_large"
         assert "more than" in doc["error"] and "arrays and objects" in doc["error"]
 
-    held(f"{megabytes} MB of {{}}", port, send, BUDGET_MS if megabytes < 10 else BIG_BODY_MS)
+    held(f"{megabytes} MB of {{}}", port, send, BUDGET_MS)
 
 
 def test_numbers_beyond_the_models_limits_are_refused(hostile_server: ServerProcess) -> None:
@@ -239,7 +234,7 @@ def test_numbers_beyond_the_models_limits_are_refused(hostile_server: ServerProc
         assert status == 413, data[:300]
         assert "JSON values" in orjson.loads(data)["error"]
 
-    held("60 MB of numbers", port, send, BIG_BODY_MS)
+    held("60 MB of numbers", port, send, BUDGET_MS)
 
 
 @pytest.mark.parametrize("nested", [True, False])
@@ -322,7 +317,7 @@ def test_ten_million_bytes_elements_are_refused_at_once(hostile_server: ServerPr
         error = orjson.loads(data)["error"]
         assert f"over the limit of {MAX_BYTES_ELEMENTS} strings" in error, error
 
-    held("10 M BYTES elements (40 MB)", port, send, BIG_BODY_MS)
+    held("10 M BYTES elements (40 MB)", port, send, BUDGET_MS)
 
 
 def test_ten_million_json_strings_are_refused_unparsed(hostile_server: ServerProcess) -> None:
@@ -340,7 +335,7 @@ def test_ten_million_json_strings_are_refused_unparsed(hostile_server: ServerPro
         assert status == 413, data[:300]
         assert "JSON values" in orjson.loads(data)["error"]
 
-    held("10 M JSON strings (30 MB)", port, send, BIG_BODY_MS)
+    held("10 M JSON strings (30 MB)", port, send, BUDGET_MS)
 
 
 def test_most_bytes_elements_a_tensor_takes_are_answered(hostile_server: ServerProcess) -> None:
