@@ -71,5 +71,11 @@ def test_a_gate_refusal_says_why(tmp_path: Path) -> None:
         assert (r.status_code, status) == (503, 409)
         assert "validation gate" in error
         assert r.json() == {"name": "gated", "ready": False, "reason": error}
-        # The version itself is loaded (pinned requests are refused by the gate, 409).
-        assert client.get("/v2/models/gated/versions/1/ready").status_code == 200
+        # The version is loaded, but a pinned request is refused by the gate too (409): not
+        # ready, and why, in the words the pinned request gets.
+        pinned_status, pinned_error = infer_error(client, "gated/versions/1")
+        assert pinned_status == 409 and "only as a shadow" in pinned_error
+        assert "no validation.json: run `mlserve validate`" in pinned_error
+        r = client.get("/v2/models/gated/versions/1/ready")
+        assert r.status_code == 503
+        assert r.json() == {"name": "gated", "ready": False, "version": "1", "reason": pinned_error}

@@ -124,7 +124,7 @@ class GateReport:
         ]
         if measured:  # what was measured without a criterion ([gate] sets none for it)
             lines.append("measured (no criterion): " + ", ".join(measured))
-        verdict = "PASSED" if self.passed else f"FAILED ({len(self.failed())} criteria)"
+        verdict = "PASSED" if self.passed else f"FAILED ({_count(len(self.failed()))})"
         lines.append(f"{self.model} v{self.version}: {verdict}")
         return "\n".join(lines)
 
@@ -224,6 +224,10 @@ def _checked_criteria(doc: Any) -> list[dict[str, Any]]:
         if not isinstance(c.get("op", ""), str) or not isinstance(c.get("note", ""), str):
             raise ValueError(f"criterion {c['name'][:64]!r}: 'op' and 'note' must be strings")
     return criteria
+
+
+def _count(n: int) -> str:
+    return f"{n} criterion" if n == 1 else f"{n} criteria"
 
 
 def _describe(failed: list[dict[str, Any]]) -> str:

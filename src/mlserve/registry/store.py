@@ -285,7 +285,7 @@ class ModelStore(Generic[E]):
                 return GateNotPassed(
                     f"no ready version of model {model!r} has passed its validation gate "
                     "(require_gate = true): "
-                    + "; ".join(f"version {v} {why}" for v, why in sorted(blocked.items()))
+                    + "; ".join(f"version {v}: {why}" for v, why in sorted(blocked.items()))
                 )
             loading = self.loading
             if loading is not None and loading[0] == model and not record.ready_versions():
@@ -957,7 +957,7 @@ def _eligibility(record: ModelRecord) -> tuple[dict[int, Any], set[int], dict[in
     refusals: dict[int, str] = {}
     if record.config is not None and record.config.gate.require_gate:
         refusals = {
-            v: r.gate.reason if r.gate is not None else "has no gate result"
+            v: r.gate.reason if r.gate is not None else "no gate result"
             for v, r in record.versions.items()
             if v in endpoints and (r.gate is None or not r.gate.passed)
         }

@@ -272,7 +272,7 @@ def _checked(state: RoutingState, view: View) -> RoutingState:
         refusal = view.gate_refusals.get(v)
         if refusal is not None:
             raise GateNotPassed(
-                f"version {v} of {view.model!r} cannot be {role}: it {refusal}. With "
+                f"version {v} of {view.model!r} cannot be {role} ({refusal}). With "
                 "require_gate = true it may serve only as a shadow"
             )
     missing = [v for v in routing.shadows if v not in view.ready]

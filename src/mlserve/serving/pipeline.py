@@ -177,7 +177,7 @@ class Pipeline:
             if blocked and version in blocked:
                 raise GateNotPassed(
                     f"model {model!r} version {version} may serve only as a shadow "
-                    f"(require_gate = true): it {blocked[version]}"
+                    f"(require_gate = true): {blocked[version]}"
                 )
             return endpoint, PINNED
         return self.store.split(model).pick(key)

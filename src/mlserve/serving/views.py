@@ -75,6 +75,12 @@ class Views:
             return True, None
         vrec = self.store.version_record(model, version)
         if vrec.state is VersionState.READY:
+            blocked = self.store.gate_blocked.get(model, {})
+            if version in blocked:  # a pinned request would be refused (409)
+                return False, (
+                    f"model {model!r} version {version} may serve only as a shadow "
+                    f"(require_gate = true): {blocked[version]}"
+                )
             return True, None
         try:
             self.store.resolve(model, version)
