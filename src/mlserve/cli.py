@@ -283,6 +283,13 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         "(default on; env MLSERVE_FAST_LANE)",
     )
     p.add_argument(
+        "--tracing",
+        choices=["auto", "on", "off"],
+        help="OpenTelemetry spans per request, exported as the OTEL_* variables say (needs "
+        "mlserve[otel]); auto: on when OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "OTEL_SERVICE_NAME or OTEL_TRACES_SAMPLER is set (default auto; env MLSERVE_TRACING)",
+    )
+    p.add_argument(
         "--poll-seconds",
         dest="poll_seconds",
         type=float,
@@ -337,6 +344,7 @@ _SETTING_KEYS = (
     "inference_threads",
     "monitoring",
     "fast_lane",
+    "tracing",
     "poll_seconds",
     "full_scan_every",
     "state_dir",

@@ -70,6 +70,8 @@ class ServerSettings:
     # "on": whole infer requests are answered from the HTTP protocol (http/fast_lane.py);
     # "off": every request through the ASGI application (same answers, slower).
     fast_lane: str = "on"
+    # OpenTelemetry tracing (tracing/): "on", "off", or "auto" (on when OTEL_* variables ask).
+    tracing: str = "auto"
     # Where worker processes share their monitoring state (set by the server for --workers > 1).
     worker_dir: str = ""
     # Routing state (each model's routing.json) and, unless audit_log says otherwise, the
@@ -121,6 +123,8 @@ class ServerSettings:
             raise ConfigError(f"monitoring must be 'on' or 'off', got {self.monitoring!r}")
         if self.fast_lane not in ("on", "off"):
             raise ConfigError(f"fast_lane must be 'on' or 'off', got {self.fast_lane!r}")
+        if self.tracing not in ("auto", "on", "off"):
+            raise ConfigError(f"tracing must be 'auto', 'on' or 'off', got {self.tracing!r}")
         if self.model_name:
             from .registry.layout import is_valid_model_name
 

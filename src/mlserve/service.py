@@ -13,6 +13,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -28,6 +29,10 @@ from .serving.pipeline import Pipeline
 from .serving.shadows import Shadows
 from .serving.shedder import LoadShedder
 from .serving.views import Views, version_facts
+from .tracing import start as start_tracing
+
+if TYPE_CHECKING:
+    from .tracing.spans import Tracing
 
 __all__ = ["Endpoint", "InferResult", "InferenceService"]
 
@@ -37,8 +42,16 @@ log = logging.getLogger("mlserve")
 class InferenceService:
     """The serving core's parts, built from ``settings`` over one ``ModelStore``."""
 
-    def __init__(self, settings: ServerSettings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        registry: CollectorRegistry | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
+        # The tracer when tracing is on (the transports make a span per request), else None;
+        # ``tracing`` given (tests: an in-memory exporter) is used whatever the settings say.
+        self.tracing = tracing if tracing is not None else start_tracing(settings.tracing)
         threads = settings.inference_threads or len(os.sched_getaffinity(0))
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlserve-infer")
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -119,3 +132,5 @@ class InferenceService:
         self._executor.shutdown(wait=True, cancel_futures=False)
         if self.payloads is not None:
             self.payloads.close()  # drains: what was queued is written
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still buffered

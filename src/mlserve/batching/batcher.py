@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from ..errors import MLServeError, Overloaded, QueueTimeout
 from ..monitoring.metrics import BATCH_BUCKETS, Histogram
 from ..runtime.session import ModelSession
 from .runners import Outputs
+
+if TYPE_CHECKING:
+    from ..tracing.spans import RequestTrace
 
 
 @dataclass(eq=False)
@@ -36,6 +40,7 @@ class _Item:
     future: asyncio.Future[tuple[Outputs, float, float]]
     enqueued: float
     expiry: asyncio.TimerHandle | None = field(default=None)
+    trace: RequestTrace | None = field(default=None)
 
 
 class Batcher:
@@ -56,6 +61,7 @@ class Batcher:
         self._rows = 0
         self._timer: asyncio.Handle | None = None
         self._busy = False
+        self._traced = False  # a traced request has come: batches make spans
         self.batches = 0  # batches run, for tests and metrics
         self.sizes = Histogram(BATCH_BUCKETS)  # rows per batch, exported as mlserve_batch_size
 
@@ -64,7 +70,10 @@ class Batcher:
         return len(self._queue)
 
     async def run(
-        self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None
+        self,
+        feeds: dict[str, np.ndarray],
+        output_names: Sequence[str] | None,
+        trace: RequestTrace | None = None,
     ) -> tuple[Outputs, float, float]:
         rows = _rows(feeds)
         if rows is None:  # inputs disagree on the first dimension: not batchable, run alone
@@ -75,6 +84,9 @@ class Batcher:
             raise Overloaded(f"batch queue is full ({self.max_queue} requests); retry later")
         loop = asyncio.get_running_loop()
         item = _Item(feeds, rows, output_names, loop.create_future(), time.perf_counter())
+        if trace is not None:
+            item.trace = trace
+            self._traced = True
         if self.timeout:
             item.expiry = loop.call_later(self.timeout, self._expire, item)
         self._queue.append(item)
@@ -186,6 +198,26 @@ class Batcher:
         for item in batch[len(results) :]:
             if not item.future.done():
                 item.future.set_exception(Overloaded("the batch was cancelled; retry"))
+        if self._traced:
+            self._trace(batch, started, results)
+
+    def _trace(
+        self, batch: list[_Item], started: float, results: list[Outputs | BaseException]
+    ) -> None:
+        """The batch's spans, when requests in it are traced."""
+        traces = [it.trace for it in batch if it.trace is not None]
+        if not traces:
+            return
+        traces[0].tracing.batch(
+            traces,
+            self.session.model,
+            str(self.session.version),
+            len(batch),
+            sum(it.rows for it in batch),
+            [it.enqueued for it in batch if it.trace is not None],
+            started,
+            [r for r in results if isinstance(r, BaseException)],
+        )
 
     def _reschedule(self) -> None:
         if not self._queue or self._timer is not None:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -20,16 +20,23 @@ from ..config import BatchingConfig
 from ..errors import Overloaded
 from ..runtime.session import ModelSession
 
+if TYPE_CHECKING:
+    from ..tracing.spans import RequestTrace
+
 Outputs = list[np.ndarray]
 
 
 class Runner(Protocol):
-    """Runs validated feeds for one loaded version."""
+    """Runs validated feeds for one loaded version; with a ``trace`` (tracing on), its
+    queue wait and session run become spans under it."""
 
     kind: str
 
     async def run(
-        self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None
+        self,
+        feeds: dict[str, np.ndarray],
+        output_names: Sequence[str] | None,
+        trace: RequestTrace | None = None,
     ) -> tuple[Outputs, float, float]: ...
 
 
@@ -42,8 +49,13 @@ class InlineRunner:
         self._run = session.run
 
     async def run(
-        self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None
+        self,
+        feeds: dict[str, np.ndarray],
+        output_names: Sequence[str] | None,
+        trace: RequestTrace | None = None,
     ) -> tuple[Outputs, float, float]:
+        if trace is not None:
+            return await trace.around(self, feeds, output_names)
         start = time.perf_counter()
         outputs = self._run(feeds, output_names)
         return outputs, 0.0, time.perf_counter() - start
@@ -68,8 +80,13 @@ class ThreadRunner:
         return outputs, start, time.perf_counter() - start
 
     async def run(
-        self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None
+        self,
+        feeds: dict[str, np.ndarray],
+        output_names: Sequence[str] | None,
+        trace: RequestTrace | None = None,
     ) -> tuple[Outputs, float, float]:
+        if trace is not None:
+            return await trace.around(self, feeds, output_names)
         if self.pending >= self._max_queue:
             raise Overloaded(f"too many requests waiting ({self.pending}); retry later")
         self.pending += 1

@@ -30,6 +30,7 @@ from . import admin, dashboard, docs, explain, monitor, openapi, v2
 from .body_timeout import BodyDeadlines
 from .errors import error_response
 from .infer import INFER_PREFIX, INFER_SUFFIX, InferHandler
+from .traced import TracedInferHandler
 
 log = logging.getLogger("mlserve.http")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -44,7 +45,8 @@ class MLServeApp:
         self.service = service
         self.store = service.store
         self.deadlines = BodyDeadlines(settings.body_timeout_seconds)
-        self.infer = InferHandler(self.service, settings.max_body_bytes, self.deadlines)
+        handler = InferHandler if self.service.tracing is None else TracedInferHandler
+        self.infer = handler(self.service, settings.max_body_bytes, self.deadlines)
         self.starlette = Starlette(
             routes=[
                 *v2.routes(self.service),

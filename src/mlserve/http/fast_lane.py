@@ -25,8 +25,17 @@ from .infer import InferHandler, Reply, error_reply
 if TYPE_CHECKING:
     from .connection import HttpConnection
 
-# What InferHandler.head reads; the fast lane keeps no other header.
-HEADERS = frozenset({b"content-length", b"inference-header-content-length", b"mlserve-routing-key"})
+# What InferHandler.head reads (and, with tracing on, the W3C trace context); the fast lane
+# keeps no other header.
+HEADERS = frozenset(
+    {
+        b"content-length",
+        b"inference-header-content-length",
+        b"mlserve-routing-key",
+        b"traceparent",
+        b"tracestate",
+    }
+)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from asyncio import CancelledError, Semaphore, current_task, to_thread
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -25,6 +25,9 @@ from ..runtime.tensors import json_counts
 from ..service import Endpoint, InferenceService, InferResult
 from .body_timeout import BodyDeadlines
 from .errors import JSON_HEADERS, error_payload
+
+if TYPE_CHECKING:
+    from ..tracing.spans import RequestTrace
 
 INFER_PREFIX = "/v2/models/"
 INFER_SUFFIX = "/infer"
@@ -81,7 +84,7 @@ class Reply:
 class Request:
     """What an infer request's head says, checked before its body is read."""
 
-    __slots__ = ("declared", "header_length", "routing_key", "start", "target")
+    __slots__ = ("declared", "header_length", "routing_key", "start", "target", "trace")
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class Request:
         self.header_length = header_length
         self.routing_key = routing_key
         self.start = start
+        self.trace: RequestTrace | None = None  # its span, when tracing is on (traced.py)
 
 
 class InferHandler:
@@ -189,12 +193,12 @@ class InferHandler:
                 served = True
                 result = await pipeline.infer(
                     model, version, document, routing_key=request.routing_key,
-                    body_bytes=len(body), offload=offload,
+                    body_bytes=len(body), offload=offload, trace=request.trace,
                 )  # fmt: skip
             elif header_length == 0:
                 served = True
                 result = await pipeline.infer_raw(
-                    model, version, memoryview(body), request.routing_key
+                    model, version, memoryview(body), request.routing_key, request.trace
                 )
             else:
                 if header_length > len(body):
@@ -208,7 +212,7 @@ class InferHandler:
                 served = True
                 result = await pipeline.infer(
                     model, version, document, view[header_length:], request.routing_key,
-                    len(body),
+                    len(body), trace=request.trace,
                 )  # fmt: skip
             payload = orjson.dumps(result.body, option=_DUMPS_OPTIONS)
         except MLServeError as exc:

@@ -55,6 +55,7 @@ class _Copy:
     feeds: dict[str, np.ndarray]
     names: Sequence[str]
     outputs: Sequence[np.ndarray]
+    trace: Any = None  # the request's span (tracing on): each shadow run is a child of it
 
 
 class ShadowMirror:
@@ -81,6 +82,7 @@ class ShadowMirror:
         feeds: dict[str, np.ndarray],
         names: Sequence[str],
         outputs: Sequence[np.ndarray],
+        trace: Any = None,
     ) -> None:
         """Queue a copy for the shadows (sampled); drop and count it when the queue is full."""
         if sample < 1.0 and random.random() >= sample:
@@ -89,7 +91,7 @@ class ShadowMirror:
             self._queue = asyncio.Queue(self.max_queue)
             self._task = asyncio.get_running_loop().create_task(self._consume())
         try:
-            self._queue.put_nowait(_Copy(shadows, feeds, names, outputs))
+            self._queue.put_nowait(_Copy(shadows, feeds, names, outputs, trace))
         except asyncio.QueueFull:
             for endpoint in shadows:
                 self.comparison(endpoint).dropped += 1
@@ -114,14 +116,21 @@ class ShadowMirror:
         result = self.comparison(endpoint)
         result.requests += 1
         stats = endpoint.stats.roles["shadow"] if endpoint.stats is not None else None
+        trace = None
+        if copy.trace is not None:
+            trace = copy.trace.shadow(endpoint.model, endpoint.version)
         try:
-            outputs, queue_s, infer_s = await endpoint.runner.run(copy.feeds, copy.names)
+            outputs, queue_s, infer_s = await endpoint.runner.run(copy.feeds, copy.names, trace)
         except Exception as exc:  # the shadow's failure is its own, never the caller's
+            if trace is not None:
+                trace.end(error=exc)
             result.errors += 1
             if stats is not None:
                 stats.failure(ERROR)
             log.debug("shadow %s/%s failed: %s", endpoint.model, endpoint.version, exc)
             return
+        if trace is not None:
+            trace.end()
         result.infer.observe(infer_s)
         if stats is not None:
             stats.success(queue_s + infer_s, queue_s, infer_s, len(next(iter(copy.feeds.values()))))

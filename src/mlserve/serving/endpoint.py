@@ -71,6 +71,7 @@ class InferResult:
     outputs: list[np.ndarray]
     names: Sequence[str]
     request: Any = None  # the request document (for payload logging's id and parameters)
+    trace: Any = None  # the request's span (tracing on): its shadows' spans go under it
 
 
 class EndpointBuilder:

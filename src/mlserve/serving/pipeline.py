@@ -9,7 +9,7 @@ is that version's, accounted here.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from .codec import (
 )
 from .endpoint import Endpoint, InferResult
 from .shadows import Shadows
+
+if TYPE_CHECKING:
+    from ..tracing.spans import RequestTrace
 
 # Runs a decode step somewhere other than the event loop (the transport bounds how many).
 Offload = Callable[..., Awaitable[Any]]
@@ -67,6 +70,7 @@ class Pipeline:
         routing_key: str | None = None,
         body_bytes: int | None = None,
         offload: Offload | None = None,
+        trace: RequestTrace | None = None,
     ) -> InferResult:
         """Validate a V2 request (with its binary tensor bytes, if any) and run it.
 
@@ -74,6 +78,7 @@ class Pipeline:
         ``mlserve-routing-key`` header (``routing_key``) or ``parameters.routing_key``.
         ``body_bytes`` (the request body's length) sizes a failure's payload record.
         ``offload``, when given, runs the inputs' decoding off the event loop (big bodies).
+        ``trace`` (tracing on) is the request's span: the run's spans go under it.
         """
         endpoint, role = self._counted_target(model, version, routing_key_of(request, routing_key))
         feeds: dict[str, np.ndarray] | None = None
@@ -87,20 +92,27 @@ class Pipeline:
                 feeds = await offload(decode_inputs, endpoint, request.get("inputs"), binary)
             names, binary_out = requested_outputs(session, request)
             rid = request_id(request)
-            outputs, queue_s, infer_s = await endpoint.runner.run(feeds, names)
+            outputs, queue_s, infer_s = await endpoint.runner.run(feeds, names, trace)
         except MLServeError as exc:
             self.accounting.failed(endpoint, role, exc, request, feeds, body_bytes)
+            if trace is not None:
+                trace.target(endpoint.model, endpoint.version, role)
             raise
         chosen = names or session.output_names
         body, blobs = encode_response(
             endpoint.model, endpoint.version, rid, chosen, outputs, binary_out
         )
         return InferResult(
-            body, endpoint, role, queue_s, infer_s, blobs, feeds, outputs, chosen, request
+            body, endpoint, role, queue_s, infer_s, blobs, feeds, outputs, chosen, request, trace
         )
 
     async def infer_raw(
-        self, model: str, version: int | None, body: memoryview, routing_key: str | None = None
+        self,
+        model: str,
+        version: int | None,
+        body: memoryview,
+        routing_key: str | None = None,
+        trace: RequestTrace | None = None,
     ) -> InferResult:
         """A raw binary body for a single-input model (header length 0); binary outputs."""
         endpoint, role = self._counted_target(model, version, routing_key)
@@ -108,15 +120,19 @@ class Pipeline:
         feeds: dict[str, np.ndarray] | None = None
         try:  # every failure from here on is the version's: accounted and payload-logged
             feeds = decode_raw(session, model, body)
-            outputs, queue_s, infer_s = await endpoint.runner.run(feeds, None)
+            outputs, queue_s, infer_s = await endpoint.runner.run(feeds, None, trace)
         except MLServeError as exc:
             self.accounting.failed(endpoint, role, exc, None, feeds)
+            if trace is not None:
+                trace.target(endpoint.model, endpoint.version, role)
             raise
         names = session.output_names
         doc, blobs = encode_response(
             endpoint.model, endpoint.version, None, names, outputs, [True] * len(outputs)
         )
-        return InferResult(doc, endpoint, role, queue_s, infer_s, blobs, feeds, outputs, names)
+        return InferResult(
+            doc, endpoint, role, queue_s, infer_s, blobs, feeds, outputs, names, None, trace
+        )
 
     def record(self, result: InferResult, total_s: float) -> None:
         """Account a successful request after its answer was sent; an unpinned one is

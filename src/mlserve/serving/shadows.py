@@ -32,7 +32,9 @@ class Shadows:
             if mirror is not None:
                 mirror.stop()
             mirror = self._mirrors[endpoint.model] = ShadowMirror(size, mirror)
-        mirror.offer(shadows, split.shadow_sample, result.feeds, result.names, result.outputs)
+        mirror.offer(
+            shadows, split.shadow_sample, result.feeds, result.names, result.outputs, result.trace
+        )
 
     def state(self) -> dict[str, Any]:
         """The monitoring hub's source for the shadow comparisons."""
