@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -20,11 +20,17 @@ from ..errors import MLServeError
 from ..service import InferenceService
 from . import _protocol as pb
 from .codec import request_document, response_message, target
-from .status import grpc_status
+from .status import CODES, grpc_status
+
+if TYPE_CHECKING:
+    from ..tracing.spans import RequestTrace
 
 SERVICE = "inference.GRPCInferenceService"
 ROUTING_KEY = "mlserve-routing-key"
 NOT_READY_REASON = "mlserve-not-ready-reason"
+# ModelInfer's span (tracing on), by OpenTelemetry's RPC conventions.
+_SPAN = f"{SERVICE}/ModelInfer"
+_RPC = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": "ModelInfer"}
 
 
 class InferenceRpcs:
@@ -35,6 +41,7 @@ class InferenceRpcs:
         self._pipeline = service.pipeline
         self._accounting = service.accounting
         self._shedder = service.shedder
+        self._tracing = service.tracing
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler that serves every RPC of ``SERVICE``."""
@@ -107,6 +114,9 @@ class InferenceRpcs:
 
     async def model_infer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = perf_counter()
+        trace = None
+        if self._tracing is not None:  # a span, child of the metadata's traceparent
+            trace = self._tracing.request(_carrier(context), _SPAN, _RPC)
         served = False  # once the pipeline has the request, it accounts failures itself
         model: str | None = None
         version: int | None = None
@@ -120,16 +130,24 @@ class InferenceRpcs:
             document, binary = request_document(request)
             served = True
             result = await self._pipeline.infer(
-                model, version, document, binary, _routing_key(context), request.ByteSize()
-            )
+                model, version, document, binary, _routing_key(context), request.ByteSize(),
+                trace=trace,
+            )  # fmt: skip
             response = response_message(result)
         except MLServeError as exc:
             if not served and model is not None and exc.status_code not in (404, 503):
                 # Refused before the pipeline saw it (the message's form): still the version's.
                 self._accounting.count_failure(model, version, exc)
+            if trace is not None:
+                _end(trace, exc.status_code, exc, exc.code)
             await _abort(context, exc)
         except Exception as exc:  # a bug: logged, answered INTERNAL
+            if trace is not None:
+                _end(trace, 500, exc, "internal")
             await _abort(context, exc)
+        if trace is not None:
+            trace.target(result.endpoint.model, result.endpoint.version, result.role)
+            _end(trace, 200)
         if result.endpoint.observed:  # before the answer is written: a unary RPC has no after
             self._pipeline.record(result, perf_counter() - start)
         return response
@@ -140,6 +158,19 @@ def _routing_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         if key == ROUTING_KEY:
             return value if isinstance(value, str) else None
     return None
+
+
+def _carrier(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+
+
+def _end(
+    trace: RequestTrace, status: int, exc: BaseException | None = None, code: str | None = None
+) -> None:
+    grpc_code = (
+        CODES.get(status, grpc.StatusCode.INTERNAL) if exc is not None else grpc.StatusCode.OK
+    )
+    trace.end(status, exc, code, {"rpc.grpc.status_code": grpc_code.value[0]})
 
 
 def _tensor_metadata(tensor: dict[str, Any]) -> Any:
