@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -382,17 +383,49 @@ def test_tracing_on_against_the_sdk_switched_off_is_refused(
 @pytest.mark.parametrize(
     ("environ", "says"),
     [
-        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "'zipkin'.*'otlp'"),
-        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "'grpc'.*http/protobuf.*4318"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "'zipkin': mlserve exports spans with 'otlp'"),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"},
+            "'grpc'.*http/protobuf.*4318",
+        ),
+        ({"OTEL_SDK_DISABLED": "true", "MLSERVE_TRACING": "on"}, "OTEL_SDK_DISABLED"),
     ],
 )
-def test_exporters_mlserve_cannot_make_are_refused(
-    environ: dict[str, str], says: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_tracing_that_cannot_start_stops_the_server_before_it_starts(
+    environ: dict[str, str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLSERVE_"))}
+    env.update(environ)
+    cmd = [sys.executable, "-m", "mlserve", "serve", "--registry", str(tmp_path)]
+    cmd += ["--port", str(free_port())]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert re.search(says, out.stderr), out.stderr
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(ConfigError, match=says):
+    with pytest.raises(ConfigError, match=says):  # and the worker's own start says the same
         InferenceService(ServerSettings(registry=tmp_path, tracing="on"))
+
+
+def test_without_the_extra_tracing_on_says_what_to_install(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if mlserve[otel] were not installed\n"
+        "from mlserve.errors import ConfigError\n"
+        "from mlserve.tracing import check, start\n"
+        "for step in (check, start):\n"
+        "    try:\n"
+        "        step('on')\n"
+        "    except ConfigError as exc:\n"
+        "        print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert "OpenTelemetry is not installed" in line and "install mlserve[otel]" in line
 
 
 def test_off_imports_no_opentelemetry_and_keeps_the_plain_core(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from . import __version__
 from .config import ServerSettings
 from .errors import ConfigError
+from .tracing import check as check_tracing
 
 DEFAULT_DEMO_DIR = "mlserve-demo"
 
@@ -387,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["registry"] = args.registry
     try:
         settings = ServerSettings.load(overrides)
+        check_tracing(settings.tracing)
     except ConfigError as exc:
         print(f"mlserve: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -61,6 +62,54 @@ def wanted(mode: str, environ: Mapping[str, str] | None = None) -> bool:
     return mode == "on" or any(env.get(name) for name in _ASKING)
 
 
+def exporters(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The exporters ``OTEL_TRACES_EXPORTER`` names (default ``otlp``), refused when mlserve
+    cannot make one: another name, or OTLP over another protocol than HTTP."""
+    env = os.environ if environ is None else environ
+    names = [e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
+    names = [n for n in names if n and n != "none"] or ["otlp"]
+    for name in names:
+        if name not in ("otlp", "console"):
+            raise ConfigError(
+                f"OTEL_TRACES_EXPORTER names {name!r}: mlserve exports spans with 'otlp' "
+                "(OTLP over HTTP) or 'console'"
+            )
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if "otlp" in names and protocol != "http/protobuf":
+        raise ConfigError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL is {protocol!r}: mlserve exports OTLP over HTTP "
+            "(http/protobuf); set it so, with the collector's HTTP endpoint (port 4318)"
+        )
+    return names
+
+
+def check(mode: str, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse, before a server starts, tracing that could not start in its workers (the
+    extra missing, an exporter or protocol mlserve does not ship), without importing it."""
+    if not wanted(mode, environ):
+        return
+    names = exporters(environ)
+    needed = ["opentelemetry.sdk"]
+    if "otlp" in names:
+        needed.append("opentelemetry.exporter.otlp.proto.http")
+    for module in needed:
+        try:
+            found = find_spec(module)
+        except ModuleNotFoundError:
+            found = None
+        if found is None:
+            raise ConfigError(_missing(module))
+
+
+def _missing(module: str | None) -> str:
+    return (
+        f"tracing is on but OpenTelemetry is not installed ({module} is missing): install "
+        "mlserve[otel], or turn tracing off (--tracing off, or unset the OTEL_* variables)"
+    )
+
+
 def start(mode: str) -> Tracing | None:
     """The process's tracer, configured by the ``OTEL_*`` variables, or None when off."""
     if not wanted(mode):
@@ -68,9 +117,5 @@ def start(mode: str) -> Tracing | None:
     try:
         from .spans import Tracing, provider_from_environ
     except ImportError as exc:
-        raise ConfigError(
-            f"tracing is on but OpenTelemetry is not installed ({exc.name} is missing): "
-            "install mlserve[otel], or turn tracing off (--tracing off, or unset the "
-            "OTEL_* variables)"
-        ) from None
+        raise ConfigError(_missing(exc.name)) from None
     return Tracing(provider_from_environ())

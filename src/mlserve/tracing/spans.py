@@ -9,7 +9,6 @@ a span costs nothing where tracing is off. Imported only when tracing is on.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from time import perf_counter, time_ns
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from .. import __version__
-from ..errors import ConfigError, MLServeError
+from ..errors import MLServeError
 from . import (
     BATCH_REQUESTS,
     ERROR_CODE,
@@ -33,6 +32,7 @@ from . import (
     ROUTE,
     ROWS,
     VERSION,
+    exporters,
 )
 
 if TYPE_CHECKING:
@@ -50,21 +50,14 @@ def provider_from_environ() -> TracerProvider:
     parent-based always-on), and one batch span processor (``OTEL_BSP_*``) per exporter
     of ``OTEL_TRACES_EXPORTER`` (``otlp``, the default: OTLP over HTTP, configured by
     ``OTEL_EXPORTER_OTLP_*``; ``console``)."""
-    env = os.environ
-    exporters = [
-        e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if e.strip()
-    ]
     made: list[SpanExporter] = []
-    for name in exporters or ["otlp"]:
+    for name in exporters():
         if name == "otlp":
-            made.append(_otlp_exporter(env))
-        elif name == "console":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            made.append(OTLPSpanExporter())
+        else:
             made.append(ConsoleSpanExporter())
-        elif name != "none":
-            raise ConfigError(
-                f"OTEL_TRACES_EXPORTER names {name!r}: mlserve exports spans with 'otlp' "
-                "(OTLP over HTTP) or 'console'"
-            )
     resource = Resource.create({"service.version": __version__})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "mlserve"}))
@@ -72,20 +65,6 @@ def provider_from_environ() -> TracerProvider:
     for exporter in made:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
-
-
-def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
-    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-    )
-    if protocol != "http/protobuf":
-        raise ConfigError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL is {protocol!r}: mlserve exports OTLP over HTTP "
-            "(http/protobuf); set it so, with the collector's HTTP endpoint (port 4318)"
-        )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()
 
 
 class Tracing:
