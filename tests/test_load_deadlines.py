@@ -246,6 +246,7 @@ def test_each_model_serves_as_soon_as_it_is_loaded_while_the_server_starts(
     (registry / "zzz-runaway/model.toml").write_text("[execution]\nload_timeout_s = 600\n")
     srv = ServerProcess(registry, "--drain-seconds", "1")
     try:
+
         def runaway_loading() -> bool:
             if not _live(srv.url):
                 return False
