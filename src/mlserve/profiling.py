@@ -208,6 +208,11 @@ def _names(
     return names
 
 
+def _few(names: Sequence[str], most: int = 5) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return f"{list(names[:most])}{more}"
+
+
 def _checked(ref: ReferenceData) -> ReferenceData:
     lengths = {len(c) for c in ref.columns.values()}
     if any(c.ndim != 1 for c in ref.columns.values()) or len(lengths) > 1:
@@ -456,6 +461,14 @@ def model_feeds(
     if schema is None:
         listed = ", ".join(f"{s.name} {list(s.shape)}" for s in inputs)
         raise ValueError(f"{what} has inputs {listed}: not rows × features nor one per column")
+    unfed = [n for n in schema.names if n not in ref.columns]
+    if unfed:  # e.g. an ONNX file whose converter renamed the columns ('a b' → 'a_b')
+        others = [n for n in ref.names if n not in set(schema.names)]
+        raise ValueError(
+            f"{what}'s inputs {_few(unfed)} are not columns of {ref.source} (its columns not "
+            f"fed: {_few(others)}); a model with one input per column must name its inputs "
+            "as the columns"
+        )
     try:
         feeds = schema.feeds({n: ref.columns[n] for n in schema.names})
     except InvalidInput as exc:

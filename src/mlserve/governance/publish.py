@@ -460,7 +460,59 @@ def _convert(
         onx = convert(_float32_thresholds(estimator))
     except Exception as exc:  # skl2onnx and onnx raise many types for unsupported models
         raise PublishError(_conversion_failure(estimator, exc, convert)) from None
+    if per_column:
+        _name_inputs(onx.graph, [n for n, _ in types])
     return bytes(onx.SerializeToString())
+
+
+def _name_inputs(graph: Any, names: Sequence[str]) -> None:
+    """Rename the graph's inputs to ``names`` (the columns, in ``initial_types`` order).
+
+    skl2onnx makes every name an identifier (``mean radius`` → ``mean_radius``, a leading
+    digit gets ``_``); the inputs keep the columns' own names so that requests, the profile
+    and the lineage all use the names the user has. An internal tensor that already holds
+    one of those names is renamed out of the way first."""
+    inputs = list(graph.input)
+    if [i.name for i in inputs] == list(names):
+        return
+    if len(inputs) != len(names):
+        raise PublishError(
+            f"skl2onnx made {len(inputs)} inputs for {len(names)} columns "
+            f"({[i.name for i in inputs]}); convert it yourself and publish the file with --onnx"
+        )
+    outputs = {o.name for o in graph.output}
+    taken = {t.name for t in graph.initializer} | outputs
+    for node in graph.node:
+        taken.update(node.input)
+        taken.update(node.output)
+    current = {i.name for i in inputs}
+    taken -= current  # inputs are renamed at once: one may take another's old name
+    renames: dict[str, str] = {}
+    for spec, name in zip(inputs, names, strict=True):
+        if spec.name != name and name in taken:
+            if name in outputs:
+                raise PublishError(
+                    f"column {name!r} has the name of an output of the converted model; "
+                    "rename the column (and refit), or publish an ONNX file with --onnx"
+                )
+            free = _free_name(name, taken | current | set(names))
+            taken.add(free)
+            renames[name] = free
+    renames.update({i.name: n for i, n in zip(inputs, names, strict=True) if i.name != n})
+    for spec in inputs:
+        spec.name = renames.get(spec.name, spec.name)
+    for node in graph.node:  # a ColumnTransformer's graph has no subgraphs to walk
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    for item in list(graph.initializer) + list(graph.value_info):
+        item.name = renames.get(item.name, item.name)
+
+
+def _free_name(seed: str, taken: Collection[str]) -> str:
+    k = 1
+    while f"{seed}_{k}" in taken:
+        k += 1
+    return f"{seed}_{k}"
 
 
 def _root_cause(exc: BaseException) -> str:
