@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -20,7 +21,7 @@ import uvicorn
 
 from .config import ServerSettings
 from .grpc import GrpcServer
-from .http.app import app_from_environ
+from .http.app import create_app
 from .http.connection import AsgiConnection, HttpConnection
 from .runtime.session import terminate_runs
 
@@ -29,6 +30,7 @@ log = logging.getLogger("mlserve")
 # After the drain, runs still in onnxruntime are told to stop; a process that has still not
 # exited this many seconds later exits at once (a thread in onnxruntime cannot be killed).
 EXIT_BOUND_S = 5.0
+STARTUP_FAILURE = 3  # uvicorn's exit status when the server cannot start
 
 
 def serve(settings: ServerSettings) -> int:
@@ -43,11 +45,9 @@ def serve(settings: ServerSettings) -> int:
         settings = dataclasses.replace(settings, worker_dir=worker_dir)
     os.environ.update(settings.to_environ())
     os.environ["MLSERVE_REGISTRY"] = str(settings.registry.resolve())
-    logging.basicConfig(
-        level=settings.log_level.upper() if settings.log_level != "trace" else logging.DEBUG,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,  # `mlserve demo` configured logging for the build already
-    )
+    configure_logging(settings)
+    if not _can_listen(settings.host, settings.port):
+        return STARTUP_FAILURE
     # JSON numbers beyond FP32/FP16 range overflow when cast; the request is refused by the
     # NaN policy (or accepted as ±Inf where allowed), so numpy's warning is noise here.
     warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
@@ -82,15 +82,51 @@ def serve(settings: ServerSettings) -> int:
     return 0
 
 
+def configure_logging(settings: ServerSettings) -> None:
+    """mlserve's log records to stderr at ``log_level``, one line each, with the process id
+    when several workers write to the same stream."""
+    pid = " [%(process)d]" if settings.workers > 1 else ""
+    logging.basicConfig(
+        level=settings.log_level.upper() if settings.log_level != "trace" else logging.DEBUG,
+        format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s",
+        force=True,  # `mlserve demo` configured logging for the build already
+    )
+
+
+def _can_listen(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now; if not, log why with the address.
+
+    uvicorn names the address only when one process binds it (several workers: a bare
+    ``[Errno 98] Address already in use``), and one worker loads every model first."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            log.error(
+                "cannot listen on %s: %s; stop what listens there or choose another --port",
+                address,
+                exc.strerror or exc,
+            )
+            return False
+    return True
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
 def app_with_exit_bound() -> ExitBound:
-    """Factory for uvicorn (each worker): ``app_from_environ`` under an ``ExitBound``, with
-    the worker's gRPC server when ``grpc_port`` is set."""
-    app = app_from_environ()
-    settings = app.settings
+    """Factory for uvicorn (each worker): the application of the ``MLSERVE_*`` settings
+    under an ``ExitBound``, with the worker's gRPC server when ``grpc_port`` is set.
+
+    A worker process of several starts afresh, so it configures logging as ``serve`` did."""
+    settings = ServerSettings.load()
+    if settings.workers > 1:
+        configure_logging(settings)
+    app = create_app(settings)
     grpc = GrpcServer(app.service, settings) if settings.grpc_port else None
     return ExitBound(app, settings.drain_seconds, grpc)
 
