@@ -3,7 +3,8 @@
 Before each scan the store asks ``ChangeDetector.plan``: a full scan (the first, and every
 ``full_every``-th), or just the models to rescan. Between full scans a model is watched
 through a few entries: its directory, its ``model.toml`` and ``routing.json``, and the
-directory and files of each version it has loaded or failed. That is a handful of
+directory and files of each version it has loaded or failed (with the external data files
+its model named at load, in a subdirectory of the version too). That is a handful of
 ``stat`` calls per model, whatever the number of its version directories. A directory's
 times change when an entry is added, removed or renamed in it (publishing renames a
 version into place); a file rewritten in place changes its own times.

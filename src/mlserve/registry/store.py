@@ -223,6 +223,9 @@ class ModelStore(Generic[E]):
         # version was loaded from; model.toml's per model.
         self._seen: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._loaded_fp: dict[tuple[str, int], tuple[Any, ...]] = {}
+        # The external data files (locations relative to the version directory) each
+        # version's model named when it was last loaded: part of its fingerprint.
+        self._external: dict[tuple[str, int], tuple[str, ...]] = {}
         self._config_fp: dict[str, tuple[Any, ...]] = {}
         self._routing_fp: dict[str, tuple[Any, ...]] = {}
         # _lock guards the state and is held briefly; _scan_lock keeps one scan or load at
@@ -550,7 +553,11 @@ class ModelStore(Generic[E]):
             return changes
         changes += self._sync_routing(record)
         config = record.config
-        fps = {v: _fingerprint(vdir.path, vdir.files) for v, vdir in mdir.versions.items()}
+        bases = {v: _fingerprint(vdir.path, vdir.files) for v, vdir in mdir.versions.items()}
+        fps = {
+            v: base + _external_fingerprint(mdir.versions[v].path, self._external.get((name, v)))
+            for v, base in bases.items()
+        }
         record.present = frozenset(fps)
         stable = {v for v, fp in fps.items() if initial or self._seen.get((name, v)) == fp}
         self._seen.update(((name, v), fp) for v, fp in fps.items())
@@ -572,6 +579,13 @@ class ModelStore(Generic[E]):
             new = self._load_one(mdir.versions[v], config)
             old = record.versions.get(v)
             self._loaded_fp[(name, v)] = fps[v]
+            if new.state is VersionState.READY:
+                # The external files as the load read them: a change after the read
+                # shows at the next scan, one before it is already served.
+                external = tuple(getattr(new.session, "external_files", ()))
+                self._external[(name, v)] = tuple(loc for loc, _ in external)
+                fp = bases[v] + tuple((loc, *sig) for loc, sig in external)
+                self._loaded_fp[(name, v)] = self._seen[(name, v)] = fp
             if new.state is VersionState.READY:
                 if old is not None:
                     self._retire_record(old)
@@ -828,6 +842,7 @@ class ModelStore(Generic[E]):
     def _retire(self, name: str, version: int) -> None:
         rec = self.models[name].versions.pop(version)
         self._loaded_fp.pop((name, version), None)
+        self._external.pop((name, version), None)
         self._retire_record(rec)
 
     def _retire_record(self, rec: VersionRecord) -> None:
@@ -992,6 +1007,19 @@ def _states(record: ModelRecord) -> str:
         for v, r in sorted(record.versions.items())
     ]
     return ": " + "; ".join(parts)
+
+
+def _external_fingerprint(version_dir: Path, locations: tuple[str, ...] | None) -> tuple[Any, ...]:
+    """Sizes and times of a version's external data files (a subdirectory's included,
+    which the version's own fingerprint does not list); an absent one says so."""
+    out: list[tuple[Any, ...]] = []
+    for location in locations or ():
+        try:
+            st = os.stat(version_dir / location)
+            out.append((location, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+        except OSError:
+            out.append((location, None))
+    return tuple(out)
 
 
 def _fingerprint(path: Path, only: tuple[str, ...] | None = None) -> tuple[Any, ...]:

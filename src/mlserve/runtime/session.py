@@ -29,7 +29,12 @@ import onnxruntime as ort
 
 from ..config import ExecutionConfig, InputPolicy
 from ..errors import InferenceFailed, InvalidInput, ModelLoadError
-from .external_data import check_external_data
+from .external_data import (
+    FileSignature,
+    check_external_data,
+    inline_external_data,
+    read_external_data,
+)
 from .tensors import ONNX_TO_V2, InputLimits, TensorSpec
 
 log = logging.getLogger("mlserve.runtime")
@@ -129,11 +134,36 @@ class ModelSession:
             self._profile_dir = tempfile.mkdtemp(prefix="mlserve-profile-")
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(self._profile_dir) / "warmup")
-        check_external_data(path)  # before onnxruntime opens any file the model names
+        # The external data files the model names, as read (location, signature): the
+        # registry watches them and fingerprints the version with them.
+        self.external_files: tuple[tuple[str, FileSignature], ...] = ()
+        source: str | bytes = str(path)
         try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=options, providers=providers
-            )
+            # Checked before onnxruntime opens any file the model names, then read into
+            # memory: the main graph's initializers are handed over from memory (copied
+            # at session creation), every other external tensor is written into the model
+            # (onnxruntime would map it from its file, and a file truncated under a
+            # mapping kills the process).
+            locations = check_external_data(path)
+            if locations:
+                files = read_external_data(path, locations)
+                options.add_external_initializers_from_files_in_memory(
+                    [f.location for f in files],
+                    [f.data for f in files],
+                    [len(f.data) for f in files],
+                )
+                self.external_files = tuple((f.location, f.signature) for f in files)
+                source = inline_external_data(
+                    path.read_bytes(), {f.location: f.data for f in files}
+                )
+        except OSError as exc:
+            self._end_profile()
+            raise ModelLoadError(f"{path.name} cannot be read: {exc.strerror}") from None
+        except ModelLoadError:
+            self._end_profile()
+            raise
+        try:
+            self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises several unrelated classes here
             self._end_profile()
             # Its messages name absolute paths: make them relative before cutting them short.
