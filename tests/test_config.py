@@ -7,7 +7,9 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import tomllib
 
+from mlserve import config as config_module
 from mlserve.config import (
     ExecutionConfig,
     InputPolicy,
@@ -505,3 +507,103 @@ def test_kserve_variables_apply_only_without_a_chosen_registry(tmp_path: Path) -
     assert remote.registry == Path("/mnt/models")
     with pytest.raises(ConfigError, match="not a valid model name"):
         ServerSettings.load({"model_name": "../x"}, environ={})
+
+
+# Gate thresholds compared with a measured metric only: any finite value means what it says.
+_METRIC_THRESHOLDS = {
+    ("gate", "max_mae"),
+    ("gate", "max_rmse"),
+    ("gate", "golden_tolerance"),
+    ("gate", "agreement_tolerance"),
+}
+_SECTIONS = {
+    "versions": VersionPolicy,
+    "execution": ExecutionConfig,
+    "inputs": InputPolicy,
+    "batching": config_module.BatchingConfig,
+    "monitoring": config_module.MonitoringConfig,
+    "routing": config_module.RoutingConfig,
+    "guardrails": config_module.GuardrailConfig,
+    "gate": config_module.GateConfig,
+    "payloads": config_module.PayloadConfig,
+}
+
+
+def _numeric_keys() -> list[tuple[str, str, bool]]:
+    """(section, key, is an integer) of every numeric model.toml key, from the dataclasses."""
+    out = []
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            default = getattr(cls(), f.name)
+            if isinstance(default, bool) or not isinstance(default, (int, float, type(None))):
+                continue
+            if (section, f.name) not in _METRIC_THRESHOLDS:
+                out.append((section, f.name, isinstance(default, int)))
+    return out
+
+
+@pytest.mark.parametrize("which", ["big", "huge"])
+@pytest.mark.parametrize(("section", "key", "integer"), _numeric_keys())
+def test_every_numeric_key_refuses_a_huge_value(section, key, integer, which):
+    """A value that passed the scan and failed later (a thread join's OverflowError past
+    ~9.2e9 s, the monitor answering 500 on an int64 overflow) is refused at the scan,
+    naming the key. Integers: the largest int64 (over every key's own bound) and one past
+    int64; numbers: 1e10 and 1e300."""
+    if integer:
+        value = str(2**63 - 1) if which == "big" else str(10**20)
+    else:
+        value = "1e10" if which == "big" else "1e300"
+    with pytest.raises(ConfigError, match=rf"\[{section}\] (.* )?{key}\b"):
+        parse_model_config(tomllib.loads(f"[{section}]\n{key} = {value}\n"))
+
+
+def test_the_reported_overflows_are_refused_with_the_bound():
+    for text, bound in [
+        ("[execution]\nload_timeout_s = 1e10\n", "86,400"),
+        ("[monitoring]\nsample_rows = 9999999999\n", "2,147,483,648"),
+    ]:
+        with pytest.raises(ConfigError, match=f"over the largest accepted value, {bound}$"):
+            parse_model_config(tomllib.loads(text))
+    with pytest.raises(ConfigError, match=r"sample_rows = 100000000000000000000 is out of range"):
+        parse_model_config(tomllib.loads("[monitoring]\nsample_rows = 100000000000000000000\n"))
+    with pytest.raises(
+        ConfigError, match=r"load_timeout_s = 100000000000000000000 is out of range"
+    ):
+        parse_model_config(tomllib.loads("[execution]\nload_timeout_s = 100000000000000000000\n"))
+    # At the bounds: accepted.
+    doc = "[execution]\nload_timeout_s = 86400\n[monitoring]\nsample_rows = 2147483648\n"
+    assert parse_model_config(tomllib.loads(doc)).monitoring.sample_rows == 2**31
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("workers", 10**6),
+        ("drain_seconds", 1e10),
+        ("body_timeout_seconds", 1e10),
+        ("poll_seconds", 1e300),
+        ("overload_delay_ms", 1e12),
+        ("inference_threads", 10**20),
+        ("full_scan_every", 10**20),
+        ("payload_queue", 10**20),
+        ("payload_backups", 10**20),
+        ("max_body_bytes", 10**20),
+        ("max_elements", 10**20),
+        ("max_header_bytes", 10**20),
+        ("payload_max_bytes", 10**20),
+    ],
+)
+def test_numeric_settings_refuse_a_huge_value(name, value):
+    with pytest.raises(ConfigError, match=rf"^{name} = .* over the largest accepted value"):
+        ServerSettings.load(overrides={name: value}, environ={})
+
+
+def test_run_timeout_s_is_read_and_checked():
+    def execution(text: str) -> ExecutionConfig:
+        return parse_model_config(tomllib.loads(f"[execution]\n{text}\n")).execution
+
+    assert execution("run_timeout_s = 2.5").run_timeout_s == 2.5
+    assert execution("").run_timeout_s == 60.0
+    assert execution("run_timeout_s = 0").run_timeout_s == 0
+    with pytest.raises(ConfigError, match=r"run_timeout_s must be a number of seconds >= 0"):
+        execution("run_timeout_s = -1")

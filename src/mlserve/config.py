@@ -29,6 +29,27 @@ MODEL_CONFIG_FILE = "model.toml"
 # Server settings
 
 
+_INT64 = 1 << 63
+_DAY = 86_400.0
+# Upper bounds of the numeric settings: past these a value is a typo, and would fail later
+# (a timer or a thread join overflows, a C integer), not at start. Inclusive.
+_SETTING_MAXIMA: dict[str, float] = {
+    "workers": 1024,
+    "max_body_bytes": 1 << 40,
+    "max_elements": 1 << 40,
+    "max_header_bytes": 1 << 30,
+    "drain_seconds": _DAY,
+    "body_timeout_seconds": _DAY,
+    "overload_delay_ms": 3_600_000,
+    "inference_threads": 4096,
+    "poll_seconds": _DAY,
+    "full_scan_every": 1 << 31,
+    "payload_max_bytes": 1 << 50,
+    "payload_backups": 10_000,
+    "payload_queue": 1 << 24,
+}
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Process-wide settings; see the README's configuration reference."""
@@ -140,6 +161,12 @@ class ServerSettings:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.payload_backups < 0:
             raise ConfigError(f"payload_backups must be >= 0, got {self.payload_backups}")
+        for name, most in _SETTING_MAXIMA.items():
+            value = getattr(self, name)
+            if not value <= most:  # also NaN
+                raise ConfigError(
+                    f"{name} = {_shown(value)} is over the largest accepted value, {most:,.0f}"
+                )
         token = self.admin_token
         if token and (token != token.strip() or not token.isprintable()):
             # Compared byte for byte (UTF-8, http/admin.py): such a token could never match
@@ -267,6 +294,9 @@ class ExecutionConfig:
     io_binding: str = "auto"
     # Session creation and warm-up of one version must end within this; else it is failed.
     load_timeout_s: float = 60.0
+    # One request's (or batch's) session run on a worker thread (thread and batch modes)
+    # is stopped after this and answered 504; 0: no limit. Inline runs cannot be stopped.
+    run_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -530,6 +560,67 @@ _LIST_ITEMS = {"tuple[str, ...]": "strings", "tuple[int, ...]": "integers",
                "tuple[float, ...]": "numbers"}  # fmt: skip
 
 
+# Upper bounds of numeric keys, beyond what each key's own check says: a value past these
+# is a typo or a test of the server, and would fail later (a thread join overflows past
+# about 9.2e9 s, an allocation per bucket, a C integer), not at the scan. Inclusive.
+_MAXIMA: dict[tuple[str, str], float] = {
+    ("versions", "latest"): 1 << 20,
+    ("execution", "intra_op_threads"): 1024,
+    ("execution", "inter_op_threads"): 1024,
+    ("execution", "warmup_runs"): 10_000,
+    ("execution", "inline_threshold_us"): 60e6,
+    ("execution", "load_timeout_s"): _DAY,
+    ("execution", "run_timeout_s"): _DAY,
+    ("inputs", "max_rows"): 1 << 31,
+    ("inputs", "max_elements"): 1 << 40,
+    ("batching", "max_batch_size"): 1 << 20,
+    ("batching", "max_delay_us"): 10e6,
+    ("batching", "max_queue"): 1 << 24,
+    ("batching", "timeout_ms"): _DAY * 1000,
+    ("monitoring", "window_buckets"): 10_000,
+    ("monitoring", "bucket_seconds"): _DAY,
+    ("monitoring", "min_window"): 1 << 31,
+    ("monitoring", "max_window_rows"): 1 << 31,
+    ("monitoring", "sample_rows"): 1 << 31,
+    ("routing", "stable"): 1 << 62,
+    ("routing", "canary"): 1 << 62,
+    ("guardrails", "check_seconds"): _DAY,
+    ("guardrails", "window_seconds"): 30 * _DAY,
+    ("guardrails", "min_requests"): 1 << 40,
+    ("guardrails", "max_failure_ratio"): 1e9,
+    ("guardrails", "max_p99_ratio"): 1e9,
+    ("guardrails", "promote_after_seconds"): 365 * _DAY,
+    ("guardrails", "prometheus_timeout_seconds"): 300,
+    ("gate", "positive_label"): 1 << 62,
+    ("gate", "max_demographic_parity_difference"): 1,
+    ("gate", "max_equalized_odds_difference"): 1,
+    ("gate", "min_group_rows"): 1 << 31,
+    ("gate", "max_p99_ms_batch1"): _DAY * 1000,
+    ("gate", "max_p99_ms_batch"): _DAY * 1000,
+    ("gate", "latency_batch_size"): 1 << 20,
+    ("gate", "latency_runs"): 1_000_000,
+}
+
+
+def _shown(value: float) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{value:.3g}"
+
+
+def _check_maxima(config: ModelConfig) -> None:
+    """Every numeric key within ``_MAXIMA`` (NaN is over every bound)."""
+    for (section, key), most in _MAXIMA.items():
+        value = getattr(getattr(config, section), key)
+        if value is None:
+            continue
+        if not value <= most:  # also NaN
+            limit = f"{most:,.0f}" if most >= 1000 else f"{most:g}"
+            raise ConfigError(
+                f"{MODEL_CONFIG_FILE}: [{section}] {key} = {_shown(value)} is over the "
+                f"largest accepted value, {limit}"
+            )
+
+
 def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
     defaults = cls()
     values: dict[str, Any] = {}
@@ -553,9 +644,13 @@ def _section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
         elif isinstance(default, int):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{where} must be an integer, got {value!r}")
+            if not -_INT64 <= value < _INT64:  # numpy and onnxruntime take 64-bit integers
+                raise ConfigError(f"{where} = {_shown(value)} is out of range (64-bit integers)")
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{where} must be a number, got {value!r}")
+            if isinstance(value, int) and not -_INT64 <= value < _INT64:
+                raise ConfigError(f"{where} = {_shown(value)} is out of range (64-bit integers)")
             value = float(value)
         elif isinstance(default, str):
             if not isinstance(value, str):
@@ -601,6 +696,7 @@ def shadows_problem(shadows: Any) -> str | None:
 
 
 def _check(config: ModelConfig) -> None:
+    _check_maxima(config)
     v, e, i, b = config.versions, config.execution, config.inputs, config.batching
     m, r = config.monitoring, config.routing
     if v.policy not in POLICIES:
@@ -614,7 +710,9 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(
             f"{MODEL_CONFIG_FILE}: [versions] policy 'specific' needs a non-empty 'specific' list"
         )
-    if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v.specific):
+    if any(
+        isinstance(x, bool) or not isinstance(x, int) or not 1 <= x < _INT64 for x in v.specific
+    ):
         raise ConfigError(
             f"{MODEL_CONFIG_FILE}: [versions] specific must list positive "
             f"integers, got {list(v.specific)!r}"
@@ -651,6 +749,11 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(
             f"{MODEL_CONFIG_FILE}: [execution] load_timeout_s must be a number of seconds > 0, "
             f"got {e.load_timeout_s!r}"
+        )
+    if not e.run_timeout_s >= 0:  # also rejects NaN
+        raise ConfigError(
+            f"{MODEL_CONFIG_FILE}: [execution] run_timeout_s must be a number of seconds >= 0 "
+            f"(0: no limit), got {e.run_timeout_s!r}"
         )
     if i.max_rows < 1:
         raise ConfigError(f"{MODEL_CONFIG_FILE}: [inputs] max_rows must be >= 1")
