@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mlserve.config import ExecutionConfig, InputPolicy, ServerSettings
-from mlserve.errors import InferenceFailed, ModelLoadError
+from mlserve.errors import ModelLoadError, ServerNotReady
 from mlserve.registry.store import ModelStore, VersionState
 from mlserve.runtime.session import STOP_GRACE_S, ModelSession, load_version
 from mlserve.server import EXIT_BOUND_S
@@ -96,7 +96,7 @@ def test_a_runaway_run_stops_when_told(tmp_path: Path) -> None:
     def run() -> None:
         try:
             session.run({"x": np.zeros(1, np.float32), "n": np.array([TRIPS], np.int64)})
-        except InferenceFailed as exc:
+        except ServerNotReady as exc:  # the session's own options: shutdown's
             failures.append(exc)
 
     worker = threading.Thread(target=run)
@@ -108,7 +108,8 @@ def test_a_runaway_run_stops_when_told(tmp_path: Path) -> None:
     worker.join(5)
     assert not worker.is_alive()
     assert time.monotonic() - start < 1.0
-    assert failures and "terminate" in str(failures[0])
+    assert failures and "shutting down" in str(failures[0])
+    assert "terminate" in str(failures[0].__cause__)
 
 
 def test_a_runaway_warm_up_is_failed_at_its_deadline_and_stopped(tmp_path: Path) -> None:

@@ -150,6 +150,14 @@ class QueueTimeout(MLServeError):
     code = "queue_timeout"
 
 
+class RunTimeout(MLServeError):
+    """The session run went past ``[execution] run_timeout_s`` and was stopped. Counted as an
+    error of the version (unlike a queue timeout): the model ran and did not finish."""
+
+    status_code = 504
+    code = "run_timeout"
+
+
 class StorageFull(MLServeError):
     """A change could not be persisted (disk full, quota, read-only file system); nothing
     was changed and the previous state is in force. Retry once space is freed."""

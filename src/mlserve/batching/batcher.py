@@ -5,7 +5,9 @@ Concurrent requests queue here; a batch is cut when the queued rows reach
 serves the batch and each caller gets exactly its own rows back. Requests are
 validated before they queue, so a bad request never enters a batch; if the
 runtime still fails on a batch, each request is rerun alone so only the culprit
-fails. A full queue answers 503; a request past ``timeout_ms`` in the queue, 504.
+fails. A full queue answers 503; a request past ``timeout_ms`` in the queue, 504; a
+batch run past ``[execution] run_timeout_s`` is stopped and its requests answered 504
+(not rerun alone: each would run as long).
 Batches run inline on the event loop for fast models, else on the thread pool,
 one at a time per version (requests arriving meanwhile form the next batch).
 """
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import BatchingConfig
-from ..errors import MLServeError, Overloaded, QueueTimeout
+from ..errors import MLServeError, Overloaded, QueueTimeout, RunTimeout, ServerNotReady
 from ..monitoring.metrics import BATCH_BUCKETS, Histogram
 from ..runtime.session import ModelSession
 from .runners import Outputs
@@ -161,7 +163,9 @@ class Batcher:
         names = batch[0].feeds.keys()
         try:
             feeds = {n: np.concatenate([it.feeds[n] for it in batch]) for n in names}
-            outputs = self.session.run(feeds)
+            outputs = self.session.run_bounded(feeds)
+        except (RunTimeout, ServerNotReady) as exc:
+            return [exc] * len(batch)
         except (MLServeError, ValueError):  # ValueError: free non-batch dimensions differ
             return [self._one(it) for it in batch]
         total = sum(it.rows for it in batch)
@@ -180,7 +184,7 @@ class Batcher:
 
     def _one(self, item: _Item) -> Outputs | BaseException:
         try:
-            return self.session.run(item.feeds, item.output_names)
+            return self.session.run_bounded(item.feeds, item.output_names)
         except MLServeError as exc:
             return exc
 

@@ -41,7 +41,8 @@ class Runner(Protocol):
 
 
 class InlineRunner:
-    """Calls onnxruntime directly on the event loop: for models of a few microseconds."""
+    """Calls onnxruntime directly on the event loop: for models of a few microseconds. No
+    run deadline: a runaway inline run holds the loop (untrusted graphs: ``mode = thread``)."""
 
     kind = "inline"
 
@@ -62,12 +63,13 @@ class InlineRunner:
 
 
 class ThreadRunner:
-    """Runs on the inference thread pool; at most ``max_queue`` requests wait or run."""
+    """Runs on the inference thread pool; at most ``max_queue`` requests wait or run, each
+    run stopped at ``[execution] run_timeout_s`` (504 ``run_timeout``)."""
 
     kind = "thread"
 
     def __init__(self, session: ModelSession, executor: Executor, max_queue: int) -> None:
-        self._run = session.run
+        self._run = session.run_bounded  # a runaway run must not keep its thread for good
         self._executor = executor
         self._max_queue = max_queue
         self.pending = 0

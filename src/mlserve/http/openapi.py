@@ -91,7 +91,11 @@ _ERRORS: dict[int, tuple[tuple[str, ...], str]] = {
         ("unavailable", "model_not_ready", "overloaded", "server_not_ready"),
         "Not available now (loading, failed, draining, overloaded); retry after `Retry-After`.",
     ),
-    504: (("queue_timeout",), "The request waited in the batching queue past its timeout."),
+    504: (
+        ("queue_timeout", "run_timeout"),
+        "The request waited in the batching queue past its timeout (`queue_timeout`), or its "
+        "run went past `[execution] run_timeout_s` and was stopped (`run_timeout`).",
+    ),
     507: (("storage_full",), "The change could not be written: the disk is full."),
 }
 _RESPONSE_NAMES = {

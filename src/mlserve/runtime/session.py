@@ -4,7 +4,8 @@ Sessions are built and warmed up entirely at load, within a deadline; a version 
 ready only after warm-up passed (and, when ``samples.npz`` holds golden outputs,
 matched them). The execution mode (inline on the event loop, or on a worker thread)
 and IO binding are decided here, once, from warm-up timing. Every run of a session
-can be told to stop (``terminate_runs``, for shutdown).
+can be told to stop (``terminate_runs``, for shutdown), and a run on a worker thread is
+stopped at ``[execution] run_timeout_s`` (``run_bounded``; one thread watches the deadlines).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..config import ExecutionConfig, InputPolicy
-from ..errors import InferenceFailed, InvalidInput, ModelLoadError
+from ..errors import InferenceFailed, InvalidInput, ModelLoadError, RunTimeout, ServerNotReady
 from .external_data import (
     FileSignature,
     check_external_data,
@@ -75,12 +76,77 @@ _LIVE_LOCK = threading.Lock()
 def terminate_runs() -> int:
     """Tell every run of every session in this process, in flight or to come, to stop at
     onnxruntime's next operator boundary (a ``Loop`` checks before each iteration); the
-    run raises, as ``InferenceFailed``. For shutdown. Returns how many sessions were told."""
+    run raises ``ServerNotReady`` (503). For shutdown. Returns how many sessions were told."""
     with _LIVE_LOCK:
         sessions = list(_LIVE)
     for session in sessions:
         session.run_options.terminate = True
+    _DEADLINES.terminate_all()  # after the sessions: a run starting now sees either
     return len(sessions)
+
+
+class _Run:
+    """One run under a deadline: its own ``RunOptions`` (whose ``terminate`` stops only it)."""
+
+    __slots__ = ("deadline", "expired", "options")
+
+    def __init__(self, options: ort.RunOptions, deadline: float) -> None:
+        self.options = options
+        self.deadline = deadline
+        self.expired = False
+
+
+class _Deadlines:
+    """The runs under a deadline in this process, and the one thread that stops each run
+    still going at its deadline. It sleeps until the nearest deadline and is woken only by
+    a run due before that; a run that ends first is simply forgotten. A run's start and end
+    take no lock (a dict's item set and pop are atomic under the GIL; the watcher scans a
+    copy): the watcher may stop a run that has just ended, whose options are its own."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._runs: dict[int, _Run] = {}
+        self._wake_at = math.inf  # inf while the watcher scans: every start wakes it
+        self._thread: threading.Thread | None = None
+
+    def start(self, options: ort.RunOptions, timeout_s: float) -> _Run:
+        run = _Run(options, time.monotonic() + timeout_s)
+        self._runs[id(run)] = run
+        if run.deadline < self._wake_at:  # read after the run is in: a scan sees one of them
+            with self._cond:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._watch, name="mlserve run deadlines", daemon=True
+                    )
+                    self._thread.start()
+                self._cond.notify()
+        return run
+
+    def end(self, run: _Run) -> None:
+        self._runs.pop(id(run), None)
+
+    def terminate_all(self) -> None:
+        for run in list(self._runs.values()):
+            run.options.terminate = True
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                self._wake_at = math.inf
+                now = time.monotonic()
+                nearest = math.inf
+                for key, run in list(self._runs.items()):
+                    if run.deadline <= now:
+                        run.expired = True  # before terminate: the run's thread reads it after
+                        run.options.terminate = True
+                        self._runs.pop(key, None)
+                    else:
+                        nearest = min(nearest, run.deadline)
+                self._wake_at = nearest
+                self._cond.wait(None if nearest == math.inf else nearest - now)
+
+
+_DEADLINES = _Deadlines()
 
 
 @dataclass(frozen=True)
@@ -224,22 +290,59 @@ class ModelSession:
     def run(
         self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None = None
     ) -> list[np.ndarray]:
-        """Run the session; onnxruntime failures become ``InvalidInput``/``InferenceFailed``."""
-        names = output_names or self.output_names
+        """Run the session; onnxruntime failures become ``InvalidInput``/``InferenceFailed``,
+        a run stopped for shutdown ``ServerNotReady``. No deadline (see ``run_bounded``)."""
+        return self._run(feeds, output_names or self.output_names, self.run_options)
+
+    def run_bounded(
+        self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
+        """``run``, stopped at ``[execution] run_timeout_s`` (``RunTimeout``), for runs on a
+        worker thread: a runaway run would keep its thread from every other model. Each run
+        has its own ``RunOptions`` (creating one costs less than a microsecond)."""
+        limit = self.execution.run_timeout_s
+        if not limit:
+            return self.run(feeds, output_names)
+        options = ort.RunOptions()
+        watched = _DEADLINES.start(options, limit)
+        try:
+            if self.run_options.terminate:  # after start: terminate_runs reaches it either way
+                options.terminate = True
+            return self._run(feeds, output_names or self.output_names, options)
+        except InferenceFailed as exc:
+            if watched.expired:
+                raise RunTimeout(
+                    f"the run exceeded [execution] run_timeout_s = {limit:g} s and was stopped; "
+                    "send fewer rows, or raise run_timeout_s in the model's model.toml"
+                ) from exc
+            raise
+        finally:
+            _DEADLINES.end(watched)
+
+    def _run(
+        self, feeds: dict[str, np.ndarray], names: Sequence[str], options: ort.RunOptions
+    ) -> list[np.ndarray]:
         try:
             if self.io_device is not None:
                 try:
-                    return self._run_bound(feeds, names)
+                    return self._run_bound(feeds, names, options)
                 except Exception:
+                    if options.terminate:
+                        raise  # stopped, not a binding problem: no unbound rerun
                     # Bound runs report every failure as a generic RuntimeError; rerun
                     # unbound (failures only) so a bad input is still a 400, not a 500.
                     self.binding_fallbacks += 1
-            return self.session.run(names, feeds, self.run_options)  # type: ignore[no-any-return]
-        except _OrtInvalidArgument as exc:
-            raise InvalidInput(
-                f"the model rejected the input: {_short(exc)}", reason="runtime"
-            ) from exc
+            return self.session.run(names, feeds, options)  # type: ignore[no-any-return]
         except Exception as exc:
+            if self.run_options.terminate:
+                raise ServerNotReady(
+                    "the server is shutting down: this run was stopped at the end of the "
+                    "drain; retry (another instance serves it)"
+                ) from exc
+            if isinstance(exc, _OrtInvalidArgument) and not options.terminate:
+                raise InvalidInput(
+                    f"the model rejected the input: {_short(exc)}", reason="runtime"
+                ) from exc
             raise InferenceFailed(f"inference failed in onnxruntime: {_short(exc)}") from exc
 
     def run_feeds(
@@ -257,13 +360,18 @@ class ModelSession:
                 parts[n].append(np.asarray(v))
         return {n: np.concatenate(p) for n, p in parts.items()}
 
-    def _run_bound(self, feeds: dict[str, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
+    def _run_bound(
+        self,
+        feeds: dict[str, np.ndarray],
+        names: Sequence[str],
+        options: ort.RunOptions | None = None,
+    ) -> list[np.ndarray]:
         binding = self.session.io_binding()
         for name, array in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
         for name in names:
             binding.bind_output(name, self.io_device)
-        self.session.run_with_iobinding(binding, self.run_options)
+        self.session.run_with_iobinding(binding, options or self.run_options)
         return binding.copy_outputs_to_cpu()  # type: ignore[no-any-return]
 
     def warm_up(self, samples: Path | None) -> WarmupReport:

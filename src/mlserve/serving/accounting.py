@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInput, MLServeError, Unavailable
+from ..errors import InvalidInput, MLServeError, RunTimeout, Unavailable
 from ..monitoring.hub import MonitoringHub
 from ..monitoring.metrics import ERROR, INVALID, OUTCOMES, REFUSED, REJECTED
 from ..registry.store import ModelStore
@@ -110,9 +110,10 @@ class Accounting:
 
 
 def outcome_of(exc: MLServeError) -> int:
-    """How a failed request counts: invalid (4xx), rejected (503/504) or error."""
+    """How a failed request counts: invalid (4xx), rejected (503/504: not run, or stopped
+    for shutdown) or error (a run past its run timeout too)."""
     if 400 <= exc.status_code < 500:
         return INVALID
-    if isinstance(exc, Unavailable) or exc.status_code == 504:
+    if isinstance(exc, Unavailable) or (exc.status_code == 504 and not isinstance(exc, RunTimeout)):
         return REJECTED
     return ERROR
