@@ -351,6 +351,50 @@ def test_most_bytes_elements_a_tensor_takes_are_answered(hostile_server: ServerP
     held(f"{MAX_BYTES_ELEMENTS} BYTES elements", port, send, BUDGET_MS)
 
 
+# ------------------------------------------------------------------ large answers
+
+
+def _outer_model() -> onnx.ModelProto:
+    """``Y = transpose(X) @ X`` for ``X`` of ``[1, K]``: K numbers in, K x K out."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["X"], ["XT"], perm=[1, 0]),
+            helper.make_node("MatMul", ["XT", "X"], ["Y"]),
+        ],
+        "outer",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, "K"])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["K", "K"])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_large_json_answer_is_encoded_off_the_loop(tmp_path: Path) -> None:
+    # 2,000 numbers in, 4 M out (~50 MB of JSON): encoded on the loop, the answer held it
+    # 146 ms; in a worker thread, in steps that each hold the GIL ~2 ms.
+    from .conftest import write_version
+
+    root = tmp_path / "registry"
+    write_version(root, "outer", 1, _outer_model())
+    (root / "outer" / "model.toml").write_text('[execution]\nmode = "thread"\n')
+    x = np.random.default_rng(2).normal(size=(1, 2000)).astype(np.float32)
+    body = orjson.dumps(
+        {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 2000], "data": x.ravel()}]},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    expected = (x.T * x).ravel()  # one product per element: exactly what MatMul gives
+
+    with running_server(root) as server:
+
+        def send() -> None:
+            status, data, _ = post(server.port, "/v2/models/outer/infer", body)
+            assert status == 200, data[:300]
+            (out,) = orjson.loads(data)["outputs"]
+            assert out["shape"] == [2000, 2000]
+            np.testing.assert_array_equal(np.array(out["data"], np.float32), expected)
+
+        held("4 M FP32 outputs (50 MB of JSON)", server.port, send, BUDGET_MS)
+
+
 # ------------------------------------------------------------------ finding 3: scrapes
 
 
