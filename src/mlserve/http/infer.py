@@ -369,8 +369,8 @@ def _encode_in_steps(body: dict[str, Any]) -> bytes:
     """``orjson.dumps(body)``, each output's data ``_ENCODE_OFF_LOOP_FROM`` elements a call
     (in a worker thread, the loop's thread takes the GIL between calls)."""
     token = "mlserve-data-" + os.urandom(8).hex()
-    outputs = []
-    datas = []
+    outputs: list[dict[str, Any]] = []
+    datas: list[Any] = []  # numpy arrays, or lists of strings (BYTES)
     for tensor in body.get("outputs", ()):
         if "data" in tensor:
             outputs.append({**tensor, "data": f"{token}-{len(datas)}"})
