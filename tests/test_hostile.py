@@ -535,7 +535,11 @@ def test_load_failures_shown_to_clients_name_no_server_path(c: Client) -> None:
     status, doc, _ = c.call("GET", "/v2/models/corrupt/versions/1/ready")
     assert (status, doc["ready"]) == (503, False)
     status, doc, _ = c.call("GET", "/v2/models/corrupt/monitor")
-    assert (status, doc) == (200, {"model": "corrupt", "monitoring": True, "versions": {}})
+    failed = {"1": {"state": "failed", "reason": reason}}  # the same words, no server path
+    assert (status, doc) == (
+        200,
+        {"model": "corrupt", "monitoring": True, "versions": {}, "unavailable_versions": failed},
+    )
     status, doc, _ = c.call("GET", "/v2/models/corrupt/versions/1/monitor")
     assert (status, doc["code"]) == (503, "model_not_ready")
     assert doc["error"].startswith("model 'corrupt' version 1 failed to load: onnxruntime")
