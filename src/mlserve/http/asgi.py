@@ -2,11 +2,12 @@
 
 ``start_cycle`` builds the scope (only here: the fast lane builds none) and runs the
 application in a task with ``receive`` (the body as it arrives, then ``http.disconnect``
-once the answer is sent or the client has gone; ``Expect: 100-continue`` answered at the
-first read) and ``send`` (a Content-Length answer as it is, otherwise chunked; no body for
-HEAD, 204 or 304; ``connection: close`` when the request or the server ends the
-connection). An exception before the answer started is answered 500 (JSON); after it, the
-connection is closed.
+once the answer is sent or the client has gone or half-closed; ``Expect: 100-continue``
+answered at the first read, unless the body is in) and ``send`` (a Content-Length answer as
+it is, otherwise chunked; no body for HEAD, 204 or 304; ``connection: close`` when the
+request or the server ends the connection, or the answer comes before the body is whole).
+An exception before the answer started is answered 500 (JSON); after it, the connection is
+closed; the shutdown drain ending while the body arrives is answered 503.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class Cycle:
         try:
             result = await app(self.scope, self.receive, self.send)
         except BaseException as exc:
+            closing = self.conn.closing_down
+            if isinstance(exc, asyncio.CancelledError) and closing and not ex.complete:
+                self.conn.drain_ended(ex)  # the drain ended with its body still arriving: 503
+                raise
             log.error("Exception in ASGI application\n", exc_info=exc)
             if not ex.started:
                 await self._send_500(exc)
@@ -102,15 +107,17 @@ class Cycle:
         ex, conn = self.ex, self.conn
         if ex.expect_continue:
             ex.expect_continue = False
-            if not ex.started and not conn.transport.is_closing():
+            if not (ex.started or ex.complete or conn.transport.is_closing()):
                 conn.transport.write(_CONTINUE)
         while not (ex.disconnected or ex.done) and (ex.asgi_done or not (ex.chunks or ex.complete)):
+            if ex.asgi_done and conn.eof:
+                break  # the client half-closed: its answer is still sent if one comes
             conn.resume_reading()
             if ex.waiter is None:
                 ex.waiter = asyncio.Event()
             await ex.waiter.wait()
             ex.waiter.clear()
-        if ex.disconnected or ex.done:
+        if ex.disconnected or ex.done or ex.asgi_done:
             return _DISCONNECT
         chunks = ex.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -145,6 +152,8 @@ class Cycle:
         ex, conn = self.ex, self.conn
         ex.started = True
         ex.expect_continue = False
+        if not ex.complete:  # answered before its body is whole: the connection ends
+            ex.keep_alive = False
         status = message["status"]
         content = [STATUS_LINE[status]]
         length: int | None = None

@@ -3,7 +3,8 @@
 One ``HttpConnection`` per client connection parses requests, bounds their heads (431 and
 414 beyond ``max_header_bytes`` or ``MAX_HEADERS``; 400 for what llhttp cannot read, all as
 JSON), answers them in order (pipelining), keeps the connection alive or closes it, and
-applies flow control both ways. Each request goes one of two ways, decided at its head: the
+applies flow control both ways (nothing more is read while requests wait their turn or the
+client does not read its answers). Each request goes one of two ways, decided at its head: the
 infer routes to the fast lane (``fast_lane.py``: the infer core, no ASGI scope, one write),
 everything else to the ASGI application (``asgi.py``). Timeouts (head, keep-alive, a fast-lane
 body) are checked by one sweep a tick over the connections (``timers.py``).
@@ -27,8 +28,10 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
+from ..errors import ServerNotReady
 from . import fast_lane
 from .asgi import start_cycle
+from .errors import error_payload
 from .exchange import STATUS_LINE, Exchange
 from .infer import Reply
 from .timers import ServerTimers
@@ -99,11 +102,21 @@ class HttpConnection(asyncio.Protocol):
         self.parsing: Exchange | None = None  # the request last parsed
         self.pipeline: deque[Exchange] = deque()  # parsed, waiting for their turn
         self._refusal: tuple[int, str] | None = None  # written after the answers owed
-        self._upgrade = False
+        self._upgrade = False  # what follows is not parsed
+        # An upgrade request with a body (llhttp skips it) and that body's framing header.
+        self._upgrading: tuple[Exchange, bytes] | None = None
+        self._replaying = False  # parsing the head that frames an upgrade request's body
+        self._upgraded = False  # an upgrade request's body is read by a parser of its own
+        self.feeding = False  # inside parser.feed_data (fast_lane.start reads it)
+        self.eof = False  # the client half-closed: close after the answers owed
+        self._stalled = False  # an answer was written while the client was not reading
+        self.closing_down = False  # uvicorn's shutdown has begun
+        self._body_idle = 0  # body bytes read since the parser last made progress
         # The request head being parsed.
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
+        self._chunked = False  # a fast request's transfer-encoding (the lane keeps none)
         self._fast: bool | None = None  # decided at the first header (the URL is whole)
         self._in_head = True  # a request head is (or may start) arriving
         self._head_bytes = 0  # bytes read while the head is incomplete (bounds buffering)
@@ -138,8 +151,16 @@ class HttpConnection(asyncio.Protocol):
         if exc is None:
             self.transport.close()
 
-    def eof_received(self) -> None:
-        pass  # a half-closed client still gets its answers; the transport then closes
+    def eof_received(self) -> bool | None:
+        current = self.current
+        if (current is not None and not current.done and current.complete) or self.pipeline:
+            # A half-closed client still gets its answers (``_next``); an ASGI reader of
+            # disconnects (an event stream) is told it has gone once the body is taken.
+            self.eof = True
+            if current is not None:
+                current.wake()
+            return True
+        return None  # nothing whole is owed: the transport closes
 
     def data_received(self, data: bytes) -> None:
         self.idle_since = None
@@ -151,18 +172,38 @@ class HttpConnection(asyncio.Protocol):
             self.head_started = perf_counter()
         if self._in_head:
             self._head_bytes += len(data)
+        else:
+            self._body_idle += len(data)
+        self.feeding = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse_upgrade()
+        except httptools.HttpParserUpgrade as exc:
+            self.feeding = False
+            self._refuse_upgrade(data[exc.args[0] :])
             return
         except httptools.HttpParserError as exc:
+            self.feeding = False
             cause = exc.__context__
+            if self._upgraded:
+                self._upgrade = True  # bytes after an upgrade request's body: not parsed
+                self.pause_reading()
+                return
             if isinstance(cause, HeadTooLarge):
                 self.refuse(cause.status, cause.message)
             else:
                 self.refuse(400, "invalid HTTP request")
             return
+        self.feeding = False
+        current = self.current
+        if current is not None and not (current.complete or current.done):
+            if current.early is not None:
+                # Refused before its body was whole, and the rest did not follow in this
+                # read: answered now, then closed (the rest would be taken for a request).
+                self.answer(current, current.early)
+            elif current.expect_continue and current.request is not None:
+                # A fast-lane head whose body did not come with it: the client may wait.
+                current.expect_continue = False
+                self.transport.write(fast_lane.CONTINUE)
         # A head still incomplete after this read: the parser buffers at most one read
         # beyond the limit before the client is refused.
         limit = self.max_head_bytes
@@ -171,6 +212,11 @@ class HttpConnection(asyncio.Protocol):
                 self.refuse(414, f"the request URL is over the limit of {limit} bytes")
             else:
                 self.refuse(431, f"the request headers are over the limit of {limit} bytes")
+        elif self._body_idle > limit and not self._in_head and not self.transport.is_closing():
+            # Bytes that bring no body byte: a chunk size line (its extensions) or trailers.
+            self.refuse(
+                400, f"a chunk size line or the trailers are over the limit of {limit} bytes"
+            )
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -187,22 +233,53 @@ class HttpConnection(asyncio.Protocol):
         if blocked is not None:
             self.blocked = None
             self.loop.call_soon(fast_lane.answer, self, blocked)
+        if self._stalled:
+            self._stalled = False
+            self.loop.call_soon(self._next)
 
     # ------------------------------------------------------------------ uvicorn's server
     def shutdown(self) -> None:
         """Graceful shutdown: close an idle connection; answer what was received, the last
-        answer saying ``connection: close``."""
+        answer saying ``connection: close``. A fast-lane body still arriving when the drain
+        ends is answered 503 (``_drain_watch``; the ASGI lane's in ``asgi.py``)."""
+        self.closing_down = True
         last = self.parsing
         if last is None or last.done:
             self.transport.close()
         else:
             last.keep_alive = False
+            if last.fast and not last.complete:
+                task = self.loop.create_task(self._drain_watch(last))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+
+    async def _drain_watch(self, ex: Exchange) -> None:
+        """Until ``ex`` is answered; cancelled (uvicorn's drain ended) first: answer 503."""
+        try:
+            while not (ex.done or ex.disconnected):
+                if ex.waiter is None:
+                    ex.waiter = asyncio.Event()
+                await ex.waiter.wait()
+                ex.waiter.clear()
+        except asyncio.CancelledError:
+            self.drain_ended(ex)
+            raise
+
+    def drain_ended(self, ex: Exchange) -> None:
+        """The drain ended while ``ex``'s body was arriving: 503, the client may send it again."""
+        if ex.done or ex.disconnected or ex.complete:
+            return  # answered, gone, or running (its own task answers)
+        if ex is self.current and not ex.started:
+            self.answer(ex, shutting_down())
+        else:
+            self.transport.close()
 
     # ------------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
         self._expect = False
+        self._chunked = False
         self._fast = None
         self._head_size = self._header_count = 0
         if self.head_started is None:
@@ -233,6 +310,8 @@ class HttpConnection(asyncio.Protocol):
         if fast and name not in fast_lane.HEADERS:
             if name == b"expect":
                 self._expect = value.rstrip(b" \t").lower() == b"100-continue"
+            elif name == b"transfer-encoding":
+                self._chunked = True  # llhttp accepts only chunked as the last coding
             return  # the fast lane reads only the headers the infer core needs
         # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from values.
         value = value.rstrip(b" \t")
@@ -243,6 +322,8 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self.head_started = None
+        if self._replaying:
+            return  # the head that frames an upgrade request's body: its exchange is parsing
         parser = self.parser
         fast = self._fast
         if fast is None:
@@ -275,18 +356,25 @@ class HttpConnection(asyncio.Protocol):
         )
         if parser.should_upgrade():
             ex.keep_alive = False  # answered as plain HTTP, then closed (_refuse_upgrade)
+            framing = _framing(ex, self._chunked)
+            if framing is not None:
+                self._upgrading = (ex, framing)
         self.parsing = ex
         current = self.current
-        if current is None or current.done:
+        if (current is None or current.done) and not self.pipeline and not self._stalled:
             self._start(ex)
-        else:  # pipelined: answered after the ones before it
+        else:  # pipelined: answered after the ones before it; read on once they are
             self.pause_reading()
             self.pipeline.append(ex)
 
+    def on_chunk_header(self) -> None:
+        self._body_idle = 0
+
     def on_body(self, body: bytes) -> None:
+        self._body_idle = 0
         ex = self.parsing
-        if ex is None or ex.done:
-            return  # answered already (refused early): the rest is read and dropped
+        if ex is None or ex.done or ex.early is not None:
+            return  # answered (or to be) already: the rest is read and dropped
         size = ex.size + len(body)
         ex.size = size
         if ex.fast:
@@ -302,7 +390,9 @@ class HttpConnection(asyncio.Protocol):
             infer = self.infer
             if ex.request is not None and infer is not None and size > infer.max_body:
                 ex.body_started = None
-                self.answer(ex, infer.refused(ex.request, fast_lane.too_large(infer)))
+                ex.early = infer.refused(ex.request, fast_lane.too_large(infer))
+                ex.request = ex.buffer = None  # answered at the end of the read (413)
+                ex.chunks = []
             return
         ex.chunks.append(body)
         if size > HIGH_WATER:
@@ -312,9 +402,13 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
+        self._body_idle = 0
         ex = self.parsing
         if ex is None or ex.done:
             return
+        upgrading = self._upgrading
+        if upgrading is not None and upgrading[0] is ex:
+            return  # llhttp skipped its body: it follows (_refuse_upgrade)
         ex.complete = True
         if not ex.fast:
             ex.wake()
@@ -323,6 +417,8 @@ class HttpConnection(asyncio.Protocol):
             # Answered after this iteration's reads, not inside the parser's callback: the
             # loop then reads every ready connection before it answers any.
             self.loop.call_soon(fast_lane.answer, self, ex)
+        elif ex is self.current and ex.early is not None:
+            self.answer(ex, ex.early)  # refused at its head, its body now read whole
 
     # ------------------------------------------------------------------ requests
     def _is_fast(self) -> bool:
@@ -362,7 +458,9 @@ class HttpConnection(asyncio.Protocol):
         """Write ``reply`` (an infer core ``Reply``) as ``ex``'s whole answer, in one write."""
         if ex.done or ex.disconnected:
             return
-        close = not ex.keep_alive
+        # An answer before the body is whole (refused early): what the client still sends
+        # of it would be read as the next request, so the connection ends here.
+        close = not ex.keep_alive or not ex.complete
         content = [STATUS_LINE[reply.status]]
         for name, value in self.server_state.default_headers:
             content += (name, b": ", value, b"\r\n")
@@ -401,7 +499,23 @@ class HttpConnection(asyncio.Protocol):
             return
         if transport.is_closing():
             return
-        if self._refusal is not None and not self.pipeline:
+        if self.write_paused:
+            # The client is not reading its answers: read and start nothing until it does
+            # (resume_writing), so that what it sends meanwhile waits in its own buffers.
+            self.pause_reading()
+            self._stalled = True
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """The connection is free: refuse what was refused, start the next request, or read."""
+        if self.transport.is_closing():
+            return
+        pipeline = self.pipeline
+        if self.eof and (not pipeline or not pipeline[0].complete):
+            self.transport.close()  # half-closed: nothing more can come whole
+            return
+        if self._refusal is not None and not pipeline:
             # The answers owed before a refused request are written: refuse it now, without
             # reading on (the parser stopped at its bytes).
             status, message = self._refusal
@@ -409,14 +523,15 @@ class HttpConnection(asyncio.Protocol):
             self.server_state.total_requests += 1
             self.refuse(status, message)
             return
-        if self._refusal is None:  # nothing more is parsed behind a refused request
-            self.resume_reading()
         if self.head_started is not None:
             # A head begun while the answer was computed: its time starts now.
             self.head_started = perf_counter()
-        if self.pipeline:
+        if pipeline:
+            # Reading resumes only once the pipeline is empty: a request read meanwhile
+            # would otherwise start before the ones queued ahead of it.
             self.loop.call_soon(self._start_next)
         else:
+            self.resume_reading()
             self.idle_since = perf_counter()
 
     def log_access(self, ex: Exchange, status: int) -> None:
@@ -462,12 +577,30 @@ class HttpConnection(asyncio.Protocol):
         self.transport.write(b"".join(head))
         self.transport.close()
 
-    def _refuse_upgrade(self) -> None:
+    def _refuse_upgrade(self, rest: bytes) -> None:
         # No websockets here: the request is answered as plain HTTP (its route decides),
         # then the connection closes; what follows the upgrade request is never parsed.
         log.warning("refused a protocol upgrade: this server speaks HTTP/1.1 only")
-        self._upgrade = True
-        self.pause_reading()
+        upgrading = self._upgrading
+        if upgrading is None:
+            self._upgrade = True
+            self.pause_reading()
+            return
+        # llhttp treats the bytes after the head as the new protocol's: a parser of its own,
+        # given a head with the request's framing, reads them as its body ("connection:
+        # close" makes it refuse anything after that body).
+        self._upgrading = None
+        self._upgraded = True
+        self.parser = httptools.HttpRequestParser(self)
+        self._replaying = True
+        try:
+            self.parser.feed_data(
+                b"POST / HTTP/1.1\r\n" + upgrading[1] + b"\r\nconnection: close\r\n\r\n"
+            )
+        finally:
+            self._replaying = False
+        if rest:
+            self.data_received(rest)
 
     def check_timers(self, now: float) -> None:
         """The sweep's check (``timers.py``): close an idle keep-alive connection or one whose
@@ -501,7 +634,10 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.read_paused and not self._upgrade:
+        """Read on, unless requests wait their turn or nothing more is to be parsed."""
+        if self.read_paused and not (
+            self.pipeline or self._upgrade or self._refusal is not None or self._stalled
+        ):
             self.read_paused = False
             self.transport.resume_reading()
 
@@ -518,6 +654,35 @@ class AsgiConnection(HttpConnection):
     off``)."""
 
     fast_lane = False
+
+
+def shutting_down() -> Reply:
+    """The answer to a request whose body was still arriving when the drain ended."""
+    status, body, extra = error_payload(
+        ServerNotReady("the server is shutting down: send the request again")
+    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        *extra,
+        (b"connection", b"close"),
+    ]
+    return Reply(status, headers, body)
+
+
+def _framing(ex: Exchange, chunked: bool) -> bytes | None:
+    """The header that frames ``ex``'s body (None: it has none)."""
+    length = None
+    for name, value in ex.headers:
+        if name == b"transfer-encoding":
+            chunked = True
+        elif name == b"content-length":
+            length = value
+    if chunked:
+        return b"transfer-encoding: chunked"
+    if length is not None and length.strip(b" \t") not in (b"0", b""):
+        return b"content-length: " + length.strip(b" \t")
+    return None
 
 
 def _address(transport: asyncio.Transport, name: str) -> tuple[str, int | None] | None:

@@ -29,6 +29,7 @@ class Exchange:
         "complete",
         "disconnected",
         "done",
+        "early",
         "expect_continue",
         "fast",
         "headers",
@@ -79,6 +80,9 @@ class Exchange:
         self.body_started: float | None = None  # a fast-lane body's timer (the sweep's)
         self.waiter: asyncio.Event | None = None  # an ASGI reader waiting for body bytes
         self.asgi_done = False  # the ASGI reader had the last body message
+        # A fast-lane answer given at the head while its body was in the same read: written
+        # once the body is in, or with "connection: close" if the read ended without it.
+        self.early: Any = None
 
     def body(self) -> bytes | bytearray:
         """The whole body, without a copy for the fast lane."""

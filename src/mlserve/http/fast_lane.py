@@ -36,7 +36,7 @@ HEADERS = frozenset(
         b"tracestate",
     }
 )
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def find_infer(app: Any) -> InferHandler | None:
@@ -61,15 +61,19 @@ def start(conn: HttpConnection, ex: Exchange) -> None:
     assert infer is not None
     head = infer.head(ex.method, ex.path, ex.headers)
     if isinstance(head, Reply):
-        conn.answer(ex, head)
+        if ex.complete or not conn.feeding:
+            conn.answer(ex, head)
+        else:  # its body may be in this read: answered once it is (else closed)
+            ex.early = head
         return
     ex.request = head
     if ex.complete:
         conn.loop.call_soon(answer, conn, ex)
         return
     ex.body_started = head.start
-    if ex.expect_continue and not conn.transport.is_closing():
-        conn.transport.write(_CONTINUE)
+    if ex.expect_continue and not conn.feeding and not conn.transport.is_closing():
+        ex.expect_continue = False  # (in a read: sent at its end if the body is not in it)
+        conn.transport.write(CONTINUE)
     conn.resume_reading()
 
 
