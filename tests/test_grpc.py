@@ -25,6 +25,7 @@ import onnxruntime as ort
 import orjson
 import pytest
 import tritonclient.grpc as tg
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
@@ -496,6 +497,124 @@ def test_row_and_element_limits_as_http(srv: GrpcServer) -> None:
     _still_serving(srv)
 
 
+# ---------------------------------------------------------------------------- amplification
+def _entries(field: int, entry: bytes, count: int) -> bytes:
+    """``count`` copies of one length-delimited entry of top-level ``field``, on the wire."""
+    return (_key(field) + _varint(len(entry)) + entry) * count
+
+
+def _key(field: int) -> bytes:
+    return _varint(field << 3 | 2)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _amplifying_messages() -> dict[str, tuple[bytes, str]]:
+    """Cheap to send, costly to parse (an object per entry): each shape and the limit its
+    refusal must name."""
+    head = pb.ModelInferRequest(model_name="cancer").SerializeToString()
+    one = pb.ModelInferRequest(model_name="cancer")
+    one.inputs.add(name="X", datatype="FP32", shape=[1, 30]).contents.fp32_contents.extend(
+        X[0].tolist()
+    )
+    valid = one.SerializeToString()
+    tensor = pb.ModelInferRequest.InferInputTensor(name="i", datatype="FP32", shape=[1])
+    parameter = pb.ModelInferRequest.ParametersEntry(
+        key="p", value=pb.InferParameter(int64_param=1)
+    )
+    output = pb.ModelInferRequest.InferRequestedOutputTensor(name="o")
+    typed = pb.ModelInferRequest(model_name="cancer")
+    typed.inputs.add(name="X", datatype="FP32", shape=[100_000, 30]).contents.fp32_contents.extend(
+        np.zeros(3_000_000, np.float32)
+    )
+    return {
+        "inputs": (head + _entries(5, tensor.SerializeToString(), 1_000_000), "inputs"),
+        "parameters": (
+            valid + _entries(4, parameter.SerializeToString(), 800_000),
+            "limit of 64 request parameters",
+        ),
+        "outputs": (valid + _entries(6, output.SerializeToString(), 1_500_000), "outputs"),
+        "raw": (head + _entries(7, b"", 4_000_000), "raw_input_contents"),
+        "typed": (typed.SerializeToString(), "more than the 1000000 an input may hold"),
+    }
+
+
+def test_amplifying_messages_are_refused_before_parsing_and_the_loop_stays_live(
+    root: Path,
+) -> None:
+    """A million tiny inputs, parameters, outputs or raw contents (a 19 MiB ModelInfer with
+    a million inputs held the loop 3.9 s and took ~1 GB), or more typed elements than an
+    input may hold: refused RESOURCE_EXHAUSTED naming the limit, in well under a second,
+    while ServerLive on another channel keeps answering within 100 ms."""
+    messages = _amplifying_messages()
+    with serving(root, "--max-body-bytes", str(64 << 20), "--max-elements", "1000000") as server:
+        call = server.channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=None,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        probe_channel = grpc.insecure_channel(server.target)
+        probe = service_pb2_grpc.GRPCInferenceServiceStub(probe_channel)
+        try:
+            for shape, (message, limit) in messages.items():
+                worst, stop = [0.0], threading.Event()
+
+                def watch(worst: list[float] = worst, stop: threading.Event = stop) -> None:
+                    while not stop.is_set():
+                        start = time.perf_counter()
+                        probe.ServerLive(pb.ServerLiveRequest(), timeout=10)
+                        worst[0] = max(worst[0], time.perf_counter() - start)
+                        time.sleep(0.005)
+
+                watcher = threading.Thread(target=watch)
+                watcher.start()
+                time.sleep(0.05)
+                start = time.perf_counter()
+                with pytest.raises(grpc.RpcError) as raised:
+                    call(message, timeout=30)
+                took = time.perf_counter() - start
+                time.sleep(0.05)
+                stop.set()
+                watcher.join()
+                error = raised.value
+                assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, (shape, error.details())
+                assert limit in error.details(), (shape, error.details())
+                assert took < 1.0, (shape, took)
+                assert worst[0] < 0.1, (shape, worst[0])
+            rows = X[:2]
+            answer = server.client.infer("cancer", [_fp32_input(rows)])
+            assert answer.as_numpy("label") is not None
+        finally:
+            probe_channel.close()
+
+
+def test_large_typed_contents_equal_onnxruntime(srv: GrpcServer, root: Path) -> None:
+    """Typed FP32 contents past the off-loop size (parsed and mapped in a thread, their
+    packed bytes taken as the binary form) answer as onnxruntime does."""
+    rows = np.tile(X, (8, 1))[:4000]
+    request = pb.ModelInferRequest(model_name="cancer")
+    tensor = request.inputs.add(name="X", datatype="FP32", shape=list(rows.shape))
+    tensor.contents.fp32_contents.extend(rows.ravel())
+    assert request.ByteSize() > 384 * 1024
+    response = _call(srv, request)
+    session = _session(root, "cancer", 1)
+    for out, raw, want in zip(
+        response.outputs,
+        response.raw_output_contents,
+        session.run([o.name for o in response.outputs], {"X": rows}),
+        strict=True,
+    ):
+        got = np.frombuffer(raw, dtype=want.dtype).reshape(list(out.shape))
+        assert np.array_equal(got, want), out.name
+
+
 # ---------------------------------------------------------------------------- the status table
 def test_every_error_class_has_its_status_code() -> None:
     classes: list[type[errors.MLServeError]] = [errors.MLServeError]
@@ -742,3 +861,44 @@ def test_load_shedding_answers_unavailable_with_retry_info(tmp_path: Path) -> No
                 return False
 
         wait_for(served)
+
+
+def test_the_outline_counts_what_protobuf_parses() -> None:
+    """The compiled outline and its pure twin against protobuf's own parse, over messages
+    with every field, unknown fields, and bytes that are no message."""
+    from mlserve.grpc.wire import COMPILED, _twin, outline
+
+    twin = _twin()
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        request = pb.ModelInferRequest(
+            model_name="m" * int(rng.integers(0, 300)), model_version=str(trial), id="i"
+        )
+        for i in range(int(rng.integers(0, 5))):
+            request.parameters[f"p{i}"].string_param = "v" * int(rng.integers(0, 200))
+        for i in range(int(rng.integers(0, 5))):
+            tensor = request.inputs.add(name=f"x{i}", datatype="FP32", shape=[2])
+            tensor.contents.fp32_contents.extend([1.0, 2.0])
+        for i in range(int(rng.integers(0, 3))):
+            request.outputs.add(name=f"o{i}")
+        request.raw_input_contents.extend(
+            [b"r" * int(rng.integers(0, 200))] * int(rng.integers(0, 3))
+        )
+        data = request.SerializeToString() + (b"\x48\x96\x01\x55abcd" if trial % 2 else b"")
+        parsed = pb.ModelInferRequest.FromString(data)
+        want = (
+            parsed.model_name,
+            parsed.model_version,
+            len(parsed.parameters),
+            len(parsed.inputs),
+            len(parsed.outputs),
+            len(parsed.raw_input_contents),
+        )
+        assert tuple(outline(data) or ()) == want
+        assert tuple(twin(data) or ()) == want
+        for bad in (data[: len(data) - 1], b"\x0a\xff\xff\xff\xff\x0f", b"\x0f"):
+            if bad:
+                with pytest.raises(DecodeError):
+                    pb.ModelInferRequest.FromString(bad)
+                assert outline(bad) is None and twin(bad) is None
+    assert COMPILED  # the build compiles the kernel; the twin is what runs without one

@@ -2,21 +2,32 @@
 core's result → ``ModelInferResponse``: only what differs between the wire formats. Every
 rule about tensors (names, datatypes, shapes, limits, casts) is the core's (``serving/codec``).
 
-``raw_input_contents`` become the binary part, each input claiming its own bytes as
-``binary_data_size``; typed ``contents`` become ``data`` (BYTES: the binary form, so UTF-8
-and element rules are the binary extension's). Outputs always go back as
-``raw_output_contents``, as Triton answers.
+Before the message is parsed, its outline (``wire``) is held to what a request to the
+target model can carry (``message_bound``), as HTTP's body scan is. ``raw_input_contents``
+become the binary part, each input claiming its own bytes as ``binary_data_size``; typed
+``contents`` become ``data``, except FP32/FP64 and BYTES, which go binary (their packed
+bytes are already the binary form: no Python object per element; BYTES' UTF-8 and element
+rules are the binary extension's). Outputs always go back as ``raw_output_contents``, as
+Triton answers.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, MLServeError, PayloadTooLarge
 from ..registry.layout import check_model_name, parse_version
-from ..serving.endpoint import InferResult
+from ..registry.store import ModelStore
+from ..runtime.binary import MAX_BYTES_ELEMENTS
+from ..serving.endpoint import Endpoint, InferResult
 from ._protocol import ModelInferResponse
+from .wire import Outline
+
+# Request parameters a ModelInferRequest may carry (V2 defines a handful; mlserve reads
+# routing_key and the binary ones).
+MAX_PARAMETERS = 64
+_SLICE = 1 << 16  # typed values read at once (a few ms)
 
 # The typed-contents field that holds each datatype's values (KServe's protocol); FP16 and
 # BF16 have none: they travel as raw_input_contents only.
@@ -41,12 +52,67 @@ def target(model: str, version: str) -> tuple[str, int | None]:
     return check_model_name(model), (parse_version(version) if version else None)
 
 
-def request_document(request: Any) -> tuple[dict[str, Any], memoryview | None]:
+class Bound(NamedTuple):
+    """The most a ModelInferRequest to one model can carry: inputs (the model's inputs and
+    named feature columns), requested outputs, and elements per typed input."""
+
+    inputs: int
+    outputs: int
+    elements: int
+
+
+def message_bound(store: ModelStore[Endpoint], model: str, version: int | None) -> Bound | None:
+    """What a request to ``model`` (``version``; unpinned: any ready version) can carry;
+    None when no version is found (admission answers that)."""
+    try:
+        if version is not None:
+            endpoints: list[Endpoint] = [store.resolve(model, version)]
+        else:
+            endpoints = list(store.ready_endpoints(model).values())
+    except MLServeError:
+        return None
+    if not endpoints:
+        return None
+    inputs = outputs = elements = 0
+    for endpoint in endpoints:
+        session = endpoint.session
+        columns = len(endpoint.schema.features) if endpoint.schema is not None else 0
+        inputs = max(inputs, len(session.input_specs) + columns)
+        outputs = max(outputs, len(session.output_names))
+        elements = max(elements, session.limits.max_elements)
+    return Bound(inputs, outputs, elements)
+
+
+def check_outline(outline: Outline, bound: Bound, model: str) -> None:
+    """Refuse a message that carries more entries than a request to ``model`` can, before
+    anything is built per entry."""
+    for what, count, most in (
+        ("inputs", outline.inputs, bound.inputs),
+        ("raw_input_contents", outline.raw_input_contents, bound.inputs),
+        ("requested outputs", outline.outputs, bound.outputs),
+        ("parameters", outline.parameters, MAX_PARAMETERS),
+    ):
+        if count > most:
+            limit = (
+                f"the server's limit of {MAX_PARAMETERS} request parameters"
+                if what == "parameters"
+                else f"model {model!r} has {bound.inputs} inputs and feature columns"
+                if what != "requested outputs"
+                else f"model {model!r} has {bound.outputs} outputs"
+            )
+            raise PayloadTooLarge(
+                f"the ModelInferRequest carries {count} {what}, more than a request to model "
+                f"{model!r} can ({limit}): send at most {most}"
+            )
+
+
+def request_document(request: Any, max_elements: int) -> tuple[dict[str, Any], memoryview | None]:
     """The V2 request document and binary part that ``request`` (a ``ModelInferRequest``)
-    says, for ``Pipeline.infer``."""
+    says, for ``Pipeline.infer``; typed contents over ``max_elements`` per input are
+    refused before they are read."""
     raw = request.raw_input_contents
     tensors: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
+    blobs: list[bytes | memoryview] = []
     if raw:
         if len(raw) != len(request.inputs):
             raise InvalidInput(
@@ -65,7 +131,7 @@ def request_document(request: Any) -> tuple[dict[str, Any], memoryview | None]:
             tensors.append(_header(tensor, len(blob)))
     else:
         for tensor in request.inputs:
-            blob = _typed(tensor, tensors)
+            blob = _typed(tensor, tensors, max_elements)
             if blob is not None:
                 blobs.append(blob)
     document: dict[str, Any] = {"inputs": tensors, "parameters": _request_parameters(request)}
@@ -102,7 +168,9 @@ def _header(tensor: Any, size: int) -> dict[str, Any]:
     }
 
 
-def _typed(tensor: Any, tensors: list[dict[str, Any]]) -> bytes | None:
+def _typed(
+    tensor: Any, tensors: list[dict[str, Any]], max_elements: int
+) -> bytes | memoryview | None:
     """Append ``tensor``'s document form to ``tensors``; its bytes when it goes binary."""
     contents = tensor.contents
     sent = [field.name for field, _ in contents.ListFields()]
@@ -120,15 +188,55 @@ def _typed(tensor: Any, tensors: list[dict[str, Any]]) -> bytes | None:
             f"{', '.join(sent)}",
             reason="datatype",
         )
+    if sent and wanted is not None:
+        count = len(getattr(contents, wanted))
+        most = min(max_elements, MAX_BYTES_ELEMENTS) if wanted == "bytes_contents" else max_elements
+        if count > most:
+            raise PayloadTooLarge(
+                f"input {tensor.name[:64]!r} has {count} typed {tensor.datatype[:32]} "
+                f"elements, more than the {most} an input may hold (--max-elements, "
+                "[inputs] max_elements): send fewer rows per request"
+            )
+    if wanted in ("fp32_contents", "fp64_contents"):
+        blob = _packed(contents) if sent else b""
+        tensors.append(_header(tensor, len(blob)))
+        return blob
     if wanted == "bytes_contents":
         values = contents.bytes_contents
         blob = b"".join(struct.pack("<I", len(v)) + v for v in values)
         tensors.append(_header(tensor, len(blob)))
         return blob
     header = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
-    header["data"] = list(getattr(contents, wanted)) if sent and wanted is not None else []
+    header["data"] = _values(getattr(contents, wanted)) if sent and wanted is not None else []
     tensors.append(header)
     return None
+
+
+def _values(field: Any) -> list[Any]:
+    """A repeated field's values, read a slice at a time: one ``list()`` of millions of
+    values would hold the GIL throughout (run in a thread, this lets the loop in between)."""
+    count = len(field)
+    if count <= _SLICE:
+        return list(field)
+    values: list[Any] = []
+    for at in range(0, count, _SLICE):
+        values.extend(field[at : at + _SLICE])
+    return values
+
+
+def _packed(contents: Any) -> memoryview:
+    """The little-endian values of ``contents``' one packed fixed-width field: its wire form
+    less the field's tag and length (the tag is one byte for fields 1-15)."""
+    wire: bytes = contents.SerializeToString()
+    at, shift, size = 1, 0, 0
+    while True:
+        byte = wire[at]
+        at += 1
+        size |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+    return memoryview(wire)[at : at + size]
 
 
 def _request_parameters(request: Any) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 core (the pipeline for ModelInfer, the views for the rest), as a ``grpc`` generic handler.
 
 ModelInfer does what the HTTP infer core does, in the same order: load shedding, the
-target checked and admitted, the message mapped onto a V2 document (``codec``), the
+target checked and admitted, the message's outline (``wire``: read from its bytes, before
+any parse) held to what the model can take, the message parsed (in a thread from
+``_OFF_LOOP_FROM``) and mapped onto a V2 document (``codec``), the
 pipeline's ``infer`` (route by ``mlserve-routing-key`` metadata or the ``routing_key``
 parameter, run, record failures), and ``record`` for a success. Errors become statuses
 through ``status.grpc_status``.
@@ -10,17 +12,19 @@ through ``status.grpc_status``.
 
 from __future__ import annotations
 
+from asyncio import to_thread
 from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..errors import MLServeError
+from ..errors import InvalidInput, MLServeError
 from ..service import InferenceService
 from . import _protocol as pb
-from .codec import request_document, response_message, target
+from .codec import check_outline, message_bound, request_document, response_message, target
 from .status import CODES, grpc_status
+from .wire import COMPILED, outline
 
 if TYPE_CHECKING:
     from ..tracing.spans import RequestTrace
@@ -31,6 +35,10 @@ NOT_READY_REASON = "mlserve-not-ready-reason"
 # ModelInfer's span (tracing on), by OpenTelemetry's RPC conventions.
 _SPAN = f"{SERVICE}/ModelInfer"
 _RPC = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": "ModelInfer"}
+# Messages from this size on are outlined (compiled: without the GIL) and parsed and mapped
+# in a worker thread, as HTTP decodes its big bodies: the loop waits for the longest step
+# that holds the GIL instead of all of them.
+_OFF_LOOP_FROM = 384 * 1024
 
 
 class InferenceRpcs:
@@ -42,6 +50,7 @@ class InferenceRpcs:
         self._accounting = service.accounting
         self._shedder = service.shedder
         self._tracing = service.tracing
+        self._store = service.store
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler that serves every RPC of ``SERVICE``."""
@@ -51,7 +60,8 @@ class InferenceRpcs:
         ) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
                 fn,
-                request_deserializer=request.FromString,
+                # ModelInfer takes its bytes: it is outlined and bounded before any parse.
+                request_deserializer=None if request is None else request.FromString,
                 response_serializer=response.SerializeToString,
             )
 
@@ -69,7 +79,7 @@ class InferenceRpcs:
                 "ModelMetadata": unary(
                     self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse
                 ),
-                "ModelInfer": unary(self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+                "ModelInfer": unary(self.model_infer, None, pb.ModelInferResponse),
             },
         )
 
@@ -112,7 +122,8 @@ class InferenceRpcs:
             outputs=[_tensor_metadata(t) for t in found["outputs"]],
         )
 
-    async def model_infer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def model_infer(self, message: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """A ModelInferRequest's bytes → its answer."""
         start = perf_counter()
         trace = None
         if self._tracing is not None:  # a span, child of the metadata's traceparent
@@ -121,16 +132,29 @@ class InferenceRpcs:
         model: str | None = None
         version: int | None = None
         try:
-            model, version = target(request.model_name, request.model_version)
+            big = len(message) >= _OFF_LOOP_FROM
+            seen = await to_thread(outline, message) if big and COMPILED else outline(message)
+            if seen is None:
+                pb.ModelInferRequest.FromString(message)  # raises, saying what is wrong
+                raise InvalidInput("the message is not a ModelInferRequest")
+            model, version = target(seen.model_name, seen.model_version)
             shedder = self._shedder
             if shedder.share and shedder.shed_this():
                 self._accounting.count_shed(model, version)
                 raise shedder.refuse()
             self._pipeline.admit(model, version)
-            document, binary = request_document(request)
+            bound = message_bound(self._store, model, version)
+            if bound is not None:
+                check_outline(seen, bound, model)
+            elements = bound.elements if bound is not None else 0
+            document, binary = (
+                await to_thread(_document, message, elements)
+                if big
+                else _document(message, elements)
+            )
             served = True
             result = await self._pipeline.infer(
-                model, version, document, binary, _routing_key(context), request.ByteSize(),
+                model, version, document, binary, _routing_key(context), len(message),
                 trace=trace,
             )  # fmt: skip
             response = response_message(result)
@@ -151,6 +175,14 @@ class InferenceRpcs:
         if result.endpoint.observed:  # before the answer is written: a unary RPC has no after
             self._pipeline.record(result, perf_counter() - start)
         return response
+
+
+def _document(message: bytes, max_elements: int) -> tuple[dict[str, Any], memoryview | None]:
+    try:
+        request = pb.ModelInferRequest.FromString(message)
+    except Exception as exc:  # protobuf's DecodeError
+        raise InvalidInput(f"the message is not a ModelInferRequest: {exc}") from None
+    return request_document(request, max_elements)
 
 
 def _routing_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:

@@ -1,0 +1,3 @@
+from typing import Any
+
+def field_counts(data: Any) -> tuple[int, int, int, int, int, int, int, int] | None: ...
