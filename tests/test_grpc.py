@@ -198,16 +198,21 @@ def test_health_and_metadata_match_http(srv: GrpcServer) -> None:
 
 
 def test_unknown_model_and_version_are_not_found_with_http_s_message(srv: GrpcServer) -> None:
+    """Infer answers NOT_FOUND as HTTP answers 404; ModelReady answers OK, ready=false (as
+    Triton does: its client's is_model_ready returns False instead of raising), HTTP's
+    message as the not-ready reason, while HTTP's /ready stays 404."""
     for model, version, path in (
         ("nope", "", "/v2/models/nope"),
         ("cancer", "9", "/v2/models/cancer/versions/9"),
     ):
         want = _http(srv, path + "/ready")
         assert want.status_code == 404
-        with pytest.raises(tg.InferenceServerException) as info:
-            srv.client.is_model_ready(model, version)
-        assert info.value.status() == "StatusCode.NOT_FOUND"
-        assert info.value.message() == want.json()["error"]
+        assert srv.client.is_model_ready(model, version) is False
+        response, call = srv.stub.ModelReady.with_call(
+            pb.ModelReadyRequest(name=model, version=version), timeout=10
+        )
+        assert response.ready is False and call.code() is grpc.StatusCode.OK
+        assert ("mlserve-not-ready-reason", want.json()["error"]) in call.trailing_metadata()
         request = pb.ModelInferRequest(model_name=model, model_version=version)
         http = _http(srv, path + "/infer", b"{}")
         error = _refused(srv, request)

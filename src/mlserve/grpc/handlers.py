@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..errors import InvalidInput, MLServeError
+from ..errors import InvalidInput, MLServeError, NotFound
 from ..service import InferenceService
 from . import _protocol as pb
 from .codec import check_outline, message_bound, request_document, response_message, target
@@ -90,9 +90,13 @@ class InferenceRpcs:
         return pb.ServerReadyResponse(ready=self._views.ready())
 
     async def model_ready(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        """Whether the model (or version) serves; when not, why in trailing metadata."""
+        """Whether the model (or version) serves; when not, why in trailing metadata. An
+        unknown model or version is not ready (OK, ready=false, as Triton answers: its
+        client's ``is_model_ready`` expects a bool), with HTTP's 404 message as the reason."""
         try:
             ready, reason = self._views.model_ready(*target(request.name, request.version))
+        except NotFound as exc:
+            ready, reason = False, str(exc)
         except Exception as exc:
             await _abort(context, exc)
         if reason is not None:
