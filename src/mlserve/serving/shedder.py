@@ -19,11 +19,14 @@ _STALL_FACTOR = 3.0
 
 class LoadShedder:
     """The share of requests to refuse (``share``, read by the transports before anything
-    else), the loop's last lateness, and how many were refused."""
+    else), the loop's last lateness, the worst since shedding began (what a refusal
+    reports: the last check may well be on time while the share decays), and how many
+    were refused."""
 
     def __init__(self) -> None:
         self.share = 0.0
         self.loop_delay_s = 0.0
+        self.worst_delay_s = 0.0
         self.refused = 0  # mlserve_overload_rejections_total
 
     def shed_this(self) -> bool:
@@ -34,8 +37,8 @@ class LoadShedder:
         """The error for a request refused by load shedding (counted here)."""
         self.refused += 1
         return Overloaded(
-            f"server overloaded: the event loop is running {self.loop_delay_s * 1e3:.0f} ms "
-            "late; retry later"
+            f"server overloaded: the event loop is running up to {self.worst_delay_s * 1e3:.0f} "
+            "ms late; retry later"
         )
 
     async def watch(self, limit_s: float) -> None:
@@ -54,6 +57,8 @@ class LoadShedder:
             late = max(0.0, loop.time() - due)
             self.loop_delay_s = late
             share = self.share
+            if (share == 0.0 and not was_late) or late > self.worst_delay_s:
+                self.worst_delay_s = late  # a fresh episode starts from this check
             if late > limit_s:
                 # One late check alone is a pause (a collection, a descheduled process),
                 # not a backlog: shedding starts on the second in a row. One stall of
