@@ -796,17 +796,42 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert all(r["requests"] > 0 for r in rows)
 
 
+def _refused_start(root: Path, port: int) -> None:
+    """A server started on gRPC ``port`` exits 3 before any worker, saying so in one line."""
+    for workers in ("1", "2"):
+        proc = ServerProcess(root, "--grpc-port", str(port), "--workers", workers)
+        try:
+            assert proc.proc.wait(60) == 3
+            log = proc.log()
+            want = (
+                f"gRPC cannot listen on 127.0.0.1:{port}: Address already in use; stop what "
+                "listens there or choose another --grpc-port"
+            )
+            assert want in log, log
+            assert "Traceback" not in log and "loaded" not in log, log
+        finally:
+            proc.stop()
+
+
 def test_a_grpc_port_in_use_stops_the_start_and_says_which(root: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        proc = ServerProcess(root, "--grpc-port", str(port))
-        try:
-            assert proc.proc.wait(60) != 0
-            assert f"gRPC cannot listen on 127.0.0.1:{port}" in proc.log()
-        finally:
-            proc.stop()
+        _refused_start(root, taken.getsockname()[1])
+
+
+def test_a_second_server_cannot_share_the_grpc_port(srv: GrpcServer, root: Path) -> None:
+    """Workers share the gRPC port through SO_REUSEPORT; another server (another process
+    listening with SO_REUSEPORT, as this one does) is refused instead of silently taking
+    part of the connections."""
+    port = int(srv.target.rsplit(":", 1)[1])
+    _refused_start(root, port)
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        _refused_start(root, other.getsockname()[1])
+    assert srv.client.is_server_live()
 
 
 def test_load_shedding_answers_unavailable_with_retry_info(tmp_path: Path) -> None:

@@ -48,6 +48,11 @@ def serve(settings: ServerSettings) -> int:
     configure_logging(settings)
     if not _can_listen(settings.host, settings.port):
         return STARTUP_FAILURE
+    # Workers bind the gRPC port with SO_REUSEPORT to share it; bound here without it, the
+    # check refuses a port another process holds (another mlserve too, which would
+    # otherwise silently take half the connections).
+    if settings.grpc_port and not _can_listen(settings.host, settings.grpc_port, "gRPC"):
+        return STARTUP_FAILURE
     # JSON numbers beyond FP32/FP16 range overflow when cast; the request is refused by the
     # NaN policy (or accepted as ±Inf where allowed), so numpy's warning is noise here.
     warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
@@ -93,7 +98,7 @@ def configure_logging(settings: ServerSettings) -> None:
     )
 
 
-def _can_listen(host: str, port: int) -> bool:
+def _can_listen(host: str, port: int, transport: str = "HTTP") -> bool:
     """Whether ``host:port`` can be bound now; if not, log why with the address.
 
     uvicorn names the address only when one process binds it (several workers: a bare
@@ -106,9 +111,11 @@ def _can_listen(host: str, port: int) -> bool:
             sock.bind((host, port))
         except OSError as exc:
             log.error(
-                "cannot listen on %s: %s; stop what listens there or choose another --port",
+                "%scannot listen on %s: %s; stop what listens there or choose another %s",
+                "gRPC " if transport == "gRPC" else "",
                 address,
                 exc.strerror or exc,
+                "--grpc-port" if transport == "gRPC" else "--port",
             )
             return False
     return True
