@@ -9,7 +9,11 @@ that trace, children of that parent, with the run's span in the same trace.
 from __future__ import annotations
 
 import contextlib
+import logging
+import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,13 +21,21 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import tritonclient.grpc as tg
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-from .conftest import free_port, linear_model, running_server, wait_for, write_version
+from .conftest import (
+    ServerProcess,
+    free_port,
+    linear_model,
+    running_server,
+    wait_for,
+    write_version,
+)
 
 HTTP_TRACE = "0af7651916cd43dd8448eb211c80319c"
 GRPC_TRACE = "1bf7651916cd43dd8448eb211c80319d"
@@ -141,3 +153,108 @@ def test_spans_arrive_over_otlp_http_from_http_and_grpc_requests(tmp_path: Path)
     assert attributes["rpc.system"] == "grpc" and attributes["rpc.grpc.status_code"] == 0
     assert attributes["mlserve.model.version"] == "1"
     assert [s.name for _, s in spans if s.parent_span_id == req.span_id] == ["session.run"]
+
+
+def _infer_some(url: str, count: int) -> None:
+    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.5] * 20}]}
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for _ in range(count):
+            assert client.post("/v2/models/m/infer", json=body).status_code == 200
+
+
+@contextlib.contextmanager
+def _unreachable(kind: str) -> Iterator[str]:
+    """A collector address that refuses connections, or one that accepts them (the kernel's
+    backlog) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        if kind == "silent":
+            sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_an_unreachable_collector_does_not_hold_the_stop(tmp_path: Path, kind: str) -> None:
+    """With spans buffered and the exporter retrying (refused: backoff; silent: a request in
+    flight until its 10 s timeout), SIGTERM stops an idle server within the drain plus the
+    2 s export bound (it took 26 s: the SDK waits up to 30 s a processor, then at exit)."""
+    root = tmp_path / "registry"
+    write_version(root, "m", 1, linear_model(seed=1))
+    with _unreachable(kind) as collector:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        proc = ServerProcess(root, "--tracing", "on", "--drain-seconds", "1", env=env)
+        try:
+            proc.wait_ready()
+            _infer_some(proc.url, 20)
+            time.sleep(1.0)  # the first export has failed or hangs; more spans are buffered
+            _infer_some(proc.url, 20)
+            start = time.monotonic()
+            proc.proc.send_signal(signal.SIGTERM)
+            assert proc.proc.wait(30) == 0, proc.log()
+            took = time.monotonic() - start
+        finally:
+            proc.stop()
+    assert took < 1 + 2 + 1.5, (took, proc.log())
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_collector_answering_errors_is_logged_once_per_interval(tmp_path: Path) -> None:
+    """A collector that answers 404 to every export (a mistyped endpoint): the exporter's
+    error is logged once for the interval, not once per batch (7 lines a second a worker)."""
+    root = tmp_path / "registry"
+    write_version(root, "m", 1, linear_model(seed=1))
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_port}",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        }
+        with running_server(root, "--tracing", "on", env=env) as proc:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                _infer_some(proc.url, 5)
+            time.sleep(0.3)
+            log = proc.log()
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    lines = [line for line in log.splitlines() if "opentelemetry.exporter" in line]
+    assert lines, log  # the failure is reported
+    assert len(lines) <= 2, "\n".join(lines)  # once per message for the interval
+    assert "404" in lines[0], lines[0]
+
+
+def test_exporter_logs_pass_once_per_interval_and_count_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Per logger, level and message template: the first record passes, the rest within the
+    interval are dropped, and the next one to pass says how many were."""
+    from mlserve.tracing.exporting import limit_exporter_logs
+
+    logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    limit = limit_exporter_logs(every_s=0.3)
+    try:
+        with caplog.at_level(logging.WARNING, logger=logger.name):
+            for i in range(5):
+                logger.error("Failed to export span batch code: %s", 404 + i)
+            logger.warning("Transient error %s", "refused")  # another template: passes
+            time.sleep(0.35)
+            logger.error("Failed to export span batch code: %s", 500)
+        got = [r.getMessage() for r in caplog.records]
+    finally:
+        logger.removeFilter(limit)
+    assert got[0] == "Failed to export span batch code: 404"
+    assert got[1] == "Transient error refused"
+    assert got[2].startswith("Failed to export span batch code: 500 (4 more like this in the last")
+    assert len(got) == 3

@@ -118,4 +118,4 @@ def start(mode: str) -> Tracing | None:
         from .spans import Tracing, provider_from_environ
     except ImportError as exc:
         raise ConfigError(_missing(exc.name)) from None
-    return Tracing(provider_from_environ())
+    return Tracing(*provider_from_environ())

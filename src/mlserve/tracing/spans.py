@@ -9,14 +9,15 @@ a span costs nothing where tracing is off. Imported only when tracing is on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter, time_ns
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
@@ -34,6 +35,7 @@ from . import (
     VERSION,
     exporters,
 )
+from .exporting import StoppableExporter, limit_exporter_logs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,37 +43,46 @@ if TYPE_CHECKING:
     from ..batching.runners import Outputs, Runner
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+# How long a shutdown may spend exporting what is buffered (the exit bound is the drain + 5 s).
+SHUTDOWN_S = 2.0
 
 
-def provider_from_environ() -> TracerProvider:
+def provider_from_environ() -> tuple[TracerProvider, list[StoppableExporter]]:
     """A tracer provider as the ``OTEL_*`` variables describe it: the resource
     (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``; service name ``mlserve`` when
     neither names one), the sampler (``OTEL_TRACES_SAMPLER[_ARG]``, the SDK's default
     parent-based always-on), and one batch span processor (``OTEL_BSP_*``) per exporter
     of ``OTEL_TRACES_EXPORTER`` (``otlp``, the default: OTLP over HTTP, configured by
-    ``OTEL_EXPORTER_OTLP_*``; ``console``)."""
-    made: list[SpanExporter] = []
+    ``OTEL_EXPORTER_OTLP_*``; ``console``); and its exporters, for ``Tracing`` to stop."""
+    made: list[StoppableExporter] = []
     for name in exporters():
         if name == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            made.append(OTLPSpanExporter())
+            made.append(StoppableExporter(OTLPSpanExporter()))
         else:
-            made.append(ConsoleSpanExporter())
+            made.append(StoppableExporter(ConsoleSpanExporter()))
+    limit_exporter_logs()
     resource = Resource.create({"service.version": __version__})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "mlserve"}))
-    provider = TracerProvider(resource=resource)
+    # No exit hook: Tracing.shutdown stops it within its bound (the SDK's hook waits up to
+    # 30 s a processor on an unreachable collector).
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     for exporter in made:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+    return provider, made
 
 
 class Tracing:
-    """The process's tracer over an injected provider (tests give theirs)."""
+    """The process's tracer over an injected provider (tests give theirs), and the exporters
+    its shutdown stops first."""
 
-    def __init__(self, provider: trace.TracerProvider) -> None:
+    def __init__(
+        self, provider: trace.TracerProvider, exporters: Sequence[StoppableExporter] = ()
+    ) -> None:
         self.provider = provider
+        self.exporters = tuple(exporters)
         self.tracer = provider.get_tracer("mlserve", __version__)
 
     def request(
@@ -106,11 +117,21 @@ class Tracing:
         """The spans of a batch that ran (``batch_spans``)."""
         batch_spans(traces, model, version, requests, rows, enqueued, started, failures)
 
-    def shutdown(self) -> None:
-        """Export what is buffered and stop the exporters (at server shutdown)."""
-        shutdown = getattr(self.provider, "shutdown", None)
+    def shutdown(self, timeout_s: float = SHUTDOWN_S) -> None:
+        """At server shutdown: export what is buffered for at most ``timeout_s``, then stop
+        the exporters without waiting on their retries (a collector that is unreachable
+        loses the spans still buffered, rather than holding the exit)."""
+        provider = self.provider
+        end = perf_counter() + timeout_s
+        flush = getattr(provider, "force_flush", None)
+        if flush is not None:
+            # The SDK's force_flush does not honour its timeout: bounded from outside.
+            _bounded(flush, timeout_s, "mlserve trace flush")
+        for exporter in self.exporters:
+            exporter.shutdown()  # aborts the retries of an export in flight
+        shutdown = getattr(provider, "shutdown", None)
         if shutdown is not None:
-            shutdown()
+            _bounded(shutdown, max(end - perf_counter(), 0.1), "mlserve trace shutdown")
 
 
 class RequestTrace:
@@ -243,6 +264,14 @@ def batch_spans(
         )
     run.end(now_ns)
     batch.end(now_ns)
+
+
+def _bounded(call: Callable[[], object], timeout_s: float, name: str) -> None:
+    """Run ``call`` for at most ``timeout_s`` (what it has not done by then is abandoned to
+    a daemon thread, which the exit ends)."""
+    worker = threading.Thread(target=call, name=name, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
 
 
 def _fail(span: Span, error: BaseException | str) -> None:
