@@ -166,6 +166,13 @@ def _refused(server: GrpcServer, request: Any) -> grpc.RpcError:
     return info.value
 
 
+def _pending(server: GrpcServer, model: str) -> float:
+    """The server's mlserve_pending_requests for ``model`` (queued or running on threads)."""
+    pattern = rf'^mlserve_pending_requests{{model="{model}",[^}}]*}} (\S+)$'
+    found = re.findall(pattern, _http(server, "/metrics").text, re.MULTILINE)
+    return sum(float(value) for value in found)
+
+
 def _still_serving(server: GrpcServer) -> None:
     """HTTP still answers, and a good gRPC request still gets its answer."""
     assert _http(server, "/v2/health/ready").status_code == 200
@@ -179,7 +186,12 @@ def test_health_and_metadata_match_http(srv: GrpcServer) -> None:
     assert c.is_server_live() and c.is_server_ready()
     assert c.is_model_ready("cancer") and c.is_model_ready("split", "3")
     meta = c.get_server_metadata(as_json=True)
-    assert meta == _http(srv, "/v2").json()
+    http = _http(srv, "/v2").json()
+    # Every extension HTTP lists but the repository's (admin RPCs, authorized over HTTP only).
+    assert "model_repository" in http["extensions"]
+    http["extensions"].remove("model_repository")
+    assert meta == http
+    assert {"model_configuration", "statistics"} <= set(meta["extensions"])
     for model, version in (("cancer", ""), ("split", "2")):
         got = c.get_model_metadata(model, version, as_json=True)
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
@@ -758,7 +770,7 @@ def test_sigterm_drains_grpc_in_flight_and_exits_zero(root: Path) -> None:
 
         worker = threading.Thread(target=slow)
         worker.start()
-        time.sleep(0.3)  # the request is in the server, its model running
+        wait_for(lambda: _pending(server, "slow") >= 1, timeout=30)  # its model is running
         proc.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: not _ready(server), timeout=5)
         with pytest.raises(tg.InferenceServerException) as refused:  # no new RPCs now
@@ -939,3 +951,39 @@ def test_the_outline_counts_what_protobuf_parses() -> None:
                     pb.ModelInferRequest.FromString(bad)
                 assert outline(bad) is None and twin(bad) is None
     assert COMPILED  # the build compiles the kernel; the twin is what runs without one
+
+
+def test_model_config_and_statistics_equal_http_s_in_triton_s_messages(srv: GrpcServer) -> None:
+    """tritonclient's get_model_config and get_inference_statistics, decoded with Triton's
+    own descriptors, equal HTTP's /config and /stats read into the same messages; unknown
+    models are NOT_FOUND with HTTP's message."""
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    x = X[:3]
+    srv.client.infer("cancer", [_fp32_input(x)])  # statistics with something in them
+    for model, version, path in (("cancer", "", "cancer"), ("split", "2", "split/versions/2")):
+        http = _http(srv, f"/v2/models/{path}/config")
+        assert http.status_code == 200
+        want = json_format.ParseDict(http.json(), model_config_pb2.ModelConfig())
+        got = srv.client.get_model_config(model, version).config
+        assert got == want, (got, want)
+        assert got.input[0].data_type == model_config_pb2.TYPE_FP32 and got.input[0].dims
+    for model, version, path in (
+        ("cancer", "", "cancer"),
+        ("", "", ""),
+        ("split", "3", "split/versions/3"),
+    ):
+        http = _http(srv, f"/v2/models/{path}/stats".replace("//", "/"))
+        assert http.status_code == 200
+        want = json_format.ParseDict(http.json(), pb.ModelStatisticsResponse())
+        got = srv.client.get_inference_statistics(model, version)
+        assert got == want, (got, want)
+        assert len(got.model_stats) >= 1
+    cancer = srv.client.get_inference_statistics("cancer").model_stats
+    assert sum(s.inference_stats.success.count for s in cancer) >= 1
+    for call in (srv.client.get_model_config, srv.client.get_inference_statistics):
+        with pytest.raises(tg.InferenceServerException) as info:
+            call("nope")
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+        assert info.value.message() == _http(srv, "/v2/models/nope/config").json()["error"]

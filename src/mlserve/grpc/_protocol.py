@@ -69,15 +69,63 @@ _SERIALIZED = (
     b'nyR\x07details"9\n\x06RpcAny\x12\x19\n\x08type_url\x18\x01 \x01(\tR\x07typeUrl\x12\x14'
     b'\n\x05value\x18\x02 \x01(\x0cR\x05value"G\n\x0cRpcRetryInfo\x127\n\x0bretry_delay\x18'
     b'\x01 \x01(\x0b2\x16.inference.RpcDurationR\nretryDelay"=\n\x0bRpcDuration\x12\x18\n\x07'
-    b"seconds\x18\x01 \x01(\x03R\x07seconds\x12\x14\n\x05nanos\x18\x02 \x01(\x05R\x05nanos2"
-    b"\xfc\x03\n\x14GRPCInferenceService\x12K\n\nServerLive\x12\x1c.inference.ServerLiveReque"
-    b'st\x1a\x1d.inference.ServerLiveResponse"\x00\x12N\n\x0bServerReady\x12\x1d.inference.Se'
-    b'rverReadyRequest\x1a\x1e.inference.ServerReadyResponse"\x00\x12K\n\nModelReady\x12\x1c.'
-    b'inference.ModelReadyRequest\x1a\x1d.inference.ModelReadyResponse"\x00\x12W\n\x0eServerM'
-    b'etadata\x12 .inference.ServerMetadataRequest\x1a!.inference.ServerMetadataResponse"\x00'
-    b"\x12T\n\rModelMetadata\x12\x1f.inference.ModelMetadataRequest\x1a .inference.ModelMetad"
-    b'ataResponse"\x00\x12K\n\nModelInfer\x12\x1c.inference.ModelInferRequest\x1a\x1d.inferen'
-    b'ce.ModelInferResponse"\x00b\x06proto3'
+    b'seconds\x18\x01 \x01(\x03R\x07seconds\x12\x14\n\x05nanos\x18\x02 \x01(\x05R\x05nanos"B'
+    b"\n\x12ModelConfigRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07versio"
+    b'n\x18\x02 \x01(\tR\x07version"E\n\x13ModelConfigResponse\x12.\n\x06config\x18\x01 \x01('
+    b'\x0b2\x16.inference.ModelConfigR\x06config"\xbe\x02\n\x12ModelVersionPolicy\x12>\n\x06l'
+    b"atest\x18\x01 \x01(\x0b2$.inference.ModelVersionPolicy.LatestH\x00R\x06latest\x125\n"
+    b"\x03all\x18\x02 \x01(\x0b2!.inference.ModelVersionPolicy.AllH\x00R\x03all\x12D\n\x08spe"
+    b"cific\x18\x03 \x01(\x0b2&.inference.ModelVersionPolicy.SpecificH\x00R\x08specific\x1a+"
+    b"\n\x06Latest\x12!\n\x0cnum_versions\x18\x01 \x01(\rR\x0bnumVersions\x1a\x05\n\x03All"
+    b"\x1a&\n\x08Specific\x12\x1a\n\x08versions\x18\x01 \x03(\x03R\x08versionsB\x0f\n\rpolicy"
+    b'_choice"f\n\nModelInput\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x120\n\tdata_type'
+    b"\x18\x02 \x01(\x0e2\x13.inference.DataTypeR\x08dataType\x12\x12\n\x04dims\x18\x04 \x03("
+    b'\x03R\x04dims"g\n\x0bModelOutput\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x120\n\tdat'
+    b"a_type\x18\x02 \x01(\x0e2\x13.inference.DataTypeR\x08dataType\x12\x12\n\x04dims\x18\x03"
+    b' \x03(\x03R\x04dims"W\n\x14ModelDynamicBatching\x12?\n\x1cmax_queue_delay_microseconds'
+    b'\x18\x02 \x01(\x04R\x19maxQueueDelayMicroseconds"3\n\x0eModelParameter\x12!\n\x0cstring'
+    b'_value\x18\x01 \x01(\tR\x0bstringValue"\x8e\x04\n\x0bModelConfig\x12\x12\n\x04name\x18'
+    b"\x01 \x01(\tR\x04name\x12\x1a\n\x08platform\x18\x02 \x01(\tR\x08platform\x12D\n\x0evers"
+    b"ion_policy\x18\x03 \x01(\x0b2\x1d.inference.ModelVersionPolicyR\rversionPolicy\x12$\n"
+    b"\x0emax_batch_size\x18\x04 \x01(\x05R\x0cmaxBatchSize\x12+\n\x05input\x18\x05 \x03(\x0b"
+    b"2\x15.inference.ModelInputR\x05input\x12.\n\x06output\x18\x06 \x03(\x0b2\x16.inference."
+    b"ModelOutputR\x06output\x12J\n\x10dynamic_batching\x18\x0b \x01(\x0b2\x1f.inference.Mode"
+    b"lDynamicBatchingR\x0fdynamicBatching\x12F\n\nparameters\x18\x0e \x03(\x0b2&.inference.M"
+    b"odelConfig.ParametersEntryR\nparameters\x12\x18\n\x07backend\x18\x11 \x01(\tR\x07backen"
+    b"d\x1aX\n\x0fParametersEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12/\n\x05value"
+    b'\x18\x02 \x01(\x0b2\x19.inference.ModelParameterR\x05value:\x028\x01"F\n\x16ModelStatis'
+    b"ticsRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 "
+    b'\x01(\tR\x07version"9\n\x11StatisticDuration\x12\x14\n\x05count\x18\x01 \x01(\x04R\x05c'
+    b'ount\x12\x0e\n\x02ns\x18\x02 \x01(\x04R\x02ns"\xf2\x03\n\x0fInferStatistics\x126\n\x07s'
+    b"uccess\x18\x01 \x01(\x0b2\x1c.inference.StatisticDurationR\x07success\x120\n\x04fail"
+    b"\x18\x02 \x01(\x0b2\x1c.inference.StatisticDurationR\x04fail\x122\n\x05queue\x18\x03 "
+    b"\x01(\x0b2\x1c.inference.StatisticDurationR\x05queue\x12A\n\rcompute_input\x18\x04 \x01"
+    b"(\x0b2\x1c.inference.StatisticDurationR\x0ccomputeInput\x12A\n\rcompute_infer\x18\x05 "
+    b"\x01(\x0b2\x1c.inference.StatisticDurationR\x0ccomputeInfer\x12C\n\x0ecompute_output"
+    b"\x18\x06 \x01(\x0b2\x1c.inference.StatisticDurationR\rcomputeOutput\x129\n\tcache_hit"
+    b"\x18\x07 \x01(\x0b2\x1c.inference.StatisticDurationR\x08cacheHit\x12;\n\ncache_miss\x18"
+    b'\x08 \x01(\x0b2\x1c.inference.StatisticDurationR\tcacheMiss"\xfd\x01\n\x0fModelStatisti'
+    b"cs\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\tR\x07"
+    b"version\x12%\n\x0elast_inference\x18\x03 \x01(\x04R\rlastInference\x12'\n\x0finference_"
+    b"count\x18\x04 \x01(\x04R\x0einferenceCount\x12'\n\x0fexecution_count\x18\x05 \x01(\x04R"
+    b"\x0eexecutionCount\x12C\n\x0finference_stats\x18\x06 \x01(\x0b2\x1a.inference.InferStat"
+    b'isticsR\x0einferenceStats"V\n\x17ModelStatisticsResponse\x12;\n\x0bmodel_stats\x18\x01 '
+    b"\x03(\x0b2\x1a.inference.ModelStatisticsR\nmodelStats*\xfa\x01\n\x08DataType\x12\x10\n"
+    b"\x0cTYPE_INVALID\x10\x00\x12\r\n\tTYPE_BOOL\x10\x01\x12\x0e\n\nTYPE_UINT8\x10\x02\x12"
+    b"\x0f\n\x0bTYPE_UINT16\x10\x03\x12\x0f\n\x0bTYPE_UINT32\x10\x04\x12\x0f\n\x0bTYPE_UINT64"
+    b"\x10\x05\x12\r\n\tTYPE_INT8\x10\x06\x12\x0e\n\nTYPE_INT16\x10\x07\x12\x0e\n\nTYPE_INT32"
+    b"\x10\x08\x12\x0e\n\nTYPE_INT64\x10\t\x12\r\n\tTYPE_FP16\x10\n\x12\r\n\tTYPE_FP32\x10"
+    b"\x0b\x12\r\n\tTYPE_FP64\x10\x0c\x12\x0f\n\x0bTYPE_STRING\x10\r\x12\r\n\tTYPE_BF16\x10"
+    b"\x0e2\xa8\x05\n\x14GRPCInferenceService\x12K\n\nServerLive\x12\x1c.inference.ServerLive"
+    b'Request\x1a\x1d.inference.ServerLiveResponse"\x00\x12N\n\x0bServerReady\x12\x1d.inferen'
+    b'ce.ServerReadyRequest\x1a\x1e.inference.ServerReadyResponse"\x00\x12K\n\nModelReady\x12'
+    b'\x1c.inference.ModelReadyRequest\x1a\x1d.inference.ModelReadyResponse"\x00\x12W\n\x0eSe'
+    b"rverMetadata\x12 .inference.ServerMetadataRequest\x1a!.inference.ServerMetadataResponse"
+    b'"\x00\x12T\n\rModelMetadata\x12\x1f.inference.ModelMetadataRequest\x1a .inference.Model'
+    b'MetadataResponse"\x00\x12K\n\nModelInfer\x12\x1c.inference.ModelInferRequest\x1a\x1d.in'
+    b'ference.ModelInferResponse"\x00\x12Z\n\x0fModelStatistics\x12!.inference.ModelStatistic'
+    b'sRequest\x1a".inference.ModelStatisticsResponse"\x00\x12N\n\x0bModelConfig\x12\x1d.infe'
+    b'rence.ModelConfigRequest\x1a\x1e.inference.ModelConfigResponse"\x00b\x06proto3'
 )
 POOL = descriptor_pool.DescriptorPool()
 DESCRIPTOR = POOL.AddSerializedFile(_SERIALIZED)
@@ -103,3 +151,16 @@ RpcStatus: Any = _built["RpcStatus"]
 RpcAny: Any = _built["RpcAny"]
 RpcRetryInfo: Any = _built["RpcRetryInfo"]
 RpcDuration: Any = _built["RpcDuration"]
+ModelConfigRequest: Any = _built["ModelConfigRequest"]
+ModelConfigResponse: Any = _built["ModelConfigResponse"]
+ModelVersionPolicy: Any = _built["ModelVersionPolicy"]
+ModelInput: Any = _built["ModelInput"]
+ModelOutput: Any = _built["ModelOutput"]
+ModelDynamicBatching: Any = _built["ModelDynamicBatching"]
+ModelParameter: Any = _built["ModelParameter"]
+ModelConfig: Any = _built["ModelConfig"]
+ModelStatisticsRequest: Any = _built["ModelStatisticsRequest"]
+StatisticDuration: Any = _built["StatisticDuration"]
+InferStatistics: Any = _built["InferStatistics"]
+ModelStatistics: Any = _built["ModelStatistics"]
+ModelStatisticsResponse: Any = _built["ModelStatisticsResponse"]

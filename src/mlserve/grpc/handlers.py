@@ -18,9 +18,11 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf import json_format
 
 from ..errors import InvalidInput, MLServeError, NotFound
 from ..service import InferenceService
+from ..serving.stats import TritonViews
 from . import _protocol as pb
 from .codec import check_outline, message_bound, request_document, response_message, target
 from .status import CODES, grpc_status
@@ -51,6 +53,7 @@ class InferenceRpcs:
         self._shedder = service.shedder
         self._tracing = service.tracing
         self._store = service.store
+        self._triton = TritonViews(service.store, service.hub.merged)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler that serves every RPC of ``SERVICE``."""
@@ -80,6 +83,12 @@ class InferenceRpcs:
                     self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse
                 ),
                 "ModelInfer": unary(self.model_infer, None, pb.ModelInferResponse),
+                "ModelConfig": unary(
+                    self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse
+                ),
+                "ModelStatistics": unary(
+                    self.model_statistics, pb.ModelStatisticsRequest, pb.ModelStatisticsResponse
+                ),
             },
         )
 
@@ -107,8 +116,10 @@ class InferenceRpcs:
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
         found = self._views.server_metadata()
+        # The repository RPCs are admin actions, authorized over HTTP only: not served here.
+        extensions = [e for e in found["extensions"] if e != "model_repository"]
         return pb.ServerMetadataResponse(
-            name=found["name"], version=found["version"], extensions=found["extensions"]
+            name=found["name"], version=found["version"], extensions=extensions
         )
 
     async def model_metadata(
@@ -125,6 +136,26 @@ class InferenceRpcs:
             inputs=[_tensor_metadata(t) for t in found["inputs"]],
             outputs=[_tensor_metadata(t) for t in found["outputs"]],
         )
+
+    async def model_config(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """Triton's model configuration: HTTP's ``/config`` document as its message."""
+        try:
+            found = self._triton.model_config(*target(request.name, request.version))
+            return pb.ModelConfigResponse(config=_message(found, pb.ModelConfig))
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def model_statistics(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        """Triton's statistics (every model's without a name): HTTP's ``/stats`` as its
+        message."""
+        try:
+            model, version = target(request.name, request.version) if request.name else (None, None)
+            found = await to_thread(self._triton.model_stats, model, version)
+            return _message(found, pb.ModelStatisticsResponse)
+        except Exception as exc:
+            await _abort(context, exc)
 
     async def model_infer(self, message: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         """A ModelInferRequest's bytes → its answer."""
@@ -187,6 +218,12 @@ def _document(message: bytes, max_elements: int) -> tuple[dict[str, Any], memory
     except Exception as exc:  # protobuf's DecodeError
         raise InvalidInput(f"the message is not a ModelInferRequest: {exc}") from None
     return request_document(request, max_elements)
+
+
+def _message(document: dict[str, Any], cls: Any) -> Any:
+    # The documents use Triton's field names; what our messages leave out (empty
+    # batch_stats, memory_usage) is not filled by mlserve.
+    return json_format.ParseDict(document, cls(), ignore_unknown_fields=True)
 
 
 def _routing_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
