@@ -118,6 +118,34 @@ def test_tritonclient_binary_defaults(server: ServerProcess, registry: Path) -> 
         c.close()
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_tritonclient_compressed_requests(
+    server: ServerProcess, registry: Path, algorithm: str
+) -> None:
+    """tritonclient's request_compression_algorithm (Content-Encoding gzip or deflate, the
+    binary header length counted before compression): the model's outputs, JSON and binary
+    inputs alike."""
+    import tritonclient.http as triton
+
+    c = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    try:
+        x = RNG.standard_normal((9, 20)).astype(np.float32)
+        scores, label = _local(registry, x)
+        for binary in (True, False):
+            inp = triton.InferInput("X", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=binary)
+            result = c.infer(
+                "linear",
+                [inp],
+                outputs=[triton.InferRequestedOutput(n) for n in ("scores", "label")],
+                request_compression_algorithm=algorithm,
+            )
+            np.testing.assert_array_equal(result.as_numpy("scores"), scores)
+            np.testing.assert_array_equal(result.as_numpy("label"), label)
+    finally:
+        c.close()
+
+
 def test_tritonclient_every_datatype_binary_and_json_mixed(server: ServerProcess) -> None:
     import tritonclient.http as triton
 

@@ -12,9 +12,11 @@ of every datatype. Afterwards both servers' metrics must count the same requests
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import re
 import socket
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,36 @@ CASES: dict[str, Any] = {
     % (MAX_BODY + 1, b"x" * (MAX_BODY + 1)),
     "expect-100-continue": [post(WINE, doc(), b"expect: 100-continue")],
     "body-never-completes": post(WINE, doc())[:-5],  # 408 after the 1 s body timeout
+    # Compressed bodies (Content-Encoding), inflated under the same body limit.
+    "gzip": post(WINE, gzip.compress(doc(4)), b"content-encoding: gzip"),
+    "deflate": post(WINE, zlib.compress(doc(4)), b"content-encoding: Deflate"),
+    "identity": post(WINE, doc(), b"content-encoding: identity"),
+    "gzip-binary": post(
+        WINE,
+        gzip.compress(BINARY_HEAD + BINARY_X),
+        b"inference-header-content-length: %d" % len(BINARY_HEAD),
+        b"content-encoding: gzip",
+    ),
+    "gzip-bomb": post(WINE, gzip.compress(b" " * (MAX_BODY + 1)), b"content-encoding: gzip"),
+    "gzip-corrupt": post(WINE, b"not gzip at all", b"content-encoding: gzip"),
+    "gzip-truncated": post(WINE, gzip.compress(doc())[:-12], b"content-encoding: gzip"),
+    "gzip-trailing-data": post(WINE, gzip.compress(doc()) + b"xx", b"content-encoding: gzip"),
+    "gzip-undeclared": post(WINE, gzip.compress(doc())),
+    "brotli": post(WINE, doc(), b"content-encoding: br"),
+    "two-codings": post(WINE, gzip.compress(doc()), b"content-encoding: gzip, gzip"),
+}
+ENCODINGS = {  # case → (status, what the error names)
+    "gzip": (200, b""),
+    "deflate": (200, b""),
+    "identity": (200, b""),
+    "gzip-binary": (200, b""),
+    "gzip-bomb": (413, b"decompressed (gzip) is over the limit of 4096 bytes"),
+    "gzip-corrupt": (400, b"not valid gzip data"),
+    "gzip-truncated": (400, b"truncated"),
+    "gzip-trailing-data": (400, b"2 bytes after the end of its gzip data"),
+    "gzip-undeclared": (400, b"malformed JSON"),
+    "brotli": (415, b"Content-Encoding 'br' is not supported"),
+    "two-codings": (415, b"'gzip, gzip' is not supported"),
 }
 PIPELINED = {
     "three-pipelined": (post(WINE, doc(1)) + post(WINE, doc(2)) + post(WINE, doc(3)), 3),
@@ -220,6 +252,23 @@ def test_lanes_answer_alike(lanes: tuple[ServerProcess, ServerProcess], case: st
     assert got[0][0] != 500, got
     if case == "unknown-model-malformed-body":
         assert got[0][0] == 404 and b"unknown model 'nosuch'" in got[0][2]
+
+
+@pytest.mark.parametrize("case", sorted(ENCODINGS))
+def test_compressed_bodies(lanes: tuple[ServerProcess, ServerProcess], case: str) -> None:
+    """A compressed body answers as the same body sent plain; a bomb, a corrupt or
+    truncated stream and an unknown coding are refused with what was wrong."""
+    fast, asgi = lanes
+    status, message = ENCODINGS[case]
+    got = exchange(fast.port, CASES[case])
+    assert got == exchange(asgi.port, CASES[case])  # both lanes, and both count it
+    ((got_status, _headers, body), _closed) = got
+    assert got_status == status, body
+    assert message in body, body
+    if case in ("gzip", "deflate"):
+        ((_s, _h, plain), _c) = exchange(fast.port, post(WINE, doc(4)))
+        exchange(asgi.port, post(WINE, doc(4)))
+        assert json.loads(body)["outputs"] == json.loads(plain)["outputs"]
 
 
 @pytest.mark.parametrize("case", sorted(PIPELINED))

@@ -70,6 +70,13 @@ class PayloadTooLarge(MLServeError):
     code = "payload_too_large"
 
 
+class UnsupportedEncoding(MLServeError):
+    """The request body is compressed with a coding the server does not decode."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class Unauthorized(MLServeError):
     """An admin request without valid credentials."""
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # keeps no other header.
 HEADERS = frozenset(
     {
+        b"content-encoding",
         b"content-length",
         b"inference-header-content-length",
         b"mlserve-routing-key",

@@ -11,6 +11,7 @@ write. Everything else is Starlette's.
 from __future__ import annotations
 
 import os
+import zlib
 from asyncio import CancelledError, Semaphore, current_task, to_thread
 from collections.abc import Callable
 from time import perf_counter
@@ -18,7 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from ..errors import ClientDisconnected, InvalidInput, MLServeError, NotFound, PayloadTooLarge
+from ..errors import (
+    ClientDisconnected,
+    InvalidInput,
+    MLServeError,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedEncoding,
+)
 from ..registry.layout import check_model_name, parse_version
 from ..registry.store import ModelStore
 from ..runtime.binary import MAX_BYTES_ELEMENTS
@@ -61,6 +69,12 @@ _ENCODE_OFF_LOOP_FROM = 100_000
 # Big bodies decoded at once: they hold the GIL nearly throughout, so a second thread would
 # add no throughput, only lateness for the loop; nor can they take every worker thread.
 _OFF_LOOP_AT_ONCE = 1
+# Content-Encoding → zlib's wbits: gzip (RFC 1952) and HTTP's deflate, the zlib format (RFC
+# 1950), what tritonclient's request_compression_algorithm sends. A compressed body is
+# inflated on the loop up to _INFLATE_INLINE bytes, the rest in a worker thread, never past
+# max_body: a 1 KB bomb cannot become more than the limit.
+_CODINGS = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}
+_INFLATE_INLINE = 256 * 1024
 
 T = TypeVar("T")
 
@@ -89,7 +103,15 @@ class Reply:
 class Request:
     """What an infer request's head says, checked before its body is read."""
 
-    __slots__ = ("declared", "header_length", "routing_key", "start", "target", "trace")
+    __slots__ = (
+        "declared",
+        "encoding",
+        "header_length",
+        "routing_key",
+        "start",
+        "target",
+        "trace",
+    )
 
     def __init__(
         self,
@@ -104,6 +126,7 @@ class Request:
         self.header_length = header_length
         self.routing_key = routing_key
         self.start = start
+        self.encoding: bytes | None = None  # the body's Content-Encoding, when not identity
         self.trace: RequestTrace | None = None  # its span, when tracing is on (traced.py)
 
 
@@ -150,7 +173,7 @@ class InferHandler:
             if shedder.share and shedder.shed_this():
                 self._accounting.count_shed(*target)
                 return error_reply(shedder.refuse())
-            declared = header_length = routing_key = None
+            declared = header_length = routing_key = encoding = None
             for key, value in headers:
                 if key == b"content-length":
                     declared = value
@@ -158,6 +181,8 @@ class InferHandler:
                     header_length = _header_length(value)
                 elif key == b"mlserve-routing-key":
                     routing_key = value.decode("latin-1")
+                elif key == b"content-encoding":
+                    encoding = _coding(value)
             length = None
             if declared is not None:
                 if not declared.isdigit():
@@ -171,7 +196,9 @@ class InferHandler:
                 self._pipeline.admit(*target)
             except MLServeError as exc:
                 return error_reply(exc)
-            return Request(target, length, header_length, routing_key, start)
+            request = Request(target, length, header_length, routing_key, start)
+            request.encoding = encoding
+            return request
         except MLServeError as exc:
             if target is not None and exc.status_code != 404:
                 # Failed before the service saw it (head, size): still the version's.
@@ -192,6 +219,8 @@ class InferHandler:
         header_length = request.header_length
         pipeline = self._pipeline
         try:
+            if request.encoding is not None:
+                body = await self._inflate(request.encoding, body)
             if header_length is None:
                 offload = self._offload if len(body) >= _OFF_LOOP_FROM else None
                 document = await self._parse(request, body, offload)
@@ -247,6 +276,41 @@ class InferHandler:
             (b"server-timing", timing),
         ]
         return Reply(200, headers, payload, result, request.start)
+
+    async def _inflate(self, coding: bytes, body: bytes | bytearray) -> bytes:
+        """``body`` decompressed, at most ``max_body`` bytes (past it: 413)."""
+        name = coding.decode("ascii")
+        inflater = zlib.decompressobj(_CODINGS[coding])
+        limit = self.max_body
+        try:
+            out = inflater.decompress(body, min(limit + 1, _INFLATE_INLINE))
+            if not inflater.eof and len(out) == _INFLATE_INLINE <= limit:  # more to come
+                rest = await self._offload(
+                    inflater.decompress, inflater.unconsumed_tail, limit + 1 - len(out)
+                )
+                out += rest
+        except zlib.error as exc:
+            raise InvalidInput(
+                f"request body is not valid {name} data ({exc}): compress it with {name}, "
+                "or send it without Content-Encoding",
+                reason="encoding",
+            ) from None
+        if len(out) > limit:
+            raise PayloadTooLarge(
+                f"request body decompressed ({name}) is over the limit of {limit} bytes"
+            )
+        if not inflater.eof:
+            raise InvalidInput(
+                f"request body's {name} data ends before its end of stream (truncated)",
+                reason="encoding",
+            )
+        if inflater.unused_data:
+            raise InvalidInput(
+                f"request body has {len(inflater.unused_data)} bytes after the end of its "
+                f"{name} data (one {name} stream is accepted)",
+                reason="encoding",
+            )
+        return out
 
     async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker thread, at most ``_OFF_LOOP_AT_ONCE`` at a time."""
@@ -459,6 +523,20 @@ def _endpoint_bound(endpoint: Endpoint) -> tuple[int, int]:
             containers += column + 4
             tokens += 3 * column + 70
     return containers, tokens
+
+
+def _coding(value: bytes) -> bytes | None:
+    """The body's coding from its Content-Encoding (None: identity)."""
+    coding = value.strip(b" \t").lower()
+    if coding in _CODINGS:
+        return coding
+    if coding in (b"identity", b""):
+        return None
+    shown = value.decode("latin-1")[:64]
+    raise UnsupportedEncoding(
+        f"Content-Encoding {shown!r} is not supported: send the body as identity (no "
+        "Content-Encoding), gzip or deflate, one coding"
+    )
 
 
 def _header_length(value: bytes) -> int:

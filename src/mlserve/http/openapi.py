@@ -72,6 +72,10 @@ _ERRORS: dict[int, tuple[tuple[str, ...], str]] = {
         "unusable; retrying will not help until that changes.",
     ),
     413: (("payload_too_large",), "The request body is over the server's limit."),
+    415: (
+        ("unsupported_media_type",),
+        "The body's `Content-Encoding` is not one the server decodes (identity, gzip, deflate).",
+    ),
     414: (
         ("uri_too_long",),
         "The request URL is over the request-head limit (`--max-header-bytes`); the "
@@ -107,6 +111,7 @@ _RESPONSE_NAMES = {
     409: "Conflict",
     413: "PayloadTooLarge",
     414: "URITooLong",
+    415: "UnsupportedMediaType",
     431: "HeadersTooLarge",
     500: "InternalError",
     503: "Unavailable",
@@ -760,7 +765,7 @@ def _model_paths(paths: dict[str, Schema]) -> None:
                         },
                     },
                 },
-                (400, 404, 409, 413, 503, 504),
+                (400, 404, 409, 413, 415, 503, 504),
                 tags=("v2",),
                 parameters=[
                     *params,
