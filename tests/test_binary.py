@@ -146,6 +146,34 @@ def test_tritonclient_compressed_requests(
         c.close()
 
 
+def test_tritonclient_extensions_not_served_are_refused(server: ServerProcess) -> None:
+    """Triton's classification and shared-memory parameters are refused with 400 naming
+    them, not ignored (a full score tensor taken for top-k classes, a region never read)."""
+    import tritonclient.http as triton
+
+    c = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    x = RNG.standard_normal((2, 20)).astype(np.float32)
+    try:
+        inp = triton.InferInput("X", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        top = triton.InferRequestedOutput("scores", class_count=1)
+        with pytest.raises(triton.InferenceServerException) as info:
+            c.infer("linear", [inp], outputs=[top])
+        assert info.value.status() == "400"
+        assert "output 'scores': parameters.classification" in info.value.message()
+        shm = triton.InferInput("X", list(x.shape), "FP32")
+        shm.set_shared_memory("region0", x.nbytes)
+        with pytest.raises(triton.InferenceServerException) as info:
+            c.infer("linear", [shm])
+        assert info.value.status() == "400"
+        assert "input 'X': shared memory" in info.value.message()
+        assert "not supported" in info.value.message()
+        assert "shared_memory" not in c.get_server_metadata()["extensions"]
+        assert "classification" not in c.get_server_metadata()["extensions"]
+    finally:
+        c.close()
+
+
 def test_tritonclient_every_datatype_binary_and_json_mixed(server: ServerProcess) -> None:
     import tritonclient.http as triton
 

@@ -44,6 +44,13 @@ def binary_size(tensor: dict[str, Any]) -> int | None:
         return None
     size = params.get("binary_data_size")
     if size is None:
+        if "shared_memory_region" in params:
+            raise InvalidInput(
+                f"input {str(tensor.get('name'))[:64]!r}: shared memory "
+                "(parameters.shared_memory_region, Triton's extension) is not supported; send "
+                "the tensor in 'data' or as binary data (binary_data_size)",
+                reason="binary",
+            )
         return None
     if type(size) is not int or size < 0:
         raise InvalidInput(

@@ -78,6 +78,14 @@ def decode_raw(session: ModelSession, model: str, body: memoryview) -> dict[str,
     return {spec.name: decode_binary(spec, tensor, body, session.limits)}
 
 
+# Triton's output parameters that mlserve does not implement: refused, not ignored, so that a
+# client never takes a full score tensor for its top-k classes or looks in a region it named.
+_UNSUPPORTED_OUTPUT_PARAMETERS = {
+    "classification": "Triton's classification extension",
+    "shared_memory_region": "Triton's shared-memory extension",
+}
+
+
 def requested_outputs(
     session: ModelSession, request: dict[str, Any]
 ) -> tuple[list[str] | None, Any]:
@@ -104,7 +112,16 @@ def requested_outputs(
             raise InvalidInput(f"output {name!r} is requested more than once", reason="name")
         names.append(name)
         out_params = item.get("parameters")
-        flag = out_params.get("binary_data") if isinstance(out_params, dict) else None
+        flag = None
+        if isinstance(out_params, dict):
+            flag = out_params.get("binary_data")
+            for key in sorted(_UNSUPPORTED_OUTPUT_PARAMETERS.keys() & out_params.keys()):
+                raise InvalidInput(
+                    f"output {name!r}: parameters.{key} "
+                    f"({_UNSUPPORTED_OUTPUT_PARAMETERS[key]}) is not supported; request the "
+                    "output without it",
+                    reason="json",
+                )
         binary.append(all_binary if flag is None else flag is True)
     if not names:
         return None, ([True] * len(session.output_names) if all_binary else None)
