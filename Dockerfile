@@ -5,7 +5,7 @@
 #   docker build -t mlserve .
 #   docker build --build-arg ONNXRUNTIME=onnxruntime-gpu -t mlserve:gpu .   # CUDA provider
 #   scripts/lock        # after changing a dependency: the locks from the tested environment
-#   docker run -p 8080:8080 -v "$PWD/registry:/mnt/models:ro" mlserve
+#   docker run -p 8080:8080 -p 8081:8081 -v "$PWD/registry:/mnt/models:ro" mlserve
 #
 # The install steps live in deploy/docker/*.sh so the test suite runs the very same steps in
 # a fresh virtual environment (no Docker engine is needed for that).
@@ -46,14 +46,16 @@ RUN python -m venv /opt/mlserve \
     && chown mlserve:mlserve /var/lib/mlserve
 USER 10001:10001
 WORKDIR /home/mlserve
-# Listen on every interface inside the container; models from KServe's mount path; audit and
-# payload logs on a writable path (the model mount is usually read-only).
+# Listen on every interface inside the container, HTTP on 8080 and gRPC (the Open Inference
+# Protocol's GRPCInferenceService and grpc.health.v1.Health) on 8081; models from KServe's
+# mount path; audit and payload logs on a writable path (the model mount is usually read-only).
 ENV MLSERVE_HOST=0.0.0.0 \
     MLSERVE_PORT=8080 \
+    MLSERVE_GRPC_PORT=8081 \
     MLSERVE_REGISTRY=/mnt/models \
     MLSERVE_AUDIT_LOG=/var/lib/mlserve/audit.jsonl \
     MLSERVE_DRAIN_SECONDS=25
-EXPOSE 8080
+EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["mlserve-healthcheck"]
 ENTRYPOINT ["mlserve", "serve"]

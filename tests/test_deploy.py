@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
+import tritonclient.grpc as tg
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -50,6 +52,27 @@ def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+# grpc.health.v1.HealthCheckResponse{status: SERVING}, by hand (field 1, varint 1).
+SERVING = b"\x08\x01"
+
+
+def _grpc_health(target: str) -> bytes:
+    """The bytes of grpc.health.v1.Health/Check for the server ("": an empty request), as
+    Kubernetes' grpc probe and grpc_health_probe ask it."""
+    with grpc.insecure_channel(target) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")  # bytes in, bytes out
+        return bytes(check(b"", timeout=10, wait_for_ready=True))
+
+
+def _grpc_ready(target: str) -> bool:
+    """ServerReady through the unmodified tritonclient.grpc."""
+    client = tg.InferenceServerClient(target)
+    try:
+        return bool(client.is_server_ready())
+    finally:
+        client.close()
+
+
 # ------------------------------------------------------------------ Dockerfile
 def test_dockerfile_is_lint_clean() -> None:
     out = subprocess.run(
@@ -77,7 +100,9 @@ def test_dockerfile_contract() -> None:
     runtime = text.split("AS runtime", 1)[1]
     assert "gcc" not in runtime  # no compiler in the image that runs
     assert re.search(r"^USER 10001", runtime, re.M)
-    assert re.search(r"^EXPOSE 8080$", runtime, re.M)
+    assert re.search(r"^EXPOSE 8080 8081$", runtime, re.M)  # HTTP and gRPC
+    env = _env_of_runtime_stage()
+    assert (env["MLSERVE_PORT"], env["MLSERVE_GRPC_PORT"]) == ("8080", "8081")
     assert "MLSERVE_REGISTRY=/mnt/models" in runtime
     assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"mlserve-healthcheck\"\]", runtime, re.M)
     assert re.search(r"^ARG ONNXRUNTIME=onnxruntime$", runtime, re.M)
@@ -188,7 +213,12 @@ def test_install_steps_in_a_fresh_environment(tmp_path: Path) -> None:
     for name in ("build", "runtime"):
         subprocess.run([sys.executable, "-m", "venv", str(tmp_path / name)], check=True)
         envs[name] = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("MLSERVE_", "VIRTUAL_"))},
+            # (nor PYTHONPATH: a checkout on it would pass for the installed wheel)
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("MLSERVE_", "VIRTUAL_")) and k != "PYTHONPATH"
+            },
             "PATH": f"{tmp_path / name / 'bin'}:{os.environ['PATH']}",
         }
     steps = ROOT / "deploy" / "docker"
@@ -223,9 +253,11 @@ def test_install_steps_in_a_fresh_environment(tmp_path: Path) -> None:
     env = {**envs["runtime"], **_env_of_runtime_stage()}
     env["PATH"] = envs["runtime"]["PATH"]
     port = free_port()
+    grpc_port = free_port()  # the image's 8081 may be taken here
     env.update(
         MLSERVE_HOST="127.0.0.1",
         MLSERVE_PORT=str(port),
+        MLSERVE_GRPC_PORT=str(grpc_port),
         MLSERVE_REGISTRY=str(registry),
         MLSERVE_AUDIT_LOG=str(tmp_path / "audit.jsonl"),
     )
@@ -244,6 +276,7 @@ def test_install_steps_in_a_fresh_environment(tmp_path: Path) -> None:
         assert subprocess.run(health, env=proxied, capture_output=True).returncode == 0
         body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [1] * 20}]}
         assert httpx.post(url + "/v2/models/m/infer", json=body).status_code == 200
+        assert _grpc_health(f"127.0.0.1:{grpc_port}") == SERVING
         kernel = subprocess.run(
             [str(rt / "python"), "-c", "import mlserve.monitoring.kernel as k;"
              "print(k.IMPLEMENTATION)"],
@@ -339,18 +372,33 @@ def test_deployment_matches_the_server(tmp_path: Path) -> None:
     drain = float(env["MLSERVE_DRAIN_SECONDS"])
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["spec"]["terminationGracePeriodSeconds"] >= drain + pause
-    port = container["ports"][0]["containerPort"]
+    ports = {p["name"]: p for p in container["ports"]}
+    port = ports["http"]["containerPort"]
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(port) == "8080"
+    assert ports["grpc"]["containerPort"] == 8081 and env["MLSERVE_GRPC_PORT"] == "8081"
+    service = next(d for d in _docs(K8S) if d["kind"] == "Service")
+    service_ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert service_ports["http"]["targetPort"] == "http"
+    grpc_port = service_ports["grpc"]
+    assert grpc_port["targetPort"] == "grpc" and grpc_port["port"] == 8081
+    assert grpc_port["appProtocol"] == "kubernetes.io/h2c"  # gRPC without TLS
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http", probe
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/mnt/models"}
     hpa = next(d for d in _docs(K8S) if d["kind"] == "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
     registry = tmp_path / "registry"
     write_version(registry, "m", 1, linear_model())
-    with running_server(registry, *container["args"]) as srv:
+    # The container's args and its gRPC setting from the environment, as in the pod (on a
+    # free port: 8081 may be taken on this machine).
+    free = free_port()
+    with running_server(registry, *container["args"], env={"MLSERVE_GRPC_PORT": str(free)}) as srv:
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             path = container[probe]["httpGet"]["path"]
             assert httpx.get(srv.url + path).status_code == 200, probe
+        assert _grpc_ready(f"127.0.0.1:{free}")
+        assert _grpc_health(f"127.0.0.1:{free}") == SERVING
         metrics = httpx.get(srv.url + annotations["prometheus.io/path"])
         assert metrics.status_code == 200 and "mlserve_model_ready" in metrics.text
         # exported at 0 from the first scan, so increase() in the alert sees a first failure
@@ -412,13 +460,14 @@ def test_kserve_manifests_structure() -> None:
     assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
     assert runtime["kind"] == "ServingRuntime"
     spec = runtime["spec"]
-    assert spec["protocolVersions"] == ["v2"]
+    assert spec["protocolVersions"] == ["v2", "grpc-v2"]
     assert any(f["name"] == "onnx" and f.get("autoSelect") for f in spec["supportedModelFormats"])
     (container,) = spec["containers"]
     assert container["name"] == "kserve-container"
     assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
     assert "--model_dir=/mnt/models" in container["args"]
     assert "--http_port=8080" in container["args"]
+    assert "--grpc_port=8081" in container["args"]
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert isvc["kind"] == "InferenceService"
     model = isvc["spec"]["predictor"]["model"]
@@ -440,11 +489,16 @@ def test_server_runs_with_kserve_arguments(tmp_path: Path) -> None:
     args = runtime["spec"]["containers"][0]["args"]
     mdir = _single_model_dir(tmp_path)
     (mdir / "model.toml").write_text('[versions]\npolicy = "all"\n[routing]\nstable = 1\n')
+    assert "--grpc_port=8081" in args
+    grpc_port = free_port()  # 8081 may be taken on this machine
     filled = [
-        a.replace("{{.Name}}", "credit").replace("/mnt/models", str(mdir))
+        re.sub(r"^--grpc_port=\d+$", f"--grpc_port={grpc_port}", a)
+        .replace("{{.Name}}", "credit")
+        .replace("/mnt/models", str(mdir))
         for a in args
         if not a.startswith("--http_port")  # the harness passes a free --port instead
     ]
+    assert f"--grpc_port={grpc_port}" in filled
     env = {"MLSERVE_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
     with running_server(tmp_path / "unused", *filled, env=env) as srv:
         meta = httpx.get(srv.url + "/v2/models/credit").json()
@@ -454,6 +508,21 @@ def test_server_runs_with_kserve_arguments(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["model_name"] == "credit"
         assert r.headers["mlserve-model-version"] == "1"  # model.toml beside the versions
         assert httpx.get(srv.url + "/v2/models/models").status_code == 404
+        # gRPC from the runtime's --grpc_port: ready, and the same model and answer as HTTP.
+        target = f"127.0.0.1:{grpc_port}"
+        assert _grpc_ready(target) and _grpc_health(target) == SERVING
+        client = tg.InferenceServerClient(target)
+        try:
+            x = tg.InferInput("X", [1, 20], "FP32")
+            x.set_data_from_numpy(np.ones((1, 20), np.float32))
+            result = client.infer("credit", [x])
+        finally:
+            client.close()
+        answer = result.get_response()
+        assert answer.model_name == "credit" and answer.model_version == "1"
+        http = {o["name"]: o["data"] for o in r.json()["outputs"]}
+        for name, data in http.items():
+            assert np.allclose(result.as_numpy(name).ravel(), np.asarray(data).ravel()), name
 
 
 def test_kserve_environment_and_bare_model_file(tmp_path: Path) -> None:

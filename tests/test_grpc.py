@@ -987,3 +987,246 @@ def test_model_config_and_statistics_equal_http_s_in_triton_s_messages(srv: Grpc
             call("nope")
         assert info.value.status() == "StatusCode.NOT_FOUND"
         assert info.value.message() == _http(srv, "/v2/models/nope/config").json()["error"]
+
+
+# ---------------------------------------------------------------------------- grpc.health.v1
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+# HealthCheckResponse's bytes by hand (field 1, varint): independent of our descriptors.
+SERVING_BYTES, NOT_SERVING_BYTES, SERVICE_UNKNOWN_BYTES = b"\x08\x01", b"\x08\x02", b"\x08\x03"
+
+
+def _health_request(service: str) -> bytes:
+    """HealthCheckRequest{service} by hand: field 1, length-delimited (empty when "")."""
+    name = service.encode()
+    return _key(1) + _varint(len(name)) + name if name else b""
+
+
+def _raw_check(channel: grpc.Channel, service: str) -> bytes:
+    check = channel.unary_unary(HEALTH_CHECK)  # bytes in, bytes out
+    return bytes(check(_health_request(service), timeout=10))
+
+
+def _raw_watch(channel: grpc.Channel, service: str, timeout: float = 60) -> Any:
+    return channel.unary_stream(HEALTH_WATCH)(_health_request(service), timeout=timeout)
+
+
+def test_health_check_is_serving_and_an_unknown_service_is_not_found(srv: GrpcServer) -> None:
+    """Check, with grpcio's channel and our messages, and again with hand-made bytes: the
+    server and the inference service are SERVING when HTTP says ready; any other name is
+    NOT_FOUND naming it and the two known names."""
+    from mlserve.grpc import health
+
+    check = srv.channel.unary_unary(
+        HEALTH_CHECK,
+        request_serializer=health.HealthCheckRequest.SerializeToString,
+        response_deserializer=health.HealthCheckResponse.FromString,
+    )
+    assert _http(srv, "/v2/health/ready").status_code == 200
+    assert srv.client.is_server_ready()
+    for service in ("", "inference.GRPCInferenceService"):
+        answer = check(health.HealthCheckRequest(service=service), timeout=10)
+        assert answer.status == health.HealthCheckResponse.SERVING == 1, service
+        raw = _raw_check(srv.channel, service)
+        assert raw == SERVING_BYTES and _fields(raw) == {1: [1]}, (service, raw)
+    for unknown in ("nope", "inference.GRPCInferenceServic", "grpc.health.v1.Health"):
+        with pytest.raises(grpc.RpcError) as info:
+            check(health.HealthCheckRequest(service=unknown), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND, unknown
+        details = info.value.details() or ""
+        assert repr(unknown) in details and "'inference.GRPCInferenceService'" in details
+        assert "''" in details, details
+        with pytest.raises(grpc.RpcError) as info:
+            _raw_check(srv.channel, unknown)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    _still_serving(srv)
+
+
+def test_health_watch_sends_the_status_at_once(srv: GrpcServer) -> None:
+    """Watch's first message is the current status (SERVING), without waiting for a change;
+    an unknown service streams SERVICE_UNKNOWN (the protocol's answer) instead of failing."""
+    from mlserve.grpc import health
+
+    watch = srv.channel.unary_stream(
+        HEALTH_WATCH,
+        request_serializer=health.HealthCheckRequest.SerializeToString,
+        response_deserializer=health.HealthCheckResponse.FromString,
+    )
+    for service in ("", "inference.GRPCInferenceService"):
+        stream = watch(health.HealthCheckRequest(service=service), timeout=30)
+        start = time.monotonic()
+        first = next(stream)
+        assert first.status == health.HealthCheckResponse.SERVING, service
+        assert time.monotonic() - start < 5
+        stream.cancel()
+    for service, want in (("", SERVING_BYTES), ("nope", SERVICE_UNKNOWN_BYTES)):
+        stream = _raw_watch(srv.channel, service, timeout=30)
+        assert next(stream) == want, service
+        stream.cancel()
+    _still_serving(srv)
+
+
+def test_health_is_not_serving_while_the_server_is_not_ready(tmp_path: Path) -> None:
+    """A server whose one model never arrives (KServe's --model_name over an empty
+    directory) is live, not ready: Check and Watch say NOT_SERVING, as ServerReady says
+    false and HTTP's readiness 503."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    port = free_port()
+    proc = ServerProcess(
+        tmp_path / "unused", "--model_name=m1", f"--model_dir={empty}", f"--grpc_port={port}"
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    client = tg.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+
+        def live() -> bool:
+            try:
+                return bool(client.is_server_live())
+            except tg.InferenceServerException:
+                return False
+
+        wait_for(live, timeout=60)
+        time.sleep(1)  # the initial load of nothing has long finished
+        assert httpx.get(proc.url + "/v2/health/ready", timeout=10).status_code == 503
+        assert client.is_server_ready() is False
+        for service in ("", "inference.GRPCInferenceService"):
+            assert _raw_check(channel, service) == NOT_SERVING_BYTES, service
+            stream = _raw_watch(channel, service, timeout=30)
+            assert next(stream) == NOT_SERVING_BYTES
+            stream.cancel()
+    finally:
+        client.close()
+        channel.close()
+        assert proc.stop() == 0, proc.log()
+
+
+def test_health_watch_says_not_serving_when_the_drain_begins(root: Path) -> None:
+    """SIGTERM while a slow request runs: an open Watch gets NOT_SERVING while the request is
+    still being drained, then its stream ends (OK) at once instead of holding the drain; new
+    calls, a Check too, are refused (the server takes no new RPCs: a probe fails); the slow
+    request still gets its answer and the process exits 0."""
+    port = free_port()
+    with running_server(root, "--grpc-port", str(port)) as proc:
+        server = GrpcServer(proc, port)
+        wait_for(lambda: _ready(server))
+        results: list[Any] = []
+
+        def slow() -> None:
+            request = pb.ModelInferRequest(model_name="slow")
+            x = request.inputs.add(name="x", datatype="FP32", shape=[1])
+            x.contents.fp32_contents.append(1e-3)
+            size = request.inputs.add(name="size", datatype="INT64", shape=[2])
+            size.contents.int64_contents.extend([3500, 3500])
+            try:
+                results.append(server.stub.ModelInfer(request, timeout=60))
+            except grpc.RpcError as exc:
+                results.append(exc)
+
+        stream = _raw_watch(server.channel, "")
+        assert next(stream) == SERVING_BYTES
+        worker = threading.Thread(target=slow)
+        worker.start()
+        wait_for(lambda: _pending(server, "slow") >= 1, timeout=30)  # its model is running
+        proc.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert next(stream) == NOT_SERVING_BYTES
+        draining = not results  # the slow request was still running then
+        with pytest.raises(StopIteration):  # the stream ends, not held for the drain
+            next(stream)
+        assert stream.code() == grpc.StatusCode.OK
+        assert time.monotonic() - signalled < 5
+        with pytest.raises(grpc.RpcError) as refused:
+            _raw_check(server.channel, "")
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        worker.join(60)
+        server.close()
+        assert proc.proc.wait(60) == 0
+        (answer,) = results
+        assert not isinstance(answer, grpc.RpcError), answer
+        assert draining, "the slow request ended before NOT_SERVING came"
+
+
+_OTHER_HEALTH_PB2 = '''
+import sys
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.internal import api_implementation, builder
+
+def official():
+    """What grpcio-health-checking's health_pb2 does: its file (with options ours lacks) in
+    the default pool, its classes built and registered by protobuf's builder."""
+    fdp = descriptor_pb2.FieldDescriptorProto
+    f = descriptor_pb2.FileDescriptorProto(
+        name="grpc/health/v1/health.proto", package="grpc.health.v1", syntax="proto3"
+    )
+    f.options.java_package = "io.grpc.health.v1"
+    f.message_type.add(name="HealthCheckRequest").field.add(
+        name="service", number=1, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_STRING
+    )
+    response = f.message_type.add(name="HealthCheckResponse")
+    status = response.enum_type.add(name="ServingStatus")
+    for number, name in enumerate(("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")):
+        status.value.add(name=name, number=number)
+    response.field.add(
+        name="status", number=1, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_ENUM,
+        type_name=".grpc.health.v1.HealthCheckResponse.ServingStatus",
+    )
+    file = descriptor_pool.Default().AddSerializedFile(f.SerializeToString())
+    built = {}
+    builder.BuildMessageAndEnumDescriptors(file, built)
+    builder.BuildTopDescriptorsAndMessages(file, "grpc_health.v1.health_pb2", built)
+    return file, built
+
+if sys.argv[1] == "ours-first":
+    from mlserve.grpc import health
+    file, built = official()
+else:
+    file, built = official()
+    from mlserve.grpc import health
+assert file.pool is descriptor_pool.Default(), "theirs is not in the default pool"
+assert file.GetOptions().java_package == "io.grpc.health.v1", "theirs is our file"
+assert built["HealthCheckResponse"].DESCRIPTOR.file is file
+assert health.HealthCheckResponse.DESCRIPTOR.file is health.DESCRIPTOR
+assert health.DESCRIPTOR.pool is health.POOL
+ours = health.HealthCheckResponse(status=2).SerializeToString()
+assert built["HealthCheckResponse"].FromString(ours).status == 2
+print(api_implementation.Type())
+'''
+
+
+@pytest.mark.parametrize("implementation", ["upb", "python"])
+def test_health_messages_do_not_collide_with_grpcio_health_checking(implementation: str) -> None:
+    """grpcio-health-checking's grpc.health.v1 (its health_pb2, re-enacted: it is not a
+    dependency) and ours live in one process, imported in either order, with protobuf's
+    default (upb) and its pure-Python implementation: each keeps its own file and classes."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": implementation}
+    for order in ("ours-first", "theirs-first"):
+        out = subprocess.run(
+            [sys.executable, "-W", "error", "-c", _OTHER_HEALTH_PB2, order],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, (order, out.stderr[-3000:])
+        assert out.stdout.split() == [implementation], out.stdout
+
+
+def test_triton_extensions_not_served_are_refused_as_over_http(srv: GrpcServer) -> None:
+    """tritonclient.grpc's class_count and shared-memory inputs: INVALID_ARGUMENT with
+    HTTP's message, never answered as if they had not been asked."""
+    top = tg.InferRequestedOutput("probabilities", class_count=1)
+    with pytest.raises(tg.InferenceServerException) as info:
+        srv.client.infer("cancer", [_fp32_input(X[:2])], outputs=[top])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "output 'probabilities': parameters.classification" in info.value.message()
+    shm = tg.InferInput("X", [2, X.shape[1]], "FP32")
+    shm.set_shared_memory("region0", X[:2].nbytes)
+    with pytest.raises(tg.InferenceServerException) as info:
+        srv.client.infer("cancer", [shm])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "input 'X': shared memory" in info.value.message()
+    _still_serving(srv)

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model_dir", dest="registry", help="the model directory (default /mnt/models)"
     )
     kserve.add_argument("--http_port", dest="port", type=int, help="same as --port")
+    kserve.add_argument("--grpc_port", dest="grpc_port", type=int, help="same as --grpc-port")
     _server_options(serve)
 
     demo = sub.add_parser("demo", help="build the demo registry if missing, then serve it")

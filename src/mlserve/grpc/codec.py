@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 from ..errors import InvalidInput, MLServeError, PayloadTooLarge
 from ..registry.layout import check_model_name, parse_version
 from ..registry.store import ModelStore
-from ..runtime.binary import MAX_BYTES_ELEMENTS
+from ..runtime.binary import MAX_BYTES_ELEMENTS, shared_memory_refused
+from ..serving.codec import UNSUPPORTED_OUTPUT_PARAMETERS
 from ..serving.endpoint import Endpoint, InferResult
 from ._protocol import ModelInferResponse
 from .wire import Outline
@@ -111,6 +112,9 @@ def request_document(request: Any, max_elements: int) -> tuple[dict[str, Any], m
     says, for ``Pipeline.infer``; typed contents over ``max_elements`` per input are
     refused before they are read."""
     raw = request.raw_input_contents
+    for tensor in request.inputs:
+        if tensor.parameters and "shared_memory_region" in tensor.parameters:
+            raise shared_memory_refused(tensor.name)
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes | memoryview] = []
     if raw:
@@ -138,7 +142,7 @@ def request_document(request: Any, max_elements: int) -> tuple[dict[str, Any], m
     if request.id:
         document["id"] = request.id
     if request.outputs:
-        document["outputs"] = [{"name": o.name} for o in request.outputs]
+        document["outputs"] = [_requested(o) for o in request.outputs]
     if not blobs:
         return document, None
     return document, memoryview(blobs[0] if len(blobs) == 1 else b"".join(blobs))
@@ -248,3 +252,14 @@ def _request_parameters(request: Any) -> dict[str, Any]:
             params[key] = getattr(value, which)
     params["binary_data_output"] = True
     return params
+
+
+def _requested(output: Any) -> dict[str, Any]:
+    """A requested output as the core reads it: its name, and the parameters the core
+    refuses (Triton's classification, shared memory), so gRPC refuses them as HTTP does."""
+    entry: dict[str, Any] = {"name": output.name}
+    if output.parameters:
+        refused = UNSUPPORTED_OUTPUT_PARAMETERS.keys() & output.parameters.keys()
+        if refused:
+            entry["parameters"] = dict.fromkeys(refused, True)
+    return entry

@@ -1,6 +1,7 @@
 """A ``grpc.aio`` server for a worker: started on the worker's event loop beside HTTP, on
 the shared gRPC port (every worker binds it with SO_REUSEPORT, grpc's default on Linux, and
-the kernel spreads connections), drained with HTTP on a stop signal."""
+the kernel spreads connections), drained with HTTP on a stop signal. Beside
+``inference.GRPCInferenceService`` it serves ``grpc.health.v1.Health`` (``health``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import grpc
 from ..config import ServerSettings
 from ..service import InferenceService
 from .handlers import InferenceRpcs
+from .health import HealthRpcs
 
 log = logging.getLogger("mlserve.grpc")
 
@@ -22,6 +24,7 @@ class GrpcServer:
     def __init__(self, service: InferenceService, settings: ServerSettings) -> None:
         self.settings = settings
         self.rpcs = InferenceRpcs(service)
+        self.health = HealthRpcs(service.views, lambda: self._stopping is not None)
         self.port = settings.grpc_port
         self._server: grpc.aio.Server | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -39,7 +42,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        server.add_generic_rpc_handlers((self.rpcs.handler(),))
+        server.add_generic_rpc_handlers((self.rpcs.handler(), self.health.handler()))
         host = self.settings.host
         address = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         try:

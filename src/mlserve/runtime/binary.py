@@ -37,6 +37,15 @@ __all__ = ["MAX_BYTES_ELEMENTS"]  # re-exported: the limit's home is tensors.py
 _LENGTH = struct.Struct("<I")
 
 
+def shared_memory_refused(name: str) -> InvalidInput:
+    """The refusal of an input that names a shared-memory region (not served)."""
+    return InvalidInput(
+        f"input {name[:64]!r}: shared memory (parameters.shared_memory_region, Triton's "
+        "extension) is not supported; send the tensor's data in the request",
+        reason="binary",
+    )
+
+
 def binary_size(tensor: dict[str, Any]) -> int | None:
     """The tensor's ``binary_data_size`` parameter, validated, or ``None`` when JSON."""
     params = tensor.get("parameters")
@@ -45,12 +54,7 @@ def binary_size(tensor: dict[str, Any]) -> int | None:
     size = params.get("binary_data_size")
     if size is None:
         if "shared_memory_region" in params:
-            raise InvalidInput(
-                f"input {str(tensor.get('name'))[:64]!r}: shared memory "
-                "(parameters.shared_memory_region, Triton's extension) is not supported; send "
-                "the tensor in 'data' or as binary data (binary_data_size)",
-                reason="binary",
-            )
+            raise shared_memory_refused(str(tensor.get("name")))
         return None
     if type(size) is not int or size < 0:
         raise InvalidInput(

@@ -80,7 +80,7 @@ def decode_raw(session: ModelSession, model: str, body: memoryview) -> dict[str,
 
 # Triton's output parameters that mlserve does not implement: refused, not ignored, so that a
 # client never takes a full score tensor for its top-k classes or looks in a region it named.
-_UNSUPPORTED_OUTPUT_PARAMETERS = {
+UNSUPPORTED_OUTPUT_PARAMETERS = {
     "classification": "Triton's classification extension",
     "shared_memory_region": "Triton's shared-memory extension",
 }
@@ -115,10 +115,10 @@ def requested_outputs(
         flag = None
         if isinstance(out_params, dict):
             flag = out_params.get("binary_data")
-            for key in sorted(_UNSUPPORTED_OUTPUT_PARAMETERS.keys() & out_params.keys()):
+            for key in sorted(UNSUPPORTED_OUTPUT_PARAMETERS.keys() & out_params.keys()):
                 raise InvalidInput(
                     f"output {name!r}: parameters.{key} "
-                    f"({_UNSUPPORTED_OUTPUT_PARAMETERS[key]}) is not supported; request the "
+                    f"({UNSUPPORTED_OUTPUT_PARAMETERS[key]}) is not supported; request the "
                     "output without it",
                     reason="json",
                 )
