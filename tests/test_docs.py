@@ -231,3 +231,15 @@ def test_document_follows_the_loaded_versions(tmp_path: Path) -> None:
             path.unlink()
         (root / "credit" / "1").rmdir()
         wait_for(lambda: loaded(srv.url) == ["credit.v2.InferenceRequest"])
+
+
+def test_document_is_compressed_for_clients_that_take_gzip(server: Any) -> None:
+    """The same document, gzip on the wire when accepted (fewer bytes), plain otherwise."""
+    plain = httpx.get(server.url + "/v2/openapi.json", headers={"accept-encoding": "identity"})
+    assert plain.status_code == 200 and plain.headers.get("content-encoding") is None
+    assert "accept-encoding" in plain.headers["vary"]
+    for _ in range(2):  # compressed once, then served from the cache
+        packed = httpx.get(server.url + "/v2/openapi.json", headers={"accept-encoding": "gzip"})
+        assert packed.headers["content-encoding"] == "gzip"
+        assert packed.json() == plain.json()
+        assert packed.num_bytes_downloaded < len(plain.content) / 3

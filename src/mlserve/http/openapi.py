@@ -17,6 +17,7 @@ against it with schemathesis.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from typing import Any
 
 import orjson
@@ -1203,14 +1204,29 @@ def model_document(endpoints: list[Endpoint]) -> dict[str, Any]:
     }
 
 
+_GZIP_FROM = 1024
+_VARY = {"vary": "accept-encoding"}
+
+
 def routes(store: ModelStore[Endpoint] | None = None) -> list[Route]:
     """``GET /v2/openapi.json``: the document with the loaded versions' schemas, rendered
     again only when the loaded versions change."""
-    cache: dict[str, Any] = {"key": None, "body": orjson.dumps(DOCUMENT)}
+    cache: dict[str, Any] = {"key": None, "body": orjson.dumps(DOCUMENT), "gzip": None}
+
+    async def answer(request: Request) -> Response:
+        # Compressed for clients that accept it (a thousand versions make megabytes of JSON),
+        # once per document, off the event loop.
+        body = cache["body"]
+        if len(body) < _GZIP_FROM or "gzip" not in request.headers.get("accept-encoding", ""):
+            return Response(body, media_type="application/json", headers=_VARY)
+        if cache["gzip"] is None:
+            cache["gzip"] = await asyncio.to_thread(gzip.compress, body, 6)
+        headers = {**_VARY, "content-encoding": "gzip"}
+        return Response(cache["gzip"], media_type="application/json", headers=headers)
 
     async def openapi(request: Request) -> Response:
         if store is None:
-            return Response(cache["body"], media_type="application/json")
+            return await answer(request)
         endpoints = [
             ep
             for name in sorted(store.models)
@@ -1230,7 +1246,7 @@ def routes(store: ModelStore[Endpoint] | None = None) -> list[Route]:
         if key != cache["key"]:
             # Thousands of versions make a document of megabytes: built off the event loop.
             body = await asyncio.to_thread(lambda: orjson.dumps(model_document(endpoints)))
-            cache.update(key=key, body=body)
-        return Response(cache["body"], media_type="application/json")
+            cache.update(key=key, body=body, gzip=None)
+        return await answer(request)
 
     return [Route(OPENAPI_PATH, openapi, methods=["GET"])]
