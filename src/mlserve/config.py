@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .names import is_valid_model_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,7 +53,7 @@ _SETTING_MAXIMA: dict[str, float] = {
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Process-wide settings; see the README's configuration reference."""
+    """Process-wide settings; see docs/configuration.md."""
 
     registry: Path = Path("registry")
     host: str = "127.0.0.1"
@@ -146,14 +147,11 @@ class ServerSettings:
             raise ConfigError(f"fast_lane must be 'on' or 'off', got {self.fast_lane!r}")
         if self.tracing not in ("auto", "on", "off"):
             raise ConfigError(f"tracing must be 'auto', 'on' or 'off', got {self.tracing!r}")
-        if self.model_name:
-            from .registry.layout import is_valid_model_name
-
-            if not is_valid_model_name(self.model_name):
-                raise ConfigError(
-                    f"model_name {self.model_name!r} is not a valid model name "
-                    "(letters, digits, '_', '.', '-')"
-                )
+        if self.model_name and not is_valid_model_name(self.model_name):
+            raise ConfigError(
+                f"model_name {self.model_name!r} is not a valid model name "
+                "(letters, digits, '_', '.', '-')"
+            )
         if self.inference_threads < 0:
             raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
         for name in ("payload_max_bytes", "payload_queue"):

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .batching.runners import Runner
+from .batching.base import Runner
 from .config import MonitoringConfig
 from .errors import InferenceFailed, InvalidInput
 from .monitoring.monitor import REFERENCE_FILE

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from .config import ServerSettings
 from .governance.audit import AuditLog
+from .governance.gate import gate_status
 from .governance.payloads import PayloadLogger
 from .monitoring.hub import MonitoringHub
 from .registry.store import ModelStore
@@ -71,7 +72,10 @@ class InferenceService:
             )
         self.endpoints = EndpointBuilder(self.hub, self._executor, self.payloads)
         self.store: ModelStore[Endpoint] = ModelStore(
-            settings, self.endpoints.prepare, on_retire=self.endpoints.retired
+            settings,
+            self.endpoints.prepare,
+            on_retire=self.endpoints.retired,
+            read_gate=gate_status,
         )
         self.hub.load_failures = lambda: self.store.load_failures
         if settings.state_dir:  # routing state and the audit log live there

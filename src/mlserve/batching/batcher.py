@@ -28,7 +28,7 @@ from ..config import BatchingConfig
 from ..errors import MLServeError, Overloaded, QueueTimeout, RunTimeout, ServerNotReady
 from ..monitoring.metrics import BATCH_BUCKETS, Histogram
 from ..runtime.session import ModelSession
-from .runners import Outputs
+from .base import Outputs
 
 if TYPE_CHECKING:
     from ..tracing.spans import RequestTrace

@@ -12,32 +12,18 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import BatchingConfig
 from ..errors import Overloaded
 from ..runtime.session import ModelSession
+from .base import Outputs, Runner
+from .batcher import Batcher
 
 if TYPE_CHECKING:
     from ..tracing.spans import RequestTrace
-
-Outputs = list[np.ndarray]
-
-
-class Runner(Protocol):
-    """Runs validated feeds for one loaded version; with a ``trace`` (tracing on), its
-    queue wait and session run become spans under it."""
-
-    kind: str
-
-    async def run(
-        self,
-        feeds: dict[str, np.ndarray],
-        output_names: Sequence[str] | None,
-        trace: RequestTrace | None = None,
-    ) -> tuple[Outputs, float, float]: ...
 
 
 class InlineRunner:
@@ -116,8 +102,6 @@ def choose_runner(session: ModelSession, batching: BatchingConfig, executor: Exe
     if batching.max_batch_size > 1:
         blocker = batching_blocker(session)
         if blocker is None:
-            from .batcher import Batcher
-
             return Batcher(session, batching, executor)
         session.notes.append(f"batching disabled: {blocker}")
     if session.inline:

@@ -34,11 +34,12 @@ from numpy.typing import NDArray
 from .. import __version__
 from ..config import MODEL_CONFIG_FILE, GateConfig, ModelConfig, load_model_config
 from ..errors import MLServeError, ModelLoadError
+from ..jsonfile import read_json
+from ..names import is_valid_model_name
 from ..registry.layout import (
     MODEL_FILE,
     SAMPLES_FILE,
-    is_valid_model_name,
-    read_json,
+    GateStatus,
     sha256_file,
     write_atomically,
 )
@@ -133,15 +134,6 @@ class GateReport:
 # What the server reads
 
 
-@dataclass(frozen=True)
-class GateStatus:
-    """Whether a version may take traffic under ``require_gate``, and why (not)."""
-
-    passed: bool
-    reason: str
-    summary: dict[str, Any] | None = None
-
-
 def gate_criteria(gate: GateConfig) -> dict[str, Any]:
     """The parts of ``[gate]`` a validation is judged against (all but the switch)."""
     doc = dataclasses.asdict(gate)
@@ -158,7 +150,7 @@ def gate_status(version_dir: Path, gate: GateConfig, model_sha256: str | None = 
     if not path.is_file():
         return GateStatus(False, f"no {VALIDATION_FILE}: run `mlserve validate` on this version")
     try:
-        # Size, encoding and nesting are checked before parsing (registry/layout.py).
+        # Size, encoding and nesting are checked before parsing (jsonfile.py).
         doc = read_json(path)
     except OSError as exc:
         return GateStatus(False, f"{VALIDATION_FILE} cannot be read: {exc.strerror or 'I/O error'}")

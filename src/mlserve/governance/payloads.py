@@ -63,11 +63,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from random import random
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -77,15 +77,13 @@ from ..config import PayloadConfig
 from ..errors import ConfigError, InferenceFailed, InvalidInput, MLServeError
 from ..runtime.tensors import encode_json
 
-if TYPE_CHECKING:
-    from ..service import InferResult
-
 __all__ = [
     "FILE_GLOB",
     "REDACTED",
     "TRUNCATED",
     "PayloadLogger",
     "PayloadSink",
+    "ServedRequest",
 ]
 
 log = logging.getLogger("mlserve.payloads")
@@ -140,6 +138,28 @@ class PayloadCounts:
         }
 
 
+class ServedRequest(Protocol):
+    """What a successful request's record is drawn from: the payload log's own view of a
+    served request (the serving layer's ``InferResult`` is one; the log sits below it)."""
+
+    @property
+    def body(self) -> Mapping[str, Any]: ...  # the response document (its ``id``)
+    @property
+    def role(self) -> str: ...
+    @property
+    def request(self) -> Any: ...  # the request document (its ``parameters``)
+    @property
+    def feeds(self) -> dict[str, np.ndarray]: ...
+    @property
+    def names(self) -> Sequence[str]: ...  # the output names, in ``outputs``' order
+    @property
+    def outputs(self) -> Sequence[np.ndarray]: ...
+    @property
+    def queue_s(self) -> float: ...
+    @property
+    def infer_s(self) -> float: ...
+
+
 class _Served(NamedTuple):
     role: str
     id: Any
@@ -180,7 +200,7 @@ class PayloadSink:
     # Whether an error raised by onnxruntime has its text withheld (a redacted input).
     withhold: bool = False
 
-    def success(self, result: InferResult, total_s: float) -> None:
+    def success(self, result: ServedRequest, total_s: float) -> None:
         """Offer a successful request (after its answer was sent), sampled."""
         sample = self.sample
         if sample < 1.0 and (sample <= 0.0 or random() >= sample):

@@ -49,12 +49,12 @@ from numpy.typing import NDArray
 from .. import __version__
 from ..errors import MLServeError, ModelLoadError
 from ..monitoring.profile import build_profile, save_profile
+from ..names import is_valid_model_name
 from ..registry.layout import (
     LINEAGE_FILE,
     MODEL_FILE,
     SAMPLES_FILE,
     fsync_dir,
-    is_valid_model_name,
 )
 
 __all__ = ["PublishError", "Published", "publish"]

@@ -17,7 +17,7 @@ import struct
 from typing import Any, NamedTuple
 
 from ..errors import InvalidInput, MLServeError, PayloadTooLarge
-from ..registry.layout import check_model_name, parse_version
+from ..names import check_model_name, parse_version
 from ..registry.store import ModelStore
 from ..runtime.binary import MAX_BYTES_ELEMENTS, shared_memory_refused
 from ..serving.codec import UNSUPPORTED_OUTPUT_PARAMETERS

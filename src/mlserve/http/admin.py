@@ -28,7 +28,7 @@ from ..errors import (
     storage_error,
 )
 from ..governance.audit import AuditLog, actor_id
-from ..registry.layout import check_model_name
+from ..names import check_model_name
 from ..registry.store import RoutingChange
 from ..routing import controller
 from ..service import InferenceService

@@ -15,13 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import error_payload
 from .exchange import STATUS_LINE, Exchange
-
-if TYPE_CHECKING:
-    from .connection import HttpConnection
 
 log = logging.getLogger("uvicorn.error")
 
@@ -31,7 +28,49 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT = {"type": "http.disconnect"}
 
 
-def start_cycle(conn: HttpConnection, ex: Exchange) -> None:
+class CycleConnection(Protocol):
+    """What an ASGI cycle needs of its connection: ``connection.HttpConnection`` is one (it
+    starts the cycles, so it imports this module, not the other way round)."""
+
+    @property
+    def config(self) -> Any: ...  # uvicorn's Config
+    @property
+    def app(self) -> Any: ...
+    @property
+    def app_state(self) -> dict[str, Any]: ...
+    @property
+    def server_state(self) -> Any: ...  # uvicorn's ServerState
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]: ...
+    @property
+    def transport(self) -> asyncio.Transport: ...
+    @property
+    def server(self) -> tuple[str, int | None] | None: ...
+    @property
+    def client(self) -> tuple[str, int | None] | None: ...
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def root_path(self) -> str: ...
+    @property
+    def access_log(self) -> bool: ...
+    @property
+    def write_paused(self) -> bool: ...
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def closing_down(self) -> bool: ...
+
+    def drain_ended(self, ex: Exchange) -> None: ...
+    def resume_reading(self) -> None: ...
+    async def drain(self) -> None: ...
+    def log_access(self, ex: Exchange, status: int) -> None: ...
+    def finished(self, ex: Exchange, close: bool) -> None: ...
+
+
+def start_cycle(conn: CycleConnection, ex: Exchange) -> None:
     """Run the application for ``ex`` in a task (uvicorn's server waits for it at exit)."""
     scope = {
         "type": "http",
@@ -59,7 +98,7 @@ class Cycle:
 
     __slots__ = ("chunked", "conn", "ex", "remaining", "scope")
 
-    def __init__(self, conn: HttpConnection, ex: Exchange, scope: dict[str, Any]) -> None:
+    def __init__(self, conn: CycleConnection, ex: Exchange, scope: dict[str, Any]) -> None:
         self.conn = conn
         self.ex = ex
         self.scope = scope

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import InvalidInput, PayloadTooLarge
-from ..registry.layout import check_model_name, parse_version
+from ..names import check_model_name, parse_version
 from ..service import InferenceService
 
 _TIMING = "queue;dur=%.3f, infer;dur=%.3f, total;dur=%.3f"

@@ -15,15 +15,13 @@ The lanes' answers are identical (``tests/test_fast_lane.py`` compares them).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import PayloadTooLarge
 from .exchange import Exchange
 from .infer import InferHandler, Reply, error_reply
-
-if TYPE_CHECKING:
-    from .connection import HttpConnection
 
 # What InferHandler.head reads (and, with tracing on, the W3C trace context); the fast lane
 # keeps no other header.
@@ -56,7 +54,32 @@ def too_large(infer: InferHandler) -> PayloadTooLarge:
     return PayloadTooLarge(f"request body is over the limit of {infer.max_body} bytes")
 
 
-def start(conn: HttpConnection, ex: Exchange) -> None:
+class LaneConnection(Protocol):
+    """What the fast lane needs of its connection: ``connection.HttpConnection`` is one (it
+    hands requests to the lane, so it imports this module, not the other way round)."""
+
+    # A fast answer waiting for the client to read (written by ``answer``).
+    blocked: Exchange | None
+
+    @property
+    def infer(self) -> InferHandler | None: ...
+    @property
+    def feeding(self) -> bool: ...  # inside the parser's feed_data
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]: ...
+    @property
+    def transport(self) -> asyncio.Transport: ...
+    @property
+    def write_paused(self) -> bool: ...
+
+    def answer(self, ex: Exchange, reply: Reply) -> None: ...
+    def resume_reading(self) -> None: ...
+    async def drain(self) -> None: ...
+
+
+def start(conn: LaneConnection, ex: Exchange) -> None:
     """``ex``'s turn: check its head; answer it, or read its body (answered when whole)."""
     infer = conn.infer
     assert infer is not None
@@ -78,7 +101,7 @@ def start(conn: HttpConnection, ex: Exchange) -> None:
     conn.resume_reading()
 
 
-def answer(conn: HttpConnection, ex: Exchange) -> None:
+def answer(conn: LaneConnection, ex: Exchange) -> None:
     """Run ``ex`` (its whole body is in) and write the answer, or continue in a task."""
     infer = conn.infer
     assert infer is not None
@@ -136,7 +159,7 @@ class _Continue:
 
 
 async def _resume(
-    conn: HttpConnection,
+    conn: LaneConnection,
     ex: Exchange,
     run: Coroutine[Any, Any, Reply],
     waiting: Any,

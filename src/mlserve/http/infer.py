@@ -27,7 +27,7 @@ from ..errors import (
     PayloadTooLarge,
     UnsupportedEncoding,
 )
-from ..registry.layout import check_model_name, parse_version
+from ..names import check_model_name, parse_version
 from ..registry.store import ModelStore
 from ..runtime.binary import MAX_BYTES_ELEMENTS
 from ..runtime.tensors import json_counts

@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from ..errors import InvalidInput, Overloaded
 from ..governance import audit
 from ..monitoring.metrics import LATENCY_BUCKETS, OUTCOMES, quantile
-from ..registry.layout import check_model_name, parse_version
+from ..names import check_model_name, parse_version
 from ..service import InferenceService
 from .v2 import JSONResponse
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import MLServeError
-from ..registry.layout import check_model_name, parse_version
+from ..names import check_model_name, parse_version
 from ..service import InferenceService
 from ..serving.stats import TritonViews
 

@@ -8,7 +8,7 @@ worker processes each worker publishes its snapshot to a shared directory and wh
 worker answers ``/metrics`` sums them all (``merge_snapshots``).
 
 Families (all ``mlserve_``-prefixed, base units, histograms never summaries) are listed in
-the README; labels are ``model``, ``version`` and, for traffic, ``role``.
+docs/metrics.md; labels are ``model``, ``version`` and, for traffic, ``role``.
 """
 
 from __future__ import annotations

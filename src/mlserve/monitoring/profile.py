@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..registry.layout import read_json
+from ..jsonfile import read_json
 from .binning import Binning, Level
 
 __all__ = [

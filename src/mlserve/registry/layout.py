@@ -1,7 +1,8 @@
 """The registry directory: ``<registry>/<model>/<version>/model.onnx``.
 
 Scanning only: which model and version directories exist, whether a version is
-complete, and which names are acceptable. Building sessions is the store's job.
+complete, and which names it takes (``names.py``'s rules). Building sessions is the store's
+job.
 """
 
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator
@@ -20,9 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..errors import InvalidInput
+# Names (``names.py``) and JSON reading (``jsonfile.py``) live below every layer that takes
+# a name or reads a JSON file; they are imported here too, where they were first defined.
+from ..jsonfile import MAX_JSON_BYTES as MAX_JSON_BYTES
+from ..jsonfile import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from ..jsonfile import json_depth as json_depth
+from ..jsonfile import read_json
+from ..names import VERSION_RE as _VERSION_RE
+from ..names import check_model_name as check_model_name
+from ..names import is_valid_model_name
+from ..names import parse_version as parse_version
 
 log = logging.getLogger("mlserve.registry")
 
@@ -37,40 +43,6 @@ BARE_VERSION_FILES = (
     "validation.json",
 )
 MODEL_LEVEL_FILES = ("model.toml", "routing.json")
-
-# Limits on the JSON files of a model and its versions (routing.json, lineage.json,
-# reference.json, validation.json): real ones are kilobytes (a profile of 100,000 bins is
-# ~3 MB) and a few levels deep.
-MAX_JSON_BYTES = 16 << 20
-MAX_JSON_DEPTH = 64
-
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-_VERSION_RE = re.compile(r"[1-9][0-9]{0,17}")
-
-
-def is_valid_model_name(name: str) -> bool:
-    """``[A-Za-z0-9_.-]+``, at most 128 characters, not starting with a dot (no ``..``)."""
-    return _NAME_RE.fullmatch(name) is not None and not name.startswith(".")
-
-
-def check_model_name(name: str) -> str:
-    """Return ``name`` or raise ``InvalidInput`` for a name that could escape the registry."""
-    if not is_valid_model_name(name):
-        raise InvalidInput(
-            f"invalid model name {name[:130]!r}: use letters, digits, '_', '.', '-' "
-            "(not starting with '.')",
-            reason="name",
-        )
-    return name
-
-
-def parse_version(text: str) -> int:
-    """A version is a positive integer written without leading zeros."""
-    if _VERSION_RE.fullmatch(text) is None:
-        raise InvalidInput(
-            f"invalid version {text[:40]!r}: versions are positive integers", reason="version"
-        )
-    return int(text)
 
 
 @dataclass(frozen=True)
@@ -134,6 +106,17 @@ class VersionDir:
             return None
         value = lineage.get("model_sha256")
         return value.lower() if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class GateStatus:
+    """Whether a version may take traffic under ``require_gate``, and why (not): its
+    ``validation.json`` as the gate reader judged it at load (``governance/gate.py`` reads
+    it; the store is handed the reader, as it is ``prepare``)."""
+
+    passed: bool
+    reason: str
+    summary: dict[str, Any] | None = None
 
 
 @dataclass
@@ -275,55 +258,6 @@ def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         log.warning("%s", message)
-
-
-def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """The JSON document in ``path``, read within limits: at most ``max_bytes``, UTF-8,
-    lists and objects nested at most ``max_depth`` deep (checked before parsing, so a
-    deeply nested file costs no recursion). ``ValueError`` says what is wrong, naming the
-    file ("routing.json is not valid JSON: …"); ``OSError`` when it cannot be read."""
-    name = path.name
-    with path.open("rb") as fh:
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValueError(f"{name} is too large: over {_size(max_bytes)}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(
-            f"{name} is not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
-        ) from None
-    depth = json_depth(text)
-    if depth > max_depth:
-        raise ValueError(f"{name} is nested too deep: {depth} levels, at most {max_depth}")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{name} is not valid JSON: {exc}") from None
-    except RecursionError:  # not reached under max_depth; kept as the last word
-        raise ValueError(f"{name} is nested too deep: at most {max_depth} levels") from None
-
-
-# A JSON string, escapes included (unrolled: linear time).
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_BRACKETS = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
-
-
-def json_depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON ``text`` outside strings (0: a scalar),
-    in linear time without parsing."""
-    bare = _JSON_STRING.sub("", text).encode("utf-8", "replace")
-    codes = np.frombuffer(bare, dtype=np.uint8)
-    steps = np.zeros(len(codes), dtype=np.int64)
-    for code, step in _BRACKETS.items():
-        steps[codes == code] = step
-    if not len(steps):
-        return 0
-    return max(0, int(np.cumsum(steps).max()))
-
-
-def _size(n: int) -> str:
-    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n / 1024:g} KiB"
 
 
 def sha256_file(path: Path) -> str:

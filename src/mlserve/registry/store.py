@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from ..config import (
     MODEL_CONFIG_FILE,
+    GateConfig,
     ModelConfig,
     RoutingConfig,
     ServerSettings,
@@ -38,7 +39,6 @@ from ..errors import (
     VersionNotFound,
     storage_error,
 )
-from ..governance.gate import GateStatus, gate_status
 from ..routing.controller import (
     Serving,
     Transition,
@@ -59,6 +59,7 @@ from ..routing.state import (
 from ..runtime.session import ModelSession, load_version
 from .changes import ChangeDetector
 from .layout import (
+    GateStatus,
     ModelDir,
     VersionDir,
     commit_staged,
@@ -191,6 +192,10 @@ class RoutingChange:
 
 # Builds one version; replaceable so tests can count loads without patching.
 Loader = Callable[[VersionDir, ModelConfig, ServerSettings], ModelSession]
+# Reads a version's validation gate at load: its directory, the model's [gate] and the sha256
+# of its model.onnx when lineage.json gave one (``governance.gate.gate_status``, which the
+# service hands in: the registry sits below governance).
+GateReader = Callable[[Path, GateConfig, str | None], GateStatus]
 E = TypeVar("E")
 
 
@@ -205,6 +210,8 @@ class ModelStore(Generic[E]):
 
     ``prepare`` turns a loaded session into what the request path needs (the service's
     endpoint: runner, precomputed headers); it runs at load, off the request path.
+    ``read_gate`` reads each version's validation gate at load; without one, no version
+    has a gate result (shown nowhere; under ``require_gate`` none may take traffic).
     """
 
     def __init__(
@@ -213,10 +220,12 @@ class ModelStore(Generic[E]):
         prepare: Callable[[ModelSession, ModelConfig], E],
         loader: Loader = default_loader,
         on_retire: Callable[[E], None] | None = None,
+        read_gate: GateReader | None = None,
     ) -> None:
         self.settings = settings
         self.root = Path(settings.registry)
         self._prepare = prepare
+        self._read_gate = read_gate
         self._loader = loader
         self._on_retire = on_retire
         # Fingerprints (file names, sizes, mtimes): last scan's, and what each loaded
@@ -862,7 +871,8 @@ class ModelStore(Generic[E]):
             except ValueError as exc:
                 raise ModelLoadError(str(exc)) from exc
             # incomplete_reason() has just checked model.onnx against lineage's sha256
-            rec.gate = gate_status(vdir.path, config.gate, vdir.expected_sha256())
+            if self._read_gate is not None:
+                rec.gate = self._read_gate(vdir.path, config.gate, vdir.expected_sha256())
             # Outside the state lock (still one load at a time): a slow or runaway load
             # holds up neither routing changes nor views, only the next load.
             self.loading = (vdir.model, vdir.version, time.monotonic())

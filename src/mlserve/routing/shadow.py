@@ -16,13 +16,29 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from ..batching.base import Runner
+from ..monitoring.hub import EndpointStats
 from ..monitoring.metrics import ERROR, LATENCY_BUCKETS, SHADOW_DIFF_BUCKETS, Histogram
 
 log = logging.getLogger("mlserve.routing")
+
+
+class ShadowTarget(Protocol):
+    """What a shadow run needs of a shadow version: its names, its runner (as decided at
+    load) and its stats (None: monitoring off). The serving layer's ``Endpoint`` is one."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def runner(self) -> Runner: ...
+    @property
+    def stats(self) -> EndpointStats | None: ...
 
 
 @dataclass
@@ -51,7 +67,7 @@ class Comparison:
 
 @dataclass(eq=False)
 class _Copy:
-    shadows: Sequence[Any]  # endpoints
+    shadows: Sequence[ShadowTarget]
     feeds: dict[str, np.ndarray]
     names: Sequence[str]
     outputs: Sequence[np.ndarray]
@@ -68,7 +84,7 @@ class ShadowMirror:
         # "model/version" of the shadow → comparison; carried over when the queue is resized.
         self.comparisons: dict[str, Comparison] = previous.comparisons if previous else {}
 
-    def comparison(self, endpoint: Any) -> Comparison:
+    def comparison(self, endpoint: ShadowTarget) -> Comparison:
         key = f"{endpoint.model}/{endpoint.version}"
         found = self.comparisons.get(key)
         if found is None:
@@ -77,7 +93,7 @@ class ShadowMirror:
 
     def offer(
         self,
-        shadows: Sequence[Any],
+        shadows: Sequence[ShadowTarget],
         sample: float,
         feeds: dict[str, np.ndarray],
         names: Sequence[str],
@@ -112,7 +128,7 @@ class ShadowMirror:
                         exc_info=True,
                     )
 
-    async def _run(self, endpoint: Any, copy: _Copy) -> None:
+    async def _run(self, endpoint: ShadowTarget, copy: _Copy) -> None:
         result = self.comparison(endpoint)
         result.requests += 1
         stats = endpoint.stats.roles["shadow"] if endpoint.stats is not None else None

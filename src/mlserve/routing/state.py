@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import RoutingConfig, parse_routing
 from ..errors import ConfigError
-from ..registry.layout import read_json
+from ..jsonfile import read_json
 
 __all__ = [
     "ROUTING_FILE",
@@ -104,7 +104,7 @@ def read_state(path: Path) -> RoutingState:
     if not path.is_file():
         return RoutingState()
     try:
-        # Size, encoding and nesting are checked before parsing (registry/layout.py).
+        # Size, encoding and nesting are checked before parsing (jsonfile.py).
         doc = read_json(path, max_bytes=ROUTING_MAX_BYTES, max_depth=ROUTING_MAX_DEPTH)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

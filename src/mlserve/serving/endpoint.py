@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..batching.runners import Runner, ThreadRunner, choose_runner
+from ..batching.base import Runner
+from ..batching.runners import ThreadRunner, choose_runner
 from ..config import ModelConfig
 from ..errors import ModelLoadError
 from ..explain import Occlusion, plan

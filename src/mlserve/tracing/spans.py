@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter, time_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -24,7 +24,7 @@ from opentelemetry.util.types import AttributeValue
 
 from .. import __version__
 from ..errors import MLServeError
-from . import (
+from .base import (
     BATCH_REQUESTS,
     ERROR_CODE,
     ERROR_TYPE,
@@ -39,8 +39,6 @@ from .exporting import StoppableExporter, limit_exporter_logs
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from ..batching.runners import Outputs, Runner
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 # How long a shutdown may spend exporting what is buffered (the exit bound is the drain + 5 s).
@@ -72,6 +70,18 @@ def provider_from_environ() -> tuple[TracerProvider, list[StoppableExporter]]:
     for exporter in made:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider, made
+
+
+class Timed(Protocol):
+    """What ``RequestTrace.around`` runs: a runner (``batching/base.py``'s ``Runner``, which
+    sits above tracing) called without a trace, returning its outputs and the seconds it
+    spent queued and running."""
+
+    kind: str
+
+    async def run(
+        self, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None
+    ) -> tuple[list[np.ndarray], float, float]: ...
 
 
 class Tracing:
@@ -163,8 +173,8 @@ class RequestTrace:
         self.served = {MODEL: model, VERSION: version, ROUTE: role}
 
     async def around(
-        self, runner: Runner, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None
-    ) -> tuple[Outputs, float, float]:
+        self, runner: Timed, feeds: dict[str, np.ndarray], output_names: Sequence[str] | None
+    ) -> tuple[list[np.ndarray], float, float]:
         """``runner.run`` (inline or thread), with its queue wait (thread) and session run
         as spans placed by the times the runner measured."""
         t0 = time_ns()
