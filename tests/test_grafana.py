@@ -90,11 +90,11 @@ def test_every_query_honours_the_variables(dashboard: dict[str, Any]) -> None:
 
 
 def _documented_metrics(labelled: bool | None = None) -> set[str]:
-    """Metric names in the README's Monitoring table, with histogram series suffixes (only
-    those with labels, or only those without, when ``labelled`` says)."""
-    readme = (ROOT / "README.md").read_text()
+    """Metric names in the metric table of ``docs/metrics.md``, with histogram series suffixes
+    (only those with labels, or only those without, when ``labelled`` says)."""
+    catalogue = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
     names: set[str] = set()
-    for line in readme.splitlines():
+    for line in catalogue.splitlines():
         m = re.match(r"\| (`mlserve_\w+`(?:, `mlserve_\w+`)*) \| (\w+) \| ([^|]*)\|", line)
         if m and (labelled is None or labelled == bool(m[3].strip())):
             for name in re.findall(r"`(mlserve_\w+)`", m[1]):
@@ -108,7 +108,7 @@ def test_queries_read_documented_metrics_and_recorded_rules(dashboard: dict[str,
     rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())
     recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
     known = _documented_metrics() | recorded
-    assert "mlserve_request_duration_seconds_bucket" in known  # the README parsed
+    assert "mlserve_request_duration_seconds_bucket" in known  # docs/metrics.md parsed
     used = {n for e in exprs(dashboard) for n in re.findall(r"\b(?:mlserve_\w+|\w+:\w+:\w+)", e)}
     assert used <= known, used - known
     assert "model_version_feature:mlserve_feature_psi:window" in used

@@ -1,12 +1,12 @@
-"""The README's "Your own model, end to end", run as written.
+"""``docs/your-own-model.md`` ("Your own model, end to end"), run as written.
 
-The section's blocks are read from README.md and run in order, as a new user would: files
+The page's blocks are read from it and run in order, as a new user would: files
 written where their first line says, shell blocks through bash (the CLI as subprocesses), the
 server started as the section says but on a free loopback port (``running_server``), real
-HTTP. Each shell block's output must match the text block that follows it in the README, line
+HTTP. Each shell block's output must match the text block that follows it on the page, line
 for line, where ``…`` stands for anything (within a line, or a whole line for one or more
-lines). The values that matter are also asserted here, so that cutting them from the README
-cannot hide a regression. The README cannot drift from what is tested.
+lines). The values that matter are also asserted here, so that cutting them from the page
+cannot hide a regression. The page cannot drift from what is tested.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import pytest
 
 from .conftest import running_server, wait_for
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-TITLE = "## Your own model, end to end"
-README_URL = "localhost:8080"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "your-own-model.md"
+TITLE = "# Your own model, end to end\n"
+PAGE_URL = "localhost:8080"
 
 pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx")
@@ -35,16 +35,15 @@ pytest.importorskip("pandas")
 
 
 def section_blocks() -> list[tuple[str, str]]:
-    """(language, text) of each fenced block of the section, in order."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(TITLE)
-    end = text.index("\n## ", start + len(TITLE))
-    fences = re.finditer(r"^```(\w*)\n(.*?)^```$", text[start:end], re.MULTILINE | re.DOTALL)
+    """(language, text) of each fenced block of the page, in order."""
+    text = PAGE.read_text(encoding="utf-8")
+    assert text.startswith(TITLE), f"{PAGE} does not start with {TITLE!r}"
+    fences = re.finditer(r"^```(\w*)\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
     return [(m[1], m[2]) for m in fences]
 
 
 def shown_pattern(shown: str) -> re.Pattern[str]:
-    """The README's output as a pattern: ``…`` is any text in a line, or, alone on its line,
+    """The page's output as a pattern: ``…`` is any text in a line, or, alone on its line,
     one or more whole lines."""
     lines = []
     for line in shown.rstrip("\n").split("\n"):
@@ -60,12 +59,12 @@ def normalised(output: str) -> str:
 
 
 class Walkthrough:
-    """A cursor over the section's blocks, running each in ``workdir``."""
+    """A cursor over the page's blocks, running each in ``workdir``."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.blocks: Iterator[tuple[str, str]] = iter(section_blocks())
-        self.url = f"http://{README_URL}"
+        self.url = f"http://{PAGE_URL}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
         # `mlserve` and `python` as the user's virtual environment has them
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
@@ -76,7 +75,7 @@ class Walkthrough:
         return text
 
     def local(self, text: str) -> str:
-        return text.replace(README_URL, self.url.removeprefix("http://"))
+        return text.replace(PAGE_URL, self.url.removeprefix("http://"))
 
     def write(self, marker: str, lang: str = "python") -> Path:
         """The next ``lang`` block, written to the path its first line names (``# path``)."""
@@ -102,7 +101,7 @@ class Walkthrough:
         assert done.returncode == 0, f"{command}\nexited {done.returncode}:\n{output}"
         shown = self.take("text", "")
         assert shown_pattern(shown).fullmatch(output), (
-            f"{command}\nprinted:\n{output}\n\nthe README shows:\n{shown}"
+            f"{command}\nprinted:\n{output}\n\nthe page shows:\n{shown}"
         )
         return output
 
@@ -212,4 +211,4 @@ def test_walkthrough(tmp_path: Path) -> None:
         assert snapshot["endpoints"]["wine/2"]["alerting"]["inputs"] == ["alcohol"]
         assert not snapshot["endpoints"]["wine/1"]["drift_alert"]
 
-    assert next(walk.blocks, None) is None, "a block of the section was not run"
+    assert next(walk.blocks, None) is None, "a block of the page was not run"

@@ -553,8 +553,8 @@ def _conversion_failure(estimator: Any, exc: BaseException, convert: Any) -> str
         )
     else:
         hint = (
-            "check the tested scikit-learn/skl2onnx/onnx versions and the options in the "
-            "README (Governance), or convert it yourself and publish the file with --onnx"
+            "check the tested scikit-learn/skl2onnx/onnx versions and the options in "
+            "docs/governance.md, or convert it yourself and publish the file with --onnx"
         )
     return f"skl2onnx cannot convert {where}:\n  {cause}\ntry: {hint}"
 
