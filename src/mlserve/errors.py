@@ -1,27 +1,38 @@
 """The mlserve exception tree.
 
-Every error a client can see carries its HTTP ``status_code`` and a stable ``code``
-as class attributes; one handler (``http/errors.py``) renders them all as
-``{"error": message, "code": code}``. This module imports no web framework.
+Every error a client can see is a class here with its HTTP ``status_code``, a stable
+``code`` and the ``headers`` its answers carry; one renderer (``http/errors.py``) turns them
+all into ``{"error": message, "code": code}``, the HTTP connection's own refusals included,
+and the OpenAPI document lists each status's codes from ``codes_by_status``. This module
+imports no web framework.
 
     MLServeError                  500 internal
     ├── InvalidInput              400 invalid_input
-    ├── RequestTimeout            408 request_timeout (the connection is closed after it)
-    ├── PayloadTooLarge           413 payload_too_large
-    ├── Unauthorized              401 unauthorized
+    │   └── InvalidHttp           400 invalid_http (not HTTP: the connection is closed)
+    ├── Unauthorized              401 unauthorized (WWW-Authenticate)
     ├── Forbidden                 403 forbidden
     ├── NotFound                  404 not_found
     │   ├── ModelNotFound         404 model_not_found
     │   └── VersionNotFound       404 version_not_found
+    ├── MethodNotAllowed          405 method_not_allowed
+    ├── RequestTimeout            408 request_timeout (the connection is closed after it)
+    ├── GateNotPassed             409 gate_not_passed
     ├── NotExplainable            409 not_explainable
-    ├── Unavailable               503 unavailable
+    ├── ModelInvalid              409 model_invalid
+    ├── PayloadTooLarge           413 payload_too_large
+    ├── UriTooLong                414 uri_too_long (the connection is closed)
+    ├── UnsupportedEncoding       415 unsupported_media_type
+    ├── HeadersTooLarge           431 headers_too_large (the connection is closed)
+    ├── Unavailable               503 unavailable (Retry-After)
     │   ├── ModelNotReady         503 model_not_ready
     │   ├── Overloaded            503 overloaded
     │   └── ServerNotReady        503 server_not_ready
     ├── QueueTimeout              504 queue_timeout
+    ├── RunTimeout                504 run_timeout
     ├── StorageFull               507 storage_full
     ├── ClientDisconnected        499 client_disconnected (never sent: nobody is listening)
-    └── InferenceFailed           500 inference_failed
+    ├── InferenceFailed           500 inference_failed
+    └── HttpError                 any other status a web framework raised: http_error
 
     ConfigError (ValueError)      a bad setting or model.toml; never reaches a client as such
     ModelLoadError                a version that cannot be loaded; recorded, never sent as such
@@ -37,6 +48,8 @@ class MLServeError(Exception):
 
     status_code: int = 500
     code: str = "internal"
+    # Headers every answer of this error carries (lower-case names), beside its body.
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -55,12 +68,65 @@ class InvalidInput(MLServeError):
         self.reason = reason
 
 
+class InvalidHttp(InvalidInput):
+    """The bytes are not a valid HTTP/1.1 request; the connection is closed after the
+    answer (what follows cannot be framed)."""
+
+    code = "invalid_http"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="http")
+
+
 class RequestTimeout(MLServeError):
     """The request body did not arrive within the server's body timeout; the connection is
     closed after the answer, since the rest of the body may still be on its way."""
 
     status_code = 408
     code = "request_timeout"
+    headers = ((b"connection", b"close"),)
+
+
+class MethodNotAllowed(MLServeError):
+    """The route exists, not for that method."""
+
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class UriTooLong(MLServeError):
+    """The request URL is over the request-head limit; the connection is closed."""
+
+    status_code = 414
+    code = "uri_too_long"
+
+
+class HeadersTooLarge(MLServeError):
+    """The request head is over its limit in size or header count; the connection is
+    closed."""
+
+    status_code = 431
+    code = "headers_too_large"
+
+
+class ModelInvalid(MLServeError):
+    """A load asked for through the model repository API found the model's own files
+    (model.toml, routing.json, its directory) unusable: the reason, the model named.
+    Retrying will not help until the files are fixed."""
+
+    status_code = 409
+    code = "model_invalid"
+
+
+class HttpError(MLServeError):
+    """An error status raised by the web framework for which mlserve has no class of its
+    own; the status is the framework's."""
+
+    code = "http_error"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status
 
 
 class PayloadTooLarge(MLServeError):
@@ -82,6 +148,7 @@ class Unauthorized(MLServeError):
 
     status_code = 401
     code = "unauthorized"
+    headers = ((b"www-authenticate", b'Bearer realm="mlserve admin"'),)
 
 
 class Forbidden(MLServeError):
@@ -130,6 +197,7 @@ class Unavailable(MLServeError):
 
     status_code = 503
     code = "unavailable"
+    headers = ((b"retry-after", b"1"),)
 
 
 class ModelNotReady(Unavailable):
@@ -201,3 +269,20 @@ def storage_error(what: str, exc: OSError) -> MLServeError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(f"{what}: no space left on the device; nothing was changed")
     return ModelNotReady(f"{what}: {exc.strerror or 'I/O error'}; nothing was changed")
+
+
+def codes_by_status() -> dict[int, tuple[str, ...]]:
+    """Every client-visible ``code`` by HTTP status, from the classes above (in definition
+    order); ``client_disconnected`` and ``http_error`` are left out (never sent, or any
+    status)."""
+    found: dict[int, list[str]] = {}
+    pending: list[type[MLServeError]] = [MLServeError]
+    while pending:  # breadth first: a base's code before its subclasses'
+        cls = pending.pop(0)
+        pending.extend(cls.__subclasses__())
+        if cls in (ClientDisconnected, HttpError):
+            continue
+        codes = found.setdefault(cls.status_code, [])
+        if cls.code not in codes:
+            codes.append(cls.code)
+    return {status: tuple(codes) for status, codes in sorted(found.items())}

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from ..errors import (
     Forbidden,
     InvalidInput,
-    MLServeError,
+    ModelInvalid,
     ModelNotFound,
     Unauthorized,
     storage_error,
@@ -37,15 +37,6 @@ from .v2 import JSONResponse
 
 # Admin bodies are a few routing keys: anything bigger is refused (413) before it is read.
 ADMIN_MAX_BODY = 1 << 20
-
-
-class ModelFilesInvalid(MLServeError):
-    """A load asked for through the model repository API found the model's own files
-    (model.toml, routing.json, its directory) unusable: the reason, the model named.
-    Retrying will not help until the files are fixed."""
-
-    status_code = 409
-    code = "model_invalid"
 
 
 def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route]:
@@ -178,7 +169,7 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
         changes = await asyncio.to_thread(service.store.load, model)
         record = service.store.record(model)
         if record.config_error:  # the model's own files: nothing of it could be (re)loaded
-            raise ModelFilesInvalid(f"model {model!r} could not be loaded: {record.config_error}")
+            raise ModelInvalid(f"model {model!r} could not be loaded: {record.config_error}")
         body: dict[str, Any] = {"model": model, "changes": changes, "versions": states(model)}
         reasons = {str(v): r.reason for v, r in sorted(record.versions.items()) if r.reason}
         if reasons:  # failed versions (or failed reloads), each with its reason

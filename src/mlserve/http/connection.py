@@ -26,9 +26,15 @@ from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import httptools
-import orjson
 
-from ..errors import ServerNotReady
+from ..errors import (
+    HeadersTooLarge,
+    InvalidHttp,
+    MLServeError,
+    Overloaded,
+    ServerNotReady,
+    UriTooLong,
+)
 from . import fast_lane
 from .asgi import start_cycle
 from .errors import error_payload
@@ -44,17 +50,15 @@ MAX_HEADERS = 256
 # An ASGI request's body buffered beyond this stops reading until the application reads it.
 HIGH_WATER = 64 * 1024
 # The error code of each status the connection answers itself (declared in openapi.py).
-_CODES = {400: "invalid_http", 414: "uri_too_long", 431: "headers_too_large", 503: "overloaded"}
 _CONNECTION_CLOSE = b"connection: close\r\n"
 
 
 class HeadTooLarge(Exception):
-    """Raised in a parser callback to stop parsing; answered with ``status``."""
+    """Raised in a parser callback to stop parsing; answered with ``error``."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    def __init__(self, error: MLServeError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class HttpConnection(asyncio.Protocol):
@@ -101,7 +105,7 @@ class HttpConnection(asyncio.Protocol):
         self.current: Exchange | None = None  # the request being answered (or last answered)
         self.parsing: Exchange | None = None  # the request last parsed
         self.pipeline: deque[Exchange] = deque()  # parsed, waiting for their turn
-        self._refusal: tuple[int, str] | None = None  # written after the answers owed
+        self._refusal: MLServeError | None = None  # written after the answers owed
         self._upgrade = False  # what follows is not parsed
         # An upgrade request with a body (llhttp skips it) and that body's framing header.
         self._upgrading: tuple[Exchange, bytes] | None = None
@@ -189,9 +193,9 @@ class HttpConnection(asyncio.Protocol):
                 self.pause_reading()
                 return
             if isinstance(cause, HeadTooLarge):
-                self.refuse(cause.status, cause.message)
+                self.refuse(cause.error)
             else:
-                self.refuse(400, "invalid HTTP request")
+                self.refuse(InvalidHttp("invalid HTTP request"))
             return
         self.feeding = False
         current = self.current
@@ -209,13 +213,17 @@ class HttpConnection(asyncio.Protocol):
         limit = self.max_head_bytes
         if self._in_head and self._head_bytes > limit and not self.transport.is_closing():
             if len(self._url) * 2 > self._head_bytes:
-                self.refuse(414, f"the request URL is over the limit of {limit} bytes")
+                self.refuse(UriTooLong(f"the request URL is over the limit of {limit} bytes"))
             else:
-                self.refuse(431, f"the request headers are over the limit of {limit} bytes")
+                self.refuse(
+                    HeadersTooLarge(f"the request headers are over the limit of {limit} bytes")
+                )
         elif self._body_idle > limit and not self._in_head and not self.transport.is_closing():
             # Bytes that bring no body byte: a chunk size line (its extensions) or trailers.
             self.refuse(
-                400, f"a chunk size line or the trailers are over the limit of {limit} bytes"
+                InvalidHttp(
+                    f"a chunk size line or the trailers are over the limit of {limit} bytes"
+                )
             )
 
     def pause_writing(self) -> None:
@@ -289,7 +297,7 @@ class HttpConnection(asyncio.Protocol):
         self._head_size += len(url)
         if self._head_size > self.max_head_bytes:
             raise HeadTooLarge(
-                414, f"the request URL is over the limit of {self.max_head_bytes} bytes"
+                UriTooLong(f"the request URL is over the limit of {self.max_head_bytes} bytes")
             )
         self._url += url
 
@@ -299,9 +307,12 @@ class HttpConnection(asyncio.Protocol):
         size = self._head_size = self._head_size + len(name) + len(value) + 4
         if size > self.max_head_bytes or count > MAX_HEADERS:
             if count > MAX_HEADERS:
-                raise HeadTooLarge(431, f"the request has more than {MAX_HEADERS} headers")
+                too_many = f"the request has more than {MAX_HEADERS} headers"
+                raise HeadTooLarge(HeadersTooLarge(too_many))
             raise HeadTooLarge(
-                431, f"the request headers are over the limit of {self.max_head_bytes} bytes"
+                HeadersTooLarge(
+                    f"the request headers are over the limit of {self.max_head_bytes} bytes"
+                )
             )
         fast = self._fast
         if fast is None:
@@ -441,7 +452,8 @@ class HttpConnection(asyncio.Protocol):
         if limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit):
             log.warning("Exceeded concurrency limit.")
             ex.keep_alive = False
-            self.answer_error(ex, 503, "the server is over its concurrency limit; retry later")
+            over = Overloaded("the server is over its concurrency limit; retry later")
+            self.answer_error(ex, over)
             return
         if ex.fast:
             fast_lane.start(self, ex)
@@ -478,12 +490,13 @@ class HttpConnection(asyncio.Protocol):
             self.log_access(ex, reply.status)
         self.finished(ex, close)
 
-    def answer_error(self, ex: Exchange, status: int, message: str) -> None:
+    def answer_error(self, ex: Exchange, error: MLServeError) -> None:
         """A JSON error answer that the connection gives itself."""
-        body = orjson.dumps({"error": message, "code": _CODES[status]})
+        status, body, extra = error_payload(error)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
+            *extra,
         ]
         self.answer(ex, Reply(status, headers, body))
 
@@ -518,10 +531,10 @@ class HttpConnection(asyncio.Protocol):
         if self._refusal is not None and not pipeline:
             # The answers owed before a refused request are written: refuse it now, without
             # reading on (the parser stopped at its bytes).
-            status, message = self._refusal
+            refusal = self._refusal
             self._refusal = None
             self.server_state.total_requests += 1
-            self.refuse(status, message)
+            self.refuse(refusal)
             return
         if self.head_started is not None:
             # A head begun while the answer was computed: its time starts now.
@@ -549,8 +562,8 @@ class HttpConnection(asyncio.Protocol):
         )
 
     # ------------------------------------------------------------------ refusals, timeouts
-    def refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` with a JSON error and close: a request the parser refused."""
+    def refuse(self, error: MLServeError) -> None:
+        """Answer ``error`` as JSON and close: a request the parser refused."""
         parsing = self.parsing
         if (
             parsing is not None
@@ -560,14 +573,15 @@ class HttpConnection(asyncio.Protocol):
         ):
             # Garbage pipelined behind requests in flight: answer those first (their client
             # is owed them), then refuse, then close. Read nothing more meanwhile.
-            self._refusal = (status, message)
+            self._refusal = error
             self.pause_reading()
             return
-        log.warning("refused a request: %s", message)
-        body = orjson.dumps({"error": message, "code": _CODES[status]})
+        log.warning("refused a request: %s", error.message)
+        status, body, extra = error_payload(error)
         head = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            head += (name, b": ", value, b"\r\n")
+        for name, value in (*self.server_state.default_headers, *extra):
+            if name != b"connection":  # closed below whatever the error
+                head += (name, b": ", value, b"\r\n")
         head += (
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import MLServeError
+from ..errors import HttpError, MethodNotAllowed, MLServeError, NotFound
 
 log = logging.getLogger("mlserve.http")
 
@@ -18,24 +18,23 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 
 def error_payload(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """Status, JSON body and extra headers for any exception; unknown ones are logged as 500."""
-    extra: list[tuple[bytes, bytes]] = []
-    if isinstance(exc, MLServeError):
-        status, message, code = exc.status_code, exc.message, exc.code
-        if status == 503:
-            extra.append((b"retry-after", b"1"))
-        elif status == 401:
-            extra.append((b"www-authenticate", b'Bearer realm="mlserve admin"'))
-        elif status == 408:  # the rest of a slow body may still come: end the connection
-            extra.append((b"connection", b"close"))
-    elif isinstance(exc, HTTPException):
-        status, message = exc.status_code, str(exc.detail)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
-        if exc.headers:
-            extra.extend((k.lower().encode(), v.encode()) for k, v in exc.headers.items())
-    else:
+    if isinstance(exc, HTTPException):  # Starlette's own (no route, wrong method)
+        found = _FRAMEWORK.get(exc.status_code)
+        error = found(str(exc.detail)) if found else HttpError(exc.status_code, str(exc.detail))
+        extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+        return error.status_code, _body(error), [*error.headers, *extra]
+    if not isinstance(exc, MLServeError):
         log.error("internal error", exc_info=exc)
-        status, message, code = 500, "internal server error", "internal"
-    return status, orjson.dumps({"error": message, "code": code}), extra
+        exc = _INTERNAL
+    return exc.status_code, _body(exc), list(exc.headers)
+
+
+def _body(error: MLServeError) -> bytes:
+    return orjson.dumps({"error": error.message, "code": error.code})
+
+
+_FRAMEWORK: dict[int, type[MLServeError]] = {404: NotFound, 405: MethodNotAllowed}
+_INTERNAL = MLServeError("internal server error")
 
 
 def error_response(request: Request, exc: Exception) -> Response:

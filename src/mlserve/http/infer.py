@@ -22,6 +22,7 @@ import orjson
 from ..errors import (
     ClientDisconnected,
     InvalidInput,
+    MethodNotAllowed,
     MLServeError,
     NotFound,
     PayloadTooLarge,
@@ -559,7 +560,9 @@ def _route(path: str) -> tuple[str, int | None]:
     raise NotFound(f"no route for {path[:200]!r}")
 
 
-_NOT_ALLOWED = orjson.dumps({"error": "method not allowed; use POST", "code": "method_not_allowed"})
+_NOT_ALLOWED = orjson.dumps(
+    {"error": "method not allowed; use POST", "code": MethodNotAllowed.code}
+)
 _METHOD_NOT_ALLOWED = Reply(
     405,
     [

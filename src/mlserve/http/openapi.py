@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..errors import codes_by_status
 from ..registry.store import ModelStore
 from ..runtime.tensors import V2_TO_NUMPY, TensorSpec
 from ..serving.endpoint import Endpoint
@@ -43,65 +44,50 @@ _MODEL = "/v2/models/{model}"
 _VERSION = "/v2/models/{model}/versions/{version}"
 _ADMIN = "/v2/admin/models/{model}"
 
-# Per status: what the error body's ``code`` can be, and what the status means.
-_ERRORS: dict[int, tuple[tuple[str, ...], str]] = {
+# Per status, what it means. The codes each status can carry are those of errors.py's classes.
+_MEANINGS: dict[int, str] = {
     400: (
-        ("invalid_input", "invalid_http"),
-        "The request is invalid: malformed JSON, a tensor that does not fit the model "
-        "(names, shapes, datatypes, values, limits), a bad model name or version, a bad "
-        "query parameter or routing change; or not valid HTTP (`invalid_http`: the "
-        "connection is closed).",
+        "The request is invalid: malformed JSON, a tensor that does not fit the model (names, "
+        "shapes, datatypes, values, limits), a bad model name or version, a bad query parameter"
+        " or routing change; or not valid HTTP (`invalid_http`: the connection is closed)."
     ),
-    401: (("unauthorized",), "No valid `Authorization: Bearer <token>` header."),
-    403: (
-        ("forbidden",),
-        "The admin API is disabled: the server has no `MLSERVE_ADMIN_TOKEN`.",
-    ),
+    401: "No valid `Authorization: Bearer <token>` header.",
+    403: "The admin API is disabled: the server has no `MLSERVE_ADMIN_TOKEN`.",
+    404: "No such model or version (or the path matches no route).",
+    405: "The route exists, not for this method (`Allow` names those it takes).",
     408: (
-        ("request_timeout",),
-        "The request body did not arrive within the server's body timeout; the connection "
-        "is closed after the answer.",
-    ),
-    404: (
-        ("model_not_found", "version_not_found", "not_found"),
-        "No such model or version (or the path matches no route).",
+        "The request body did not arrive within the server's body timeout; the connection is "
+        "closed after the answer."
     ),
     409: (
-        ("gate_not_passed", "not_explainable", "model_invalid"),
-        "The version has not passed its validation gate (`require_gate`), cannot be "
-        "explained, or (loading through the repository API) the model's own files are "
-        "unusable; retrying will not help until that changes.",
+        "The version has not passed its validation gate (`require_gate`), cannot be explained, "
+        "or (loading through the repository API) the model's own files are unusable; retrying "
+        "will not help until that changes."
     ),
-    413: (("payload_too_large",), "The request body is over the server's limit."),
-    415: (
-        ("unsupported_media_type",),
-        "The body's `Content-Encoding` is not one the server decodes (identity, gzip, deflate).",
-    ),
+    413: "The request body is over the server's limit.",
     414: (
-        ("uri_too_long",),
-        "The request URL is over the request-head limit (`--max-header-bytes`); the "
-        "connection is closed.",
+        "The request URL is over the request-head limit (`--max-header-bytes`); the connection "
+        "is closed."
     ),
+    415: "The body's `Content-Encoding` is not one the server decodes (identity, gzip, deflate).",
     431: (
-        ("headers_too_large",),
         "The request head is over `--max-header-bytes` or has more than 256 headers; the "
-        "connection is closed.",
+        "connection is closed."
     ),
     500: (
-        ("internal", "inference_failed"),
         "The runtime failed on a valid input (`inference_failed`), or a bug (`internal`, "
-        "logged; the body carries no details).",
+        "logged; the body carries no details)."
     ),
-    503: (
-        ("unavailable", "model_not_ready", "overloaded", "server_not_ready"),
-        "Not available now (loading, failed, draining, overloaded); retry after `Retry-After`.",
-    ),
+    503: "Not available now (loading, failed, draining, overloaded); retry after `Retry-After`.",
     504: (
-        ("queue_timeout", "run_timeout"),
         "The request waited in the batching queue past its timeout (`queue_timeout`), or its "
-        "run went past `[execution] run_timeout_s` and was stopped (`run_timeout`).",
+        "run went past `[execution] run_timeout_s` and was stopped (`run_timeout`)."
     ),
-    507: (("storage_full",), "The change could not be written: the disk is full."),
+    507: "The change could not be written: the disk is full.",
+}
+_CODES = codes_by_status()
+_ERRORS: dict[int, tuple[tuple[str, ...], str]] = {
+    status: (_CODES[status], meaning) for status, meaning in sorted(_MEANINGS.items())
 }
 _RESPONSE_NAMES = {
     400: "BadRequest",
@@ -111,6 +97,7 @@ _RESPONSE_NAMES = {
     408: "RequestTimeout",
     409: "Conflict",
     413: "PayloadTooLarge",
+    405: "MethodNotAllowed",
     414: "URITooLong",
     415: "UnsupportedMediaType",
     431: "HeadersTooLarge",

@@ -59,7 +59,7 @@ def routes(service: InferenceService) -> list[Route]:
             if exc.status_code not in (404, 503):
                 raise
             body.update(ready=False, reason=exc.message, error=exc.message, code=exc.code)
-            headers = {"retry-after": "1"} if exc.status_code == 503 else None
+            headers = {k.decode(): v.decode() for k, v in exc.headers}
             return JSONResponse(body, status_code=exc.status_code, headers=headers)
         body["ready"] = ok
         if not ok:
