@@ -1,55 +1,7 @@
-"""Payload logging: sampled request/response records as JSON lines, and their export.
-
-The request path decides and hands over; it never serialises or writes. After an answer
-has been sent (or a failure answered), ``PayloadSink.success`` / ``failure`` draw the
-model's sample, and a sampled request appends one small tuple of references (the
-already-decoded numpy inputs, the outputs, the request's id and parameters) to a bounded
-queue (about 2 µs); a full queue (``max_queue`` records, or ``MAX_QUEUED_BYTES`` of tensor
-data) drops the record and counts it (0.2 µs). Nothing on the request path wakes a
-thread: one writer thread per process wakes every ``POLL_SECONDS``, takes everything
-queued, turns it into JSON lines (orjson, numpy arrays natively; about 9 µs a record of 20
-features, handing the GIL back to the event loop every few records) and appends them to its
-own file in the payload directory, ``payloads-<host>-<pid>-<seq>.jsonl``: processes never
-share a file, so lines never interleave. A file is rotated before it would pass
-``max_bytes``; each process keeps its current file and at most ``backups`` older ones.
-A record longer than ``max_bytes`` is cut until it fits (``PayloadLogger._fit``): its id to
-``MAX_RAW_CHARS``, then the data of its largest tensors, then whole sections, each cut field
-named in ``"truncated"`` (``["id", "inputs.text"]``; a cut tensor's data is
-``"[truncated]"``): no file ever passes ``max_bytes``, and the export leaves out the
-requests whose features were cut (counted). ``close`` drains the queue. Every write is
-whole lines, so a reader only ever sees complete lines (a crash mid-write can leave one
-torn last line, which the export skips and counts).
-
-A record (one line)::
-
-    {"timestamp": "2025-01-02T03:04:05.678Z", "unix": 1735787045.678, "model": "fraud",
-     "version": "2", "role": "canary", "id": "req-7", "status": 200,
-     "timing_ms": {"queue": 0.01, "infer": 0.05, "total": 0.41},
-     "parameters": {...},                                   # with fields = [..., "parameters"]
-     "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 3], "data": [0.5, 1.0, 2.0]}],
-     "outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [1]}]}
-
-A failure has ``status`` ≥ 400, ``error`` (the message the client got) and ``code``, no
-outputs and no timings. Its inputs are the decoded tensors when it failed after decoding
-(in onnxruntime, in a queue), else those its request document held (as sent, flat or
-nested; binary tensor data is then not logged), or none when the body never parsed
-(malformed JSON, 413). ``data`` is flat, row-major; a redacted tensor has ``"data": "[redacted]"``
-and its values never leave the process.
-
-A failed request's raw tensors are what any client may send, so every field is capped
-(``_raw_tensor``): data is written only for a tensor whose name is an input of the model and
-not redacted (anything else, a misspelt name included, is ``"[omitted]"``); data that is not
-a list, holds more than ``MAX_FAILED_VALUES`` values (all raw tensors of a record together) or
-``MAX_FAILED_CHARS`` characters of strings is ``"[omitted]"``; strings are cut at
-``MAX_RAW_CHARS``, unknown names at ``MAX_NAME_CHARS``; a shape longer than ``MAX_RAW_DIMS``
-is ``"[omitted]"``; at most ``MAX_RAW_TENSORS`` tensors are written (the rest are counted in
-``inputs_omitted``); ``parameters`` serialising to more than ``MAX_PARAMETER_BYTES`` are
-``"[omitted]"``. A failed request's queued size counts its body length, so the
-``MAX_QUEUED_BYTES`` budget holds its document too. When the model redacts an input, the
-text of an error raised by onnxruntime (which may quote input values) is withheld.
-
-``payload_export.export_payloads`` turns the logged successful requests of one model into
-an evaluation set (``.npz`` or ``.parquet``) that ``mlserve.profiling.read_reference`` reads.
+"""Payload logging: sampled request/response records, queued off the request path and
+written as JSON lines by one writer thread per process (``PayloadSink``, ``PayloadLogger``),
+each record cut to fit its file's bound. The record format and its caps are in
+docs/file-formats.md; ``payload_export`` turns the logs into evaluation sets.
 """
 
 from __future__ import annotations

@@ -1,60 +1,7 @@
-"""Drift from bin counts: statistics, calibrated alerts, and time-windowed counts.
-
-Everything is computed from counts laid out by ``Binning`` (``[features, B]``, the last
-column the missing bin), so windows from several workers or replicas merge by addition
-(``merge``) before any statistic is taken, and Prometheus can redo the sums fleet-wide.
-
-Statistics — pure functions on ``[..., B]`` count arrays (leading axes broadcast; each
-returns an array of the leading shape, 0-d for 1-D inputs; NaN when a side is empty):
-
-- ``psi``: population stability index ``Σ (q - p) ln(q / p)`` over every bin, missing bin
-  included, with ``p`` the reference and ``q`` the window proportions. Empty-bin rule:
-  additive (Laplace) smoothing — one pseudo-count (``PSI_PSEUDO_COUNT``) is added to each
-  bin populated on either side before the proportions are taken; bins empty on both sides
-  are left out and contribute exactly 0. Flooring proportions at ε = 1e-4 instead made the
-  calibrated threshold below fire up to 14× too often on undrifted data (3-14× at m = 200
-  and 500) wherever a bin is rare — 1 % missing values, a rare categorical level, a mostly
-  zero feature: a window that happens to hold none of it scores ``p·ln(p/ε)``. With one
-  pseudo-count the rate stayed at 0.45-0.95× nominal in the same cases (200,000 simulated
-  windows each; ``tests/test_drift.py`` keeps a cheaper version of that check).
-- ``js_distance``: Jensen–Shannon distance, natural log, the square root of the divergence
-  (equal to ``scipy.spatial.distance.jensenshannon(p, q)``). Needs no ε.
-- ``binned_ks``: ``max |F_ref - F_win|`` over the bin edges, missing bin excluded. The CDFs
-  are evaluated just below each edge, so this is a lower bound on the exact two-sample KS
-  statistic of the raw values.
-- ``rank_z``: the Wilcoxon–Mann–Whitney statistic of the binned values (missing excluded),
-  standardised with the tie-corrected variance: ``z > 0`` when window values are larger.
-  Equal to ``scipy.stats.mannwhitneyu(..., method="asymptotic", use_continuity=False)`` on
-  the values replaced by their bin numbers. Rank-based, so distribution-free, and far more
-  sensitive than PSI to a shift in location.
-- ``chi_square``: the chi-square test of homogeneity on the 2 × B contingency table
-  (reference counts, window counts), columns empty in both rows dropped, no continuity
-  correction: equal to ``scipy.stats.chi2_contingency(table, correction=False)``.
-
-Alerting (``drift_report``): a feature alerts when a change is both significant and large.
-
-- Significant: PSI above a threshold calibrated to the sample sizes — under no drift
-  ``PSI ≈ (1/n + 1/m) · χ²(bins - 1)`` (n reference rows, m window rows), so
-  ``psi_threshold(n, m, bins, a) = (1/n + 1/m) · χ²⁻¹(1 - a; bins - 1)`` with ``bins`` the
-  bins the reference populates — or, for numeric features, the rank test's ``|z|`` above
-  ``z_critical(a)``. PSI spreads its power over every kind of change, the rank test spends
-  it on location shifts.
-- Large: the same test's effect size reaches a floor that does not shrink with the window —
-  PSI ≥ ``psi_floor``, or ``|auc - 0.5|`` ≥ ``auc_floor`` (``rank_auc``: P(window value >
-  reference value)). Without it a busy model's threshold shrinks until a daily seasonality
-  of 0.1 sd alerts most hours; the defaults (``[monitoring]``) sit above what undrifted
-  streams score and below a 0.25 sd shift (benchmarks/RESULTS.md, ``drift_power.py``).
-- No alert until the window holds ``m_min`` rows; ``max_rows`` optionally caps the rows the
-  tests count (the window's counts scaled down).
-- Error control (Bonferroni): ``a = alpha / (tests × evaluations)``. ``tests`` is the family
-  — a version's monitor passes every test of every section (2 per numeric feature, 1 per
-  categorical), so the version's alert, and the guardrails' drift rollback that reads it,
-  is wrong with probability at most ``alpha`` per evaluation whatever the dependence
-  between features; ``evaluations`` spreads ``alpha`` over the distinct decisions a window
-  length holds (the monitor passes its bucket count), which bounds the false alarms per
-  window length — per hour at the defaults — by the union bound for decisions taken once
-  per bucket, and was measured under it for reports every few seconds
-  (``benchmarks/drift_power.py``).
+"""Drift from bin counts: the statistics (PSI, Jensen–Shannon, binned KS, the rank test,
+chi-square), the significant-and-large alert rule (``drift_report``) and time-windowed counts
+that merge by addition across workers and replicas. Definitions, the empty-bin rule and the
+error control are in docs/drift-statistics.md; the measured rates in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -1,56 +1,8 @@
 """Reference profiles (``reference.json``): what "undrifted" looks like for one model version.
 
 Built offline from reference data (``build_profile``), written beside the model
-(``save_profile``), read and validated at load (``load_profile``). The counts in a profile
-are counted by the same kernel that counts live traffic, so reference and window bins agree
-exactly.
-
-Schema, version 1 (a JSON object; unknown keys are an error)::
-
-    {
-      "schema_version": 1,
-      "n_rows": 10000,                # reference rows
-      "bins": 10,                     # B: numeric features get ~B-1 edges (rule below)
-      "top_k": 20,                    # K: categorical features keep their K commonest levels
-      "features": [FEATURE, ...],     # the model input's columns (its "section")
-      "outputs": {"<output>": [FEATURE, ...], ...}   # one section per model output
-    }
-
-    FEATURE, numeric:
-      {"name": "income", "kind": "numeric", "column": 0,
-       "n": 10000,                    # values counted (= n_rows), missing included
-       "missing": 12,                 # NaN
-       "counts": [999, 1000, ...],    # len(edges) + 1 value bins; sum = n - missing
-       "edges": [21.5, 30.25, ...],   # finite, strictly increasing; bin i = [edges[i-1], edges[i])
-       "mean": 48.1, "std": 12.0,     # over finite values, population std; null if none
-       "min": 0.5, "max": 310.0,      # over finite values (the out-of-range bounds); null if none
-       "median": 46.5}                # optional: exact median of finite values; null if none
-
-    FEATURE, categorical:
-      {"name": "region", "kind": "categorical", "column": 3, "n": 10000, "missing": 0,
-       "levels": ["north", "south"],  # the top-K levels by count (ties: by value), unique
-       "counts": [6100, 3700, 200]}   # one per level, then "other"; sum = n - missing
-
-Numeric edges are reference values, so a bin never splits a gap of the data. A feature with
-at most B distinct finite values gets one bin per value (``edges`` = the values but the
-smallest: a 0/1 feature gets ``[1.0]``, bins {0} and {1}). Any other gets the B-1 quantiles
-(inverted CDF) with ties merged and none at the minimum (it would leave bin 0 empty); where a
-quantile edge holds at least n_finite / B tied values, the next larger reference value is an
-edge too, so that mass point is a bin of its own and the values above it another (at most
-2(B-1) edges in all). Without such ties (continuous data) the edges are the plain quantiles.
-A binary feature with 3 % ones, or a zero-inflated one, therefore still fills two bins and
-its drift shows; ``profile_warnings`` names the features whose reference fills fewer.
-
-``column`` is the feature's column in its tensor (a 1-D output is one column). For an
-output, a 2-D float output (probabilities, scores) gives one numeric feature per column
-named ``<output>[<j>]``; a 1-D float output one numeric feature named ``<output>``; integer,
-boolean and string outputs (class labels) are categorical in the same way.
-
-``median`` is optional (profiles written before it existed lack it; the schema version is
-still 1): explanations occlude with it and fall back to ``mean`` without it.
-
-Missing: NaN (and None in object arrays). Categorical values that are not among the levels,
-±Inf included, count as "other".
+(``save_profile``), read and validated at load (``load_profile``), counted by the same kernel
+that counts live traffic. The schema and the binning rule are in docs/file-formats.md.
 """
 
 from __future__ import annotations
