@@ -1,4 +1,4 @@
-"""Model versions and their states: loading, ready, failed, draining, retired.
+"""Model versions and their states: loading, ready, failed, retired.
 
 The store scans the registry, loads each selected version fully (session built,
 warmed up, within its deadline) before it takes traffic, and publishes the ready set
@@ -81,7 +81,6 @@ class VersionState(str, Enum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
-    DRAINING = "draining"
     RETIRED = "retired"
 
 
