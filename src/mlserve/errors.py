@@ -17,6 +17,7 @@ imports no web framework.
     ├── MethodNotAllowed          405 method_not_allowed
     ├── RequestTimeout            408 request_timeout (the connection is closed after it)
     ├── GateNotPassed             409 gate_not_passed
+    ├── VersionNotReady           409 version_not_ready
     ├── NotExplainable            409 not_explainable
     ├── ModelInvalid              409 model_invalid
     ├── PayloadTooLarge           413 payload_too_large
@@ -182,6 +183,14 @@ class VersionNotFound(NotFound):
     """The model exists but not that version."""
 
     code = "version_not_found"
+
+
+class VersionNotReady(MLServeError):
+    """A routing change names a version that is in the registry but not ready (loading, or
+    failed to load): retry once it has loaded, or fix its files."""
+
+    status_code = 409
+    code = "version_not_ready"
 
 
 class NotExplainable(MLServeError):

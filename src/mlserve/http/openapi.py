@@ -62,7 +62,8 @@ _MEANINGS: dict[int, str] = {
     409: (
         "The version has not passed its validation gate (`require_gate`), cannot be explained, "
         "or (loading through the repository API) the model's own files are unusable; retrying "
-        "will not help until that changes."
+        "will not help until that changes. A routing change naming a version that is loading "
+        "or failed (`version_not_ready`) may succeed once it has loaded."
     ),
     413: "The request body is over the server's limit.",
     414: (

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import RoutingConfig, parse_routing, shadows_problem
-from ..errors import ConfigError, GateNotPassed, InvalidInput
+from ..errors import ConfigError, GateNotPassed, InvalidInput, VersionNotReady
 from .state import RoutingState, routing_json
 
 __all__ = [
@@ -264,6 +264,12 @@ def _checked(state: RoutingState, view: View) -> RoutingState:
         v = getattr(routing, role)
         if not v:
             continue
+        if v not in view.ready and v in view.present:
+            raise VersionNotReady(
+                f"{role} version {v} of {view.model!r} is in the registry but not ready "
+                f"(loading, or failed to load: GET /v2/models/{view.model}/versions/{v}/ready "
+                f"says which); ready: {sorted(view.ready)}"
+            )
         if v not in view.ready:
             raise InvalidInput(
                 f"{role} version {v} of {view.model!r} is not ready (ready: {sorted(view.ready)})",
@@ -276,6 +282,11 @@ def _checked(state: RoutingState, view: View) -> RoutingState:
                 "require_gate = true it may serve only as a shadow"
             )
     missing = [v for v in routing.shadows if v not in view.ready]
+    if any(v in view.present for v in missing):
+        raise VersionNotReady(
+            f"shadow versions {missing} of {view.model!r} are not ready (loading, or failed to "
+            f"load); ready: {sorted(view.ready)}"
+        )
     if missing:
         raise InvalidInput(
             f"shadow versions {missing} of {view.model!r} are not ready", reason="routing"
