@@ -309,3 +309,24 @@ def test_public_surface() -> None:
         "BINARY_THRESHOLD", "Client", "ClientError", "DEFAULT_BATCH_ROWS", "ServerError",
         "TransportError", "output_columns", "score_file", "write_outputs",
     ]  # fmt: skip
+
+
+def test_cli_predict_drops_named_columns(
+    server: ServerProcess, cancer: Cancer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hold-out CSV with its label and an id column: --drop leaves them out of the requests
+    (sent, the server refuses the unknown columns); an unknown --drop names the columns."""
+    X = rows(cancer, 300, seed=11)
+    frame = pd.DataFrame(X, columns=cancer.names)
+    frame.insert(0, "row_id", np.arange(300))
+    frame["label"] = cancer.expected(X)["label"]
+    frame.to_csv(tmp_path / "heldout.csv", index=False)
+    base = ["predict", "--url", server.url, "--model", "cancer", "--version", "1"]
+    data = ["--data", str(tmp_path / "heldout.csv")]
+    assert main([*base, *data]) == 1  # the extra columns go to the server, which says so
+    assert "row_id" in capsys.readouterr().err
+    assert main([*base, *data, "--drop", "label", "--drop", "row_id"]) == 0
+    assert_same_columns(read_csv(capsys.readouterr().out), cancer.expected(X))
+    assert main([*base, *data, "--drop", "lable"]) == 2
+    err = capsys.readouterr().err
+    assert "no column 'lable' to drop" in err and "row_id" in err

@@ -578,6 +578,13 @@ def _predict_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-rows", type=int, default=1000, help="rows per request (1000)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (60)")
+    p.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="a column of the file not to send (a label, an id); repeat for several",
+    )
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -604,6 +611,7 @@ def _predict(args: argparse.Namespace) -> int:
                 version=args.model_version,
                 out=args.out,
                 progress=progress if tty else None,
+                drop=args.drop,
             )
     except ClientError as exc:
         print(f"mlserve: {args.url}: {exc}", file=sys.stderr)

@@ -481,13 +481,15 @@ def score_file(
     out: Path | None = None,
     batch_rows: int | None = None,
     progress: Progress | None = None,
+    drop: Sequence[str] = (),
 ) -> tuple[dict[str, np.ndarray], int]:
     """Score a CSV, parquet or npz file; write the outputs to ``out`` (by its suffix).
 
     CSV and parquet columns, and npz files with ``feature_names``, are named columns; an
     npz without them is the model's own input (its ``X``, ``X_train`` or only 2-D array), or
-    its inputs when it holds an array named as each. Returns the outputs and the version
-    that answered (``version``, else the model's default version, pinned for every chunk).
+    its inputs when it holds an array named as each. ``drop`` names columns not to send (a
+    label, an id). Returns the outputs and the version that answered (``version``, else the
+    model's default version, pinned for every chunk).
     """
     from .profiling import read_reference
 
@@ -497,10 +499,24 @@ def score_file(
         if default is None:
             raise ServerError(503, "model_not_ready", f"model {model!r} has no default version")
         version = int(default)
-    payload: Any = _npz_inputs(client, model, version, data)
+    payload: Any = None if drop else _npz_inputs(client, model, version, data)
     if payload is None:
         X, names = read_reference(data)
         named = data.suffix.lower() != ".npz" or _npz_has_names(data)
+        if drop:
+            if not named:
+                raise ValueError(
+                    f"{data.name}: --drop needs named columns (CSV, parquet, or an npz with "
+                    "feature_names)"
+                )
+            unknown = sorted(set(drop) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"{data.name}: no column {unknown[0]!r} to drop; its columns are "
+                    f"{names[:20]}{' …' if len(names) > 20 else ''}"
+                )
+            keep = [j for j, n in enumerate(names) if n not in set(drop)]
+            X, names = X[:, keep], [names[j] for j in keep]
         payload = _table_columns(X, names) if named else X
     if out is not None:
         _check_out(out)
