@@ -13,8 +13,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ import onnx
 import pytest
 import yaml
 from onnx import TensorProto, helper
+
+from .support.waiting import wait_for  # re-exported: the suite's one way to wait
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM = ROOT / "deploy" / "prometheus"
@@ -44,6 +47,25 @@ ONNX_TYPES = {
     "FP64": TensorProto.DOUBLE,
     "BYTES": TensorProto.STRING,
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow: starts real servers many times, or Prometheus, Chromium, haproxy, fresh venvs; "
+        'deselect with -m "not slow" for a fast local run (CI runs everything)',
+    )
+
+
+# Slow modules whose files belong to other work (their own ``pytestmark`` would say it;
+# until then they are marked here): Chromium, and a whole walkthrough against real servers.
+SLOW_ELSEWHERE = {"test_docs.py", "test_walkthrough.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_ELSEWHERE:
+            item.add_marker(pytest.mark.slow)
 
 
 def _save(model: onnx.ModelProto, path: Path) -> bytes:
@@ -137,16 +159,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "lenient" / "model.toml").write_text("[inputs]\nallow_nan = true\n")
     (root / ".tmp-publish").mkdir()  # hidden: a publisher's temporary directory, ignored
     return root
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> None:
-    """Poll ``predicate`` every 50 ms until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def free_port() -> int:
@@ -330,6 +342,17 @@ class Prometheus:
             for s in self.query(expr, at)
         }
 
+    def evaluations(self) -> dict[str, float]:
+        """Each rule group's last evaluation, in seconds since the epoch."""
+        doc = httpx.get(self.url + "/api/v1/rules", timeout=10).json()
+        assert doc["status"] == "success"
+        out = {}
+        for group in doc["data"]["groups"]:
+            # RFC 3339 with nanoseconds: keep microseconds for fromisoformat.
+            stamp = re.sub(r"(\.\d{6})\d*", r"\1", group["lastEvaluation"]).replace("Z", "+00:00")
+            out[group["name"]] = datetime.fromisoformat(stamp).timestamp()
+        return out
+
     def alerts(self) -> list[dict[str, Any]]:
         doc = httpx.get(self.url + "/api/v1/alerts", timeout=10).json()
         assert doc["status"] == "success"
@@ -348,19 +371,6 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def wait_until(
-    what: str, check: Callable[[], bool], timeout: float, log: Callable[[], str]
-) -> None:
-    """Poll ``check`` every 0.25 s (HTTP errors count as not yet); fail with ``log()``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if check():
-                return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}:\n{log()}")
 
 
 @contextlib.contextmanager
@@ -435,7 +445,7 @@ def prometheus(
             assert proc.poll() is None, f"prometheus exited:\n{prom.log()}"
             return httpx.get(prom.url + "/-/ready", timeout=1).status_code == 200
 
-        wait_until("Prometheus to start", ready, 30, prom.log)
+        wait_for(ready, 30, what="Prometheus to start", detail=prom.log, ignore=(httpx.HTTPError,))
         yield prom
     finally:
         stop_process(proc, 30)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import ServerProcess, free_port, stop_process, wait_until
+from .conftest import ServerProcess, free_port, stop_process
+from .support.waiting import NOT_YET, wait_for
 
 
 @dataclass
@@ -99,7 +100,14 @@ def haproxy(workdir: Path, ports: list[int]) -> Iterator[str]:
             }
             return seen == {f"r{i}" for i in range(len(ports))}
 
-        wait_until("haproxy to reach every replica", every_replica_up, 30, log_path.read_text)
+        wait_for(
+            every_replica_up,
+            30,
+            what="haproxy to reach every replica",
+            detail=log_path.read_text,
+            interval=0.25,
+            ignore=NOT_YET,
+        )
         yield url
     finally:
         stop_process(proc, 10)

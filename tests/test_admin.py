@@ -20,7 +20,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture()
-def registry(tmp_path: Path) -> Path:
+def two_version_registry(tmp_path: Path) -> Path:
     root = tmp_path / "registry"
     for v in (1, 2):
         write_version(root, "m", v, linear_model(seed=v))
@@ -28,15 +28,18 @@ def registry(tmp_path: Path) -> Path:
     return root
 
 
-def test_admin_is_refused_without_a_configured_token(registry: Path) -> None:
-    with running_server(registry) as srv:
+def test_admin_is_refused_without_a_configured_token(two_version_registry: Path) -> None:
+    with running_server(two_version_registry) as srv:
         r = httpx.get(srv.url + "/v2/admin/models/m/routing", headers=AUTH)
         assert r.status_code == 403 and "MLSERVE_ADMIN_TOKEN" in r.json()["error"]
 
 
-def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path) -> None:
+@pytest.mark.slow
+def test_routing_changes_are_authenticated_persisted_and_audited(
+    two_version_registry: Path,
+) -> None:
     env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
-    with running_server(registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
+    with running_server(two_version_registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
         url = "/v2/admin/models/m/routing"
         assert c.get(url).status_code == 401
         r = c.get(url, headers={"Authorization": "Bearer wrong"})
@@ -62,10 +65,10 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
             method = "PUT" if target == url else "POST"
             r = c.request(method, target, headers=AUTH, content=huge)
             assert r.status_code == 413 and r.json()["code"] == "payload_too_large", r.text
-    saved = json.loads((registry / "m" / "routing.json").read_text())["override"]
+    saved = json.loads((two_version_registry / "m" / "routing.json").read_text())["override"]
     assert saved["canary"] == 2 and saved["canary_weight"] == 100.0
     # A restart keeps the change; promote and roll back are audited too.
-    with running_server(registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
+    with running_server(two_version_registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
         hit = c.post("/v2/models/m/infer", json={"inputs": [X]})
         assert hit.headers["mlserve-model-version"] == "2"
         r = c.post("/v2/admin/models/m/promote", headers=AUTH)
@@ -93,9 +96,9 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
             == "1"
         )
     # What stays is the pin: v1, named by model.toml, recorded when it first served.
-    saved = json.loads((registry / "m" / "routing.json").read_text())
+    saved = json.loads((two_version_registry / "m" / "routing.json").read_text())
     assert saved["override"] is None and saved["pinned_stable"] == 1
-    log = registry / "audit.jsonl"
+    log = two_version_registry / "audit.jsonl"
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["action"] for e in entries] == [
         "pin",
@@ -136,10 +139,11 @@ def test_routing_changes_are_authenticated_persisted_and_audited(registry: Path)
     assert bad.returncode == 1 and "line 4" in bad.stderr  # the line after the edited one
 
 
-def test_model_repository_extension(registry: Path) -> None:
+@pytest.mark.slow
+def test_model_repository_extension(two_version_registry: Path) -> None:
     env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
     with (
-        running_server(registry, "--poll-seconds", "0.1", env=env) as srv,
+        running_server(two_version_registry, "--poll-seconds", "0.1", env=env) as srv,
         httpx.Client(base_url=srv.url) as c,
     ):
         assert "model_repository" in c.get("/v2").json()["extensions"]
@@ -160,7 +164,10 @@ def test_model_repository_extension(registry: Path) -> None:
         assert r.status_code == 200 and r.json()["versions"] == {"1": "ready", "2": "ready"}
         assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
         assert c.post("/v2/repository/models/nope/load", headers=AUTH).status_code == 404
-    actions = [json.loads(x)["action"] for x in (registry / "audit.jsonl").read_text().splitlines()]
+    actions = [
+        json.loads(x)["action"]
+        for x in (two_version_registry / "audit.jsonl").read_text().splitlines()
+    ]
     assert actions == ["pin", "unload", "load"]  # the pin: v1, named by model.toml
 
 
@@ -184,11 +191,11 @@ def test_audit_chain_holds_under_concurrent_writers(tmp_path: Path) -> None:
     assert verify(path) == (120, None)
 
 
-def test_an_admin_change_builds_on_what_another_worker_wrote(registry: Path) -> None:
+def test_an_admin_change_builds_on_what_another_worker_wrote(two_version_registry: Path) -> None:
     env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
-    with running_server(registry, "--poll-seconds", "60", env=env) as srv:
+    with running_server(two_version_registry, "--poll-seconds", "60", env=env) as srv:
         # Another worker (or a person) wrote routing.json; this worker has not rescanned yet.
-        (registry / "m" / "routing.json").write_text(
+        (two_version_registry / "m" / "routing.json").write_text(
             json.dumps(
                 {
                     "stable": 1,
@@ -212,14 +219,17 @@ def test_an_admin_change_builds_on_what_another_worker_wrote(registry: Path) -> 
         )
 
 
-def test_concurrent_changes_on_two_workers_each_build_on_the_last(registry: Path) -> None:
+@pytest.mark.slow
+def test_concurrent_changes_on_two_workers_each_build_on_the_last(
+    two_version_registry: Path,
+) -> None:
     """Two workers, eight clients changing the weight at once: every audit record's
     ``before`` is the previous record's ``after`` (none wrote over another's change), and
     routing.json holds the last record's ``after``."""
     from concurrent.futures import ThreadPoolExecutor
 
     env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
-    with running_server(registry, "--workers", "2", env=env) as srv:
+    with running_server(two_version_registry, "--workers", "2", env=env) as srv:
         url = srv.url + "/v2/admin/models/m/routing"
         assert httpx.put(url, headers=AUTH, json={"canary": 2}).status_code == 200
 
@@ -233,22 +243,24 @@ def test_concurrent_changes_on_two_workers_each_build_on_the_last(registry: Path
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(change, range(8)))
-    records = [json.loads(line) for line in (registry / "audit.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (two_version_registry / "audit.jsonl").read_text().splitlines()
+    ]
     records = [r for r in records if r["action"] == "set_routing"]
     assert len(records) == 1 + 8 * 6
     for previous, record in itertools.pairwise(records):
         assert record["before"] == previous["after"], (previous, record)
-    saved = json.loads((registry / "m" / "routing.json").read_text())
+    saved = json.loads((two_version_registry / "m" / "routing.json").read_text())
     assert {**saved, "serving": records[-1]["after"]["serving"]} == records[-1]["after"]
 
 
 def test_repository_actions_are_not_done_when_their_audit_record_cannot_be_written(
-    registry: Path, tmp_path: Path
+    two_version_registry: Path, tmp_path: Path
 ) -> None:
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")  # the audit log's parent is a file: every append fails
     env = {"MLSERVE_ADMIN_TOKEN": TOKEN, "MLSERVE_AUDIT_LOG": str(blocked / "audit.jsonl")}
-    with running_server(registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
+    with running_server(two_version_registry, env=env) as srv, httpx.Client(base_url=srv.url) as c:
         for action in ("unload", "load"):
             r = c.post(f"/v2/repository/models/m/{action}", headers=AUTH)
             assert r.status_code == 503 and r.json()["code"] == "model_not_ready", r.text
@@ -258,4 +270,4 @@ def test_repository_actions_are_not_done_when_their_audit_record_cannot_be_writt
         assert r.status_code == 503 and str(tmp_path) not in r.text
         assert c.get("/v2/admin/models/m/routing", headers=AUTH).json()["override"] is None
     # Only the stable pin is there (it records what serves, and moves nothing).
-    assert json.loads((registry / "m" / "routing.json").read_text())["override"] is None
+    assert json.loads((two_version_registry / "m" / "routing.json").read_text())["override"] is None

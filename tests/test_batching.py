@@ -143,6 +143,7 @@ def test_thread_runner_limits_waiting_requests(tmp_path: Path) -> None:
     assert kinds == ["tuple", "tuple", "Overloaded", "Overloaded", "Overloaded"]
 
 
+@pytest.mark.slow
 def test_batching_over_http(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     write_version(root, "batched", 1, linear_model())

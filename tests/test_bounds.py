@@ -22,7 +22,12 @@ from onnx import TensorProto, helper
 
 from mlserve.http.monitor import MAX_STREAMS
 
-from .conftest import linear_model, running_server, wait_until, write_version
+from .conftest import linear_model, running_server, write_version
+from .support.metrics import parse
+from .support.waiting import NOT_YET, wait_for
+
+# Slow: every test here starts real servers and waits on them (-m "not slow" skips them).
+pytestmark = pytest.mark.slow
 
 TOKEN = "bounds-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -90,7 +95,14 @@ def test_streams_opened_at_once_never_pass_the_limit(tmp_path: Path) -> None:
             with httpx.stream("GET", srv.url + STREAM, timeout=10) as r:
                 return r.status_code == 200
 
-        wait_until("a stream to be admitted again", admitted, 30, srv.log)
+        wait_for(
+            admitted,
+            30,
+            what="a stream to be admitted again",
+            detail=srv.log,
+            interval=0.25,
+            ignore=NOT_YET,
+        )
         clients = [httpx.Client(base_url=srv.url, timeout=30) for _ in range(MAX_STREAMS + 1)]
         held = []
         try:
@@ -105,7 +117,14 @@ def test_streams_opened_at_once_never_pass_the_limit(tmp_path: Path) -> None:
                     held.append(cm)
                 return True
 
-            wait_until("the limit to be filled again", fill, 30, srv.log)
+            wait_for(
+                fill,
+                30,
+                what="the limit to be filled again",
+                detail=srv.log,
+                interval=0.25,
+                ignore=NOT_YET,
+            )
             with clients[-1].stream("GET", STREAM) as r:
                 assert r.status_code == 503
         finally:
@@ -281,11 +300,12 @@ def test_no_payload_file_passes_max_bytes_and_export_memory_is_bounded(tmp_path:
         assert r.status_code == 200
 
         def written() -> bool:
-            text = c.get("/metrics").text
-            found = re.search(r'mlserve_payloads_logged_total\{model="text"\} (\S+)', text)
-            return found is not None and float(found.group(1)) == 22
+            metrics = parse(c.get("/metrics").text)
+            return metrics.value("mlserve_payloads_logged_total", 0.0, model="text") == 22
 
-        wait_until("22 payload records", written, 30, srv.log)
+        wait_for(
+            written, 30, what="22 payload records", detail=srv.log, interval=0.25, ignore=NOT_YET
+        )
     files = sorted(payloads.glob("payloads-*.jsonl"))
     assert files and all(f.stat().st_size <= MAX_BYTES for f in files), [
         f.stat().st_size for f in files

@@ -31,6 +31,9 @@ from mlserve.monitoring import build_profile, save_profile
 
 from .conftest import linear_model, running_server, write_version
 
+# Slow (Chromium against a real server): deselected by -m "not slow".
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -54,7 +57,7 @@ CHIPS = """() => [...document.querySelectorAll('.feature')].map(e => ({
 
 
 @pytest.fixture()
-def registry(tmp_path: Path) -> Path:
+def credit_registry(tmp_path: Path) -> Path:
     """``credit`` v1 and v2 with reference profiles, guardrails on (judging, not acting on
     drift), v1 stable."""
     root = tmp_path / "registry"
@@ -104,7 +107,8 @@ class Traffic(threading.Thread):
                 time.sleep(0.03)
 
 
-def wait_for(page: Any, script: str, arg: Any = None, timeout_s: float = 15.0) -> Any:
+def wait_in_page(page: Any, script: str, arg: Any = None, timeout_s: float = 15.0) -> Any:
+    """Until ``script`` is truthy in the page (Playwright's polling in the browser)."""
     return page.wait_for_function(script, arg=arg, polling=100, timeout=timeout_s * 1000)
 
 
@@ -128,13 +132,13 @@ ROW_IS_BUSY = """([v, r]) => {
 }"""
 
 
-def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
+def test_dashboard_live_in_chromium(credit_registry: Path, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does)")
     artifacts = Path(os.environ.get("MLSERVE_ARTIFACTS") or tmp_path)
     artifacts.mkdir(parents=True, exist_ok=True)
     env = {"MLSERVE_ADMIN_TOKEN": TOKEN}
-    with running_server(registry, env=env) as srv, sync_playwright() as p:
+    with running_server(credit_registry, env=env) as srv, sync_playwright() as p:
         origin = srv.url
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         traffic = Traffic(origin)
@@ -167,11 +171,11 @@ def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
             # The stream ends every 4 s and the page reconnects throughout the test.
             page.goto(origin + "/dashboard?interval=0.5&max_seconds=4")
             assert page.title() == TITLE
-            wait_for(page, "() => document.querySelector('#status').dataset.state === 'live'")
+            wait_in_page(page, "() => document.querySelector('#status').dataset.state === 'live'")
 
             # Traffic: requests/s and p99 appear for the stable version.
             traffic.start()
-            wait_for(page, ROW_IS_BUSY, ["1", "stable"])
+            wait_in_page(page, ROW_IS_BUSY, ["1", "stable"])
             row = traffic_row(page, "1", "stable")
             assert row is not None and float(row["rate"]) > 0 and float(row["p99"]) > 0
             assert row["rateText"] != "–" and row["p99Text"].endswith(("µs", "ms", "s"))
@@ -183,7 +187,7 @@ def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
                 json={"canary": 2, "canary_weight": 50},
             )
             assert r.status_code == 200, r.text
-            wait_for(
+            wait_in_page(
                 page,
                 """() => [...document.querySelectorAll('tr.audit-row')].some(
                     e => e.dataset.action === 'set_routing' && e.dataset.model === 'credit')""",
@@ -195,7 +199,7 @@ def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
             assert change.get_attribute("data-actor") == "token"
             assert TOKEN not in page.content()
             card = page.locator(".model-card[data-model='credit']")
-            wait_for(
+            wait_in_page(
                 page,
                 """() => document.querySelector(
                     ".model-card[data-model='credit'] [data-field='canary_weight']"
@@ -205,7 +209,7 @@ def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
             assert (
                 card.locator("[data-field='guardrails']").inner_text().startswith("guardrails on")
             )
-            wait_for(page, ROW_IS_BUSY, ["2", "canary"])
+            wait_in_page(page, ROW_IS_BUSY, ["2", "canary"])
 
             # No alert on normal traffic; shifted rows to v2 raise one on that feature only.
             chips = page.evaluate(CHIPS)
@@ -218,7 +222,7 @@ def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
                     x = rng.standard_normal((20, len(NAMES))).astype(np.float32)
                     x[:, column] += 1.5
                     assert c.post("/v2/models/credit/versions/2/infer", json=body(x)).is_success
-            wait_for(
+            wait_in_page(
                 page,
                 """(name) => [...document.querySelectorAll('.feature.alert')].some(
                     e => e.dataset.endpoint === 'credit/2' && e.dataset.section === 'inputs'
@@ -248,8 +252,8 @@ def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
             deadline = time.monotonic() + 10
             while len(streams) < 2 and time.monotonic() < deadline:
                 page.wait_for_timeout(100)  # the stream ends every 4 s: see it reconnect
-            wait_for(page, "() => document.querySelector('#status').dataset.state === 'live'")
-            wait_for(page, ROW_IS_BUSY, ["1", "stable"])
+            wait_in_page(page, "() => document.querySelector('#status').dataset.state === 'live'")
+            wait_in_page(page, ROW_IS_BUSY, ["1", "stable"])
             shot = artifacts / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
             print(f"dashboard screenshot: {shot}")
@@ -259,16 +263,18 @@ def test_dashboard_live_in_chromium(registry: Path, tmp_path: Path) -> None:
 
             # The stream goes away: "disconnected"; it comes back: live figures again.
             page.route("**/v2/monitor/stream*", lambda route: route.abort())
-            wait_for(
+            wait_in_page(
                 page,
                 "() => document.querySelector('#status').dataset.state === 'disconnected'",
             )
             assert "disconnected" in page.locator("#status").inner_text()
             page.unroute("**/v2/monitor/stream*")
-            wait_for(page, "() => document.querySelector('#status').dataset.state === 'live'")
+            wait_in_page(page, "() => document.querySelector('#status').dataset.state === 'live'")
             before = page.locator("#updated").inner_text()
-            wait_for(page, "(t) => document.querySelector('#updated').textContent !== t", before)
-            wait_for(page, ROW_IS_BUSY, ["1", "stable"])
+            wait_in_page(
+                page, "(t) => document.querySelector('#updated').textContent !== t", before
+            )
+            wait_in_page(page, ROW_IS_BUSY, ["1", "stable"])
             assert not external, external
             page.close()
         finally:

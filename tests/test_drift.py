@@ -429,6 +429,7 @@ def test_out_of_range_and_missing_reported():
 # calibration: false alarms on undrifted data, detection of a real shift
 
 
+@pytest.mark.slow
 def test_psi_threshold_stays_calibrated_with_rare_bins():
     """The empty-bin rule matters most where a window can miss a rare bin entirely.
 
@@ -466,6 +467,7 @@ def _undrifted(rng, rows, f):
 FALSE_ALARM_M = (200, 500, 2000)
 
 
+@pytest.mark.slow
 def test_false_alarm_rate_on_undrifted_streams():
     """alpha = 0.01 per report over 20 features (Bonferroni over 39 tests), n = 10,000.
 
@@ -500,6 +502,7 @@ def test_false_alarm_rate_on_undrifted_streams():
     assert all(rate <= alpha + 0.01 for rate in rates.values()), rates
 
 
+@pytest.mark.slow
 def test_detects_a_quarter_sigma_shift_within_500_rows():
     """A +0.25σ mean shift in one of 20 normal features, alpha = 0.01 (Bonferroni), n = 10,000.
 

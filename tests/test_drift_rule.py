@@ -140,6 +140,7 @@ def _sections(version: Version, state: dict) -> list[tuple[Binning, BinCounts]]:
     return out
 
 
+@pytest.mark.slow
 def test_version_false_alarms_within_alpha_across_three_sections() -> None:
     """alpha = 0.2 for the version (inputs, label, score: 7 tests), one evaluation, no
     floors, 800 fresh windows of 500 rows through ``ModelMonitor.report``: the version's
@@ -167,6 +168,7 @@ def test_version_false_alarms_within_alpha_across_three_sections() -> None:
     assert exceeds(before, trials, 0.2), before / trials  # the control fails the bound
 
 
+@pytest.mark.slow
 def test_false_alarms_per_window_length_within_alpha_when_every_bucket_reports() -> None:
     """A window of 6 buckets reported at the end of every bucket: the version's false
     alarms per window length (any of its 6 reports) stay within alpha = 0.2, because each
@@ -202,6 +204,7 @@ def test_false_alarms_per_window_length_within_alpha_when_every_bucket_reports()
 # alerts that mean something: seasonality and replays do not alert, a real shift does
 
 
+@pytest.mark.slow
 def test_daily_seasonality_does_not_alert_at_the_default_floors() -> None:
     """±0.1 sd daily seasonality on two wine features, hourly windows of 5,000 rows across
     10 days (240 windows): at most 1 % alert at the defaults (measured: 0). The control
@@ -242,6 +245,7 @@ def test_a_replayed_hold_out_set_does_not_alert_at_the_default_floors() -> None:
     assert before >= 0.5 * trials
 
 
+@pytest.mark.slow
 def test_a_quarter_sd_shift_alerts_at_5000_rows() -> None:
     """A +0.25 sd shift in one wine feature at m = 5,000 (200 windows): the default floors
     (|AUC - 0.5| ≈ 0.07 against a floor of 0.05) and the version's budget still catch it in
@@ -297,6 +301,7 @@ def test_reports_carry_the_effect_size_beside_the_p_value() -> None:
     assert report["alpha_per_test"] == pytest.approx(0.01 / (7 * 60))
 
 
+@pytest.mark.slow
 def test_the_row_cap_silences_a_huge_seasonal_window_even_without_floors() -> None:
     """A busy model: 100,000 rows an hour under the ±0.1 sd seasonality on two wine
     features, 48 hourly windows, no floors. Uncapped, the thresholds shrink with the window

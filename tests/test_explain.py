@@ -29,6 +29,7 @@ from mlserve.monitoring.profile import build_profile, save_profile, validate_pro
 from mlserve.runtime.tensors import InputLimits
 
 from .conftest import ServerProcess, running_server, write_version
+from .support.metrics import parse
 
 F = 4
 NAMES = ["age", "income", "debt", "region"]
@@ -199,6 +200,7 @@ def test_cost_bound_says_how_many_rows_fit() -> None:
 # --------------------------------------------------------------------------------- server
 
 
+@pytest.mark.slow
 def test_linear_float64_attributions_are_coef_times_distance_to_median(
     client: httpx.Client, models: dict[str, Any]
 ) -> None:
@@ -323,18 +325,17 @@ def test_explanations_are_not_inference_traffic(client: httpx.Client) -> None:
     for _ in range(3):
         assert client.post("/v2/models/counted/explain", json=_request(x)).status_code == 200
     assert client.post("/v2/models/counted/explain", json=_request(x[:, :2])).status_code == 400
-    metrics = client.get("/metrics").text
-    assert (
-        'mlserve_requests_total{model="counted",version="1",role="stable",outcome="success"} 1'
-        in metrics
-    )
-    assert 'mlserve_inference_rows_total{model="counted",version="1",role="stable"} 2' in metrics
-    prefix = 'mlserve_explain_requests_total{model="counted",version="1",outcome='
-    assert prefix + '"success"} 3' in metrics and prefix + '"invalid"} 1' in metrics
+    metrics = parse(client.get("/metrics").text)
+    counted = {"model": "counted", "version": "1"}
+    assert metrics.value("mlserve_requests_total", **counted, role="stable", outcome="success") == 1
+    assert metrics.value("mlserve_inference_rows_total", **counted, role="stable") == 2
+    explained = metrics.by("mlserve_explain_requests_total", "outcome", **counted)
+    assert explained["success"] == 3 and explained["invalid"] == 1, explained
     drift = client.get("/v2/models/counted/monitor").json()["versions"]["1"]["drift"]
     assert {f["window_count"] for f in drift["sections"]["inputs"]["features"]} == {2}
 
 
+@pytest.mark.slow
 def test_monitoring_off_and_old_profiles(tmp_path: Path) -> None:
     pytest.importorskip("skl2onnx")
     from sklearn.linear_model import LinearRegression

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from .conftest import running_server, wait_for
@@ -78,6 +79,7 @@ def test_weights_truncated_or_rewritten_in_place_change_nothing_served(tmp_path:
         assert srv.proc.poll() is None
 
 
+@pytest.mark.slow
 def test_weights_replaced_in_a_version_subdirectory_are_reloaded(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     w1 = np.array([1.0, 2.0, 3.0, 4.0])

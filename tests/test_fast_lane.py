@@ -37,7 +37,7 @@ MAX_BODY = 4096
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wine_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = load_wine()
     x = data.data.astype(np.float32)
     model = LogisticRegression(max_iter=5000).fit(x, data.target)
@@ -59,11 +59,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lanes(registry: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def lanes(wine_registry: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     args = ("--max-body-bytes", str(MAX_BODY), "--body-timeout-seconds", "1")
     with (
-        running_server(registry, *args) as fast,
-        running_server(registry, *args, "--fast-lane", "off") as slow,
+        running_server(wine_registry, *args) as fast,
+        running_server(wine_registry, *args, "--fast-lane", "off") as slow,
     ):
         yield fast, slow
 
@@ -244,6 +244,7 @@ PIPELINED = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.slow
 def test_lanes_answer_alike(lanes: tuple[ServerProcess, ServerProcess], case: str) -> None:
     fast, asgi = lanes
     got = exchange(fast.port, CASES[case])
@@ -255,6 +256,7 @@ def test_lanes_answer_alike(lanes: tuple[ServerProcess, ServerProcess], case: st
 
 
 @pytest.mark.parametrize("case", sorted(ENCODINGS))
+@pytest.mark.slow
 def test_compressed_bodies(lanes: tuple[ServerProcess, ServerProcess], case: str) -> None:
     """A compressed body answers as the same body sent plain; a bomb, a corrupt or
     truncated stream and an unknown coding are refused with what was wrong."""
@@ -272,6 +274,7 @@ def test_compressed_bodies(lanes: tuple[ServerProcess, ServerProcess], case: str
 
 
 @pytest.mark.parametrize("case", sorted(PIPELINED))
+@pytest.mark.slow
 def test_pipelined_requests_answer_alike(
     lanes: tuple[ServerProcess, ServerProcess], case: str
 ) -> None:
@@ -296,6 +299,7 @@ def test_answers_are_the_models(lanes: tuple[ServerProcess, ServerProcess]) -> N
     assert answer["id"] == "r-1" and answer["model_version"] == "1"
 
 
+@pytest.mark.slow
 def test_both_lanes_count_the_same(lanes: tuple[ServerProcess, ServerProcess]) -> None:
     """After the same cases, the two servers' request counters agree series for series."""
     fast, asgi = lanes

@@ -1,6 +1,6 @@
 """A fleet: two mlserve replicas sharing one state directory behind a real haproxy.
 
-The supported way for replicas to share routing state and one audit trail (README:
+The supported way for replicas to share routing state and one audit trail (docs/operations.md:
 "Deployment"): every replica runs with the same ``--state-dir`` on a shared writable volume
 (``routing.json`` per model and ``audit.jsonl``), changes go through the routing controller's
 ``flock`` on ``<state>/<model>/.routing.lock`` and the audit log's ``flock``, and each replica
@@ -43,8 +43,12 @@ from mlserve.routing.fleet import REQUESTS, WINDOW_SECONDS, FleetUnavailable, Pr
 from mlserve.routing.policy import bucket
 from mlserve.routing.state import read_state
 
-from .conftest import free_port, gather_model, prometheus, wait_for, wait_until, write_version
+from .conftest import free_port, gather_model, prometheus, write_version
 from .fleet_support import Fleet, haproxy
+from .support.waiting import NOT_YET, wait_for
+
+# Slow (replicas behind haproxy, and a real Prometheus): deselected by -m "not slow".
+pytestmark = pytest.mark.slow
 
 TOKEN = "fleet-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -242,8 +246,31 @@ def test_fleet_guardrails_roll_back_a_canary_no_replica_could_judge(fleet: Fleet
                               "pod", "role")  # fmt: skip
             return {(f"mlserve-{i}", r) for i in (0, 1) for r in ("canary", "stable")} <= set(got)
 
-        wait_until("both replicas' counters in Prometheus", scraped, 30, prom.log)
-        time.sleep(5)
+        wait_for(
+            scraped,
+            30,
+            what="both replicas' counters in Prometheus",
+            detail=prom.log,
+            interval=0.25,
+            ignore=NOT_YET,
+        )
+
+        def sampled() -> bool:  # five scrapes of every series: rate() extrapolates little
+            got = prom.values(
+                f'count_over_time(mlserve_requests_total{{model="{GUARDED}",outcome="error"}}[1m])',
+                "pod",
+                "role",
+            )
+            return len(got) >= 4 and min(got.values()) >= 5
+
+        wait_for(
+            sampled,
+            30,
+            what="five samples of each series in Prometheus",
+            detail=prom.log,
+            interval=0.25,
+            ignore=NOT_YET,
+        )
         # Replica A: its canary share fails. 22 canary requests in the fleet: no verdict yet.
         sent_a = _send(a.url, 50, keys)
         assert all(status == 400 for _, _, status in sent_a), (sent_a, _audit(fleet)[-3:])
@@ -252,11 +279,13 @@ def test_fleet_guardrails_roll_back_a_canary_no_replica_could_judge(fleet: Fleet
         sent_b = _send(b.url, 5, keys)
         assert all(status == 200 for _, _, status in sent_b)
         crossed = sent_b[MIN_REQUESTS - PER_REPLICA - 2 - 1][0]
-        wait_until(
-            "the fleet's guardrails to roll the canary back",
+        wait_for(
             lambda: all(not _routing(r.url)["canary"] for r in fleet.replicas),
             30,
-            lambda: prom.log() + fleet.logs(),
+            what="the fleet's guardrails to roll the canary back",
+            detail=lambda: prom.log() + fleet.logs(),
+            interval=0.25,
+            ignore=NOT_YET,
         )
         everywhere = time.monotonic()
         first_stable = next((t for t, version, _ in sent_b if version == "1"), None)
@@ -291,7 +320,7 @@ def test_fleet_guardrails_roll_back_a_canary_no_replica_could_judge(fleet: Fleet
             (v := _verdict(r.url)) is not None and v["source"] == "local" for r in fleet.replicas
         )
 
-    wait_until("local verdicts", fell_back, 30, fleet.logs)
+    wait_for(fell_back, 30, what="local verdicts", detail=fleet.logs, interval=0.25, ignore=NOT_YET)
     sent_a, sent_b = _send(a.url, 50, keys), _send(b.url, 5, keys)
     assert all(status == 400 for _, _, status in sent_a), (sent_a, _audit(fleet)[-3:])
     assert all(version == "2" and status == 200 for _, version, status in sent_b), sent_b
@@ -301,7 +330,9 @@ def test_fleet_guardrails_roll_back_a_canary_no_replica_could_judge(fleet: Fleet
         verdicts = [_verdict(r.url) for r in fleet.replicas]
         return all(v is not None and v["canary_requests"] == PER_REPLICA for v in verdicts)
 
-    wait_until("verdicts on the traffic", judged, 30, fleet.logs)
+    wait_for(
+        judged, 30, what="verdicts on the traffic", detail=fleet.logs, interval=0.25, ignore=NOT_YET
+    )
     time.sleep(max(0.0, checked + 3 - time.monotonic()))  # three more checks: still waiting
     for rep in fleet.replicas:
         v = _verdict(rep.url)

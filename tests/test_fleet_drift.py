@@ -41,7 +41,6 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -49,9 +48,14 @@ from sklearn.preprocessing import StandardScaler
 
 from mlserve.governance.publish import publish
 
-from .conftest import PROM, Prometheus, free_port, prometheus, wait_until
+from .conftest import PROM, Prometheus, free_port, prometheus
 from .fleet_support import Fleet, haproxy
+from .support.metrics import scrape as scrape_metrics
+from .support.waiting import NOT_YET, wait_for
 from .test_prometheus_rules import Window, statistics
+
+# Slow (replicas behind haproxy, and a real Prometheus): deselected by -m "not slow".
+pytestmark = pytest.mark.slow
 
 COMMON, SOLO = "cancer", "solo"
 SHIFTED = "mean radius"
@@ -168,16 +172,14 @@ def scrape(url: str, model: str) -> Scrape:
         "mlserve_feature_reference_midrank": (out.midrank, "bin"),
         "mlserve_feature_drift": (out.drift, "statistic"),
     }
-    text = httpx.get(url + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.labels.get("model") != model or s.labels.get("version") != "1":
-                continue
-            if s.name in tables:
-                table, label = tables[s.name]
-                table[s.labels["feature"]][s.labels[label]] = s.value
-            elif s.name == "mlserve_drift_rule":
-                out.rule[s.labels["parameter"]] = s.value
+    for s in scrape_metrics(url):
+        if s.labels.get("model") != model or s.labels.get("version") != "1":
+            continue
+        if s.name in tables:
+            table, label = tables[s.name]
+            table[s.labels["feature"]][s.labels[label]] = s.value
+        elif s.name == "mlserve_drift_rule":
+            out.rule[s.labels["parameter"]] = s.value
     return out
 
 
@@ -211,7 +213,14 @@ def load_instance_rules(prom: Prometheus, workdir: Path) -> None:
         groups = httpx.get(prom.url + "/api/v1/rules", timeout=10).json()["data"]["groups"]
         return "mlserve-drift-by-instance" in {g["name"] for g in groups}
 
-    wait_until("Prometheus to load the per-replica rules", loaded, 15, prom.log)
+    wait_for(
+        loaded,
+        15,
+        what="Prometheus to load the per-replica rules",
+        detail=prom.log,
+        interval=0.25,
+        ignore=NOT_YET,
+    )
 
 
 @dataclass
@@ -267,9 +276,25 @@ class Stack:
             )
             return fleet == {(): float(sum(rows))} and own == seen
 
-        wait_until(f"{model} {phase}: the rows in /metrics and Prometheus", settled, 30,
-                   lambda: self.prom.log() + self.fleet.logs())  # fmt: skip
-        time.sleep(1.5)  # the alerts' evaluation after the recordings'
+        wait_for(
+            settled,
+            30,
+            what=f"{model} {phase}: the rows in /metrics and Prometheus",
+            detail=lambda: self.prom.log() + self.fleet.logs(),
+            interval=0.25,
+            ignore=NOT_YET,
+        )
+        # The alerts read the recordings: wait for every rule group to evaluate once more
+        # after the recordings had settled.
+        settled_at = time.time()
+        wait_for(
+            lambda: all(at > settled_at for at in self.prom.evaluations().values()),
+            30,
+            what=f"{model} {phase}: an evaluation of every rule group after the recordings",
+            detail=self.prom.log,
+            interval=0.25,
+            ignore=NOT_YET,
+        )
         scrapes = [scrape(r.url, model) for r in self.fleet.replicas]
         fleet = {
             stat: {k[0]: v for k, v in
@@ -323,14 +348,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             fl.lb = lb
             st = Stack(fl, prom, [f"127.0.0.1:{p}" for p in fl.ports], profile)
             load_instance_rules(prom, work)
-            wait_until(
-                "Prometheus to scrape both replicas' windows",
+            wait_for(
                 lambda: (
                     len(prom.query(f'mlserve_feature_window_bin{{feature="{SHIFTED}",bin="0"}}'))
                     == 4
                 ),  # two models on two replicas
                 30,
-                prom.log,
+                what="Prometheus to scrape both replicas' windows",
+                detail=prom.log,
+                interval=0.25,
+                ignore=NOT_YET,
             )
             st.timings["start"] = time.monotonic() - started
             rng = np.random.default_rng(7)

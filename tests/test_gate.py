@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from mlserve.governance import metrics as m
 from mlserve.governance.gate import VALIDATION_FILE, gate_status, validate_version
 from mlserve.governance.publish import publish
 
-from .conftest import running_server
+from .conftest import running_server, wait_for
 
 TOKEN = "gate-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -249,6 +248,7 @@ def test_server_enforces_the_gate(gated: tuple[Path, Path]) -> None:
         assert '"set_routing"' in audit
 
 
+@pytest.mark.slow
 def test_validation_written_to_a_running_server_opens_the_gate(
     gated: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -277,15 +277,20 @@ def test_validation_written_to_a_running_server_opens_the_gate(
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
         assert "min_accuracy" in out.stdout and "m v2: PASSED" in out.stdout
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # picked up by the next registry scans
-            r = c.put("/v2/admin/models/m/routing", json={"canary": 2, "canary_weight": 20})
-            if r.status_code == 200:
-                break
-            time.sleep(0.2)
-        assert r.status_code == 200, r.text
+        wait_for(  # picked up by the next registry scans
+            lambda: (
+                c.put(
+                    "/v2/admin/models/m/routing", json={"canary": 2, "canary_weight": 20}
+                ).status_code
+                == 200
+            ),
+            20,
+            interval=0.2,
+            what="the passed validation to let v2 be a canary",
+        )
 
 
+@pytest.mark.slow
 def test_cli_validate_exit_codes(gated: tuple[Path, Path]) -> None:
     registry, data = gated
     base = [sys.executable, "-m", "mlserve", "validate", "--registry", str(registry)]

@@ -181,6 +181,7 @@ def _still_serving(server: GrpcServer) -> None:
 
 
 # ---------------------------------------------------------------------------- health, metadata
+@pytest.mark.slow
 def test_health_and_metadata_match_http(srv: GrpcServer) -> None:
     c = srv.client
     assert c.is_server_live() and c.is_server_ready()
@@ -313,6 +314,7 @@ def test_pinned_version(srv: GrpcServer, root: Path) -> None:
         assert np.array_equal(result.as_numpy("scores"), want)
 
 
+@pytest.mark.slow
 def test_canary_split_by_routing_key_equals_http(srv: GrpcServer) -> None:
     x = np.ones((1, 20), dtype=np.float32)
     body = orjson.dumps(
@@ -374,6 +376,7 @@ def test_requests_are_counted_as_http_ones(srv: GrpcServer) -> None:
     wait_for(lambda: count() == before + 3)
 
 
+@pytest.mark.slow
 def test_payload_log_and_drift_windows_see_grpc_requests(srv: GrpcServer, root: Path) -> None:
     def window_count() -> int:
         monitor = _http(srv, "/v2/models/cancer/versions/2/monitor").json()
@@ -563,6 +566,7 @@ def _amplifying_messages() -> dict[str, tuple[bytes, str]]:
     }
 
 
+@pytest.mark.slow
 def test_amplifying_messages_are_refused_before_parsing_and_the_loop_stays_live(
     root: Path,
 ) -> None:
@@ -722,6 +726,7 @@ def _socket_inodes(pid: int) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_two_workers_both_serve_grpc(root: Path) -> None:
     port = free_port()
     with running_server(root, "--workers", "2", "--grpc-port", str(port)) as proc:
@@ -748,6 +753,7 @@ def test_two_workers_both_serve_grpc(root: Path) -> None:
             server.close()
 
 
+@pytest.mark.slow
 def test_sigterm_drains_grpc_in_flight_and_exits_zero(root: Path) -> None:
     port = free_port()
     with running_server(root, "--grpc-port", str(port)) as proc:
@@ -786,6 +792,7 @@ def test_sigterm_drains_grpc_in_flight_and_exits_zero(root: Path) -> None:
         assert refused_at < answered[0], "the slow request ended before the drain began"
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(tmp_path: Path) -> None:
     """benchmarks/grpc_bench.py runs end to end (its answers checked equal across encodings)."""
     import subprocess
@@ -825,6 +832,7 @@ def _refused_start(root: Path, port: int) -> None:
             proc.stop()
 
 
+@pytest.mark.slow
 def test_a_grpc_port_in_use_stops_the_start_and_says_which(root: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -832,6 +840,7 @@ def test_a_grpc_port_in_use_stops_the_start_and_says_which(root: Path) -> None:
         _refused_start(root, taken.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_a_second_server_cannot_share_the_grpc_port(srv: GrpcServer, root: Path) -> None:
     """Workers share the gRPC port through SO_REUSEPORT; another server (another process
     listening with SO_REUSEPORT, as this one does) is refused instead of silently taking
@@ -846,6 +855,7 @@ def test_a_second_server_cannot_share_the_grpc_port(srv: GrpcServer, root: Path)
     assert srv.client.is_server_live()
 
 
+@pytest.mark.slow
 def test_load_shedding_answers_unavailable_with_retry_info(tmp_path: Path) -> None:
     """A model that holds the event loop makes it late; the excess gets UNAVAILABLE with
     HTTP's overload message naming the lateness that made it shed, a RetryInfo and the error
@@ -1066,6 +1076,7 @@ def test_health_watch_sends_the_status_at_once(srv: GrpcServer) -> None:
     _still_serving(srv)
 
 
+@pytest.mark.slow
 def test_health_is_not_serving_while_the_server_is_not_ready(tmp_path: Path) -> None:
     """A server whose one model never arrives (KServe's --model_name over an empty
     directory) is live, not ready: Check and Watch say NOT_SERVING, as ServerReady says
@@ -1101,6 +1112,7 @@ def test_health_is_not_serving_while_the_server_is_not_ready(tmp_path: Path) -> 
         assert proc.stop() == 0, proc.log()
 
 
+@pytest.mark.slow
 def test_health_watch_says_not_serving_when_the_drain_begins(root: Path) -> None:
     """SIGTERM while a slow request runs: an open Watch gets NOT_SERVING while the request is
     still being drained, then its stream ends (OK) at once instead of holding the drain; new
@@ -1195,6 +1207,7 @@ print(api_implementation.Type())
 
 
 @pytest.mark.parametrize("implementation", ["upb", "python"])
+@pytest.mark.slow
 def test_health_messages_do_not_collide_with_grpcio_health_checking(implementation: str) -> None:
     """grpcio-health-checking's grpc.health.v1 (its health_pb2, re-enacted: it is not a
     dependency) and ours live in one process, imported in either order, with protobuf's

@@ -11,6 +11,9 @@ import sys
 
 import pytest
 
+# Slow: every test here starts real servers and waits on them (-m "not slow" skips them).
+pytestmark = pytest.mark.slow
+
 _SCRIPT = r"""
 import sys
 from google.protobuf import symbol_database

@@ -8,12 +8,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from mlserve.config import GuardrailConfig, RoutingConfig
 from mlserve.monitoring.metrics import LATENCY_BUCKETS, quantile
 from mlserve.routing.guardrails import decide
 
 from .conftest import gather_model, running_server, write_version
+from .support.metrics import parse
+
+# Slow: every test here starts real servers and waits on them (-m "not slow" skips them).
+pytestmark = pytest.mark.slow
 
 ROUTING = RoutingConfig(stable=1, canary=2, canary_weight=20.0)
 
@@ -80,8 +85,10 @@ def test_a_failing_canary_is_rolled_back(tmp_path: Path) -> None:
             raise AssertionError("the failing canary was not rolled back")
         assert all(post(c, [i]).status_code == 200 for i in range(10))  # stable serves all
         metrics = c.get("/metrics").text
-    assert 'mlserve_guardrail_actions_total{model="m",action="rollback"} 1' in metrics
-    assert 'mlserve_canary_weight{model="m"} 0' in metrics
+    assert (
+        parse(metrics).value("mlserve_guardrail_actions_total", model="m", action="rollback") == 1
+    )
+    assert parse(metrics).value("mlserve_canary_weight", model="m") == 0
     saved = json.loads((root / "m" / "routing.json").read_text())["override"]
     assert saved["canary"] == 0 and saved["canary_weight"] == 0
     entry = json.loads((root / "audit.jsonl").read_text().splitlines()[-1])

@@ -31,6 +31,8 @@ from mlserve.errors import ModelLoadError
 from mlserve.runtime.external_data import check_external_data
 
 from .conftest import ServerProcess, echo_model, linear_model, running_server, write_version
+from .support import asgi
+from .support.metrics import parse
 
 TOKEN = "s3cret-admin-token-0123456789abcdef"
 W = np.arange(12, dtype=np.float32).reshape(4, 3)
@@ -439,11 +441,7 @@ def test_external_data_outside_the_version_is_refused(c: Client) -> None:
     )
     # Metered: four failed loads of ext; the others keep serving.
     status, text, _ = c.call("GET", "/metrics")
-    line = next(
-        ln for ln in text.decode().splitlines()
-        if ln.startswith("mlserve_model_load_failures_total") and 'model="ext"' in ln
-    )  # fmt: skip
-    assert float(line.rsplit(" ", 1)[1]) == 4.0
+    assert parse(text.decode()).value("mlserve_model_load_failures_total", model="ext") == 4.0
     assert c.infer("lin", {"inputs": [x4()]})[0] == 200
 
 
@@ -974,24 +972,13 @@ def test_token_comparison_is_constant_time_by_construction(
     app = create_app(settings)
 
     async def status_of(credential: str) -> int:
-        sent: list[dict[str, Any]] = []
-        scope = {
-            "type": "http",
-            "method": "GET",
-            "path": "/v2/admin/models/lin/routing",
-            "raw_path": b"/v2/admin/models/lin/routing",
-            "query_string": b"",
-            "headers": [(b"authorization", b"Bearer " + credential.encode())],
-        }
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-        return int(sent[0]["status"])
+        answer = await asgi.request(
+            app,
+            "GET",
+            "/v2/admin/models/lin/routing",
+            headers=[(b"authorization", b"Bearer " + credential.encode())],
+        )
+        return answer.status
 
     credentials = ["", "x", TOKEN[:-1], TOKEN[:-1] + "g", "y" * 10_000, TOKEN]
     try:

@@ -13,8 +13,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from .conftest import linear_model, running_server, wait_for, write_version
+from .support.metrics import parse
 
 X = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.25] * 20}
 
@@ -27,6 +29,7 @@ def publish(root: Path, model: str, version: int, seed: int) -> None:
     os.rename(hidden, root / model / str(version))
 
 
+@pytest.mark.slow
 def test_publish_reconfigure_and_remove_under_load(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     write_version(root, "live", 1, linear_model(seed=1))
@@ -84,6 +87,7 @@ def test_publish_reconfigure_and_remove_under_load(tmp_path: Path) -> None:
     assert set(versions) == {"1", "2"} and versions["none"] == 0
 
 
+@pytest.mark.slow
 def test_broken_or_invalid_changes_never_disturb_what_serves(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     write_version(root, "m", 1, linear_model(seed=1))
@@ -119,6 +123,7 @@ def test_broken_or_invalid_changes_never_disturb_what_serves(tmp_path: Path) -> 
         np.testing.assert_array_equal(scores[0]["data"], before["outputs"][0]["data"])
 
 
+@pytest.mark.slow
 def test_counters_survive_a_reload(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     write_version(root, "m", 1, linear_model(seed=1))
@@ -142,14 +147,13 @@ def test_counters_survive_a_reload(tmp_path: Path) -> None:
         else:
             raise AssertionError("version 1 was not reloaded")
         text = c.get("/metrics").text
-    line = next(
-        x for x in text.splitlines()
-        if x.startswith('mlserve_requests_total{model="m",version="1",role="stable",'
-                        'outcome="success"}')
-    )  # fmt: skip
-    assert float(line.split()[-1]) == served
+    counted = parse(text).value(
+        "mlserve_requests_total", model="m", version="1", role="stable", outcome="success"
+    )
+    assert counted == served
 
 
+@pytest.mark.slow
 def test_a_broken_new_latest_version_never_retires_the_serving_one(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     write_version(root, "m", 1, linear_model(seed=1))  # policy latest(1), the default
@@ -170,6 +174,7 @@ def test_a_broken_new_latest_version_never_retires_the_serving_one(tmp_path: Pat
         assert r.headers["mlserve-model-version"] == "1"  # pinned: v3 waits to be promoted
 
 
+@pytest.mark.slow
 def test_routing_override_survives_a_model_leaving_and_coming_back(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     for v in (1, 2):

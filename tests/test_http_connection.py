@@ -126,6 +126,7 @@ def test_head_answers_have_no_body(srv: ServerProcess) -> None:
         assert status == 200 and len(body) == int(headers[b"content-length"])
 
 
+@pytest.mark.slow
 def test_answers_without_a_length_are_chunked(srv: ServerProcess) -> None:
     target = "/v2/monitor/stream?interval=0.5&max_seconds=1"
     with connect(srv.port) as s:
@@ -274,6 +275,7 @@ def test_websocket_upgrade_is_answered_as_http_then_closed(srv: ServerProcess) -
     assert answer.count(b"HTTP/1.1") == 1
 
 
+@pytest.mark.slow
 def test_idle_keep_alive_connection_is_closed_after_the_timeout(srv: ServerProcess) -> None:
     with connect(srv.port) as s:
         s.sendall(request_bytes("GET", "/v2/health/live"))
@@ -284,6 +286,7 @@ def test_idle_keep_alive_connection_is_closed_after_the_timeout(srv: ServerProce
         assert 4.5 <= time.monotonic() - start < 7.0  # uvicorn's timeout_keep_alive: 5 s
 
 
+@pytest.mark.slow
 def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections(root: Path) -> None:
     slow = json.dumps(
         {

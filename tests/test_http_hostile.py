@@ -81,6 +81,7 @@ def rss_kib(pid: int) -> int:
 
 
 @pytest.mark.parametrize("lane", LANES)
+@pytest.mark.slow
 def test_a_request_read_while_an_earlier_one_runs_waits_its_turn(
     servers: dict[str, ServerProcess], lane: str
 ) -> None:
@@ -131,6 +132,7 @@ def test_many_pipelined_requests_of_every_kind_are_answered_in_order(
 
 
 @pytest.mark.parametrize("lane", LANES)
+@pytest.mark.slow
 def test_a_client_that_never_reads_stops_being_read(
     servers: dict[str, ServerProcess], lane: str
 ) -> None:
@@ -204,6 +206,7 @@ def test_an_early_answer_with_the_body_owed_closes_the_connection(
 
 
 @pytest.mark.parametrize("lane", LANES)
+@pytest.mark.slow
 def test_a_body_still_arriving_when_the_drain_ends_is_answered_503(root: Path, lane: str) -> None:
     server = ServerProcess(
         root, "--fast-lane", lane, "--drain-seconds", "1", "--body-timeout-seconds", "30"

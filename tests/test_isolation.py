@@ -49,6 +49,7 @@ from mlserve.monitoring.profile import load_profile
 from mlserve.registry.layout import read_json
 
 from .conftest import free_port, linear_model, running_server, wait_for
+from .support.metrics import parse
 
 MODELS = ("lin", "iris", "gbr")  # the linear ONNX model, two scikit-learn models
 RSS_LIMIT_KB = 1_500_000  # peak resident memory of the server (VmHWM)
@@ -263,14 +264,6 @@ BAD = [
 # ------------------------------------------------------------------ observing the server
 
 
-def metric(text: str, name: str, model: str | None = None) -> float:
-    want = f'{name}{{model="{model}"}}' if model else name
-    for line in text.splitlines():
-        if line.startswith(want + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def peak_rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -338,6 +331,7 @@ def probe_hot_reload(c: httpx.Client, root: Path, name: str, version: int) -> No
 @pytest.mark.parametrize(
     "index", range(len(BAD)), ids=[f"{b.artifact}-{b.corruption}" for b in BAD]
 )
+@pytest.mark.slow
 def test_a_bad_artifact_affects_only_its_model(tmp_path: Path, index: int) -> None:
     bad = BAD[index]
     victim = MODELS[index % 3]
@@ -350,15 +344,15 @@ def test_a_bad_artifact_affects_only_its_model(tmp_path: Path, index: int) -> No
     # While serving: the corruption arrives, the others go on, hot reload goes on.
     with running_server(root, *args, env=ENV) as srv, httpx.Client(base_url=srv.url) as c:
         check_others(c, victim, srv.proc.pid)
-        before = metric(c.get("/metrics").text, FAILURES, victim)
+        before = parse(c.get("/metrics").text).value(FAILURES, model=victim)
         apply(root, victim, bad)
         wait_for(lambda: all(s in reason_of(c, victim, bad) for s in bad.says), 30)
         probe_hot_reload(c, root, probe, 2)
         check_others(c, victim, srv.proc.pid)
         text = c.get("/metrics").text
         if bad.artifact != "validation.json":  # a gate that fails is not a failed load
-            assert metric(text, FAILURES, victim) > before
-        assert metric(text, SCANS) == 0
+            assert parse(text).value(FAILURES, model=victim) > before
+        assert parse(text).value(SCANS) == 0
         infer_matches(c, victim, 0, "/versions/1")  # the victim's loaded version serves on
         # Logged once, not at every scan (the scan runs every 0.1 s).
         log = srv.log()
@@ -374,7 +368,7 @@ def test_a_bad_artifact_affects_only_its_model(tmp_path: Path, index: int) -> No
             r = c.post(f"/v2/models/{victim}/infer", json={"inputs": []})
             assert r.status_code == 503 and "model.toml" in r.json()["error"], r.text
             assert c.get(f"/v2/models/{victim}/ready").status_code == 503
-            assert metric(c.get("/metrics").text, FAILURES, victim) >= 1
+            assert parse(c.get("/metrics").text).value(FAILURES, model=victim) >= 1
         r = c.post(f"/v2/repository/models/{victim}/load", headers=AUTH)
         if bad.level == "model":
             assert r.status_code == 409, (r.status_code, r.text)
@@ -388,9 +382,10 @@ def test_a_bad_artifact_affects_only_its_model(tmp_path: Path, index: int) -> No
                 assert bad.artifact in doc["reasons"]["2"] or bad.says[0] in doc["reasons"]["2"]
         probe_hot_reload(c, root, probe, 3)
         check_others(c, victim, srv.proc.pid)
-        assert metric(c.get("/metrics").text, SCANS) == 0
+        assert parse(c.get("/metrics").text).value(SCANS) == 0
 
 
+@pytest.mark.slow
 def test_unneeded_samples_members_are_never_read(tmp_path: Path) -> None:
     """A samples.npz may hold more than warm-up needs: a 1 GiB member nobody reads does not
     stop the version loading, nor cost its memory."""
@@ -525,6 +520,7 @@ def corrupted(original: bytes, corruption: str, data: Any) -> bytes:
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+@pytest.mark.slow
 @given(data=st.data())
 def test_any_corruption_leaves_the_other_models_serving(shared: Shared, data: Any) -> None:
     """Every artifact of the victim is corrupted at once, each in its own drawn way (or
@@ -554,7 +550,7 @@ def test_any_corruption_leaves_the_other_models_serving(shared: Shared, data: An
             shared.probe_version += 1
             probe_hot_reload(c, root, "gbr", shared.probe_version)
             check_others(c, "lin", shared.pid)
-            assert metric(c.get("/metrics").text, SCANS) == 0
+            assert parse(c.get("/metrics").text).value(SCANS) == 0
         finally:
             for path, original in originals.items():
                 path.write_bytes(original)

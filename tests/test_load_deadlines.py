@@ -24,6 +24,7 @@ from mlserve.runtime.session import STOP_GRACE_S, ModelSession, load_version
 from mlserve.server import EXIT_BOUND_S
 
 from .conftest import ServerProcess, linear_model, wait_for, write_version
+from .support.metrics import parse
 
 TRIPS = 10**12
 
@@ -112,6 +113,7 @@ def test_a_runaway_run_stops_when_told(tmp_path: Path) -> None:
     assert "terminate" in str(failures[0].__cause__)
 
 
+@pytest.mark.slow
 def test_a_runaway_warm_up_is_failed_at_its_deadline_and_stopped(tmp_path: Path) -> None:
     write_version(tmp_path, "runaway", 1, loop_model(TRIPS))
     start = time.monotonic()
@@ -131,6 +133,7 @@ def test_a_runaway_warm_up_is_failed_at_its_deadline_and_stopped(tmp_path: Path)
     assert not _loading("runaway"), "the warm-up thread still runs"
 
 
+@pytest.mark.slow
 def test_loads_run_outside_the_store_lock(tmp_path: Path) -> None:
     """While a runaway version warms up, what takes the store's lock answers at once, and
     the other model loads and serves; the runaway version is failed with the reason."""
@@ -157,14 +160,6 @@ def test_loads_run_outside_the_store_lock(tmp_path: Path) -> None:
     assert store.resolve("normal").run({"X": np.zeros((1, 20), np.float32)})[0].shape == (1, 3)
 
 
-def _metric(text: str, name: str, **labels: str) -> float | None:
-    """The value of the sample of ``name`` whose labels include ``labels`` (None: none)."""
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def _infer(url: str, model: str, body: dict[str, object], timeout: float = 10) -> httpx.Response:
     return httpx.post(f"{url}/v2/models/{model}/infer", json=body, timeout=timeout)
 
@@ -172,6 +167,7 @@ def _infer(url: str, model: str, body: dict[str, object], timeout: float = 10) -
 NORMAL_BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.0] * 20}]}
 
 
+@pytest.mark.slow
 def test_server_serves_beside_a_runaway_version_and_says_why_it_failed(tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     write_version(registry, "normal", 1, linear_model())
@@ -207,9 +203,9 @@ def test_server_serves_beside_a_runaway_version_and_says_why_it_failed(tmp_path:
         failed = monitor["unavailable_versions"]["1"]
         assert failed["state"] == "failed" and failed["reason"].startswith(reason_start)
         metrics = httpx.get(srv.url + "/metrics").text
-        assert _metric(metrics, "mlserve_model_load_failures_total", model="runaway") == 1.0
-        assert _metric(metrics, "mlserve_model_load_failures_total", model="normal") == 0.0
-        assert _metric(metrics, "mlserve_model_ready", model="normal", version="1") == 1.0
+        assert parse(metrics).value("mlserve_model_load_failures_total", model="runaway") == 1.0
+        assert parse(metrics).value("mlserve_model_load_failures_total", model="normal") == 0.0
+        assert parse(metrics).value("mlserve_model_ready", model="normal", version="1") == 1.0
         assert reason_start in srv.log()
     finally:
         start = time.monotonic()
@@ -219,6 +215,7 @@ def test_server_serves_beside_a_runaway_version_and_says_why_it_failed(tmp_path:
     assert stop_s < 1 + EXIT_BOUND_S
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_runaway_warm_up_ends_the_process(tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     write_version(registry, "runaway", 1, loop_model(TRIPS))
@@ -236,6 +233,7 @@ def test_sigterm_during_a_runaway_warm_up_ends_the_process(tmp_path: Path) -> No
     assert code == 0, srv.log()  # the warm-up was stopped: a clean exit
 
 
+@pytest.mark.slow
 def test_each_model_serves_as_soon_as_it_is_loaded_while_the_server_starts(
     tmp_path: Path,
 ) -> None:
@@ -275,6 +273,7 @@ def test_each_model_serves_as_soon_as_it_is_loaded_while_the_server_starts(
     assert code == 0, srv.log()
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_runaway_request_on_a_thread_ends_the_process(tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     write_version(registry, "counted", 1, loop_model(None))
@@ -315,6 +314,7 @@ def _live(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_process_that_cannot_end_exits_at_the_bound(tmp_path: Path) -> None:
     """What onnxruntime cannot stop (session creation, one long operator) holds a thread that
     the interpreter would join forever: a stand-in thread that never ends shows the bound."""

@@ -201,6 +201,7 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
 
 
 @pytest.mark.parametrize("megabytes", [8, 63])
+@pytest.mark.slow
 def test_empty_objects_are_refused_without_holding_the_loop(
     hostile_server: ServerProcess, megabytes: int
 ) -> None:
@@ -218,6 +219,7 @@ def test_empty_objects_are_refused_without_holding_the_loop(
     held(f"{megabytes} MB of {{}}", port, send, BUDGET_MS)
 
 
+@pytest.mark.slow
 def test_numbers_beyond_the_models_limits_are_refused(hostile_server: ServerProcess) -> None:
     # 30 M numbers in one flat data array: no container to spare, but 1,500 times the values
     # a 20-feature request of at most 10,000 rows holds.
@@ -238,6 +240,7 @@ def test_numbers_beyond_the_models_limits_are_refused(hostile_server: ServerProc
 
 
 @pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.slow
 def test_largest_request_is_parsed_and_decoded_off_the_loop(
     hostile_server: ServerProcess, nested: bool
 ) -> None:
@@ -306,6 +309,7 @@ def _bytes_request(blob: bytes, count: int) -> tuple[bytes, dict[str, str]]:
     return header + blob, headers
 
 
+@pytest.mark.slow
 def test_ten_million_bytes_elements_are_refused_at_once(hostile_server: ServerProcess) -> None:
     port = hostile_server.port
     count = 10_000_000
@@ -320,6 +324,7 @@ def test_ten_million_bytes_elements_are_refused_at_once(hostile_server: ServerPr
     held("10 M BYTES elements (40 MB)", port, send, BUDGET_MS)
 
 
+@pytest.mark.slow
 def test_ten_million_json_strings_are_refused_unparsed(hostile_server: ServerProcess) -> None:
     # The JSON form of the same: the body scan counts a BYTES input at the binary limit.
     port = hostile_server.port
@@ -338,6 +343,7 @@ def test_ten_million_json_strings_are_refused_unparsed(hostile_server: ServerPro
     held("10 M JSON strings (30 MB)", port, send, BUDGET_MS)
 
 
+@pytest.mark.slow
 def test_most_bytes_elements_a_tensor_takes_are_answered(hostile_server: ServerProcess) -> None:
     port = hostile_server.port
     blob = b"".join(struct.pack("<I", len(s)) + s for s in (b"%d" % i for i in range(1 << 17)))
@@ -368,6 +374,7 @@ def _outer_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+@pytest.mark.slow
 def test_a_large_json_answer_is_encoded_off_the_loop(tmp_path: Path) -> None:
     # 2,000 numbers in, 4 M out (~50 MB of JSON): encoded on the loop, the answer held it
     # 146 ms; in a worker thread, in steps that each hold the GIL ~2 ms.
@@ -424,6 +431,7 @@ def many_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         yield server
 
 
+@pytest.mark.slow
 def test_scrapes_of_many_models_do_not_hold_the_loop(many_models: ServerProcess) -> None:
     port = many_models.port
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

@@ -21,6 +21,7 @@ from mlserve.monitoring.monitor import ModelMonitor
 from mlserve.runtime.tensors import TensorSpec
 
 from .conftest import running_server
+from .support.metrics import parse
 
 INPUTS = (TensorSpec("X", "FP32", (-1, 3)),)
 OUTPUTS = (TensorSpec("label", "INT64", (-1,)), TensorSpec("score", "FP32", (-1, 2)))
@@ -151,6 +152,7 @@ def test_sample_rows_in_model_toml() -> None:
         parse_model_config(parse_model_toml(b"[monitoring]\nsample_rows = -1\n"))
 
 
+@pytest.mark.slow
 def test_a_server_counts_every_row_and_bins_a_sample(tmp_path: Path) -> None:
     """Over real HTTP: a 1,000-row request is counted whole (rows counter) and binned as 250
     rows (ceil(1000 / 256) = 4), which the monitor endpoint reports."""
@@ -167,11 +169,5 @@ def test_a_server_counts_every_row_and_bins_a_sample(tmp_path: Path) -> None:
         for section in report["sections"].values():
             assert {f["window_count"] for f in section["features"]} == {250}
         metrics = client.get("/metrics").text
-    rows = [
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("mlserve_inference_rows_total{")
-        and 'model="credit-risk"' in line
-        and 'version="1"' in line
-    ]
-    assert sum(rows) == 1000, rows
+    rows = parse(metrics).value("mlserve_inference_rows_total", model="credit-risk", version="1")
+    assert rows == 1000, rows

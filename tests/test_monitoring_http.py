@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +11,14 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from mlserve.http.monitor import quantile
 from mlserve.monitoring import build_profile, save_profile
 from mlserve.monitoring.drift import PSI_PSEUDO_COUNT
 from mlserve.monitoring.metrics import LATENCY_BUCKETS, Histogram, merge_snapshots
 
-from .conftest import linear_model, running_server, write_version
+from .conftest import linear_model, running_server, wait_for, write_version
+from .support.metrics import scrape
 
 N_FEATURES = 20
 NAMES = [f"f{i}" for i in range(N_FEATURES)]
@@ -66,19 +65,7 @@ def raw_status(port: int, headers: dict[str, str], hang_up: bool = False) -> int
         return int(sock.recv(4096).split(b" ", 2)[1])
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(url + "/metrics").text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
+@pytest.mark.slow
 def test_metric_values_after_a_known_sequence(watched: Path) -> None:
     rng = np.random.default_rng(11)
     sent_v1 = [rng.standard_normal((2, N_FEATURES)).astype(np.float32) for _ in range(5)]
@@ -103,8 +90,7 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
         monitor = c.get("/v2/models/watched/versions/1/monitor").json()
 
     def req(version: str, role: str, outcome: str) -> float:
-        return value(
-            samples,
+        return samples.value(
             "mlserve_requests_total",
             model="watched",
             version=version,
@@ -116,12 +102,11 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
     assert req("2", "stable", "invalid") == 5 and req("1", "pinned", "invalid") == 0
     assert req("2", "stable", "error") == 0
     assert (
-        value(samples, "mlserve_inference_rows_total", model="watched", version="1", role="pinned")
+        samples.value("mlserve_inference_rows_total", model="watched", version="1", role="pinned")
         == 10
     )
     assert (
-        value(
-            samples,
+        samples.value(
             "mlserve_request_duration_seconds_count",
             model="watched",
             version="1",
@@ -130,31 +115,27 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
         == 5
     )
     assert (
-        value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="shape")
+        samples.value("mlserve_input_rejected_total", model="watched", version="2", reason="shape")
         == 2
     )
     assert (
-        value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="name")
+        samples.value("mlserve_input_rejected_total", model="watched", version="2", reason="name")
         == 1
     )
     assert (
-        value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="json")
+        samples.value("mlserve_input_rejected_total", model="watched", version="2", reason="json")
         == 1
     )
     assert (
-        value(samples, "mlserve_input_rejected_total", model="watched", version="2", reason="size")
+        samples.value("mlserve_input_rejected_total", model="watched", version="2", reason="size")
         == 1
     )
-    assert not any(labels and dict(labels).get("model") == "nope" for _, labels in samples)
-    assert value(samples, "mlserve_model_ready", model="watched", version="2") == 1
+    assert not any(s.labels.get("model") == "nope" for s in samples)
+    assert samples.value("mlserve_model_ready", model="watched", version="2") == 1
     # Every row lands in exactly one bin per feature; predicted classes match onnxruntime.
     for feature in ("f0", "f7"):
-        total = sum(
-            v
-            for (name, labels), v in samples.items()
-            if name == "mlserve_feature_bin_total"
-            and dict(labels).get("feature") == feature
-            and dict(labels).get("version") == "1"
+        total = samples.value(
+            "mlserve_feature_bin_total", model="watched", version="1", feature=feature
         )
         assert total == 10
     sess = ort.InferenceSession(
@@ -164,8 +145,7 @@ def test_metric_values_after_a_known_sequence(watched: Path) -> None:
     for cls in range(3):
         expected = int((labels_v1 == cls).sum())
         assert (
-            value(
-                samples,
+            samples.value(
                 "mlserve_prediction_class_total",
                 model="watched",
                 version="1",
@@ -216,8 +196,7 @@ def test_drift_is_detected_on_the_shifted_feature_only(watched: Path) -> None:
     assert inputs["f3"]["psi"] == pytest.approx(expected, rel=1e-12)
     assert inputs["f3"]["window_mean"] == pytest.approx(float(shifted[:, 3].mean()), rel=1e-5)
     assert (
-        value(
-            samples,
+        samples.value(
             "mlserve_feature_drift",
             model="watched",
             version="2",
@@ -227,8 +206,7 @@ def test_drift_is_detected_on_the_shifted_feature_only(watched: Path) -> None:
         == 1
     )
     assert (
-        value(
-            samples,
+        samples.value(
             "mlserve_feature_drift",
             model="watched",
             version="2",
@@ -237,11 +215,10 @@ def test_drift_is_detected_on_the_shifted_feature_only(watched: Path) -> None:
         )
         == 0
     )
-    assert (
-        value(samples, "mlserve_drift_alert", model="watched", version="2", section="inputs") == 1
-    )
+    assert samples.value("mlserve_drift_alert", model="watched", version="2", section="inputs") == 1
 
 
+@pytest.mark.slow
 def test_two_workers_report_the_sum(watched: Path) -> None:
     n = 60
     x = np.zeros((1, N_FEATURES), np.float32)
@@ -249,13 +226,18 @@ def test_two_workers_report_the_sum(watched: Path) -> None:
         for _ in range(n):  # a new connection each: the kernel spreads them over the workers
             r = httpx.post(srv.url + "/v2/models/watched/versions/1/infer", json=body(x))
             assert r.status_code == 200
-        time.sleep(1.5)  # workers publish their snapshots once a second
+        # Each worker publishes its snapshot once a second, and a scrape publishes the
+        # answering worker's before it reads the others': once one scrape has all n, so
+        # does every later one, whichever worker answers.
+        wait_for(
+            lambda: scrape(srv.url).value("mlserve_requests_total", 0.0, model="watched") == n,
+            what=f"the workers' snapshots to add up to {n} requests",
+        )
         for _ in range(6):  # whichever worker answers, the scrape is the sum
             samples = scrape(srv.url)
-            assert value(samples, "mlserve_workers") == 2
+            assert samples.value("mlserve_workers") == 2
             assert (
-                value(
-                    samples,
+                samples.value(
                     "mlserve_requests_total",
                     model="watched",
                     version="1",
@@ -265,20 +247,14 @@ def test_two_workers_report_the_sum(watched: Path) -> None:
                 == n
             )
             assert (
-                sum(
-                    v
-                    for (name, labels), v in samples.items()
-                    if name == "mlserve_feature_bin_total"
-                    and dict(labels).get("feature") == "f0"
-                    and dict(labels).get("version") == "1"
+                samples.value(
+                    "mlserve_feature_bin_total", model="watched", version="1", feature="f0"
                 )
                 == n
             )
-            classes = {
-                dict(labels)["class"]: v
-                for (name, labels), v in samples.items()
-                if name == "mlserve_prediction_class_total" and dict(labels)["version"] == "1"
-            }
+            classes = samples.by(
+                "mlserve_prediction_class_total", "class", model="watched", version="1"
+            )
             assert set(classes) == {"0", "1", "2", "other"} and sum(classes.values()) == n
 
 
@@ -288,8 +264,8 @@ def test_monitoring_off_records_nothing(watched: Path) -> None:
         assert c.post("/v2/models/watched/infer", json=body(x)).status_code == 200
         samples = scrape(srv.url)
         mon = c.get("/v2/models/watched/monitor").json()
-    assert not [k for k in samples if k[0] == "mlserve_requests_total"]
-    assert value(samples, "mlserve_model_ready", model="watched", version="1") == 1
+    assert not samples.samples("mlserve_requests_total")
+    assert samples.value("mlserve_model_ready", model="watched", version="1") == 1
     assert mon["monitoring"] is False and mon["versions"]["2"]["note"] == "monitoring is off"
 
 
@@ -306,6 +282,7 @@ def test_monitor_without_profile_and_errors(watched: Path) -> None:
         assert openmetrics.text.rstrip().endswith("# EOF")
 
 
+@pytest.mark.slow
 def test_sse_stream_sends_periodic_snapshots(watched: Path) -> None:
     x = np.zeros((1, N_FEATURES), np.float32)
     with running_server(watched) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:

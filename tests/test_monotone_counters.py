@@ -27,7 +27,6 @@ import numpy as np
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_breast_cancer
@@ -41,6 +40,7 @@ from mlserve.monitoring.hub import MonitoringHub
 from mlserve.monitoring.metrics import RequestStats
 
 from .conftest import running_server, wait_for, write_version
+from .support.metrics import parse
 
 TRAFFIC_SECONDS = 15.0
 SCRAPE_EVERY = 0.2
@@ -104,14 +104,12 @@ def _scrape(port: int, pids: list[int]) -> tuple[str, int | None]:
 
 def _monotone_samples(text: str) -> dict[Sample, float]:
     """Every counter's ``_total`` and every histogram's ``_count`` and ``_bucket``."""
-    samples: dict[Sample, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if (family.type == "counter" and s.name.endswith("_total")) or (
-                family.type == "histogram" and s.name.endswith(("_count", "_bucket"))
-            ):
-                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
+    return {
+        s.key(): s.value
+        for s in parse(text)
+        if (s.type == "counter" and s.name.endswith("_total"))
+        or (s.type == "histogram" and s.name.endswith(("_count", "_bucket")))
+    }
 
 
 def _traffic(port: int, rows: np.ndarray, stop: threading.Event, ok: list[int]) -> None:
@@ -136,6 +134,7 @@ def _traffic(port: int, rows: np.ndarray, stop: threading.Event, ok: list[int]) 
             conn.close()
 
 
+@pytest.mark.slow
 def test_counters_never_go_backwards_across_two_workers(
     cancer_registry: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:

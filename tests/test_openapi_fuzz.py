@@ -205,6 +205,7 @@ FUZZ = settings(
 
 
 @pytest.mark.parametrize(("path", "method"), _operations())
+@pytest.mark.slow
 def test_the_server_conforms_to_its_openapi_document(
     api_schema: schemathesis.BaseSchema, fuzz_server: ServerProcess, path: str, method: str
 ) -> None:
@@ -326,6 +327,7 @@ def test_a_disabled_admin_api_conforms(api_schema: schemathesis.BaseSchema, tmp_
         case.validate_response(response, checks=CHECKS)
 
 
+@pytest.mark.slow
 def test_the_event_stream_conforms(
     api_schema: schemathesis.BaseSchema, fuzz_server: ServerProcess
 ) -> None:

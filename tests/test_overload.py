@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 
 from .conftest import linear_model, running_server, write_version
+from .support.metrics import parse
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+# Slow: every test here drives a real server with wrk (-m "not slow" skips them).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
+]
 
 BODY = (
     b'{"inputs":[{"name":"X","datatype":"FP32","shape":[1,20],"data":['
@@ -27,13 +32,6 @@ wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 """
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def test_excess_load_is_refused_with_retry_after_and_service_recovers(tmp_path: Path) -> None:
@@ -88,14 +86,13 @@ def test_excess_load_is_refused_with_retry_after_and_service_recovers(tmp_path: 
             ok = c.post("/v2/models/linear/infer", content=BODY)
             assert ok.status_code == 200, ok.text  # recovered as soon as load dropped
             metrics = c.get("/metrics").text
-        shed = _metric(metrics, "mlserve_overload_rejections_total")
+        shed = parse(metrics).value("mlserve_overload_rejections_total")
         assert shed >= len(refused)
-        rejected = _metric(
-            metrics,
-            'mlserve_requests_total{model="linear",version="1",role="stable",outcome="rejected"}',
+        rejected = parse(metrics).value(
+            "mlserve_requests_total", model="linear", version="1", role="stable", outcome="rejected"
         )
         assert rejected == shed  # every refusal is the version's rejected request too
-        assert 0 <= _metric(metrics, "mlserve_event_loop_delay_seconds") < 1
+        assert 0 <= parse(metrics).value("mlserve_event_loop_delay_seconds") < 1
         assert np.isfinite(shed)
 
 
@@ -115,4 +112,4 @@ def test_shedding_off_admits_everything(tmp_path: Path) -> None:
         assert "Non-2xx or 3xx responses" not in wrk.stdout, wrk.stdout
         assert "Socket errors" not in wrk.stdout, wrk.stdout
         metrics = httpx.get(f"{server.url}/metrics").text
-        assert _metric(metrics, "mlserve_overload_rejections_total") == 0
+        assert parse(metrics).value("mlserve_overload_rejections_total") == 0

@@ -60,6 +60,7 @@ def _feature_table(frame: pd.DataFrame, profile: dict[str, Any]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", list(LOADERS))
+@pytest.mark.slow
 def test_every_format_gives_the_same_fp32_profile_and_no_drift(tmp_path: Path, kind: str) -> None:
     frame, est = _fit(kind)
     profiles = {}

@@ -34,7 +34,9 @@ from mlserve.monitoring.profile import build_profile, save_profile
 from mlserve.profiling import read_reference
 from mlserve.service import InferenceService
 
-from .conftest import gather_model, linear_model, running_server, write_version
+from .conftest import gather_model, linear_model, running_server, wait_for, write_version
+from .support import asgi
+from .support.metrics import parse, scrape
 
 SECRET = 987654321  # never to be found in a payload file
 SECRET_FAILED = 987654322
@@ -78,15 +80,6 @@ def records(directory: Path, model: str | None = None) -> list[dict[str, Any]]:
             if model is None or doc["model"] == model:
                 out.append(doc)
     return out
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of a family's samples whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture(scope="module")
@@ -160,23 +153,28 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         assert c.post("/v2/models/quiet/infer", json=bad).status_code == 400
         # The writer takes the queue in order, a few times a second: once the last record
         # offered (quiet's failure) is counted, every earlier one has been written.
-        deadline = time.monotonic() + 10
-        while True:
-            text = c.get("/metrics").text
-            if metric(text, "mlserve_payloads_logged_total", model="quiet") == 1:
-                break
-            assert time.monotonic() < deadline, "payload records were not written"
-            time.sleep(0.1)
-        out.metrics = text
+        metrics = wait_for(
+            lambda: (
+                (m := parse(c.get("/metrics").text)).value(
+                    "mlserve_payloads_logged_total", 0.0, model="quiet"
+                )
+                == 1
+                and m
+            ),
+            10,
+            what="quiet's failure to be logged, the last record offered",
+        )
+        out.metrics = metrics.text
         out.lines_before_stop = len(records(payload_dir))
     return out
 
 
+@pytest.mark.slow
 def test_sampled_rate_is_within_binomial_tolerance(logged: SimpleNamespace) -> None:
     k = len(records(logged.dir, "sampled"))
     n, p = 1000, 0.3
     assert abs(k - n * p) <= 4 * math.sqrt(n * p * (1 - p)), k
-    assert metric(logged.metrics, "mlserve_payloads_logged_total", model="sampled") == k
+    assert parse(logged.metrics).value("mlserve_payloads_logged_total", model="sampled") == k
 
 
 def test_a_successful_record_joins_request_response_and_timings(logged: SimpleNamespace) -> None:
@@ -234,16 +232,16 @@ def test_redacted_inputs_never_reach_disk(logged: SimpleNamespace) -> None:
 def test_metrics_count_what_was_written(logged: SimpleNamespace) -> None:
     text = logged.metrics
     full = records(logged.dir, "full")
-    assert metric(text, "mlserve_payloads_logged_total", model="full") == len(full)
-    assert metric(text, "mlserve_payloads_dropped_total", model="full", reason="queue") == 0
-    assert metric(text, "mlserve_payloads_dropped_total", model="full", reason="error") == 0
+    assert parse(text).value("mlserve_payloads_logged_total", model="full") == len(full)
+    assert parse(text).value("mlserve_payloads_dropped_total", model="full", reason="queue") == 0
+    assert parse(text).value("mlserve_payloads_dropped_total", model="full", reason="error") == 0
     raw = [
         line
         for path in logged.dir.glob("payloads-*.jsonl")
         for line in path.read_bytes().splitlines(keepends=True)
         if json.loads(line)["model"] == "full"
     ]
-    assert metric(text, "mlserve_payloads_bytes_total", model="full") == sum(map(len, raw))
+    assert parse(text).value("mlserve_payloads_bytes_total", model="full") == sum(map(len, raw))
     assert "# TYPE mlserve_payloads_logged_total counter" in text
     # Stopping the server wrote nothing more (everything had been flushed) and lost nothing.
     assert len(records(logged.dir)) == logged.lines_before_stop
@@ -454,6 +452,7 @@ def test_no_payload_dir_means_nothing_is_logged_and_one_warning(
     assert not list(tmp_path.rglob("payloads-*"))
 
 
+@pytest.mark.slow
 def test_a_tiny_queue_under_concurrency_counts_every_request(tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     write_version(registry, "m", 1, linear_model(seed=1))
@@ -472,17 +471,17 @@ def test_a_tiny_queue_under_concurrency_counts_every_request(tmp_path: Path) -> 
         with ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(hit, range(n)))
         assert codes == [200] * n
-        deadline = time.monotonic() + 10
-        while True:
-            text = c.get("/metrics").text
-            logged = metric(text, "mlserve_payloads_logged_total", model="m")
-            dropped = metric(text, "mlserve_payloads_dropped_total", model="m", reason="queue")
-            if logged + dropped == n and len(records(payload_dir)) == logged:
-                break
-            assert time.monotonic() < deadline, (logged, dropped)
-            time.sleep(0.1)
+
+        def accounted() -> bool:
+            m = parse(c.get("/metrics").text)
+            logged = m.value("mlserve_payloads_logged_total", model="m")
+            dropped = m.value("mlserve_payloads_dropped_total", model="m", reason="queue")
+            return logged + dropped == n and len(records(payload_dir)) == logged
+
+        wait_for(accounted, 10, what=f"all {n} requests logged or dropped, and written")
 
 
+@pytest.mark.slow
 def test_worker_processes_write_their_own_files_and_metrics_add_up(tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     write_version(registry, "m", 1, linear_model(seed=1))
@@ -493,13 +492,11 @@ def test_worker_processes_write_their_own_files_and_metrics_add_up(tmp_path: Pat
     with running_server(registry, "--payload-dir", str(payload_dir), "--workers", "2") as srv:
         for _ in range(n):  # a new connection each time: the kernel spreads them over workers
             assert httpx.post(srv.url + "/v2/models/m/infer", json=body).status_code == 200
-        deadline = time.monotonic() + 15
-        while True:  # each worker publishes its counters once a second
-            text = httpx.get(srv.url + "/metrics").text
-            if metric(text, "mlserve_payloads_logged_total", model="m") == n:
-                break
-            assert time.monotonic() < deadline, text
-            time.sleep(0.2)
+        wait_for(  # each worker publishes its counters once a second
+            lambda: scrape(srv.url).value("mlserve_payloads_logged_total", 0.0, model="m") == n,
+            15,
+            what=f"{n} payload records counted over both workers",
+        )
     files = sorted(payload_dir.glob("payloads-*.jsonl"))
     pids = {f.name.rsplit("-", 2)[1] for f in files}
     assert len(pids) == len(files)  # one file per process, never shared
@@ -661,24 +658,18 @@ def test_a_failed_request_counts_its_body_against_the_queue_budget(
     bad = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.5] * 200_000}]}
     body = json.dumps(bad).encode()
     monkeypatch.setattr(payloads_module, "MAX_QUEUED_BYTES", int(len(body) * 2.5))
-    sent: list[dict[str, Any]] = []
+    sent: list[asgi.Response] = []
 
     async def post() -> None:
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            return messages.pop()
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/v2/models/m/infer",
-            "headers": [(b"content-length", str(len(body)).encode())],
-        }
-        await handler(scope, receive, send)
+        sent.append(
+            await asgi.request(
+                handler,
+                "POST",
+                "/v2/models/m/infer",
+                headers=[(b"content-length", str(len(body)).encode())],
+                body=body,
+            )
+        )
 
     with in_process(tmp_path, {"m": (linear_model(), "[payloads]\n")}) as service:
         logger = service.payloads
@@ -703,7 +694,7 @@ def test_a_failed_request_counts_its_body_against_the_queue_budget(
             release.set()
         sink = service.store.resolve("m", None).payloads
         assert sink is not None
-    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [400] * 6
+    assert [r.status for r in sent] == [400] * 6
     assert len(body) * 2 <= queued <= len(body) * 2.5
     assert sink.counts.dropped == 3 and sink.counts.logged == 3
 
@@ -789,6 +780,7 @@ def test_export_refuses_non_finite_and_reversed_time_bounds(tmp_path: Path) -> N
     assert export_payloads(tmp_path / "p", "m", since=1001, until=1003, out=out)["rows"] == 2
 
 
+@pytest.mark.slow
 def test_production_traffic_back_into_the_gate(tmp_path: Path) -> None:
     """The loop the issue asks for: serve a published version with payload logging, join
     labels that arrive later by request id, export, and validate the next version on it."""

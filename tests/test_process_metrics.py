@@ -5,26 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
 from mlserve.monitoring.metrics import render_text
 from mlserve.monitoring.process import process_families, process_state
 
 from .conftest import linear_model, running_server, wait_for, write_version
+from .support.metrics import parse, scrape
 
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+# Slow: every test here starts real servers and waits on them (-m "not slow" skips them).
+pytestmark = pytest.mark.slow
 
 
 def test_one_process_reads_as_prometheus_clients_collectors() -> None:
@@ -37,7 +31,7 @@ def test_one_process_reads_as_prometheus_clients_collectors() -> None:
         for metric in registry.collect()
         for s in metric.samples
     }
-    ours = _samples(render_text(process_families(process_state())).decode())
+    ours = parse(render_text(process_families(process_state())).decode()).as_dict()
     assert {name for name, _ in ours} == {name for name, _ in theirs}
     for key, value in theirs.items():
         name = key[0]
@@ -77,36 +71,38 @@ def test_workers_are_summed_and_cpu_survives_a_killed_worker(tmp_path: Path) -> 
     registry = tmp_path / "registry"
     write_version(registry, "m", 1, linear_model())
     with running_server(registry, "--workers", "2") as server:
-
-        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-            return _samples(httpx.get(server.url + "/metrics", timeout=10).text)
-
         body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [1] * 20}]}
         for _ in range(200):
             assert httpx.post(server.url + "/v2/models/m/infer", json=body).status_code == 200
-        wait_for(lambda: scrape()[("mlserve_workers", ())] == 2, 20)
+        wait_for(lambda: scrape(server.url).value("mlserve_workers") == 2, 20)
         workers = _workers(server.proc.pid)
         assert len(workers) == 2
-        time.sleep(1.5)  # each worker publishes its snapshot once a second
+        # Each worker publishes its snapshot once a second, and a scrape publishes its own
+        # first: once a scrape counts all 200 requests, every worker's part is current.
+        wait_for(
+            lambda: scrape(server.url).value("mlserve_requests_total", 0.0, model="m") == 200,
+            20,
+            what="both workers' snapshots to count the 200 requests",
+        )
         before = [_proc(pid) for pid in workers]
-        seen = scrape()
+        seen = scrape(server.url)
         after = [_proc(pid) for pid in workers]
-        cpu = seen[("process_cpu_seconds_total", ())]
+        cpu = seen.value("process_cpu_seconds_total")
         # Each worker's part is from its last publish (≤ 1 s old) or fresh.
         assert sum(c for c, _, _ in before) - 1.5 <= cpu <= sum(c for c, _, _ in after) + 0.05
-        rss = seen[("process_resident_memory_bytes", ())]
+        rss = seen.value("process_resident_memory_bytes")
         assert rss == pytest.approx(sum(r for _, r, _ in after), rel=0.2)
-        fds = seen[("process_open_fds", ())]
+        fds = seen.value("process_open_fds")
         assert abs(fds - sum(f for _, _, f in after)) <= 8
-        start = seen[("process_start_time_seconds", ())]
+        start = seen.value("process_start_time_seconds")
 
         os.kill(workers[0], signal.SIGKILL)  # uvicorn's supervisor starts another
         wait_for(lambda: len(set(_workers(server.proc.pid)) - set(workers)) == 1, 30)
-        wait_for(lambda: scrape()[("process_start_time_seconds", ())] > start, 30)
-        later = scrape()
+        wait_for(lambda: scrape(server.url).value("process_start_time_seconds") > start, 30)
+        later = scrape(server.url)
         # The killed worker's CPU still counts: the counter never went back.
-        assert later[("process_cpu_seconds_total", ())] >= cpu
+        assert later.value("process_cpu_seconds_total") >= cpu
         survivors = [_proc(pid) for pid in _workers(server.proc.pid)]
-        assert later[("process_resident_memory_bytes", ())] == pytest.approx(
+        assert later.value("process_resident_memory_bytes") == pytest.approx(
             sum(r for _, r, _ in survivors), rel=0.2
         )  # the killed worker's memory does not

@@ -290,6 +290,7 @@ def test_cli_profile_warns_and_still_writes(tmp_path: Path) -> None:
     assert (tmp_path / "v1" / "reference.json").is_file()
 
 
+@pytest.mark.slow
 def test_cli_publish_warns_and_still_publishes(tmp_path: Path) -> None:
     cancer = load_breast_cancer()
     X = np.column_stack([cancer.data[:, :4], np.zeros(len(cancer.data))])

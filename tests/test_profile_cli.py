@@ -288,6 +288,7 @@ BAD = {  # test id: (arguments, the message's expected part)
 
 
 @pytest.mark.parametrize(("args", "message"), list(BAD.values()), ids=list(BAD))
+@pytest.mark.slow
 def test_bad_inputs_exit_2(bad_files: Path, model: Path, args: list[str], message: str) -> None:
     args = [str(model) if a == "MODEL" else a for a in args]
     proc = run_profile(bad_files, *args, "--out", "v1")

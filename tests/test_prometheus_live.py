@@ -43,7 +43,11 @@ from mlserve.monitoring import build_profile, save_profile
 from mlserve.monitoring import drift as mlserve_drift
 from mlserve.routing.policy import bucket
 
-from .conftest import Prometheus, ServerProcess, linear_model, prometheus, wait_until, write_version
+from .conftest import Prometheus, ServerProcess, linear_model, prometheus, write_version
+from .support.waiting import NOT_YET, wait_for
+
+# Slow (a real Prometheus scraping a real server): deselected by -m "not slow".
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM = ROOT / "deploy" / "prometheus"
@@ -79,7 +83,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def credit_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("prom-live") / "registry"
     x_ref = np.random.default_rng(21).standard_normal((N_REF, N_FEATURES)).astype(np.float32)
     for version in (1, 2):
@@ -109,18 +113,20 @@ def _body(x: np.ndarray) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stack(registry: Path) -> Iterator[Stack]:
+def stack(credit_registry: Path) -> Iterator[Stack]:
     started = time.monotonic()
-    server = ServerProcess(registry, "--workers", "2")
+    server = ServerProcess(credit_registry, "--workers", "2")
     try:
-        with prometheus(registry.parent, server.port) as prom:
+        with prometheus(credit_registry.parent, server.port) as prom:
             st = Stack(server, prom)
             server.wait_ready()
-            wait_until(
-                "Prometheus to scrape the empty windows",
+            wait_for(
                 lambda: bool(prom.query('mlserve_feature_window_bin{feature="f0"}')),
                 30,
-                prom.log,
+                what="Prometheus to scrape the empty windows",
+                detail=prom.log,
+                interval=0.25,
+                ignore=NOT_YET,
             )
             st.timings["start"] = time.monotonic() - started
             rng = np.random.default_rng(22)
@@ -169,7 +175,14 @@ def stack(registry: Path) -> Iterator[Stack]:
                 st.monitor = mon
                 return True
 
-            wait_until("the counts to reach mlserve and Prometheus", settled, 30, prom.log)
+            wait_for(
+                settled,
+                30,
+                what="the counts to reach mlserve and Prometheus",
+                detail=prom.log,
+                interval=0.25,
+                ignore=NOT_YET,
+            )
 
             def evaluated() -> bool:
                 # The rules evaluate every second, but a busy machine delays evaluations:
@@ -181,7 +194,14 @@ def stack(registry: Path) -> Iterator[Stack]:
                 rates = prom.values("model_role:mlserve_requests:rate5m", "role", at=at)
                 return all(rates.get((r,), 0) > 0 for r in ("stable", "canary", "shadow"))
 
-            wait_until("the rules to evaluate the settled counts", evaluated, 30, prom.log)
+            wait_for(
+                evaluated,
+                30,
+                what="the rules to evaluate the settled counts",
+                detail=prom.log,
+                interval=0.25,
+                ignore=NOT_YET,
+            )
             st.evaluated_at = time.time() - 2
             st.timings["settled"] = time.monotonic() - started
             st.scrape = httpx.get(server.url + "/metrics", timeout=10).text
@@ -273,11 +293,13 @@ def test_drift_alert_fires_for_the_shifted_feature_only(stack: Stack) -> None:
                 out[labels["version"]].add(labels["feature"])
         return out
 
-    wait_until(
-        "the drift alert",
+    wait_for(
         lambda: all(SHIFTED in f for f in firing("MlserveFeatureDrift").values()),
         15,
-        stack.prom.log,
+        what="the drift alert",
+        detail=stack.prom.log,
+        interval=0.25,
+        ignore=NOT_YET,
     )
     fleet = firing("MlserveFeatureDrift")
     for v, features in fleet.items():

@@ -85,6 +85,7 @@ def expositions(monitored: Path) -> dict[str, str]:
     return {"text": text.text, "openmetrics": om.text}
 
 
+@pytest.mark.slow
 def test_scrape_covers_every_family(expositions: dict[str, str]) -> None:
     """The scrape linted below is not a near-empty one: every family has samples."""
     names = {f.name: len(f.samples) for f in text_string_to_metric_families(expositions["text"])}

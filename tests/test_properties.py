@@ -42,6 +42,7 @@ from mlserve.runtime.tensors import (
 )
 
 from .conftest import echo_model, write_version
+from .support import asgi
 
 DATATYPES = list(V2_TO_NUMPY)
 OURS = (InvalidInput, PayloadTooLarge)
@@ -319,6 +320,7 @@ tensor_fields = st.fixed_dictionaries(
     tensor_fields,
     st.booleans(),
 )
+@pytest.mark.slow
 def test_arbitrary_json_tensors_raise_only_invalid_input(
     datatype: str, dims: list[int], tensor: dict[str, Any], allow_nan: bool
 ) -> None:
@@ -372,6 +374,7 @@ huge_dims = st.one_of(
 
 @examples(150)
 @given(st.sampled_from(DATATYPES), st.lists(huge_dims, min_size=1, max_size=3), st.data())
+@pytest.mark.slow
 def test_huge_claimed_shapes_are_refused_before_allocating(
     datatype: str, big: list[int], data: st.DataObject
 ) -> None:
@@ -445,24 +448,15 @@ class App:
     def post(
         self, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
     ) -> tuple[int, bytes]:
-        sent: list[dict[str, Any]] = []
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/v2/models/echo/infer",
-            "headers": [(b"content-type", b"application/json"), *(headers or [])],
-        }
-        message = {"type": "http.request", "body": body, "more_body": False}
-
-        async def receive() -> dict[str, Any]:
-            return message
-
-        async def send(event: dict[str, Any]) -> None:
-            sent.append(event)
-
-        self.loop.run_until_complete(self.app(scope, receive, send))
-        status = sent[0]["status"]
-        return status, b"".join(e.get("body", b"") for e in sent[1:])
+        answer = asgi.request_sync(
+            self.app,
+            "POST",
+            "/v2/models/echo/infer",
+            loop=self.loop,
+            headers=[(b"content-type", b"application/json"), *(headers or [])],
+            body=body,
+        )
+        return answer.status, answer.body
 
 
 @pytest.fixture(scope="module")
@@ -529,6 +523,7 @@ def _assert_answered(status: int, body: bytes) -> None:
 
 @examples(400)
 @given(st.lists(st.tuples(st.sampled_from(REQUEST_PATHS), json_values(12)), min_size=1, max_size=3))
+@pytest.mark.slow
 def test_arbitrary_json_in_any_request_field(
     echo_app: App, edits: list[tuple[tuple[Any, ...], Any]]
 ) -> None:

@@ -167,6 +167,7 @@ for _ in range(3):
 """
 
 
+@pytest.mark.slow
 def test_racing_publishers_get_distinct_complete_versions(tmp_path: Path) -> None:
     X, _ = _data()
     ref = tmp_path / "ref.npz"
@@ -197,6 +198,7 @@ def test_racing_publishers_get_distinct_complete_versions(tmp_path: Path) -> Non
         assert (vdir / "reference.json").is_file() and (vdir / "samples.npz").is_file()
 
 
+@pytest.mark.slow
 def test_cli_publish(tmp_path: Path) -> None:
     X, y = _data()
     pickled = tmp_path / "m.joblib"

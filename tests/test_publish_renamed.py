@@ -58,6 +58,7 @@ def _named_request(rows: pd.DataFrame) -> dict[str, Any]:
     return {"inputs": inputs}
 
 
+@pytest.mark.slow
 def test_spaced_column_names_publish_serve_and_monitor_under_their_own_names(
     tmp_path: Path,
 ) -> None:

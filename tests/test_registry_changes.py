@@ -66,6 +66,7 @@ def _replace(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+@pytest.mark.slow
 def test_one_model_among_many_changes_and_quick_scans_see_it(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     _registry(root)
@@ -135,6 +136,7 @@ def test_one_model_among_many_changes_and_quick_scans_see_it(tmp_path: Path) -> 
             assert meta["versions"] == ["1"]
 
 
+@pytest.mark.slow
 def test_a_change_no_time_shows_is_caught_by_the_full_scan_in_its_period(
     tmp_path: Path,
 ) -> None:
@@ -181,6 +183,7 @@ def _quiet_scan(store: ModelStore[Any]) -> tuple[int, list[str], int]:
 
 
 @pytest.mark.parametrize("versions", [2, 10])
+@pytest.mark.slow
 def test_a_scan_with_nothing_changed_looks_at_each_model_not_each_version(
     tmp_path: Path, versions: int
 ) -> None:
@@ -264,6 +267,7 @@ def test_racy_entries_are_read_again_until_their_times_are_old(tmp_path: Path) -
     assert plan.removed == {"n"} and "n" not in plan.dirty
 
 
+@pytest.mark.slow
 def test_one_model_layout_quick_scans_see_a_replaced_bare_file(tmp_path: Path) -> None:
     """KServe's layout (``--model-name``: the registry is the model's directory, a bare
     model.onnx is version 1): the quick scans watch the bare files too."""

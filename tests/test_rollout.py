@@ -9,7 +9,6 @@ over real HTTP with routing keys.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,10 @@ from sklearn.linear_model import LogisticRegression
 from mlserve.governance.publish import publish
 
 from .conftest import running_server, wait_for
+from .support.metrics import parse
+
+# Slow: every test here starts real servers and waits on them (-m "not slow" skips them).
+pytestmark = pytest.mark.slow
 
 TOKEN = "rollout-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -195,21 +198,15 @@ def test_a_failing_validation_of_the_serving_version_needs_force_and_is_loud(
         assert r.status_code == 409 and r.json()["code"] == "gate_not_passed"
         refused += 1
     assert c.get("/v2/models/cancer/ready").status_code == 503
-    metrics = c.get("/metrics").text
+    metrics = parse(c.get("/metrics").text)
 
-    def sample(name: str, labels: str) -> float:
-        found = re.search(rf"^{name}\{{{re.escape(labels)}\}} (\S+)$", metrics, re.M)
-        assert found is not None, (name, labels)
-        return float(found[1])
-
-    counted = sample(
-        "mlserve_requests_total",
-        'model="cancer",version="1",role="stable",outcome="refused"',
+    counted = metrics.value(
+        "mlserve_requests_total", model="cancer", version="1", role="stable", outcome="refused"
     )
     assert counted >= refused + 1  # the wait_for's 409 and these five
-    assert sample("mlserve_model_servable", 'model="cancer",version="1"') == 0
-    assert sample("mlserve_model_gate_passed", 'model="cancer",version="1"') == 0
-    assert sample("mlserve_model_ready", 'model="cancer",version="1"') == 1  # loaded, refused
+    assert metrics.value("mlserve_model_servable", model="cancer", version="1") == 0
+    assert metrics.value("mlserve_model_gate_passed", model="cancer", version="1") == 0
+    assert metrics.value("mlserve_model_ready", model="cancer", version="1") == 1  # loaded, refused
     wait_for(lambda: "no version may take unpinned traffic" in srv.log())
     warning = next(line for line in srv.log().splitlines() if "no version may take" in line)
     assert "WARNING" in warning and "min_accuracy" in warning
@@ -219,8 +216,8 @@ def test_a_failing_validation_of_the_serving_version_needs_force_and_is_loud(
     # Validating again with good data brings it back.
     assert _validate(root, 1, data["good"]).returncode == 0
     wait_for(lambda: c.post("/v2/models/cancer/infer", json=_rows(data)).status_code == 200)
-    metrics = c.get("/metrics").text
-    assert sample("mlserve_model_servable", 'model="cancer",version="1"') == 1
+    metrics = parse(c.get("/metrics").text)
+    assert metrics.value("mlserve_model_servable", model="cancer", version="1") == 1
 
 
 def test_auto_promote_latest_passing_is_the_opt_in(tmp_path: Path, data: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from .conftest import linear_model, running_server, wait_for, write_version
 
@@ -44,6 +45,7 @@ def audit(root: Path, action: str) -> list[dict[str, Any]]:
     return [e for e in map(json.loads, lines) if e["action"] == action]
 
 
+@pytest.mark.slow
 def test_rollback_after_promote_under_the_default_version_policy(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     add(root, 1)  # policy latest(1), the default
@@ -70,6 +72,7 @@ def test_rollback_after_promote_under_the_default_version_policy(tmp_path: Path)
         assert c.get("/v2/models/r").json()["versions"] == ["1", "2"] and who(c) == "1"
 
 
+@pytest.mark.slow
 def test_reset_after_promote_keeps_the_promoted_version(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     add(root, 1)
@@ -88,6 +91,7 @@ def test_reset_after_promote_keeps_the_promoted_version(tmp_path: Path) -> None:
     assert not audit(root, "serving")  # nothing moved by itself
 
 
+@pytest.mark.slow
 def test_a_pinned_version_failing_at_start_keeps_its_pin_and_comes_back(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     add(root, 1)
@@ -116,6 +120,7 @@ def test_a_pinned_version_failing_at_start_keeps_its_pin_and_comes_back(tmp_path
         assert "r v1: reloaded" in back["cause"]
 
 
+@pytest.mark.slow
 def test_a_removed_stable_falls_back_to_the_canary_not_to_the_newest(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     add(root, 1)
@@ -147,6 +152,7 @@ def test_a_removed_stable_falls_back_to_the_canary_not_to_the_newest(tmp_path: P
     assert "r v1: retired" in moved["cause"]
 
 
+@pytest.mark.slow
 def test_a_broken_routing_json_at_start_moves_nothing(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     add(root, 1)
@@ -173,6 +179,7 @@ def test_a_broken_routing_json_at_start_moves_nothing(tmp_path: Path) -> None:
     assert not audit(root, "pin")
 
 
+@pytest.mark.slow
 def test_switching_auto_promote_off_keeps_what_serves(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     add(root, 1)

@@ -57,6 +57,7 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_canary_share_stickiness_and_pinning_over_http(routed: Path) -> None:
     with running_server(routed) as srv, httpx.Client(base_url=srv.url) as c:
         meta = c.get("/v2/models/m").json()["parameters"]["routing"]

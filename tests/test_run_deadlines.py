@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mlserve.config import ExecutionConfig, InputPolicy
@@ -21,7 +22,8 @@ from mlserve.runtime.session import ModelSession, terminate_runs
 from mlserve.serving.accounting import outcome_of
 
 from .conftest import ServerProcess, linear_model, write_version
-from .test_load_deadlines import TRIPS, _metric, loop_model
+from .support.metrics import parse
+from .test_load_deadlines import TRIPS, loop_model
 
 X = {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]}
 
@@ -100,6 +102,7 @@ def test_a_run_past_its_timeout_is_stopped_and_the_next_runs(tmp_path: Path) -> 
     assert session.run(_feeds(3))[0].tolist() == [3.5]
 
 
+@pytest.mark.slow
 def test_concurrent_runs_each_keep_their_own_deadline(tmp_path: Path) -> None:
     """A short run beside a runaway one is not stopped with it, nor the other way round."""
     session = _session(tmp_path, 1.0)
@@ -119,6 +122,7 @@ def test_concurrent_runs_each_keep_their_own_deadline(tmp_path: Path) -> None:
     assert isinstance(results["runaway"], RunTimeout)
 
 
+@pytest.mark.slow
 def test_no_timeout_means_no_deadline(tmp_path: Path) -> None:
     session = _session(tmp_path, 0.0)
     assert session.run_bounded(_feeds(2_000_000))[0].tolist() == [2_000_000.5]
@@ -149,6 +153,7 @@ def test_a_run_stopped_for_shutdown_is_unavailable_not_an_error(tmp_path: Path) 
     assert outcome_of(InferenceFailed("x")) == ERROR
 
 
+@pytest.mark.slow
 def test_a_runaway_thread_request_gets_504_and_frees_the_thread(tmp_path: Path) -> None:
     """With one inference thread, a runaway request on a thread-mode model held it for good
     and every thread-mode model starved; now it is stopped at its timeout, answered 504,
@@ -206,12 +211,13 @@ def test_a_runaway_thread_request_gets_504_and_frees_the_thread(tmp_path: Path) 
         assert ok.json()["outputs"][0]["data"] == [4.5], ok.text
         metrics = httpx.get(srv.url + "/metrics").text
         name = "mlserve_requests_total"
-        assert _metric(metrics, name, model="counted", role="stable", outcome="error") == 1.0
-        assert _metric(metrics, name, model="batched", role="stable", outcome="error") == 1.0
+        assert parse(metrics).value(name, model="counted", role="stable", outcome="error") == 1.0
+        assert parse(metrics).value(name, model="batched", role="stable", outcome="error") == 1.0
     finally:
         srv.stop(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_run_stopped_at_the_end_of_the_drain_is_answered_503(tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     write_version(registry, "counted", 1, loop_model(None))

@@ -8,22 +8,22 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
+import pytest
 
-from .conftest import linear_model, running_server, slow_batch_model, write_version
+from .conftest import linear_model, running_server, slow_batch_model, wait_for, write_version
+from .support.metrics import Metrics, scrape
+
+# Slow: every test here starts real servers and waits on them (-m "not slow" skips them).
+pytestmark = pytest.mark.slow
 
 
-def metric(text: str, prefix: str) -> float:
-    return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(prefix))
-
-
-def wait_metric(url: str, prefix: str, at_least: float, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = httpx.get(url + "/metrics").text
-        if metric(text, prefix) >= at_least:
-            return text
-        time.sleep(0.05)
-    raise AssertionError(f"{prefix} never reached {at_least}")
+def wait_metric(url: str, name: str, at_least: float, **labels: str) -> Metrics:
+    """The first scrape where the samples of ``name`` with ``labels`` add up to ``at_least``."""
+    return wait_for(
+        lambda: (m := scrape(url)).value(name, 0.0, **labels) >= at_least and m,
+        20,
+        what=f"{name} {labels} to reach {at_least}",
+    )
 
 
 def test_shadow_disagreement_matches_an_independent_count(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_shadow_disagreement_matches_an_independent_count(tmp_path: Path) -> Non
                 ]
             },
         )
-        text = wait_metric(srv.url, 'mlserve_shadow_requests_total{model="m",version="2"}', 200)
+        metrics = wait_metric(srv.url, "mlserve_shadow_requests_total", 200, model="m", version="2")
         monitor = c.get("/v2/models/m/versions/2/monitor").json()["versions"]["2"]["shadow"]
     labels = [
         ort.InferenceSession(
@@ -64,17 +64,22 @@ def test_shadow_disagreement_matches_an_independent_count(tmp_path: Path) -> Non
     ]
     expected = int((labels[0] != labels[1]).sum())
     assert 0 < expected < 200  # the two versions really differ, on some rows
-    prefix = 'mlserve_shadow_disagreement_total{model="m",version="2",output="label"}'
-    assert metric(text, prefix) == expected
-    assert metric(text, 'mlserve_shadow_requests_total{model="m",version="2"}') == 200
-    assert metric(text, 'mlserve_shadow_rows_total{model="m",version="2",output="scores"}') == 200
-    assert (
-        metric(text, 'mlserve_shadow_abs_diff_count{model="m",version="2",output="scores"}') == 600
+    disagreed = metrics.value(
+        "mlserve_shadow_disagreement_total", model="m", version="2", output="label"
     )
-    assert metric(text, 'mlserve_shadow_errors_total{model="m",version="2"}') == 0
+    assert disagreed == expected
+    assert metrics.value("mlserve_shadow_requests_total", model="m", version="2") == 200
     assert (
-        metric(
-            text, 'mlserve_requests_total{model="m",version="2",role="shadow",outcome="success"}'
+        metrics.value("mlserve_shadow_rows_total", model="m", version="2", output="scores") == 200
+    )
+    assert (
+        metrics.value("mlserve_shadow_abs_diff_count", model="m", version="2", output="scores")
+        == 600
+    )
+    assert metrics.value("mlserve_shadow_errors_total", model="m", version="2") == 0
+    assert (
+        metrics.value(
+            "mlserve_requests_total", model="m", version="2", role="shadow", outcome="success"
         )
         == 200
     )
@@ -96,15 +101,15 @@ def test_a_slow_shadow_never_slows_the_caller_and_drops_when_full(tmp_path: Path
             r = c.post("/v2/models/m/infer", json=body)
             assert r.status_code == 200 and r.headers["mlserve-model-version"] == "1"
         elapsed = time.perf_counter() - start
-        text = wait_metric(srv.url, "mlserve_shadow_", 0)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            text = httpx.get(srv.url + "/metrics").text
-            ran = metric(text, 'mlserve_shadow_requests_total{model="m",version="2"}')
-            dropped = metric(text, 'mlserve_shadow_dropped_total{model="m",version="2"}')
-            if ran + dropped == 40:
-                break
-            time.sleep(0.05)
+
+        def both() -> tuple[float, float]:
+            m = scrape(srv.url)
+            return (
+                m.value("mlserve_shadow_requests_total", 0.0, model="m", version="2"),
+                m.value("mlserve_shadow_dropped_total", 0.0, model="m", version="2"),
+            )
+
+        ran, dropped = wait_for(lambda: sum(both()) == 40 and both(), 20, what="40 shadow calls")
     assert ran + dropped == 40 and dropped > 0, (ran, dropped)
     # Forty answers took less time than the shadow would have needed for a third of them.
     assert elapsed < 40 * shadow_call / 1e6 / 3, (elapsed, shadow_call)

@@ -47,7 +47,7 @@ def traceparent(trace_id: str = TRACE_ID, parent: str = PARENT_ID) -> str:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def traced_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``m``: v1 stable (inline), v2 its shadow; ``b``: batched, a batch of 4 cut at once;
     ``t``: on the thread pool; ``g``: fails inside onnxruntime for an index beyond 10;
     ``q``: every request times out in its batch queue (504)."""
@@ -81,8 +81,10 @@ class Traced:
     def spans(self) -> tuple[ReadableSpan, ...]:
         return self.exporter.get_finished_spans()
 
-    def wait(self, found: Callable[[tuple[ReadableSpan, ...]], bool]) -> tuple[ReadableSpan, ...]:
-        wait_for(lambda: found(self.spans()), timeout=10)
+    def wait_for_spans(
+        self, found: Callable[[tuple[ReadableSpan, ...]], bool]
+    ) -> tuple[ReadableSpan, ...]:
+        wait_for(lambda: found(self.spans()), 10, what=f"spans that satisfy {found.__name__}")
         return self.spans()
 
 
@@ -122,9 +124,9 @@ def serving(root: Path, protocol: type) -> Iterator[Traced]:
 
 
 @pytest.fixture(scope="module", params=["fast", "asgi"])
-def traced(request: pytest.FixtureRequest, registry: Path) -> Iterator[Traced]:
+def traced(request: pytest.FixtureRequest, traced_registry: Path) -> Iterator[Traced]:
     protocol = HttpConnection if request.param == "fast" else AsgiConnection
-    with serving(registry, protocol) as srv:
+    with serving(traced_registry, protocol) as srv:
         yield srv
 
 
@@ -164,7 +166,7 @@ def test_a_request_is_a_child_of_its_traceparent_with_its_run_and_shadow(traced:
     def shadowed(spans: tuple[ReadableSpan, ...]) -> bool:
         return any(s.name == "shadow" and s.context.trace_id == int(TRACE_ID, 16) for s in spans)
 
-    spans = traced.wait(shadowed)
+    spans = traced.wait_for_spans(shadowed)
     req = request_span(spans, TRACE_ID)
     assert req.name == "POST /v2/models/{model}/infer"
     assert req.parent is not None and req.parent.span_id == int(PARENT_ID, 16)
@@ -230,7 +232,7 @@ def test_a_batch_span_is_linked_to_every_request_it_served(traced: Traced) -> No
 
     with ThreadPoolExecutor(4) as pool:
         assert all(r.status_code == 200 for r in pool.map(send, range(4)))
-    spans = traced.wait(
+    spans = traced.wait_for_spans(
         lambda s: all(
             any(x.context.trace_id == int(t, 16) and x.kind == SpanKind.SERVER for x in s)
             for t in ids

@@ -94,6 +94,7 @@ def receiving() -> Iterator[Receiver]:
         receiver.server.server_close()
 
 
+@pytest.mark.slow
 def test_spans_arrive_over_otlp_http_from_http_and_grpc_requests(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     write_version(root, "m", 1, linear_model(seed=1))
@@ -174,6 +175,7 @@ def _unreachable(kind: str) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("kind", ["refused", "silent"])
+@pytest.mark.slow
 def test_an_unreachable_collector_does_not_hold_the_stop(tmp_path: Path, kind: str) -> None:
     """With spans buffered and the exporter retrying (refused: backoff; silent: a request in
     flight until its 10 s timeout), SIGTERM stops an idle server within the drain plus the
@@ -208,6 +210,7 @@ class _Refusing(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_a_collector_answering_errors_is_logged_once_per_interval(tmp_path: Path) -> None:
     """A collector that answers 404 to every export (a mistyped endpoint): the exporter's
     error is logged once for the interval, not once per batch (7 lines a second a worker)."""

@@ -8,7 +8,6 @@ requests the test sent and the times it measured around them.
 
 from __future__ import annotations
 
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +21,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from .conftest import echo_model, linear_model, running_server, wait_for, write_version
+from .support.metrics import scrape
 
 # ONNX element type names → Triton's model configuration names (Triton's own table).
 ONNX_TO_TRITON = {
@@ -45,7 +45,7 @@ DELAY_US = 2000
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def triton_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``batched``: v1 and v2 (policy all), dynamic batching on; ``echo``: every datatype,
     no batching, the default version policy."""
     root = tmp_path_factory.mktemp("triton") / "registry"
@@ -76,8 +76,8 @@ def _config_tensors(items: list[dict[str, Any]]) -> list[tuple[str, str, list[in
     return [(i["name"], i["data_type"], [int(d) for d in i.get("dims", [])]) for i in items]
 
 
-def test_model_configuration(registry: Path) -> None:
-    with running_server(registry, "--poll-seconds", "0") as srv:
+def test_model_configuration(triton_registry: Path) -> None:
+    with running_server(triton_registry, "--poll-seconds", "0") as srv:
         client = triton.InferenceServerClient(srv.url.removeprefix("http://"))
         extensions = client.get_server_metadata()["extensions"]
         assert {"model_configuration", "statistics"} <= set(extensions)
@@ -91,7 +91,7 @@ def test_model_configuration(registry: Path) -> None:
             assert config["max_batch_size"] == MAX_BATCH
             assert config["dynamic_batching"]["max_queue_delay_microseconds"] == DELAY_US
             assert config["version_policy"] == {"all": {}}
-            onnx_path = registry / "batched" / version / "model.onnx"
+            onnx_path = triton_registry / "batched" / version / "model.onnx"
             assert _config_tensors(config["input"]) == [
                 (n, t, d[1:]) for n, t, d in _graph_tensors(onnx_path)
             ]
@@ -105,7 +105,7 @@ def test_model_configuration(registry: Path) -> None:
         assert config["max_batch_size"] == 0
         assert "dynamic_batching" not in config
         assert config["version_policy"] == {"latest": {"num_versions": 1}}
-        onnx_path = registry / "echo" / "1" / "model.onnx"
+        onnx_path = triton_registry / "echo" / "1" / "model.onnx"
         assert _config_tensors(config["input"]) == _graph_tensors(onnx_path)
         assert _config_tensors(config["output"]) == _graph_tensors(onnx_path, outputs=True)
         assert len(config["input"]) == len(ONNX_TO_TRITON)
@@ -140,8 +140,9 @@ def _bad(url: str) -> int:
     return httpx.post(f"{url}/v2/models/batched/versions/1/infer", json=body).status_code
 
 
-def test_statistics_count_what_was_sent_over_two_workers(registry: Path) -> None:
-    with running_server(registry, "--poll-seconds", "0", "--workers", "2") as srv:
+@pytest.mark.slow
+def test_statistics_count_what_was_sent_over_two_workers(triton_registry: Path) -> None:
+    with running_server(triton_registry, "--poll-seconds", "0", "--workers", "2") as srv:
         client = triton.InferenceServerClient(srv.url.removeprefix("http://"))
         started_ms = time.time() * 1e3
         rows_by_request = [1, 3, 2, 1, 5, 1, 4, 2] * 4
@@ -164,7 +165,7 @@ def test_statistics_count_what_was_sent_over_two_workers(registry: Path) -> None
             return bool(s["success"].get("count") == len(answers) and s["fail"].get("count") == 5)
 
         wait_for(counted, timeout=15)
-        assert re.search(r"^mlserve_workers 2(\.0)?$", httpx.get(srv.url + "/metrics").text, re.M)
+        assert scrape(srv.url).value("mlserve_workers") == 2
         url = srv.url + "/v2/models/batched/versions/1/stats"
         for i in range(8):  # whichever worker answers (a new connection each), the same sums
             one = stats("1") if i == 0 else httpx.get(url).json()["model_stats"][0]

@@ -33,6 +33,7 @@ def small_registry(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_two_workers_log_each_record_once_per_worker_with_level_logger_and_pid(
     small_registry: Path,
 ) -> None:
