@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 
-from mlserve.batching.batcher import Batcher
-from mlserve.batching.runners import InlineRunner, ThreadRunner, choose_runner
 from mlserve.config import BatchingConfig, ExecutionConfig, InputPolicy
 from mlserve.errors import InvalidInput, Overloaded, QueueTimeout
+from mlserve.execution.batcher import Batcher
+from mlserve.execution.runners import InlineRunner, ThreadRunner, choose_runner
 from mlserve.runtime.session import ModelSession
 
 from .conftest import (

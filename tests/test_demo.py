@@ -18,7 +18,7 @@ ort = pytest.importorskip("onnxruntime")
 from mlserve import demo  # noqa: E402
 from mlserve.demo import build_demo  # noqa: E402
 from mlserve.monitoring import load_profile  # noqa: E402
-from mlserve.profiling import profile_from_file  # noqa: E402
+from mlserve.reference_data import profile_from_file  # noqa: E402
 
 # Slow: builds the demo workspace and serves it (-m "not slow" skips it).
 pytestmark = pytest.mark.slow

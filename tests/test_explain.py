@@ -17,14 +17,14 @@ import httpx
 import numpy as np
 import pytest
 
-from mlserve.errors import InvalidInput
-from mlserve.explain import (
+from mlserve.attribution import (
     NO_PROFILE,
     attributions,
     baseline_from_profile,
     check_cost,
     occlusion_batch,
 )
+from mlserve.errors import InvalidInput
 from mlserve.monitoring.profile import build_profile, save_profile, validate_profile
 from mlserve.runtime.tensors import InputLimits
 

@@ -17,7 +17,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, roc_auc_score
 
 from mlserve.config import GateConfig
-from mlserve.governance import metrics as m
+from mlserve.governance import quality as m
 from mlserve.governance.gate import VALIDATION_FILE, gate_status, validate_version
 from mlserve.governance.publish import publish
 

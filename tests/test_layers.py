@@ -69,10 +69,10 @@ def test_the_package_keeps_its_layers() -> None:
         ),
         # A cycle inside one package: the runner protocol importing the runners.
         (
-            "batching/base.py",
+            "execution/base.py",
             "from . import runners as _cycle  # noqa: F401\n",
             ACYCLIC,
-            "No cycles are allowed in mlserve.batching",
+            "No cycles are allowed in mlserve.execution",
         ),
         # A new top-level module placed in no layer (the contract is exhaustive).
         (

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlserve.attribution import Occlusion, plan
 from mlserve.config import ModelConfig, MonitoringConfig
-from mlserve.explain import Occlusion, plan
 from mlserve.monitoring.monitor import ModelMonitor
 from mlserve.monitoring.profile import build_profile, save_profile
 from mlserve.runtime.columns import FeatureSchema
@@ -212,7 +212,7 @@ def test_explicit_features_input_still_selects_one_input(mixed: dict[str, Any]) 
 def test_explanations_equal_occlusion_computed_with_onnxruntime(mixed: dict[str, Any]) -> None:
     import onnxruntime as ort
 
-    from mlserve.batching.runners import InlineRunner
+    from mlserve.execution.runners import InlineRunner
 
     session = mixed["session"]
     occlusion = plan(session, MonitoringConfig(), mixed["profile"], mixed["schema"])
@@ -277,7 +277,7 @@ def test_mixed_model_served_with_drift_per_feature(mixed: dict[str, Any], tmp_pa
     import httpx
     import pandas as pd
 
-    from mlserve.batching.runners import InlineRunner
+    from mlserve.execution.runners import InlineRunner
     from mlserve.governance.gate import validate_version
     from mlserve.governance.payload_export import export_payloads
 

@@ -27,7 +27,7 @@ from mlserve.governance.publish import PublishError, publish
 from mlserve.monitoring.binning import Binning
 from mlserve.monitoring.drift import drift_report
 from mlserve.monitoring.profile import load_profile
-from mlserve.profiling import profile_from_file
+from mlserve.reference_data import profile_from_file
 from mlserve.runtime.columns import FeatureSchema
 from mlserve.runtime.session import ModelSession
 from mlserve.runtime.tensors import TensorSpec

@@ -31,7 +31,7 @@ from mlserve.governance.payload_export import export_payloads, parse_time
 from mlserve.governance.payloads import PayloadLogger
 from mlserve.http.infer import InferHandler
 from mlserve.monitoring.profile import build_profile, save_profile
-from mlserve.profiling import read_reference
+from mlserve.reference_data import read_reference
 from mlserve.service import InferenceService
 
 from .conftest import gather_model, linear_model, running_server, wait_for, write_version

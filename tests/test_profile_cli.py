@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 
 from mlserve.monitoring import load_profile, save_profile
-from mlserve.profiling import profile_from_file
+from mlserve.reference_data import profile_from_file
 
 from .conftest import linear_model, write_version
 

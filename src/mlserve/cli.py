@@ -102,7 +102,7 @@ def _payload_export_options(p: argparse.ArgumentParser) -> None:
 
 
 def _profile_options(p: argparse.ArgumentParser) -> None:
-    """Options of ``mlserve profile`` (see ``mlserve.profiling.profile_from_file``)."""
+    """Options of ``mlserve profile`` (see ``mlserve.reference_data.profile_from_file``)."""
     p.add_argument(
         "--data",
         required=True,
@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _profile(args: argparse.Namespace) -> int:
     """``mlserve profile``: read the data, build the profile, write ``reference.json``."""
     from .monitoring.profile import profile_warnings, save_profile
-    from .profiling import profile_from_file
+    from .reference_data import profile_from_file
 
     try:
         profile = profile_from_file(

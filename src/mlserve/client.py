@@ -491,7 +491,7 @@ def score_file(
     label, an id). Returns the outputs and the version that answered (``version``, else the
     model's default version, pinned for every chunk).
     """
-    from .profiling import read_reference
+    from .reference_data import read_reference
 
     data = Path(data)
     if version is None:

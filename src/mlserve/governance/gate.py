@@ -45,7 +45,7 @@ from ..registry.layout import (
 )
 from ..routing.state import ROUTING_FILE, RoutingState, read_state, state_dir_of
 from ..runtime.columns import FeatureSchema
-from . import metrics as m
+from . import quality as m
 
 VALIDATION_FILE = "validation.json"
 SCHEMA_VERSION = 1
@@ -261,7 +261,7 @@ def read_evaluation(
     ``group`` column; the other columns are the features, ordered by ``feature_names``
     when given). ``X`` is float64 when every feature is a number, else an object array of
     floats and strings (text columns)."""
-    from ..profiling import read_reference
+    from ..reference_data import read_reference
 
     path = Path(path)
     source: dict[str, Any] = {

@@ -108,7 +108,7 @@ def publish(
     alone, it is checked to run on the reference data. ``parent`` defaults to the highest
     existing version. Raises ``PublishError`` and leaves the registry untouched on refusal.
     """
-    from ..profiling import match_columns, model_feeds, read_data
+    from ..reference_data import match_columns, model_feeds, read_data
 
     if not is_valid_model_name(model):
         raise PublishError(

@@ -1,4 +1,4 @@
-"""``POST /v2/models/{m}[/versions/{v}]/explain``: feature attributions (``explain.py``).
+"""``POST /v2/models/{m}[/versions/{v}]/explain``: feature attributions (``attribution.py``).
 
 A Starlette route: the body is read within the server's size limit and parsed as JSON, the
 service explains it, and the answer carries the same version, route and timing headers as

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..batching.base import Runner
+from ..execution.base import Runner
 from ..monitoring.hub import EndpointStats
 from ..monitoring.metrics import ERROR, LATENCY_BUCKETS, SHADOW_DIFF_BUCKETS, Histogram
 

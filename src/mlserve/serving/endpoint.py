@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ..batching.base import Runner
-from ..batching.runners import ThreadRunner, choose_runner
+from ..attribution import Occlusion, plan
 from ..config import ModelConfig
 from ..errors import ModelLoadError
-from ..explain import Occlusion, plan
+from ..execution.base import Runner
+from ..execution.runners import ThreadRunner, choose_runner
 from ..governance.payloads import PayloadLogger, PayloadSink
 from ..monitoring.hub import EndpointStats, MonitoringHub
 from ..monitoring.monitor import REFERENCE_FILE, ModelMonitor
@@ -40,7 +40,7 @@ class Endpoint:
     version_bytes: bytes
     # None with monitoring off: nothing is recorded for this version.
     stats: EndpointStats | None
-    # How explain requests are answered (explain.py), or why they cannot be.
+    # How explain requests are answered (attribution.py), or why they cannot be.
     occlusion: Occlusion | str = ""
     # Payload logging for this version (governance/payloads.py); None: nothing is logged.
     payloads: PayloadSink | None = None

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..attribution import Explanation
 from ..errors import GateNotPassed, InvalidInput, MLServeError, NotExplainable
-from ..explain import Explanation
 from ..monitoring.metrics import ERROR, SUCCESS
 from ..registry.store import ModelStore
 from ..routing.policy import PINNED
@@ -147,7 +147,7 @@ class Pipeline:
         request: Any,
         routing_key: str | None = None,
     ) -> Explanation:
-        """Feature attributions for a V2 inference request (``explain.py``).
+        """Feature attributions for a V2 inference request (``attribution.py``).
 
         The version is chosen and the inputs validated exactly as ``infer`` does; one
         occlusion batch runs through the version's runner. Explanations are counted in

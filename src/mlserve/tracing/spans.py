@@ -73,7 +73,7 @@ def provider_from_environ() -> tuple[TracerProvider, list[StoppableExporter]]:
 
 
 class Timed(Protocol):
-    """What ``RequestTrace.around`` runs: a runner (``batching/base.py``'s ``Runner``, which
+    """What ``RequestTrace.around`` runs: a runner (``execution/base.py``'s ``Runner``, which
     sits above tracing) called without a trace, returning its outputs and the seconds it
     spent queued and running."""
 

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .batching.base import Runner
 from .config import MonitoringConfig
 from .errors import InferenceFailed, InvalidInput
+from .execution.base import Runner
 from .monitoring.monitor import REFERENCE_FILE
 from .runtime.columns import FeatureSchema, cast_column
 from .runtime.session import ModelSession

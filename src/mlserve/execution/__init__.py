@@ -1,0 +1,1 @@
+"""How a loaded version is executed: inline, on a thread, or through a dynamic batcher."""
