@@ -1052,6 +1052,37 @@ def test_health_check_is_serving_and_an_unknown_service_is_not_found(srv: GrpcSe
     _still_serving(srv)
 
 
+@pytest.mark.parametrize(
+    ("method", "message", "stream"),
+    [
+        (HEALTH_CHECK, "grpc.health.v1.HealthCheckRequest", False),
+        (HEALTH_WATCH, "grpc.health.v1.HealthCheckRequest", True),
+        ("/inference.GRPCInferenceService/ServerLive", "inference.ServerLiveRequest", False),
+        ("/inference.GRPCInferenceService/ModelReady", "inference.ModelReadyRequest", False),
+        ("/inference.GRPCInferenceService/ModelConfig", "inference.ModelConfigRequest", False),
+    ],
+)
+def test_bytes_that_are_not_the_request_message_are_invalid_argument(
+    srv: GrpcServer, method: str, message: str, stream: bool
+) -> None:
+    """grpc.aio answers a deserializer's exception UNKNOWN and logs a traceback: a client's
+    garbage is its own error, INVALID_ARGUMENT naming the message, and nothing is logged."""
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # field 1, length-delimited, a length past the end
+    before = srv.proc.log()
+    with pytest.raises(grpc.RpcError) as info:
+        if stream:
+            list(srv.channel.unary_stream(method)(garbage, timeout=10))
+        else:
+            srv.channel.unary_unary(method)(garbage, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
+    assert f"the message is not a {message}" in (info.value.details() or "")
+    trailing = dict(info.value.trailing_metadata() or ())
+    assert trailing.get("mlserve-error-code") == "invalid_input"
+    _still_serving(srv)
+    logged = srv.proc.log()[len(before) :]
+    assert "Traceback" not in logged and "deserializ" not in logged.lower(), logged
+
+
 def test_health_watch_sends_the_status_at_once(srv: GrpcServer) -> None:
     """Watch's first message is the current status (SERVING), without waiting for a change;
     an unknown service streams SERVICE_UNKNOWN (the protocol's answer) instead of failing."""

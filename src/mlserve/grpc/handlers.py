@@ -25,7 +25,7 @@ from ..service import InferenceService
 from ..serving.stats import TritonViews
 from . import _protocol as pb
 from .codec import check_outline, message_bound, request_document, response_message, target
-from .status import CODES, grpc_status
+from .status import CODES, decoding, grpc_status, refusing_undecodable
 from .wire import COMPILED, outline
 
 if TYPE_CHECKING:
@@ -61,10 +61,13 @@ class InferenceRpcs:
         def unary(
             fn: Callable[..., Any], request: Any, response: Any
         ) -> grpc.RpcMethodHandler[Any, Any]:
+            if request is None:  # ModelInfer: its bytes are outlined and bounded first
+                return grpc.unary_unary_rpc_method_handler(
+                    fn, response_serializer=response.SerializeToString
+                )
             return grpc.unary_unary_rpc_method_handler(
-                fn,
-                # ModelInfer takes its bytes: it is outlined and bounded before any parse.
-                request_deserializer=None if request is None else request.FromString,
+                refusing_undecodable(fn),
+                request_deserializer=decoding(request),
                 response_serializer=response.SerializeToString,
             )
 

@@ -24,6 +24,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from ..serving.views import Views
+from .status import decoding, refusing_undecodable, refusing_undecodable_stream
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # The names Check and Watch know: the server as a whole, and the inference service.
@@ -105,13 +106,13 @@ class HealthRpcs:
             HEALTH_SERVICE,
             {
                 "Check": grpc.unary_unary_rpc_method_handler(
-                    self.check,
-                    request_deserializer=HealthCheckRequest.FromString,
+                    refusing_undecodable(self.check),
+                    request_deserializer=decoding(HealthCheckRequest),
                     response_serializer=HealthCheckResponse.SerializeToString,
                 ),
                 "Watch": grpc.unary_stream_rpc_method_handler(
-                    self.watch,
-                    request_deserializer=HealthCheckRequest.FromString,
+                    refusing_undecodable_stream(self.watch),
+                    request_deserializer=decoding(HealthCheckRequest),
                     response_serializer=HealthCheckResponse.SerializeToString,
                 ),
             },

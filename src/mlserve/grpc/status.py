@@ -1,15 +1,18 @@
 """The serving core's errors as gRPC statuses: one table from the HTTP status an error
 carries (``errors.py``) to a gRPC code, the same message as HTTP's error body, and the
 error's stable ``code`` in trailing metadata. An unavailable answer carries a
-``google.rpc.RetryInfo`` (one second, HTTP's ``Retry-After: 1``)."""
+``google.rpc.RetryInfo`` (one second, HTTP's ``Retry-After: 1``). Bytes that are not the
+RPC's request message are ``INVALID_ARGUMENT`` naming the message (``decoding``)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 
-from ..errors import MLServeError
+from ..errors import InvalidInput, MLServeError
 from ._protocol import RpcAny, RpcDuration, RpcRetryInfo, RpcStatus
 
 log = logging.getLogger("mlserve.grpc")
@@ -58,3 +61,57 @@ def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         )
         metadata += ((STATUS_DETAILS_KEY, details.SerializeToString()),)
     return code, exc.message, metadata
+
+
+class Undecodable:
+    """What ``decoding``'s deserializer gives for bytes that are not the request message."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: InvalidInput) -> None:
+        self.error = error
+
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def decoding(cls: Any) -> Callable[[bytes], Any]:
+    """A request deserializer for message class ``cls`` that never raises: grpc.aio answers
+    a deserializer's exception ``UNKNOWN`` and logs a traceback for what is a client's
+    error. Handlers wrapped by ``refusing_undecodable`` answer it ``INVALID_ARGUMENT``."""
+    name = cls.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as exc:  # protobuf's DecodeError
+            return Undecodable(InvalidInput(f"the message is not a {name}: {exc}"))
+
+    return parse
+
+
+def refusing_undecodable(
+    fn: Callable[[Any, Context], Awaitable[Any]],
+) -> Callable[[Any, Context], Awaitable[Any]]:
+    """A unary handler that answers an undecodable request ``INVALID_ARGUMENT``."""
+
+    async def handle(request: Any, context: Context) -> Any:
+        if isinstance(request, Undecodable):
+            await context.abort(*grpc_status(request.error))
+        return await fn(request, context)
+
+    return handle
+
+
+def refusing_undecodable_stream(
+    fn: Callable[[Any, Context], AsyncIterator[Any]],
+) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    """A server-streaming handler that answers an undecodable request ``INVALID_ARGUMENT``."""
+
+    async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
+        if isinstance(request, Undecodable):
+            await context.abort(*grpc_status(request.error))
+        async for message in fn(request, context):
+            yield message
+
+    return handle
