@@ -218,6 +218,16 @@ CASES: dict[str, Any] = {
     "gzip-undeclared": post(WINE, gzip.compress(doc())),
     "brotli": post(WINE, doc(), b"content-encoding: br"),
     "two-codings": post(WINE, gzip.compress(doc()), b"content-encoding: gzip, gzip"),
+    # A list of codings split over two headers is one list (RFC 9110 section 5.3).
+    "two-coding-headers": post(
+        WINE,
+        gzip.compress(gzip.compress(doc())),
+        b"content-encoding: gzip",
+        b"content-encoding: gzip",
+    ),
+    "identity-then-gzip": post(
+        WINE, gzip.compress(doc()), b"content-encoding: identity", b"content-encoding: gzip"
+    ),
 }
 ENCODINGS = {  # case → (status, what the error names)
     "gzip": (200, b""),
@@ -231,6 +241,8 @@ ENCODINGS = {  # case → (status, what the error names)
     "gzip-undeclared": (400, b"malformed JSON"),
     "brotli": (415, b"Content-Encoding 'br' is not supported"),
     "two-codings": (415, b"'gzip, gzip' is not supported"),
+    "two-coding-headers": (415, b"gzip or deflate, one coding"),
+    "identity-then-gzip": (200, b""),
 }
 PIPELINED = {
     "three-pipelined": (post(WINE, doc(1)) + post(WINE, doc(2)) + post(WINE, doc(3)), 3),

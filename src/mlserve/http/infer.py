@@ -183,7 +183,11 @@ class InferHandler:
                 elif key == b"mlserve-routing-key":
                     routing_key = value.decode("latin-1")
                 elif key == b"content-encoding":
-                    encoding = _coding(value)
+                    coding = _coding(value)
+                    if coding is not None:
+                        if encoding is not None:  # a list of codings, split over headers
+                            raise UnsupportedEncoding(_ONE_CODING)
+                        encoding = coding
             length = None
             if declared is not None:
                 if not declared.isdigit():
@@ -534,10 +538,10 @@ def _coding(value: bytes) -> bytes | None:
     if coding in (b"identity", b""):
         return None
     shown = value.decode("latin-1")[:64]
-    raise UnsupportedEncoding(
-        f"Content-Encoding {shown!r} is not supported: send the body as identity (no "
-        "Content-Encoding), gzip or deflate, one coding"
-    )
+    raise UnsupportedEncoding(f"Content-Encoding {shown!r} is not supported: {_ONE_CODING}")
+
+
+_ONE_CODING = "send the body as identity (no Content-Encoding), gzip or deflate, one coding"
 
 
 def _header_length(value: bytes) -> int:
