@@ -300,6 +300,12 @@ def test_cli_predict_errors(
     assert "404 model_not_found" in capsys.readouterr().err
     assert main([*base, "--model", "cancer", "--out", str(tmp_path / "out.txt")]) == 2
     assert "unknown format '.txt'" in capsys.readouterr().err
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text(",".join(f"f{j}" for j in range(30)) + "\n")
+    base = ["predict", "--url", server.url, "--model", "cancer", "--data", str(header_only)]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "the data to score" in err and "has no rows" in err and "reference" not in err
 
 
 def test_public_surface() -> None:

@@ -501,7 +501,7 @@ def score_file(
         version = int(default)
     payload: Any = None if drop else _npz_inputs(client, model, version, data)
     if payload is None:
-        X, names = read_reference(data)
+        X, names = read_reference(data, what="the data to score")
         named = data.suffix.lower() != ".npz" or _npz_has_names(data)
         if drop:
             if not named:

@@ -109,15 +109,20 @@ def profile_from_file(
 
 
 def read_reference(
-    data: Path, *, input_key: str | None = None, feature_names: Sequence[str] | None = None
+    data: Path,
+    *,
+    input_key: str | None = None,
+    feature_names: Sequence[str] | None = None,
+    what: str = "reference data",
 ) -> tuple[NDArray[Any], list[str]]:
-    """Rows × features array and feature names of a reference data file (see the module doc).
+    """Rows × features array and feature names of a reference data file (see the module doc);
+    ``what`` names the file's role in errors ("the data to score", "the evaluation set").
 
     Numeric data comes back with its own dtype (npz) or float64; data with text columns as
     an object array of floats (NaN missing) and strings (None missing).
     """
     path = Path(data)
-    X, names = _read_file(path, input_key)
+    X, names = _read_file(path, input_key, what)
     return X, _names(X.shape[1], names, feature_names, str(path))
 
 
@@ -264,9 +269,11 @@ def _cast(name: str, values: NDArray[Any], datatype: str, cast: Any) -> NDArray[
         raise ValueError(str(exc)) from None
 
 
-def _read_file(path: Path, input_key: str | None) -> tuple[NDArray[Any], list[str] | None]:
+def _read_file(
+    path: Path, input_key: str | None, what: str = "reference data"
+) -> tuple[NDArray[Any], list[str] | None]:
     if not path.is_file():
-        raise ValueError(f"reference data {path} does not exist or is not a file")
+        raise ValueError(f"{what} {path} does not exist or is not a file")
     suffix = path.suffix.lower()
     if input_key is not None and suffix != ".npz":
         raise ValueError(f"--input-key applies to .npz files only, not {path.name}")
@@ -279,9 +286,9 @@ def _read_file(path: Path, input_key: str | None) -> tuple[NDArray[Any], list[st
     elif suffix in (".parquet", ".pq"):
         X, names = _read_parquet(path)
     else:
-        raise ValueError(f"reference data {path}: unknown format {suffix!r} (.npz, .csv, .parquet)")
+        raise ValueError(f"{what} {path}: unknown format {suffix!r} (.npz, .csv, .parquet)")
     if X.shape[0] == 0:
-        raise ValueError(f"reference data {path} has no rows")
+        raise ValueError(f"{what} {path} has no rows")
     return X, names
 
 

@@ -284,7 +284,7 @@ def read_evaluation(
         g = arrays[g_key] if g_key else None
     else:
         try:
-            table, names_read = read_reference(path)
+            table, names_read = read_reference(path, what="the evaluation set")
         except ValueError as exc:
             raise GateError(str(exc)) from exc
         cols = {n: table[:, j] for j, n in enumerate(names_read)}
