@@ -1,31 +1,11 @@
 """A Python client for people: predictions from numpy arrays, dicts of columns or DataFrames.
 
 ``Client(url).predict(model, data)`` speaks the Open Inference Protocol (KServe V2 REST) to
-mlserve, and needs ``httpx`` (``pip install 'mlserve[client]'``). ``data`` is one of:
-
-- a pandas DataFrame, or a dict of column name → 1-D array: **named columns**, sent as one
-  V2 input per column (shape ``[n]``, datatype from the column's dtype: float64 → FP64,
-  int64 → INT64, bool → BOOL, text → BYTES), MLServer's pandas convention. The server maps
-  them by name onto the model's inputs and casts them under its ``[inputs] cast`` policy;
-- a numpy array, or a dict whose keys are all the model's input names: **the model's own
-  inputs**, cast here to the datatypes of the model's metadata by the server's rule
-  (``runtime.columns.cast_column``, "safe": float64 → float32 is fine, 1.5 → INT64 is not).
-
-Rows travel in chunks of ``batch_rows`` (1,000), so a file of any length fits the server's
-request limits; the answers are concatenated. Without a ``version`` or ``routing_key``, a
-model with a canary may answer different chunks with different versions: pin one for batch
-scoring (``mlserve predict`` pins the default version). A chunk over ``binary_threshold``
-values (1,000), or holding NaN, which JSON cannot carry, travels with the binary tensor
-extension both ways; ``binary=True/False`` forces either.
-
-Answers are a dict of output name → numpy array, or, for a DataFrame, a DataFrame with the
-same index and one column per output column (``output_columns``): a 1-D output (or ``[n, 1]``)
-is one column named as the output; a 2-D output ``probabilities`` of width k is the columns
-``probabilities_0`` … ``probabilities_{k-1}`` (deeper outputs: their trailing dimensions
-flattened, row-major).
-
-``score_file`` is the library behind ``mlserve predict``: a CSV, parquet or npz file in,
-predictions out.
+mlserve (``pip install 'mlserve[client]'`` for httpx): named columns go as one input each,
+arrays as the model's own inputs; rows travel in chunks, large or NaN-holding ones with the
+binary tensor extension; a DataFrame comes back as a DataFrame (``output_columns``).
+``score_file`` is the library behind ``mlserve predict``. The conventions are in
+docs/api.md, "Python client and batch scoring".
 
 Errors::
 

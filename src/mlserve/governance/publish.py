@@ -16,7 +16,7 @@ of columns, or a 2-D array with ``feature_names``):
    naming the step and the converter's own last message;
 3. check that onnxruntime's outputs equal the estimator's on the reference data within
    ``tolerance`` (refuse otherwise);
-3. write ``model.onnx``, ``reference.json`` (the drift profile of the data and of the
+4. write ``model.onnx``, ``reference.json`` (the drift profile of the data and of the
    model's outputs on it), ``samples.npz`` (golden inputs and outputs) and
    ``lineage.json`` (hashes, code revision, parent version, metrics, tags, library versions)
    into a hidden temporary directory of the model, then rename it to the next version

@@ -7,11 +7,10 @@ the next that many bytes. Fixed-width datatypes are the row-major element bytes
 bytes. Numeric inputs become zero-copy numpy views of the request body.
 
 BYTES are split in compiled code (``_decode.pyx`` ``decode_bytes``, through the shim in
-``tensors.py``): the framing is checked without allocating, then each element becomes a str,
-~5 ns for an empty one and 50–80 ns for a short one on the 2-core machines measured (the
-Python loop: ~420 ns). Even so a tensor of millions of strings would hold the event loop for
-tens of milliseconds (10 M empty strings: 41–48 ms), so a BYTES tensor holds at most
-``MAX_BYTES_ELEMENTS`` (131,072: 6–10 ms to split), whatever the model's ``max_elements``.
+``tensors.py``): the framing is checked without allocating, then each element becomes a str.
+A tensor of millions of strings would still hold the event loop, so a BYTES tensor holds at
+most ``MAX_BYTES_ELEMENTS``, whatever the model's ``max_elements`` (the timings behind the
+limit are in docs/RELIABILITY.md, "The event loop is never held").
 """
 
 from __future__ import annotations
