@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Any, NamedTuple
 
-from ..errors import InvalidInput, MLServeError, PayloadTooLarge
+from ..errors import InvalidInput, PayloadTooLarge
 from ..names import check_model_name, parse_version
 from ..registry.store import ModelStore
 from ..runtime.binary import MAX_BYTES_ELEMENTS, shared_memory_refused
@@ -65,13 +65,7 @@ class Bound(NamedTuple):
 def message_bound(store: ModelStore[Endpoint], model: str, version: int | None) -> Bound | None:
     """What a request to ``model`` (``version``; unpinned: any ready version) can carry;
     None when no version is found (admission answers that)."""
-    try:
-        if version is not None:
-            endpoints: list[Endpoint] = [store.resolve(model, version)]
-        else:
-            endpoints = list(store.ready_endpoints(model).values())
-    except MLServeError:
-        return None
+    endpoints = store.reachable(model, version)
     if not endpoints:
         return None
     inputs = outputs = elements = 0

@@ -487,13 +487,7 @@ def _json_bound(
     feature columns ([n] or [n, 1], n ≤ max_rows) are counted besides the inputs; requested
     outputs and the request's own parameters and id have their allowance, and ``_SLACK_*``
     room is left."""
-    try:
-        if version is not None:
-            endpoints: list[Endpoint] = [store.resolve(model, version)]
-        else:
-            endpoints = list(store.ready_endpoints(model).values())
-    except MLServeError:
-        return None
+    endpoints = store.reachable(model, version)
     if not endpoints:
         return None
     bounds = [_endpoint_bound(e) for e in endpoints]

@@ -33,6 +33,7 @@ from ..config import (
 from ..errors import (
     ConfigError,
     GateNotPassed,
+    MLServeError,
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
@@ -939,6 +940,16 @@ class ModelStore(Generic[E]):
     def ready_endpoints(self, model: str) -> dict[int, E]:
         """The model's ready versions' endpoints (pinned requests may reach each)."""
         return self._ready.get(model, {})
+
+    def reachable(self, model: str, version: int | None) -> list[E]:
+        """The endpoints a request to ``model`` can reach: ``version``'s, or, unpinned, every
+        ready version's. Empty when there is none (admission answers why)."""
+        if version is None:
+            return list(self._ready.get(model, {}).values())
+        try:
+            return [self.resolve(model, version)]
+        except MLServeError:
+            return []
 
     def serving(self, model: str) -> Serving | None:
         """Who takes ``model``'s unpinned traffic now (None: no version may)."""
