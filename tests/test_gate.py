@@ -185,13 +185,68 @@ def test_status_needs_the_same_model_file_and_gate(
     shutil.copytree(registry / "acc" / "1", vdir)
     gate = GateConfig(require_gate=True, min_accuracy=0.8)
     assert gate_status(vdir, gate).passed
-    assert "another [gate]" in gate_status(vdir, GateConfig(min_accuracy=0.9)).reason
+    assert "another [gate]" in gate_status(vdir, GateConfig(min_accuracy=0.8, golden=False)).reason
     with (vdir / "model.onnx").open("ab") as fh:
         fh.write(b"\0")
     status = gate_status(vdir, gate)
     assert not status.passed and "different model.onnx" in status.reason
     (vdir / VALIDATION_FILE).unlink()
     assert "run `mlserve validate`" in gate_status(vdir, gate).reason
+
+
+def test_a_change_of_thresholds_alone_is_judged_from_the_recorded_measurements(
+    gated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Editing a [gate] threshold used to fail every version ("validate again") and so take
+    a require_gate model out of service. A threshold on a recorded measurement is judged
+    from validation.json; what needs a new run still asks for one."""
+    registry, data = gated
+    vdir = tmp_path / "v"
+    shutil.copytree(registry / "ok" / "1", vdir)  # judged with min_accuracy 0.8, p99s 1000 ms
+    recorded = json.loads((vdir / VALIDATION_FILE).read_text())
+    with np.load(data) as d:
+        import onnxruntime as ort
+
+        label = ort.InferenceSession(str(vdir / "model.onnx")).run(["label"], {"X": d["X"]})[0]
+        accuracy = accuracy_score(d["y"], label)  # the reference, independent of the file
+    assert recorded["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    base = {"require_gate": True, "max_p99_ms_batch1": 1000.0, "max_p99_ms_batch": 1000.0}
+
+    looser = gate_status(vdir, GateConfig(**base, min_accuracy=accuracy - 0.01))
+    assert looser.passed and "judged from the measurements" in looser.reason
+    assert looser.summary is not None and looser.summary["rejudged"] is True
+    tighter = gate_status(vdir, GateConfig(**base, min_accuracy=accuracy + 0.001))
+    assert not tighter.passed and tighter.summary is not None
+    assert f"min_accuracy {accuracy:.4g} (needs >= {accuracy + 0.001:.4g})" in tighter.reason
+    assert tighter.summary["failed"] == ["min_accuracy"]
+    exact = gate_status(vdir, GateConfig(**base, min_accuracy=accuracy))
+    assert exact.passed  # >= is inclusive, as validate judges
+    dropped = gate_status(vdir, GateConfig(require_gate=True, max_p99_ms_batch=1000.0))
+    assert dropped.passed and dropped.summary is not None
+    assert set(dropped.summary["criteria"]) == {
+        "max_p99_ms_batch",
+        "golden_outputs",
+        "min_agreement",
+    }
+    # A new criterion on a measurement the file has (roc_auc is always measured)...
+    auc = recorded["metrics"]["roc_auc"]
+    with_auc = gate_status(vdir, GateConfig(**base, min_accuracy=0.8, min_roc_auc=auc + 0.01))
+    assert not with_auc.passed and "min_roc_auc" in with_auc.reason
+    # ...but one never measured, or a change of how things are measured, needs a new run.
+    for needs_run in (
+        GateConfig(**base, min_accuracy=0.8, min_agreement=0.9),  # no agreement was measured
+        GateConfig(**base, min_accuracy=0.8, latency_batch_size=8),
+        GateConfig(**base, min_accuracy=0.8, golden_tolerance=1e-3),
+        GateConfig(**base, min_accuracy=0.8, positive_label=0),
+    ):
+        status = gate_status(vdir, needs_run)
+        assert not status.passed and "needs new measurements: validate again" in status.reason
+    # A version that failed is judged by the thresholds now in force too, both ways.
+    failing = tmp_path / "failing"
+    shutil.copytree(registry / "acc" / "2", failing)  # the flipped model: accuracy near 0
+    low = json.loads((failing / VALIDATION_FILE).read_text())["metrics"]["accuracy"]
+    assert not gate_status(failing, GateConfig(require_gate=True, min_accuracy=0.8)).passed
+    assert gate_status(failing, GateConfig(require_gate=True, min_accuracy=low / 2)).passed
 
 
 def test_server_enforces_the_gate(gated: tuple[Path, Path]) -> None:
@@ -246,6 +301,49 @@ def test_server_enforces_the_gate(gated: tuple[Path, Path]) -> None:
         assert r.status_code == 409 and "max_p99_ms_batch1" in r.json()["error"]
         audit = (registry / "audit.jsonl").read_text()
         assert '"set_routing"' in audit
+
+
+@pytest.mark.slow
+def test_editing_a_gate_threshold_keeps_a_passing_version_serving(
+    gated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The new-user finding: raising min_accuracy from 0.8 to 0.85 on a running server took
+    the model out of service until every version was validated again. Now the version keeps
+    serving while it meets the new threshold, and a threshold it misses says so."""
+    _, data = gated
+    registry = tmp_path / "registry"
+    (registry / "m").mkdir(parents=True)
+    config = "[gate]\nrequire_gate = true\nmin_accuracy = {}\n"
+    (registry / "m" / "model.toml").write_text(config.format(0.8))
+    d = _classification(seed=5)
+    publish(registry, "m", reference=data, estimator=LogisticRegression().fit(d["X"], d["y"]))
+    report = validate_version(registry, "m", 1, data)
+    accuracy = report.metrics["accuracy"]
+    assert report.passed and accuracy > 0.86, accuracy
+    x = {"name": "X", "datatype": "FP32", "shape": [1, 5], "data": [0.5, 0.1, 0.0, 0.0, 1.0]}
+    with (
+        running_server(registry, "--poll-seconds", "0.2") as srv,
+        httpx.Client(base_url=srv.url) as c,
+    ):
+
+        def gate() -> dict[str, Any]:
+            meta = c.get("/v2/models/m").json()["parameters"]["versions"]["1"]
+            return dict(meta["gate"])
+
+        assert c.post("/v2/models/m/infer", json={"inputs": [x]}).status_code == 200
+        (registry / "m" / "model.toml").write_text(config.format(0.85))
+        wait_for(
+            lambda: gate()["criteria"]["min_accuracy"]["threshold"] == 0.85,
+            20,
+            what="the edited [gate] read",
+        )
+        assert gate()["passed"] is True and "judged from the measurements" in gate()["reason"]
+        assert c.post("/v2/models/m/infer", json={"inputs": [x]}).status_code == 200
+        (registry / "m" / "model.toml").write_text(config.format(round(accuracy + 0.01, 4)))
+        wait_for(lambda: gate()["passed"] is False, 20, what="the tightened [gate] read")
+        r = c.post("/v2/models/m/infer", json={"inputs": [x]})
+        assert r.status_code == 409 and "min_accuracy" in r.json()["error"], r.text
+        assert "judged from the measurements in validation.json" in r.json()["error"]
 
 
 @pytest.mark.slow

@@ -12,8 +12,8 @@ the version directory (written atomically) together with the model's sha256 and 
 criteria it was judged against. An evaluation set without labels is refused.
 
 ``gate_status`` is what the server reads at load: a version passes only when its
-``validation.json`` passed, was made for this very ``model.onnx`` and against the
-``[gate]`` now in force. With ``require_gate = true`` a version that does not pass serves
+``validation.json`` was made for this very ``model.onnx`` and passes the ``[gate]`` now in
+force (a change of thresholds alone is judged from the measurements the file records). With ``require_gate = true`` a version that does not pass serves
 only as a shadow.
 """
 
@@ -186,15 +186,84 @@ def gate_status(version_dir: Path, gate: GateConfig, model_sha256: str | None = 
     # Keys a later mlserve added to [gate] count at their defaults in older files.
     defaults = gate_criteria(GateConfig())
     if not isinstance(recorded, dict) or {**defaults, **recorded} != current:
+        rejudged = _rejudged(doc, criteria, {**defaults, **recorded}, current)
+        if rejudged is None:
+            return GateStatus(
+                False,
+                f"{VALIDATION_FILE} was judged against another [gate] than the one in "
+                f"{MODEL_CONFIG_FILE}, which needs new measurements: validate again",
+                summary,
+            )
+        criteria, failed = rejudged, [c for c in rejudged if not c["passed"]]
+        summary["failed"] = [c["name"] for c in failed]
+        summary["criteria"] = {
+            c["name"]: {k: c.get(k) for k in ("value", "threshold", "op", "passed")}
+            for c in criteria
+        }
+        summary["passed"] = not failed
+        summary["rejudged"] = True
+        if failed:
+            return GateStatus(
+                False,
+                "fails the [gate] now in force, judged from the measurements in "
+                f"{VALIDATION_FILE}: " + _describe(failed),
+                summary,
+            )
         return GateStatus(
-            False,
-            f"{VALIDATION_FILE} was judged against another [gate] than the one in "
-            f"{MODEL_CONFIG_FILE}: validate again",
+            True,
+            f"passes the [gate] now in force, judged from the measurements in {VALIDATION_FILE}",
             summary,
         )
     if doc.get("passed") is not True or failed:
         return GateStatus(False, "failed its validation gate: " + _describe(failed), summary)
     return GateStatus(True, "passed its validation gate", summary)
+
+
+# [gate] keys that only set a threshold on a measurement validation.json records (under the
+# key's name less min_/max_): a change to them alone is judged from the file, no new run.
+_THRESHOLDS = {
+    "min_accuracy": ">=",
+    "min_roc_auc": ">=",
+    "max_mae": "<=",
+    "max_rmse": "<=",
+    "max_demographic_parity_difference": "<=",
+    "max_equalized_odds_difference": "<=",
+    "max_p99_ms_batch1": "<=",
+    "max_p99_ms_batch": "<=",
+    "min_agreement": ">=",
+}
+
+
+def _rejudged(
+    doc: dict[str, Any],
+    criteria: list[dict[str, Any]],
+    recorded: dict[str, Any],
+    current: dict[str, Any],
+) -> list[dict[str, Any]] | None:
+    """The criteria of ``validation.json`` judged against the ``[gate]`` now in force, when
+    only thresholds changed and each changed one's measurement is recorded; else None (the
+    validation must run again: a new label output, latency batch size, tolerance, ...)."""
+    changed = {k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k)}
+    consistent = doc.get("passed") is not any(not c["passed"] for c in criteria)
+    if not changed <= _THRESHOLDS.keys() or not consistent:
+        return None
+    metrics = doc.get("metrics")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    kept = [c for c in criteria if c["name"] not in changed]
+    for key in sorted(changed):
+        threshold = current.get(key)
+        if threshold is None:
+            continue  # no longer a criterion
+        stem = key.removeprefix("min_").removeprefix("max_")
+        value = metrics.get(stem)
+        if value is None:  # min_agreement's value is on its criterion
+            value = next((c.get("value") for c in criteria if c["name"] == key), None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None  # not measured when the file was written
+        op = _THRESHOLDS[key]
+        ok = value >= threshold if op == ">=" else value <= threshold
+        kept.append({"name": key, "value": value, "threshold": threshold, "op": op, "passed": ok})
+    return kept
 
 
 def _checked_criteria(doc: Any) -> list[dict[str, Any]]:
