@@ -198,3 +198,42 @@ def test_routing_override_survives_a_model_leaving_and_coming_back(tmp_path: Pat
         wait_for(lambda: c.get("/v2/models/m").status_code == 404)
         os.rename(tmp_path / "m-away", root / "m")
         wait_for(lambda: weight() == 40.0)
+
+
+@pytest.mark.slow
+def test_a_model_toml_edit_reloads_versions_only_when_it_changes_how_they_are_built(
+    tmp_path: Path,
+) -> None:
+    """A new-user finding: any model.toml edit (a guardrail, a gate threshold) reloaded every
+    version, cold sessions and emptied drift windows included. Routing, guardrails, the
+    version policy and the gate reach loaded versions as they are; execution, inputs,
+    batching, monitoring and payloads rebuild them."""
+    root = tmp_path / "registry"
+    write_version(root, "m", 1, linear_model(seed=1))
+    audit = root / "audit.jsonl"
+
+    def synced() -> list[str]:
+        if not audit.exists():
+            return []
+        lines = [json.loads(line) for line in audit.read_text().splitlines()]
+        return [str(e.get("after")) for e in lines if e.get("action") == "sync"]
+
+    with running_server(root, "--poll-seconds", "0.1") as srv, httpx.Client(base_url=srv.url) as c:
+        assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
+        edits = (
+            "[guardrails]\nenabled = true\nmin_requests = 50\n",
+            "[gate]\nmin_accuracy = 0.9\n",
+            '[versions]\npolicy = "all"\n',
+        )
+        for n, text in enumerate(edits, start=1):
+            (root / "m" / "model.toml").write_text(text)
+            wait_for(
+                lambda n=n: synced().count("m: model.toml changed") == n,
+                15,
+                what=f"edit {n} read",
+            )
+            assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
+        assert not [s for s in synced() if "reloaded" in s], synced()
+        (root / "m" / "model.toml").write_text('[execution]\nmode = "thread"\n')
+        wait_for(lambda: "m v1: reloaded" in synced(), 15, what="the execution change")
+        assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200

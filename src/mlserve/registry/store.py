@@ -527,6 +527,7 @@ class ModelStore(Generic[E]):
         record = self.models.get(name)
         config_fp = _fingerprint(mdir.path / MODEL_CONFIG_FILE)
         config_changed = record is None or config_fp != self._config_fp.get(name)
+        before = record.config if record is not None else None
         if config_changed:
             self._config_fp[name] = config_fp
             try:
@@ -562,6 +563,12 @@ class ModelStore(Generic[E]):
             return changes
         changes += self._sync_routing(record)
         config = record.config
+        # Only a change to what versions are built from reloads them; routing, guardrails,
+        # the version policy and the gate's criteria reach the loaded versions as they are
+        # (sessions stay warm, drift windows keep their rows).
+        rebuild = config_changed and (before is None or _build_key(before) != _build_key(config))
+        if config_changed and before is not None and before.gate != config.gate:
+            self._reread_gates(record, mdir, config)
         bases = {v: _fingerprint(vdir.path, vdir.files) for v, vdir in mdir.versions.items()}
         fps = {
             v: base + _external_fingerprint(mdir.versions[v].path, self._external.get((name, v)))
@@ -580,9 +587,7 @@ class ModelStore(Generic[E]):
         to_load = [
             v
             for v in sorted(selected & stable)
-            if v not in record.versions
-            or config_changed
-            or self._loaded_fp.get((name, v)) != fps[v]
+            if v not in record.versions or rebuild or self._loaded_fp.get((name, v)) != fps[v]
         ]
         for v in to_load:
             new = self._load_one(mdir.versions[v], config)
@@ -617,6 +622,15 @@ class ModelStore(Generic[E]):
                 self._retire(name, v)
                 changes.append(f"{name} v{v}: retired")
         return changes
+
+    def _reread_gates(self, record: ModelRecord, mdir: ModelDir, config: ModelConfig) -> None:
+        """Judge the loaded versions' validations against an edited ``[gate]``."""
+        if self._read_gate is None:
+            return
+        for v, rec in record.versions.items():
+            vdir = mdir.versions.get(v)
+            if vdir is not None and rec.state is VersionState.READY:
+                rec.gate = self._read_gate(vdir.path, config.gate, vdir.expected_sha256())
 
     def _state_dir(self, record: ModelRecord) -> Path:
         return state_dir_of(record.name, record.path, self.settings.state_dir)
@@ -979,6 +993,12 @@ def _released(lock: threading.Lock) -> Iterator[None]:
         yield
     finally:
         lock.acquire()
+
+
+def _build_key(config: ModelConfig) -> tuple[Any, ...]:
+    """The sections of ``model.toml`` a loaded version is built from (its session, runner,
+    monitors and payload sink): a change to any of them reloads the model's versions."""
+    return (config.execution, config.inputs, config.batching, config.monitoring, config.payloads)
 
 
 def _eligibility(record: ModelRecord) -> tuple[dict[int, Any], set[int], dict[int, str]]:
