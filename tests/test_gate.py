@@ -386,6 +386,14 @@ def test_validation_written_to_a_running_server_opens_the_gate(
             interval=0.2,
             what="the passed validation to let v2 be a canary",
         )
+        # Read as a validation, in one scan: the version is not reloaded for it.
+        synced = [
+            json.loads(line)["after"]
+            for line in (registry / "audit.jsonl").read_text().splitlines()
+            if json.loads(line)["action"] == "sync"
+        ]
+        assert "m v2: validation read" in synced, synced
+        assert not [s for s in synced if "reloaded" in str(s)], synced
 
 
 @pytest.mark.slow

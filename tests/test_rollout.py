@@ -212,7 +212,7 @@ def test_a_failing_validation_of_the_serving_version_needs_force_and_is_loud(
     assert "WARNING" in warning and "min_accuracy" in warning
     moved = [r for r in _audit(root) if r["action"] == "serving"]
     assert moved[-1]["before"]["serving"]["stable"] == 1 and moved[-1]["after"]["serving"] is None
-    assert "cancer v1: reloaded" in moved[-1]["cause"]
+    assert "cancer v1: validation read" in moved[-1]["cause"]  # judged again, not reloaded
     # Validating again with good data brings it back.
     assert _validate(root, 1, data["good"]).returncode == 0
     wait_for(lambda: c.post("/v2/models/cancer/infer", json=_rows(data)).status_code == 200)

@@ -11,10 +11,11 @@ by the version's ``reference.json`` or lineage. The report goes to ``validation.
 the version directory (written atomically) together with the model's sha256 and the
 criteria it was judged against. An evaluation set without labels is refused.
 
-``gate_status`` is what the server reads at load: a version passes only when its
-``validation.json`` was made for this very ``model.onnx`` and passes the ``[gate]`` now in
-force (a change of thresholds alone is judged from the measurements the file records). With ``require_gate = true`` a version that does not pass serves
-only as a shadow.
+``gate_status`` is what the server reads at load, and again when ``validation.json`` or
+``[gate]`` changes: a version passes only when its ``validation.json`` was made for this very
+``model.onnx`` and passes the ``[gate]`` now in force (a change of thresholds alone is judged
+from the measurements the file records). With ``require_gate = true`` a version that does
+not pass serves only as a shadow.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ..names import is_valid_model_name
 from ..registry.layout import (
     MODEL_FILE,
     SAMPLES_FILE,
+    VALIDATION_FILE,
     GateStatus,
     sha256_file,
     write_atomically,
@@ -47,7 +49,6 @@ from ..routing.state import ROUTING_FILE, RoutingState, read_state, state_dir_of
 from ..runtime.columns import FeatureSchema
 from . import quality as m
 
-VALIDATION_FILE = "validation.json"
 SCHEMA_VERSION = 1
 _INT_KINDS = "iub"
 

@@ -35,12 +35,15 @@ log = logging.getLogger("mlserve.registry")
 MODEL_FILE = "model.onnx"
 LINEAGE_FILE = "lineage.json"
 SAMPLES_FILE = "samples.npz"
+# The validation gate's result (governance/gate.py writes it): read again when it changes,
+# without reloading the version.
+VALIDATION_FILE = "validation.json"
 BARE_VERSION_FILES = (
     MODEL_FILE,
     LINEAGE_FILE,
     SAMPLES_FILE,
     "reference.json",
-    "validation.json",
+    VALIDATION_FILE,
 )
 MODEL_LEVEL_FILES = ("model.toml", "routing.json")
 

@@ -60,6 +60,7 @@ from ..routing.state import (
 from ..runtime.session import ModelSession, load_version
 from .changes import ChangeDetector
 from .layout import (
+    VALIDATION_FILE,
     GateStatus,
     ModelDir,
     VersionDir,
@@ -232,6 +233,8 @@ class ModelStore(Generic[E]):
         # version was loaded from; model.toml's per model.
         self._seen: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._loaded_fp: dict[tuple[str, int], tuple[Any, ...]] = {}
+        # validation.json's signature as last read for each loaded version.
+        self._gate_fp: dict[tuple[str, int], tuple[Any, ...]] = {}
         # The external data files (locations relative to the version directory) each
         # version's model named when it was last loaded: part of its fingerprint.
         self._external: dict[tuple[str, int], tuple[str, ...]] = {}
@@ -510,8 +513,10 @@ class ModelStore(Generic[E]):
         for v in record.versions if record is not None else ():
             vdir = mdir.versions.get(v)
             if vdir is not None:
-                entries.append(vdir.path)
+                entries.append(vdir.path)  # a file created or renamed in changes it
                 entries += [vdir.path / f[0] for f in self._seen.get((name, v), ())]
+                if self._gate_fp.get((name, v)):  # one edited in place does not
+                    entries.append(vdir.path / VALIDATION_FILE)
         # Rescanned at every scan, as before: a failure to retry, a version to see again.
         again = name in self._unsettled or (record is not None and record.scan_error is not None)
         self.changes.watch(name, entries, again)
@@ -569,7 +574,12 @@ class ModelStore(Generic[E]):
         rebuild = config_changed and (before is None or _build_key(before) != _build_key(config))
         if config_changed and before is not None and before.gate != config.gate:
             self._reread_gates(record, mdir, config)
-        bases = {v: _fingerprint(vdir.path, vdir.files) for v, vdir in mdir.versions.items()}
+        bases: dict[int, tuple[Any, ...]] = {}
+        gates: dict[int, tuple[Any, ...]] = {}
+        for v, vdir in mdir.versions.items():
+            listed = _fingerprint(vdir.path, vdir.files)
+            bases[v] = tuple(f for f in listed if f[0] != VALIDATION_FILE)
+            gates[v] = tuple(f for f in listed if f[0] == VALIDATION_FILE)
         fps = {
             v: base + _external_fingerprint(mdir.versions[v].path, self._external.get((name, v)))
             for v, base in bases.items()
@@ -589,7 +599,20 @@ class ModelStore(Generic[E]):
             for v in sorted(selected & stable)
             if v not in record.versions or rebuild or self._loaded_fp.get((name, v)) != fps[v]
         ]
+        for v in set(gates) - set(to_load):
+            rec = record.versions.get(v)
+            seen = self._gate_fp.get((name, v))
+            if rec is not None and rec.state is VersionState.READY and seen != gates[v]:
+                if seen is not None and self._read_gate is not None:
+                    # A validation written (or removed) beside a loaded version: its gate
+                    # is judged again, the session kept.
+                    rec.gate = self._read_gate(
+                        mdir.versions[v].path, config.gate, mdir.versions[v].expected_sha256()
+                    )
+                    changes.append(f"{name} v{v}: validation read")
+                self._gate_fp[(name, v)] = gates[v]
         for v in to_load:
+            self._gate_fp[(name, v)] = gates[v]
             new = self._load_one(mdir.versions[v], config)
             old = record.versions.get(v)
             self._loaded_fp[(name, v)] = fps[v]
@@ -711,6 +734,7 @@ class ModelStore(Generic[E]):
             self._config_fp.pop(model, None)  # re-read model.toml
             for key in [k for k in self._loaded_fp if k[0] == model]:
                 del self._loaded_fp[key]
+                self._gate_fp.pop(key, None)
             self._routing_fp.pop(model, None)  # re-read routing.json
             if record is not None:
                 record.scan_error = None  # tried again: said again if it fails again
@@ -865,6 +889,7 @@ class ModelStore(Generic[E]):
     def _retire(self, name: str, version: int) -> None:
         rec = self.models[name].versions.pop(version)
         self._loaded_fp.pop((name, version), None)
+        self._gate_fp.pop((name, version), None)
         self._external.pop((name, version), None)
         self._retire_record(rec)
 
