@@ -18,8 +18,9 @@ from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_er
 
 from mlserve.config import GateConfig
 from mlserve.governance import quality as m
-from mlserve.governance.gate import VALIDATION_FILE, gate_status, validate_version
+from mlserve.governance.gate import gate_status, validate_version
 from mlserve.governance.publish import publish
+from mlserve.registry.layout import VALIDATION_FILE
 
 from .conftest import running_server, wait_for
 

@@ -483,7 +483,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .governance.gate import VALIDATION_FILE, GateError, validate_version
+    from .governance.gate import GateError, validate_version
+    from .registry.layout import VALIDATION_FILE
 
     try:
         report = validate_version(
