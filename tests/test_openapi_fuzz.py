@@ -38,7 +38,7 @@ from starlette.routing import Route
 from mlserve.config import ServerSettings
 from mlserve.http.app import create_app
 from mlserve.http.infer import INFER_PREFIX, INFER_SUFFIX, _route
-from mlserve.http.openapi import DOCUMENT, OPENAPI_PATH
+from mlserve.http.openapi import DOCUMENT, OPENAPI_PATH, OPERATIONS
 from mlserve.monitoring.profile import build_profile, save_profile
 from mlserve.runtime.tensors import V2_TO_NUMPY
 
@@ -384,8 +384,9 @@ def _documented() -> set[tuple[str, str]]:
 
 
 def test_every_route_the_app_serves_is_documented(tmp_path: Path) -> None:
-    """Starlette's routes and the infer dispatcher's, against the document's operations, both
-    ways: a new endpoint without documentation, or documentation of no endpoint, fails."""
+    """Starlette's routes and the infer dispatcher's, against the route modules' declarations
+    and the document's operations, both ways: a new endpoint without its one declaration, or a
+    declaration of no endpoint, fails."""
     app = create_app(ServerSettings(registry=tmp_path, monitoring="off"))
     try:
         served = set()
@@ -396,6 +397,9 @@ def test_every_route_the_app_serves_is_documented(tmp_path: Path) -> None:
     finally:
         app.service.close()
     documented = _documented()
+    declared = [(op.path, op.method) for op in OPERATIONS]
+    assert len(declared) == len(set(declared)), "an operation declared twice"
+    assert set(declared) == documented
     infer = set()
     for path, method in documented:
         concrete = path.replace("{model}", "m").replace("{version}", "1")

@@ -33,10 +33,92 @@ from ..registry.store import RoutingChange
 from ..routing import controller
 from ..service import InferenceService
 from .explain import read_body
+from .operations import Body, Operation, json_ok
 from .v2 import JSONResponse
 
 # Admin bodies are a few routing keys: anything bigger is refused (413) before it is read.
 ADMIN_MAX_BODY = 1 << 20
+
+_BASE = "/v2/admin/models/{model}"
+_STATE = json_ok("The routing now in force", "RoutingState")
+_COMMON = (400, 401, 403, 404, 503)
+_CHANGE = (*_COMMON, 507)  # persisted and audited: 507 when the disk is full
+OPERATIONS = (
+    Operation(
+        _BASE + "/routing",
+        "GET",
+        "The model's routing: model.toml's, the override, the effective one",
+        "admin",
+        _STATE,
+        _COMMON,
+        admin=True,
+    ),
+    Operation(
+        _BASE + "/routing",
+        "PUT",
+        "Change the routing (persisted beside model.toml, audited)",
+        "admin",
+        _STATE,
+        (*_CHANGE, 409, 413),
+        body=Body((("application/json", "RoutingChange"),)),
+        admin=True,
+    ),
+    Operation(
+        _BASE + "/routing",
+        "DELETE",
+        "Drop the override: model.toml's routing applies again",
+        "admin",
+        _STATE,
+        _CHANGE,
+        admin=True,
+    ),
+    Operation(
+        _BASE + "/promote",
+        "POST",
+        "The canary becomes stable",
+        "admin",
+        _STATE,
+        (*_CHANGE, 409),
+        admin=True,
+    ),
+    Operation(
+        _BASE + "/rollback",
+        "POST",
+        "The canary stops taking traffic",
+        "admin",
+        _STATE,
+        _CHANGE,
+        admin=True,
+    ),
+    Operation(
+        "/v2/repository/index",
+        "POST",
+        "Every version and its state (model_repository extension)",
+        "admin",
+        json_ok("The index", "RepositoryIndex"),
+        (400, 401, 403, 413),
+        body=Body((("application/json", "RepositoryIndexQuery"),), required=False),
+        admin=True,
+    ),
+    Operation(
+        "/v2/repository/models/{model}/load",
+        "POST",
+        "Load or reload the model from disk now",
+        "admin",
+        json_ok("What changed and the versions' states", "LoadResult"),
+        (*_CHANGE, 409),  # 409: the model's own files (model.toml, routing.json) unusable
+        admin=True,
+    ),
+    Operation(
+        "/v2/repository/models/{model}/unload",
+        "POST",
+        "Retire every version; the watcher leaves the model alone until loaded again",
+        "admin",
+        json_ok("Unloaded", "UnloadResult"),
+        _CHANGE,
+        admin=True,
+    ),
+)
 
 
 def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route]:
@@ -184,7 +266,7 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
         await asyncio.to_thread(service.store.unload, model)
         return JSONResponse({"model": model, "unloaded": True})
 
-    base = "/v2/admin/models/{model}"
+    base = _BASE
     return [
         Route(base + "/routing", get_routing, methods=["GET"]),
         Route(base + "/routing", put_routing, methods=["PUT"]),

@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .operations import Answer, Operation
+
 STATIC = ("dashboard.html", "dashboard.js", "dashboard.css")
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -31,6 +33,22 @@ HEADERS = {
 }
 
 
+def _path(name: str) -> str:
+    return "/dashboard" if name.endswith(".html") else f"/dashboard/{name}"
+
+
+OPERATIONS = tuple(
+    Operation(
+        _path(name),
+        "GET",
+        f"The live dashboard's {name}",
+        "dashboard",
+        Answer(name, ((MEDIA_TYPES[name[name.rindex(".") :]].split(";")[0], "Text"),)),
+    )
+    for name in STATIC
+)
+
+
 def routes() -> list[Route]:
     """``GET /dashboard`` and its two assets, read from the package once."""
     folder = resources.files(__package__ or "mlserve.http").joinpath("static")
@@ -39,7 +57,7 @@ def routes() -> list[Route]:
     def serve(name: str) -> Route:
         body = files[name]
         media = MEDIA_TYPES[name[name.rindex(".") :]]
-        path = "/dashboard" if name.endswith(".html") else f"/dashboard/{name}"
+        path = _path(name)
 
         async def endpoint(request: Request) -> Response:
             return Response(body, media_type=media, headers=HEADERS)

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .dashboard import HEADERS
+from .operations import Answer, Operation
 
 # Path → (file in static/, media type); ``.gz`` files are stored compressed.
 ASSETS = {
@@ -43,6 +44,29 @@ _ROOT_HTML = b"""<!doctype html>
 <li><a href="/v2/openapi.json">/v2/openapi.json</a>: the OpenAPI document</li>
 </ul></body></html>
 """
+
+OPERATIONS = (
+    Operation(
+        "/",
+        "GET",
+        "Where to go: the API page, the dashboard, the metrics",
+        "meta",
+        Answer(
+            "A small page; JSON links with `Accept: application/json`",
+            (("text/html", "Text"), ("application/json", "RootLinks")),
+        ),
+    ),
+    *(
+        Operation(
+            path,
+            "GET",
+            "The API page" if path == "/docs" else f"The API page's {path.rsplit('/', 1)[1]}",
+            "meta",
+            Answer(name, ((media.split(";")[0], "Text"),)),
+        )
+        for path, (name, media) in ASSETS.items()
+    ),
+)
 
 
 def routes() -> list[Route]:

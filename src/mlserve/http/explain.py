@@ -17,8 +17,27 @@ from starlette.routing import Route
 from ..errors import InvalidInput, PayloadTooLarge
 from ..names import check_model_name, parse_version
 from ..service import InferenceService
+from .operations import Body, Operation, json_ok, per_target
 
 _TIMING = "queue;dur=%.3f, infer;dur=%.3f, total;dur=%.3f"
+
+OPERATIONS = tuple(
+    Operation(
+        path,
+        "POST",
+        f"Feature attributions by occlusion on {which}",
+        "explain",
+        json_ok("The explanation", "ExplainResponse", "answer"),
+        (400, 404, 409, 413, 503, 504),
+        parameters=("mlserve-routing-key",),
+        body=Body(
+            (("application/json", "InferenceRequest"),),
+            description="The same V2 JSON request as for `/infer` (no binary extension).",
+            example="InferenceRequest",
+        ),
+    )
+    for path, which, _ in per_target("/explain")
+)
 
 
 def routes(service: InferenceService, max_body_bytes: int) -> list[Route]:

@@ -21,12 +21,49 @@ from ..governance import audit
 from ..monitoring.metrics import LATENCY_BUCKETS, OUTCOMES, quantile
 from ..names import check_model_name, parse_version
 from ..service import InferenceService
+from .operations import Answer, Operation, json_ok, per_target
 from .v2 import JSONResponse
 
 STREAM_MAX_SECONDS = 300.0
 AUDIT_ENTRIES = 20  # the latest audit entries a stream sends
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+OPERATIONS = (
+    Operation(
+        "/metrics",
+        "GET",
+        "Prometheus metrics (OpenMetrics when the client prefers it)",
+        "monitoring",
+        Answer(
+            "The exposition",
+            ((TEXT_FORMAT.split(";")[0], "Text"), (OPENMETRICS.split(";")[0], "Text")),
+        ),
+    ),
+    *(
+        Operation(
+            path,
+            "GET",
+            f"Drift, data quality and traffic of {which}"
+            if pinned
+            else "Drift, data quality and traffic of the model's ready versions",
+            "monitoring",
+            json_ok("The monitoring report", "MonitorReport"),
+            (400, 404, 503),
+        )
+        for path, which, pinned in per_target("/monitor")
+    ),
+    Operation(
+        "/v2/monitor/stream",
+        "GET",
+        "Server-Sent Events: one `snapshot` event per interval, until `max_seconds`",
+        "monitoring",
+        Answer("The event stream", (("text/event-stream", "EventStream"),)),
+        (400, 503),
+        parameters=("interval", "max_seconds"),
+    ),
+)
+
 
 
 def routes(service: InferenceService) -> list[Route]:

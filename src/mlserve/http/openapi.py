@@ -1,23 +1,24 @@
 """The OpenAPI 3.0 document of every HTTP endpoint, served at ``GET /v2/openapi.json``.
 
-The document is built once, at import, from the same constants the routes use (datatypes,
-error codes, media types). It describes the Open Inference Protocol routes (health, metadata,
-infer with the binary tensor extension), Triton's configuration and statistics routes,
-explain, the monitoring routes, the dashboard, the API and root pages, the admin and model
-repository routes (bearer security), and itself. As served, it also holds one request schema
-per loaded version and one example body per version on the infer operations (what the API
-page offers to try), rendered again only when the loaded versions change.
+Assembled once, at import, from three sources: each route module's ``OPERATIONS`` (declared
+beside its routes, ``operations.Operation``), the hand-written schema data of
+``openapi_data.json`` (component schemas, fragments, parameters, headers, what each error
+status means), and the error classes of ``errors.py`` (each status's codes). The parts of
+the data that constants in code decide (datatypes, platform, backend, name patterns) are
+``{"$derived": name}`` there, filled in here. As served, the document also holds one request
+schema per loaded version and one example body per version on the infer operations (what the
+API page offers to try), rendered again only when the loaded versions change.
 
-Every status an operation can answer is listed; every error body is
-``{"error": str, "code": str}`` with the codes of ``errors.py`` for that status.
-``tests/test_openapi_fuzz.py`` checks it against the app's routes and fuzzes the live server
-against it with schemathesis.
+Every error body is ``{"error": str, "code": str}`` with the codes of ``errors.py`` for that
+status. ``tests/test_openapi_fuzz.py`` checks the declarations against the app's routes and
+fuzzes the live server against the document with schemathesis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -27,86 +28,66 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import codes_by_status
+from ..names import VERSION_RE
 from ..registry.store import ModelStore
 from ..runtime.tensors import V2_TO_NUMPY, TensorSpec
 from ..serving.endpoint import Endpoint
 from ..serving.stats import BACKEND, triton_type
 from ..serving.views import PLATFORM
-from . import dashboard, docs, monitor
+from . import admin, dashboard, docs, explain, monitor, v2
+from .operations import MODEL, VERSION, Answer, Body, Operation, json_ok
 
-__all__ = ["DOCUMENT", "OPENAPI_PATH", "build_document", "model_document", "routes"]
+__all__ = ["DOCUMENT", "OPENAPI_PATH", "OPERATIONS", "build_document", "model_document", "routes"]
 
 OPENAPI_PATH = "/v2/openapi.json"
 
 Schema = dict[str, Any]
 
-_MODEL = "/v2/models/{model}"
-_VERSION = "/v2/models/{model}/versions/{version}"
-_ADMIN = "/v2/admin/models/{model}"
-
-# Per status, what it means. The codes each status can carry are those of errors.py's classes.
-_MEANINGS: dict[int, str] = {
-    400: (
-        "The request is invalid: malformed JSON, a tensor that does not fit the model (names, "
-        "shapes, datatypes, values, limits), a bad model name or version, a bad query parameter"
-        " or routing change; or not valid HTTP (`invalid_http`: the connection is closed)."
-    ),
-    401: "No valid `Authorization: Bearer <token>` header.",
-    403: "The admin API is disabled: the server has no `MLSERVE_ADMIN_TOKEN`.",
-    404: "No such model or version (or the path matches no route).",
-    405: "The route exists, not for this method (`Allow` names those it takes).",
-    408: (
-        "The request body did not arrive within the server's body timeout; the connection is "
-        "closed after the answer."
-    ),
-    409: (
-        "The version has not passed its validation gate (`require_gate`), cannot be explained, "
-        "or (loading through the repository API) the model's own files are unusable; retrying "
-        "will not help until that changes. A routing change naming a version that is loading "
-        "or failed (`version_not_ready`) may succeed once it has loaded."
-    ),
-    413: "The request body is over the server's limit.",
-    414: (
-        "The request URL is over the request-head limit (`--max-header-bytes`); the connection "
-        "is closed."
-    ),
-    415: "The body's `Content-Encoding` is not one the server decodes (identity, gzip, deflate).",
-    431: (
-        "The request head is over `--max-header-bytes` or has more than 256 headers; the "
-        "connection is closed."
-    ),
-    500: (
-        "The runtime failed on a valid input (`inference_failed`), or a bug (`internal`, "
-        "logged; the body carries no details)."
-    ),
-    503: "Not available now (loading, failed, draining, overloaded); retry after `Retry-After`.",
-    504: (
-        "The request waited in the batching queue past its timeout (`queue_timeout`), or its "
-        "run went past `[execution] run_timeout_s` and was stopped (`run_timeout`)."
-    ),
-    507: "The change could not be written: the disk is full.",
-}
+_DATA: Schema = orjson.loads(
+    resources.files(__package__ or "mlserve.http").joinpath("openapi_data.json").read_bytes()
+)
 _CODES = codes_by_status()
+# Per status: its codes (errors.py's classes) and what it means (the data file).
 _ERRORS: dict[int, tuple[tuple[str, ...], str]] = {
-    status: (_CODES[status], meaning) for status, meaning in sorted(_MEANINGS.items())
+    int(status): (_CODES[int(status)], error["meaning"])
+    for status, error in sorted(_DATA["errors"].items())
 }
-_RESPONSE_NAMES = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    408: "RequestTimeout",
-    409: "Conflict",
-    413: "PayloadTooLarge",
-    405: "MethodNotAllowed",
-    414: "URITooLong",
-    415: "UnsupportedMediaType",
-    431: "HeadersTooLarge",
-    500: "InternalError",
-    503: "Unavailable",
-    504: "QueueTimeout",
-    507: "InsufficientStorage",
+# The values the data file leaves to code: {"$derived": name} there.
+_DERIVED: dict[str, Any] = {
+    "datatypes": list(V2_TO_NUMPY),
+    "triton_datatypes": sorted(map(triton_type, V2_TO_NUMPY)),
+    "platforms": [PLATFORM],
+    "backends": [BACKEND],
+    "model_ready_codes": sorted({*_CODES[404], *_CODES[503]}),
+    # names.is_valid_model_name as one pattern: NAME_RE, not starting with a dot.
+    "model_name_pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$",
+    "version_pattern": f"^{VERSION_RE.pattern}$",
+    "max_seconds_description": f"when the stream ends (default {monitor.STREAM_MAX_SECONDS:g})",
 }
+
+OPERATIONS: tuple[Operation, ...] = (
+    *v2.OPERATIONS,
+    *explain.OPERATIONS,
+    *monitor.OPERATIONS,
+    *dashboard.OPERATIONS,
+    *admin.OPERATIONS,
+    Operation(OPENAPI_PATH, "GET", "This document", "meta", json_ok("OpenAPI 3.0", "Object")),
+    *docs.OPERATIONS,
+)
+# Possible on every request: a request head over the server's limits (answered before the
+# application sees it) and a bug.
+_ALWAYS = (414, 431, 500)
+
+
+def _resolve(value: Any) -> Any:
+    """A copy of the data file's ``value`` with its derived parts filled in."""
+    if isinstance(value, dict):
+        if set(value) == {"$derived"}:
+            return _DERIVED[value["$derived"]]
+        return {k: _resolve(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v) for v in value]
+    return value
 
 
 def _ref(kind: str, name: str) -> Schema:
@@ -114,33 +95,68 @@ def _ref(kind: str, name: str) -> Schema:
 
 
 def _schema(name: str) -> Schema:
-    return _ref("schemas", name)
+    """A component schema of the data file by reference, a fragment of it as a copy."""
+    if name in _DATA["schemas"]:
+        return _ref("schemas", name)
+    fragment: Schema = _resolve(_DATA["fragments"][name])
+    return fragment
 
 
-def _nullable(schema: Schema) -> Schema:
-    return {"allOf": [schema], "nullable": True}
+def _content(content: tuple[tuple[str, str], ...]) -> Schema:
+    return {media: {"schema": _schema(name)} for media, name in content}
 
 
-def _json(schema: Schema) -> Schema:
-    return {"application/json": {"schema": schema}}
+def _headers(sets: tuple[str, ...]) -> Schema:
+    return {k: v for name in sets for k, v in _resolve(_DATA["headers"][name]).items()}
 
 
-def _header(description: str, schema: Schema | None = None, *, required: bool = True) -> Schema:
-    return {
-        "description": description,
-        "required": required,
-        "schema": schema or {"type": "string"},
-    }
+def _answer(answer: Answer) -> Schema:
+    response: Schema = {"description": answer.description, "content": _content(answer.content)}
+    if answer.headers:
+        response["headers"] = _headers(answer.headers)
+    return response
 
 
-# Possible on every request: a request head over the server's limits (answered before the
-# application sees it) and a bug.
-_ALWAYS = (414, 431, 500)
+def _body(body: Body) -> Schema:
+    request: Schema = {"required": body.required}
+    if body.description is not None:
+        request["description"] = body.description
+    request["content"] = _content(body.content)
+    if body.example is not None:
+        request["content"]["application/json"]["example"] = _DATA["examples"][body.example]
+    return request
 
 
 def _errors(*statuses: int) -> dict[str, Schema]:
     """References to the shared error responses, with those every request may get."""
-    return {str(s): _ref("responses", _RESPONSE_NAMES[s]) for s in sorted({*statuses, *_ALWAYS})}
+    names = {int(s): e["response"] for s, e in _DATA["errors"].items()}
+    return {str(s): _ref("responses", names[s]) for s in sorted({*statuses, *_ALWAYS})}
+
+
+def _parameters(op: Operation) -> list[Schema]:
+    """The path's own parameters, then the operation's."""
+    own = [name for name in ("model", "version") if f"{{{name}}}" in op.path]
+    return [_resolve(_DATA["parameters"][name]) for name in (*own, *op.parameters)]
+
+
+def _operation(op: Operation) -> Schema:
+    # The app times the reading of request bodies (408).
+    errors = (*op.errors, 408) if op.body is not None else op.errors
+    responses = {"200": _answer(op.ok), **_errors(*errors)}
+    responses.update({str(status): _answer(answer) for status, answer in op.answers})
+    out: Schema = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "responses": dict(sorted(responses.items())),
+    }
+    parameters = _parameters(op)
+    if parameters:
+        out["parameters"] = parameters
+    if op.body is not None:
+        out["requestBody"] = _body(op.body)
+    if op.admin:
+        out["security"] = [{"bearerAuth": []}]
+    return out
 
 
 def _error_schema(status: int) -> Schema:
@@ -159,941 +175,45 @@ def _error_response(status: int) -> Schema:
     codes, description = _ERRORS[status]
     response: Schema = {
         "description": f"{description} Codes: {', '.join(codes)}.",
-        "content": _json(_schema(f"Error{status}")),
+        "content": {"application/json": {"schema": _ref("schemas", f"Error{status}")}},
     }
-    if status == 503:
-        response["headers"] = {"Retry-After": _header("seconds", {"type": "integer"})}
-    elif status == 401:
-        response["headers"] = {"WWW-Authenticate": _header('`Bearer realm="mlserve admin"`')}
+    headers = _DATA["errors"][str(status)].get("headers")
+    if headers:
+        response["headers"] = _headers((headers,))
     return response
-
-
-def _path_parameters(path: str) -> list[Schema]:
-    params: list[Schema] = [
-        {
-            "name": "model",
-            "in": "path",
-            "required": True,
-            "description": "model name: letters, digits, `_`, `.`, `-`, at most 128, not "
-            "starting with `.` (otherwise 400)",
-            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$"},
-            "example": "credit-risk",
-        }
-    ]
-    if "{version}" in path:
-        params.append(
-            {
-                "name": "version",
-                "in": "path",
-                "required": True,
-                "description": "a positive integer without leading zeros (otherwise 400)",
-                "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
-                "example": "1",
-            }
-        )
-    return params
-
-
-# The README's example: the demo's credit-risk model takes 20 FP32 features as "X".
-_EXAMPLE_REQUEST = {
-    "id": "loan-42",
-    "inputs": [
-        {
-            "name": "X",
-            "datatype": "FP32",
-            "shape": [1, 20],
-            "data": [
-                *(62.5, 0.21, 12.0, 4, 18.0, 36, 7.5, 6.0, 38, 0),
-                *(0.35, 14.0, 1, 1, 1, 2.1, 1, 250.0, 0, 1.0),
-            ],
-        }
-    ],
-}
-
-_ROUTING_KEY = {
-    "name": "mlserve-routing-key",
-    "in": "header",
-    "required": False,
-    "description": "sticky routing key: the same key always lands on the same side of the "
-    "stable/canary split (ignored when the URL names a version)",
-    "schema": {"type": "string"},
-}
-
-_ANSWER_HEADERS = {
-    "mlserve-model-version": _header("the version that answered"),
-    "mlserve-route": _header(
-        "why that version answered",
-        {"type": "string", "enum": ["stable", "canary", "pinned"]},
-    ),
-    "Server-Timing": _header("`queue;dur=…, infer;dur=…, total;dur=…` in milliseconds"),
-}
 
 
 def _components() -> Schema:
-    datatype = {"type": "string", "enum": list(V2_TO_NUMPY)}
-    shape = {"type": "array", "items": {"type": "integer", "minimum": 0}}
-    routing_properties = {
-        "stable": {"type": "integer", "minimum": 0},
-        "canary": {"type": "integer", "minimum": 0},
-        "canary_weight": {"type": "number", "minimum": 0, "maximum": 100},
-        "shadows": {"type": "array", "items": {"type": "integer", "minimum": 1}},
-        "shadow_sample": {"type": "number", "minimum": 0, "maximum": 1},
-        "shadow_queue": {"type": "integer", "minimum": 1},
-    }
-    schemas: dict[str, Schema] = {
-        "Datatype": datatype,
-        "Live": {
-            "type": "object",
-            "required": ["live"],
-            "additionalProperties": False,
-            "properties": {"live": {"type": "boolean"}},
-        },
-        "Ready": {
-            "type": "object",
-            "required": ["ready"],
-            "additionalProperties": False,
-            "properties": {"ready": {"type": "boolean"}},
-        },
-        "ModelReady": {
-            "type": "object",
-            "required": ["name", "ready"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "ready": {"type": "boolean"},
-                "reason": {
-                    "type": "string",
-                    "description": "why not, when not ready: loading, failed to load (with "
-                    "the failure), refused by its validation gate, unknown, ...",
-                },
-                "error": {"type": "string", "description": "the reason, as an error body"},
-                "code": {
-                    "type": "string",
-                    "description": "the error code, with `error`",
-                    "enum": sorted({*_ERRORS[404][0], *_ERRORS[503][0]}),
-                },
-            },
-        },
-        "ServerMetadata": {
-            "type": "object",
-            "required": ["name", "version", "extensions"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "extensions": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "TensorMetadata": {
-            "type": "object",
-            "required": ["name", "datatype", "shape"],
-            "properties": {
-                "name": {"type": "string"},
-                "datatype": _schema("Datatype"),
-                "shape": {
-                    "type": "array",
-                    "description": "-1 for a free dimension",
-                    "items": {"type": "integer", "minimum": -1},
-                },
-            },
-        },
-        "ModelMetadata": {
-            "type": "object",
-            "required": ["name", "versions", "platform", "inputs", "outputs", "parameters"],
-            "properties": {
-                "name": {"type": "string"},
-                "versions": {"type": "array", "items": {"type": "string"}},
-                "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": _schema("TensorMetadata")},
-                "outputs": {"type": "array", "items": _schema("TensorMetadata")},
-                "parameters": {
-                    "type": "object",
-                    "description": "per-version state, failure reason, providers, execution "
-                    "mode, warm-up timing, lineage, gate and explain availability; the "
-                    "routing split in force",
-                },
-            },
-        },
-        "RequestInput": {
-            "type": "object",
-            "required": ["name", "shape", "datatype"],
-            "properties": {
-                "name": {"type": "string"},
-                "shape": shape,
-                "datatype": _schema("Datatype"),
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "binary_data_size": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "description": "bytes of this tensor in the binary part",
-                        }
-                    },
-                },
-                "data": {
-                    "type": "array",
-                    "description": "row-major elements, flat or nested; absent for a binary input",
-                    "items": {},
-                },
-            },
-        },
-        "RequestOutput": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string"},
-                "parameters": {
-                    "type": "object",
-                    "properties": {"binary_data": {"type": "boolean"}},
-                },
-            },
-        },
-        "InferenceRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string", "description": "echoed in the answer"},
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "routing_key": {"type": "string"},
-                        "binary_data_output": {"type": "boolean"},
-                        "explain_outputs": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "string"},
-                            "description": "explain only: the outputs to explain",
-                        },
-                    },
-                },
-                "inputs": {"type": "array", "minItems": 1, "items": _schema("RequestInput")},
-                "outputs": {"type": "array", "items": _schema("RequestOutput")},
-            },
-        },
-        "ResponseOutput": {
-            "type": "object",
-            "required": ["name", "datatype", "shape"],
-            "properties": {
-                "name": {"type": "string"},
-                "datatype": _schema("Datatype"),
-                "shape": shape,
-                "parameters": {
-                    "type": "object",
-                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-                },
-                "data": {"type": "array", "description": "flat, row-major", "items": {}},
-            },
-        },
-        "InferenceResponse": {
-            "type": "object",
-            "required": ["model_name", "model_version", "outputs"],
-            "additionalProperties": False,
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "parameters": {"type": "object"},
-                "outputs": {"type": "array", "items": _schema("ResponseOutput")},
-            },
-        },
-        "ExplainResponse": {
-            "type": "object",
-            "required": ["model_name", "model_version", "method", "rows_evaluated", "outputs"],
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "method": {"type": "string", "enum": ["occlusion"]},
-                "rows_evaluated": {"type": "integer", "minimum": 1},
-                "baseline": {
-                    "type": "object",
-                    "required": ["source", "feature_names", "statistics", "values"],
-                    "properties": {
-                        "source": {"type": "string"},
-                        "feature_names": {"type": "array", "items": {"type": "string"}},
-                        "statistics": {"type": "array", "items": {"type": "string"}},
-                        "values": {"type": "array", "items": {"type": "number"}},
-                    },
-                },
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "datatype", "shape", "attributions"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "datatype": _schema("Datatype"),
-                            "shape": shape,
-                            "prediction": {"description": "the model's answer for the rows"},
-                            "baseline_prediction": {"description": "its answer at the baseline"},
-                            "attributions": {
-                                "type": "array",
-                                "description": "the output's shape with the feature axis "
-                                "inserted after the rows",
-                            },
-                        },
-                    },
-                },
-            },
-        },
-        "MonitorReport": {
-            "type": "object",
-            "required": ["model", "monitoring", "versions"],
-            "properties": {
-                "model": {"type": "string"},
-                "monitoring": {"type": "boolean"},
-                "guardrails": {"type": "object", "description": "the last canary verdict"},
-                "unavailable_versions": {
-                    "type": "object",
-                    "description": "versions that do not serve (loading, failed) and why",
-                    "additionalProperties": {
-                        "type": "object",
-                        "required": ["state", "reason"],
-                        "properties": {
-                            "state": {"type": "string"},
-                            "reason": _nullable({"type": "string"}),
-                        },
-                    },
-                },
-                "versions": {
-                    "type": "object",
-                    "additionalProperties": {
-                        "type": "object",
-                        "required": ["requests", "pending", "drift"],
-                        "properties": {
-                            "requests": {"type": "object"},
-                            "pending": {"type": "integer"},
-                            "drift": {"type": "object", "nullable": True},
-                            "note": {"type": "string"},
-                            "predictions": {"type": "object"},
-                            "gate": {"type": "object"},
-                            "lineage": {"type": "object"},
-                            "shadow": {"type": "object"},
-                        },
-                    },
-                },
-            },
-        },
-        "Routing": {
-            "type": "object",
-            "required": list(routing_properties),
-            "properties": routing_properties,
-        },
-        "RoutingChange": {
-            "type": "object",
-            "description": "any of the routing keys; the versions named must be ready",
-            "additionalProperties": False,
-            "properties": routing_properties,
-        },
-        "RoutingState": {
-            "type": "object",
-            "required": ["model", "ready_versions", "model_toml", "override", "effective"],
-            "properties": {
-                "model": {"type": "string"},
-                "ready_versions": {"type": "array", "items": {"type": "string"}},
-                "model_toml": _nullable(_schema("Routing")),
-                "override": _nullable(_schema("Routing")),
-                "effective": _schema("Routing"),
-            },
-        },
-        "RepositoryIndex": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "state"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "version": {"type": "string"},
-                    "state": {"type": "string"},
-                    "reason": {"type": "string"},
-                },
-            },
-        },
-    }
-    schemas.update(_triton_schemas())
+    schemas = _resolve(_DATA["schemas"])
     schemas.update({f"Error{s}": _error_schema(s) for s in _ERRORS})
-    responses = {_RESPONSE_NAMES[s]: _error_response(s) for s in _ERRORS}
+    errors = _DATA["errors"]
     return {
         "schemas": schemas,
-        "responses": responses,
-        "securitySchemes": {
-            "bearerAuth": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "the token of `MLSERVE_ADMIN_TOKEN`",
-            }
-        },
+        "responses": {errors[str(s)]["response"]: _error_response(s) for s in _ERRORS},
+        "securitySchemes": _resolve(_DATA["securitySchemes"]),
     }
-
-
-def _triton_schemas() -> dict[str, Schema]:
-    """Triton's model configuration and statistics, as far as mlserve fills them."""
-    count = {"type": "integer", "minimum": 0}
-    duration = {
-        "type": "object",
-        "required": ["count", "ns"],
-        "properties": {"count": count, "ns": count},
-    }
-    tensor = {
-        "type": "object",
-        "required": ["name", "data_type", "dims"],
-        "properties": {
-            "name": {"type": "string"},
-            "data_type": {"type": "string", "enum": sorted(map(triton_type, V2_TO_NUMPY))},
-            "dims": {"type": "array", "items": {"type": "integer", "minimum": -1}},
-        },
-    }
-    stages = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
-    return {
-        "TritonTensorConfig": tensor,
-        "TritonModelConfig": {
-            "type": "object",
-            "description": "Triton's model configuration extension: the version's signature "
-            "and batching (`dims` leave out the batch dimension when `max_batch_size` > 0)",
-            "required": [
-                "name",
-                "platform",
-                "backend",
-                "version_policy",
-                "max_batch_size",
-                "input",
-                "output",
-            ],
-            "properties": {
-                "name": {"type": "string"},
-                "platform": {"type": "string", "enum": [PLATFORM]},
-                "backend": {"type": "string", "enum": [BACKEND]},
-                "version_policy": {"type": "object"},
-                "max_batch_size": count,
-                "input": {"type": "array", "items": _schema("TritonTensorConfig")},
-                "output": {"type": "array", "items": _schema("TritonTensorConfig")},
-                "dynamic_batching": {
-                    "type": "object",
-                    "required": ["max_queue_delay_microseconds"],
-                    "properties": {"max_queue_delay_microseconds": count},
-                },
-                "parameters": {"type": "object"},
-            },
-        },
-        "TritonDuration": duration,
-        "TritonModelStats": {
-            "type": "object",
-            "required": [
-                "name",
-                "version",
-                "last_inference",
-                "inference_count",
-                "execution_count",
-                "inference_stats",
-                "batch_stats",
-            ],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "last_inference": {**count, "description": "milliseconds since the epoch"},
-                "inference_count": {**count, "description": "rows inferred"},
-                "execution_count": {**count, "description": "session runs"},
-                "inference_stats": {
-                    "type": "object",
-                    "required": list(stages),
-                    "properties": {
-                        k: _schema("TritonDuration") for k in (*stages, "cache_hit", "cache_miss")
-                    },
-                },
-                "batch_stats": {"type": "array", "items": {"type": "object"}},
-                "memory_usage": {"type": "array", "items": {"type": "object"}},
-            },
-        },
-        "TritonStatistics": {
-            "type": "object",
-            "required": ["model_stats"],
-            "properties": {"model_stats": {"type": "array", "items": _schema("TritonModelStats")}},
-        },
-    }
-
-
-def _operation(
-    summary: str,
-    ok: Schema,
-    errors: tuple[int, ...],
-    *,
-    tags: tuple[str, ...],
-    parameters: list[Schema] | None = None,
-    body: Schema | None = None,
-    admin: bool = False,
-) -> Schema:
-    op: Schema = {
-        "summary": summary,
-        "tags": list(tags),
-        "responses": {"200": ok, **_errors(*errors)},
-    }
-    if body is not None:  # the app times the reading of request bodies (408)
-        op["responses"] = {"200": ok, **_errors(*errors, 408)}
-    if parameters:
-        op["parameters"] = parameters
-    if body is not None:
-        op["requestBody"] = body
-    if admin:
-        op["security"] = [{"bearerAuth": []}]
-    return op
-
-
-def _ok(description: str, schema: Schema, headers: Schema | None = None) -> Schema:
-    response: Schema = {"description": description, "content": _json(schema)}
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-def _model_paths(paths: dict[str, Schema]) -> None:
-    """The model-scoped routes, each with and without a version."""
-    infer_body = {
-        "required": True,
-        "description": "A V2 inference request as JSON; or, with the binary tensor extension, "
-        "a JSON header of `Inference-Header-Content-Length` bytes followed by the tensors' raw "
-        "bytes (inputs with `parameters.binary_data_size`); with "
-        "`Inference-Header-Content-Length: 0` the whole body is the raw tensor of a "
-        "single-input model.",
-        "content": {
-            "application/json": {
-                "schema": _schema("InferenceRequest"),
-                "example": _EXAMPLE_REQUEST,
-            },
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-    explain_body = {
-        "required": True,
-        "description": "The same V2 JSON request as for `/infer` (no binary extension).",
-        "content": {
-            "application/json": {
-                "schema": _schema("InferenceRequest"),
-                "example": _EXAMPLE_REQUEST,
-            }
-        },
-    }
-    for base in (_MODEL, _VERSION):
-        pinned = base == _VERSION
-        params = _path_parameters(base)
-        which = "the version" if pinned else "the model (its default version)"
-        ready_503 = {
-            "description": "Not ready: the ready body with `reason` (loading, failed with "
-            "its failure, refused by the validation gate); a model whose files cannot be "
-            "read adds `error`, `code` and `Retry-After`.",
-            "headers": {"Retry-After": _header("seconds (with the error body)", required=False)},
-            "content": _json(_schema("ModelReady")),
-        }
-        ready_404 = {
-            "description": "Unknown model or version: the ready body (`ready` false, "
-            "`reason`) with the error body's `error` and `code`.",
-            "content": _json(_schema("ModelReady")),
-        }
-        ready_errors = _errors(400, 404)
-        ready_errors["404"] = ready_404
-        ready_errors["503"] = ready_503
-        paths[base] = {
-            "get": _operation(
-                f"Metadata of {which}",
-                _ok("V2 model metadata", _schema("ModelMetadata")),
-                (400, 404, 503),
-                tags=("v2",),
-                parameters=params,
-            )
-        }
-        paths[base + "/ready"] = {
-            "get": {
-                "summary": f"Whether {which} is ready",
-                "tags": ["v2"],
-                "parameters": params,
-                "responses": {
-                    "200": _ok("ready", _schema("ModelReady")),
-                    **dict(sorted(ready_errors.items())),
-                },
-            }
-        }
-        paths[base + "/config"] = {
-            "get": _operation(
-                f"Triton's model configuration of {which}",
-                _ok("The model configuration", _schema("TritonModelConfig")),
-                (400, 404, 503),
-                tags=("triton",),
-                parameters=params,
-            )
-        }
-        paths[base + "/stats"] = {
-            "get": _operation(
-                f"Triton's statistics of {which}"
-                if pinned
-                else "Triton's statistics of the model's ready versions",
-                _ok("Counters and times summed over workers", _schema("TritonStatistics")),
-                (400, 404, 503),
-                tags=("triton",),
-                parameters=params,
-            )
-        }
-        paths[base + "/infer"] = {
-            "post": _operation(
-                f"Inference on {which}",
-                {
-                    "description": "The V2 inference response: JSON, or with binary outputs "
-                    "the JSON header (`Inference-Header-Content-Length` bytes) followed by "
-                    "the outputs' raw bytes.",
-                    "headers": {
-                        **_ANSWER_HEADERS,
-                        "Inference-Header-Content-Length": _header(
-                            "with binary outputs: the length of the JSON header",
-                            {"type": "integer"},
-                            required=False,
-                        ),
-                    },
-                    "content": {
-                        "application/json": {"schema": _schema("InferenceResponse")},
-                        "application/octet-stream": {
-                            "schema": {"type": "string", "format": "binary"}
-                        },
-                    },
-                },
-                (400, 404, 409, 413, 415, 503, 504),
-                tags=("v2",),
-                parameters=[
-                    *params,
-                    _ROUTING_KEY,
-                    {
-                        "name": "Inference-Header-Content-Length",
-                        "in": "header",
-                        "required": False,
-                        "description": "binary tensor extension: the length of the JSON header "
-                        "at the start of the body (0: the body is one raw tensor)",
-                        "schema": {"type": "integer", "minimum": 0},
-                    },
-                ],
-                body=infer_body,
-            )
-        }
-        paths[base + "/explain"] = {
-            "post": _operation(
-                f"Feature attributions by occlusion on {which}",
-                _ok("The explanation", _schema("ExplainResponse"), _ANSWER_HEADERS),
-                (400, 404, 409, 413, 503, 504),
-                tags=("explain",),
-                parameters=[*params, _ROUTING_KEY],
-                body=explain_body,
-            )
-        }
-        paths[base + "/monitor"] = {
-            "get": _operation(
-                f"Drift, data quality and traffic of {which}"
-                if pinned
-                else "Drift, data quality and traffic of the model's ready versions",
-                _ok("The monitoring report", _schema("MonitorReport")),
-                (400, 404, 503),
-                tags=("monitoring",),
-                parameters=params,
-            )
-        }
-
-
-def _admin_paths(paths: dict[str, Schema]) -> None:
-    params = _path_parameters(_ADMIN)
-    state = _ok("The routing now in force", _schema("RoutingState"))
-    common = (400, 401, 403, 404, 503)
-    change = (*common, 507)  # persisted and audited: 507 when the disk is full
-    paths[_ADMIN + "/routing"] = {
-        "get": _operation(
-            "The model's routing: model.toml's, the override, the effective one",
-            state,
-            common,
-            tags=("admin",),
-            parameters=params,
-            admin=True,
-        ),
-        "put": _operation(
-            "Change the routing (persisted beside model.toml, audited)",
-            state,
-            (*change, 409, 413),
-            tags=("admin",),
-            parameters=params,
-            body={"required": True, "content": _json(_schema("RoutingChange"))},
-            admin=True,
-        ),
-        "delete": _operation(
-            "Drop the override: model.toml's routing applies again",
-            state,
-            change,
-            tags=("admin",),
-            parameters=params,
-            admin=True,
-        ),
-    }
-    paths[_ADMIN + "/promote"] = {
-        "post": _operation(
-            "The canary becomes stable",
-            state,
-            (*change, 409),
-            tags=("admin",),
-            parameters=params,
-            admin=True,
-        )
-    }
-    paths[_ADMIN + "/rollback"] = {
-        "post": _operation(
-            "The canary stops taking traffic",
-            state,
-            change,
-            tags=("admin",),
-            parameters=params,
-            admin=True,
-        )
-    }
-    paths["/v2/repository/index"] = {
-        "post": _operation(
-            "Every version and its state (model_repository extension)",
-            _ok("The index", _schema("RepositoryIndex")),
-            (400, 401, 403, 413),
-            tags=("admin",),
-            body={
-                "required": False,
-                "content": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "ready": {"type": "boolean", "description": "serving ones only"}
-                        },
-                    }
-                ),
-            },
-            admin=True,
-        )
-    }
-    repo_params = _path_parameters("/v2/repository/models/{model}")
-    paths["/v2/repository/models/{model}/load"] = {
-        "post": _operation(
-            "Load or reload the model from disk now",
-            _ok(
-                "What changed and the versions' states",
-                {
-                    "type": "object",
-                    "required": ["model", "changes", "versions"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "changes": {"type": "array", "items": {"type": "string"}},
-                        "versions": {
-                            "type": "object",
-                            "additionalProperties": {"type": "string"},
-                        },
-                    },
-                },
-            ),
-            (*change, 409),  # 409: the model's own files (model.toml, routing.json) unusable
-            tags=("admin",),
-            parameters=repo_params,
-            admin=True,
-        )
-    }
-    paths["/v2/repository/models/{model}/unload"] = {
-        "post": _operation(
-            "Retire every version; the watcher leaves the model alone until loaded again",
-            _ok(
-                "Unloaded",
-                {
-                    "type": "object",
-                    "required": ["model", "unloaded"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "unloaded": {"type": "boolean", "enum": [True]},
-                    },
-                },
-            ),
-            change,
-            tags=("admin",),
-            parameters=repo_params,
-            admin=True,
-        )
-    }
-
-
-def _other_paths(paths: dict[str, Schema]) -> None:
-    health = {"description": "The probe's answer", "content": _json(_schema("Live"))}
-    paths["/v2/health/live"] = {
-        "get": {
-            "summary": "Liveness",
-            "tags": ["v2"],
-            "responses": {"200": health, "503": health, **_errors()},
-        }
-    }
-    ready = {"description": "The probe's answer", "content": _json(_schema("Ready"))}
-    paths["/v2/health/ready"] = {
-        "get": {
-            "summary": "Readiness: the initial load has finished, not shutting down",
-            "tags": ["v2"],
-            "responses": {"200": ready, "503": ready, **_errors()},
-        }
-    }
-    paths["/v2"] = {
-        "get": _operation(
-            "Server metadata and extensions",
-            _ok("Server metadata", _schema("ServerMetadata")),
-            (),
-            tags=("v2",),
-        )
-    }
-    paths["/v2/models/stats"] = {
-        "get": _operation(
-            "Triton's statistics of every ready version of every model",
-            _ok("Counters and times summed over workers", _schema("TritonStatistics")),
-            (),
-            tags=("triton",),
-        )
-    }
-    paths["/"] = {
-        "get": _operation(
-            "Where to go: the API page, the dashboard, the metrics",
-            {
-                "description": "A small page; JSON links with `Accept: application/json`",
-                "content": {
-                    "text/html": {"schema": {"type": "string"}},
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["name", "links"],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "links": {
-                                    "type": "object",
-                                    "additionalProperties": {"type": "string"},
-                                },
-                            },
-                        }
-                    },
-                },
-            },
-            (),
-            tags=("meta",),
-        )
-    }
-    for path, (name, media) in docs.ASSETS.items():
-        paths[path] = {
-            "get": _operation(
-                "The API page" if path == "/docs" else f"The API page's {path.rsplit('/', 1)[1]}",
-                {
-                    "description": name,
-                    "content": {media.split(";")[0]: {"schema": {"type": "string"}}},
-                },
-                (),
-                tags=("meta",),
-            )
-        }
-    paths[OPENAPI_PATH] = {
-        "get": _operation(
-            "This document", _ok("OpenAPI 3.0", {"type": "object"}), (), tags=("meta",)
-        )
-    }
-    paths["/metrics"] = {
-        "get": _operation(
-            "Prometheus metrics (OpenMetrics when the client prefers it)",
-            {
-                "description": "The exposition",
-                "content": {
-                    monitor.TEXT_FORMAT.split(";")[0]: {"schema": {"type": "string"}},
-                    monitor.OPENMETRICS.split(";")[0]: {"schema": {"type": "string"}},
-                },
-            },
-            (),
-            tags=("monitoring",),
-        )
-    }
-    paths["/v2/monitor/stream"] = {
-        "get": _operation(
-            "Server-Sent Events: one `snapshot` event per interval, until `max_seconds`",
-            {
-                "description": "The event stream",
-                "content": {
-                    "text/event-stream": {
-                        "schema": {
-                            "type": "object",
-                            "description": "each event (after a first `retry: 1000`)",
-                            "required": ["event", "data"],
-                            "properties": {
-                                "event": {"type": "string", "enum": ["snapshot"]},
-                                "data": {
-                                    "type": "string",
-                                    "description": "JSON: per version and role, totals, "
-                                    "request rate, latency quantiles and buckets, drift; "
-                                    "models' routing and guardrails; latest audit entries",
-                                },
-                            },
-                        }
-                    }
-                },
-            },
-            (400, 503),
-            tags=("monitoring",),
-            parameters=[
-                {
-                    "name": "interval",
-                    "in": "query",
-                    "required": False,
-                    "description": "seconds between snapshots (default 1)",
-                    "schema": {"type": "number", "minimum": 0.5, "maximum": 60},
-                },
-                {
-                    "name": "max_seconds",
-                    "in": "query",
-                    "required": False,
-                    "description": f"when the stream ends (default {monitor.STREAM_MAX_SECONDS:g})",
-                    "schema": {"type": "number", "minimum": 1, "maximum": 3600},
-                },
-            ],
-        )
-    }
-    for name in dashboard.STATIC:
-        path = "/dashboard" if name.endswith(".html") else f"/dashboard/{name}"
-        media = dashboard.MEDIA_TYPES[name[name.rindex(".") :]].split(";")[0]
-        paths[path] = {
-            "get": _operation(
-                f"The live dashboard's {name}",
-                {"description": name, "content": {media: {"schema": {"type": "string"}}}},
-                (),
-                tags=("dashboard",),
-            )
-        }
 
 
 def build_document() -> dict[str, Any]:
     """The OpenAPI 3.0.3 document of every route the app serves."""
     paths: dict[str, Schema] = {}
-    _other_paths(paths)
-    _model_paths(paths)
-    _admin_paths(paths)
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "mlserve",
             "version": __version__,
-            "description": "Open Inference Protocol (KServe V2) over HTTP, with the "
-            "binary_tensor_data and model_repository extensions, Triton's "
-            "model_configuration and statistics extensions, explanations, monitoring and "
-            "admin routing. `components.schemas` holds one request schema per loaded model "
-            "and version (`<model>.v<version>.InferenceRequest`), and each infer operation "
-            "one example per loaded version.",
+            "description": _DATA["info"]["description"],
         },
-        "tags": [
-            {"name": "v2", "description": "Open Inference Protocol"},
-            {"name": "explain", "description": "feature attributions"},
-            {"name": "monitoring", "description": "metrics, drift, live stream"},
-            {"name": "dashboard", "description": "the live dashboard"},
-            {"name": "admin", "description": "authenticated: routing, model repository"},
-            {"name": "triton", "description": "Triton's model configuration and statistics"},
-            {"name": "meta", "description": "this document, the API page and the root page"},
-        ],
+        "tags": _resolve(_DATA["tags"]),
         "paths": paths,
         "components": _components(),
     }
 
 
 DOCUMENT = build_document()
-_INFER_PATHS = (_MODEL + "/infer", _VERSION + "/infer")
+_INFER_PATHS = (MODEL + "/infer", VERSION + "/infer")
 
 
 def model_schema(endpoint: Endpoint) -> tuple[Schema, dict[str, Any]]:

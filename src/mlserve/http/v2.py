@@ -1,6 +1,7 @@
 """Open Inference Protocol routes other than infer: health, server and model metadata, model
 readiness (with the reason when not ready), and Triton's model configuration and statistics
-extensions."""
+extensions. Declares those operations for the OpenAPI document, and infer's (served by
+``infer.py`` before Starlette)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..errors import MLServeError
 from ..names import check_model_name, parse_version
 from ..service import InferenceService
 from ..serving.stats import TritonViews
+from .operations import Answer, Body, Operation, json_ok, per_target
 
 
 class JSONResponse(Response):
@@ -23,6 +25,124 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+_PROBE = Answer("The probe's answer", (("application/json", "Live"),))
+_READY = Answer("The probe's answer", (("application/json", "Ready"),))
+_STATS = "Counters and times summed over workers"
+_MODEL_ERRORS = (400, 404, 503)
+_INFER_OK = Answer(
+    "The V2 inference response: JSON, or with binary outputs the JSON header "
+    "(`Inference-Header-Content-Length` bytes) followed by the outputs' raw bytes.",
+    (("application/json", "InferenceResponse"), ("application/octet-stream", "Binary")),
+    ("answer", "binary"),
+)
+_INFER_BODY = Body(
+    (("application/json", "InferenceRequest"), ("application/octet-stream", "Binary")),
+    description="A V2 inference request as JSON; or, with the binary tensor extension, a JSON "
+    "header of `Inference-Header-Content-Length` bytes followed by the tensors' raw bytes "
+    "(inputs with `parameters.binary_data_size`); with `Inference-Header-Content-Length: 0` "
+    "the whole body is the raw tensor of a single-input model.",
+    example="InferenceRequest",
+)
+
+# The operations of routes(), and infer's: served before Starlette, by infer.py's handler
+# (and the fast lane), and declared here with the rest of the protocol.
+OPERATIONS = (
+    Operation("/v2/health/live", "GET", "Liveness", "v2", _PROBE, answers=((503, _PROBE),)),
+    Operation(
+        "/v2/health/ready",
+        "GET",
+        "Readiness: the initial load has finished, not shutting down",
+        "v2",
+        _READY,
+        answers=((503, _READY),),
+    ),
+    Operation(
+        "/v2",
+        "GET",
+        "Server metadata and extensions",
+        "v2",
+        json_ok("Server metadata", "ServerMetadata"),
+    ),
+    Operation(
+        "/v2/models/stats",
+        "GET",
+        "Triton's statistics of every ready version of every model",
+        "triton",
+        json_ok(_STATS, "TritonStatistics"),
+    ),
+    *(
+        op
+        for path, which, pinned in per_target("")
+        for op in (
+            Operation(
+                path,
+                "GET",
+                f"Metadata of {which}",
+                "v2",
+                json_ok("V2 model metadata", "ModelMetadata"),
+                _MODEL_ERRORS,
+            ),
+            Operation(
+                path + "/ready",
+                "GET",
+                f"Whether {which} is ready",
+                "v2",
+                json_ok("ready", "ModelReady"),
+                (400,),
+                answers=(
+                    (
+                        404,
+                        Answer(
+                            "Unknown model or version: the ready body (`ready` false, "
+                            "`reason`) with the error body's `error` and `code`.",
+                            (("application/json", "ModelReady"),),
+                        ),
+                    ),
+                    (
+                        503,
+                        Answer(
+                            "Not ready: the ready body with `reason` (loading, failed with its "
+                            "failure, refused by the validation gate); a model whose files "
+                            "cannot be read adds `error`, `code` and `Retry-After`.",
+                            (("application/json", "ModelReady"),),
+                            ("retry-with-error",),
+                        ),
+                    ),
+                ),
+            ),
+            Operation(
+                path + "/config",
+                "GET",
+                f"Triton's model configuration of {which}",
+                "triton",
+                json_ok("The model configuration", "TritonModelConfig"),
+                _MODEL_ERRORS,
+            ),
+            Operation(
+                path + "/stats",
+                "GET",
+                f"Triton's statistics of {which}"
+                if pinned
+                else "Triton's statistics of the model's ready versions",
+                "triton",
+                json_ok(_STATS, "TritonStatistics"),
+                _MODEL_ERRORS,
+            ),
+            Operation(
+                path + "/infer",
+                "POST",
+                f"Inference on {which}",
+                "v2",
+                _INFER_OK,
+                (400, 404, 409, 413, 415, 503, 504),
+                parameters=("mlserve-routing-key", "Inference-Header-Content-Length"),
+                body=_INFER_BODY,
+            ),
+        )
+    ),
+)
 
 
 def routes(service: InferenceService) -> list[Route]:
