@@ -15,7 +15,7 @@ import argparse
 import time
 from bisect import bisect_left
 
-from mlserve.monitoring.metrics import RequestStats
+from mlserve.monitoring.request_stats import RequestStats
 
 
 class WithoutStamp(RequestStats):

@@ -3,8 +3,8 @@
 Its queries run against a real Prometheus in ``tests/test_prometheus_live.py``; here: the
 model is what Grafana imports (a prometheus ``${datasource}`` variable everywhere, model and
 version variables that every query honours, unique ids, panels inside the 24-column grid that
-do not overlap), every metric it reads is one mlserve documents or one the rules record, and
-the topics the dashboard promises each have a panel.
+do not overlap), every metric it reads is in mlserve's metric catalogue or recorded by the
+rules, and the topics the dashboard promises each have a panel.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from mlserve.monitoring.catalogue import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "mlserve.json"
@@ -90,25 +92,22 @@ def test_every_query_honours_the_variables(dashboard: dict[str, Any]) -> None:
 
 
 def _documented_metrics(labelled: bool | None = None) -> set[str]:
-    """Metric names in the metric table of ``docs/metrics.md``, with histogram series suffixes
-    (only those with labels, or only those without, when ``labelled`` says)."""
-    catalogue = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
-    names: set[str] = set()
-    for line in catalogue.splitlines():
-        m = re.match(r"\| (`mlserve_\w+`(?:, `mlserve_\w+`)*) \| (\w+) \| ([^|]*)\|", line)
-        if m and (labelled is None or labelled == bool(m[3].strip())):
-            for name in re.findall(r"`(mlserve_\w+)`", m[1]):
-                names.add(name)
-                if m[2] == "histogram":
-                    names.update(name + s for s in ("_bucket", "_sum", "_count"))
-    return names
+    """Series names of the metric catalogue (``mlserve.monitoring.catalogue``, the table of
+    ``docs/metrics.md``): only those with labels, or only those without, when ``labelled``
+    says."""
+    return {
+        series
+        for metric in CATALOGUE
+        if labelled is None or labelled == bool(metric.labels)
+        for series in metric.series
+    }
 
 
 def test_queries_read_documented_metrics_and_recorded_rules(dashboard: dict[str, Any]) -> None:
     rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())
     recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
     known = _documented_metrics() | recorded
-    assert "mlserve_request_duration_seconds_bucket" in known  # docs/metrics.md parsed
+    assert "mlserve_request_duration_seconds_bucket" in known
     used = {n for e in exprs(dashboard) for n in re.findall(r"\b(?:mlserve_\w+|\w+:\w+:\w+)", e)}
     assert used <= known, used - known
     assert "model_version_feature:mlserve_feature_psi:window" in used

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from mlserve.config import GuardrailConfig, RoutingConfig
-from mlserve.monitoring.metrics import LATENCY_BUCKETS, quantile
+from mlserve.monitoring.request_stats import LATENCY_BUCKETS, quantile
+from mlserve.monitoring.snapshot import HistogramState, RoleStats
 from mlserve.routing.guardrails import decide
 
 from .conftest import gather_model, running_server, write_version
@@ -23,13 +24,13 @@ pytestmark = pytest.mark.slow
 ROUTING = RoutingConfig(stable=1, canary=2, canary_weight=20.0)
 
 
-def state(success: int, failed: int, latency_bucket: int = 2) -> dict:
+def state(success: int, failed: int, latency_bucket: int = 2) -> RoleStats:
     counts = [0] * (len(LATENCY_BUCKETS) + 1)
     counts[latency_bucket] = success
-    return {"outcomes": [success, failed, 0, 0], "duration": {"counts": counts}}
+    return RoleStats(outcomes=[success, failed, 0, 0], duration=HistogramState(counts))
 
 
-def verdict(canary: dict, stable: dict, **overrides: float):
+def verdict(canary: RoleStats, stable: RoleStats, **overrides: float):
     rules = GuardrailConfig(enabled=True, min_requests=100, **overrides)
     return decide("m", ROUTING, 1, canary, stable, False, rules, None, 0.0, quantile)
 

@@ -86,8 +86,8 @@ def test_fast_exposition_equals_prometheus_client() -> None:
     )
     from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+    from mlserve.monitoring.exposition import collect_families, render_text
     from mlserve.monitoring.hub import MonitoringHub
-    from mlserve.monitoring.metrics import collect_families, render_text
 
     rng = np.random.default_rng(3)
     monitor, _ = make_monitor(rng)

@@ -15,7 +15,17 @@ import pytest
 from mlserve.http.monitor import quantile
 from mlserve.monitoring import build_profile, save_profile
 from mlserve.monitoring.drift import PSI_PSEUDO_COUNT
-from mlserve.monitoring.metrics import LATENCY_BUCKETS, Histogram, merge_snapshots
+from mlserve.monitoring.request_stats import LATENCY_BUCKETS, Histogram
+from mlserve.monitoring.snapshot import (
+    EndpointState,
+    HistogramState,
+    RoleStats,
+    ServingSection,
+    VersionGauges,
+    WorkerSnapshot,
+    merge,
+    merge_monitor_states,
+)
 
 from .conftest import linear_model, running_server, wait_for, write_version
 from .support.metrics import scrape
@@ -311,14 +321,33 @@ def test_histogram_and_quantile_and_merge() -> None:
     counts[4] = 10  # all in (0.0005, 0.001]
     assert quantile(counts, 0.5) == pytest.approx(0.00075)
     assert quantile([0] * len(counts), 0.5) is None
-    a = {"x": 1, "l": [1, 2], "d": {"y": 2.5}, "gauges": {"g": {"ready": 1}}}
-    b = {"x": 2, "l": [3, 4], "d": {"y": 0.5, "z": 1}, "gauges": {"g": {"ready": 1}}}
-    assert merge_snapshots([a, b]) == {
-        "x": 3,
-        "l": [4, 6],
-        "d": {"y": 3.0, "z": 1},
-        "gauges": {"g": {"ready": 1}},
-    }
+    a = {"x": 1, "l": [1, 2], "d": {"y": 2.5}}
+    b = {"x": 2, "l": [3, 4], "d": {"y": 0.5, "z": 1}}
+    assert merge_monitor_states([a, b]) == {"x": 3, "l": [4, 6], "d": {"y": 3.0, "z": 1}}
+
+
+def test_typed_merge_sums_counters_and_takes_the_maximum_of_shared_gauges() -> None:
+    def part(ok: int, delay: float, scans: int, load_s: float | None) -> WorkerSnapshot:
+        stats = RoleStats([ok, 1], HistogramState([ok, 0], 0.5), rows=ok, last={str(ok): 1.0})
+        return WorkerSnapshot(
+            endpoints={"m/1": EndpointState({"stable": stats}, pending=1)},
+            gauges={"m/1": VersionGauges(ready=1, servable=ok % 2, load_seconds=load_s)},
+            load_failures={"m": ok},
+            rejected={"m/1/size": 1},
+            serving=ServingSection(2, delay, scans),
+        )
+
+    a, b = part(3, 0.5, 1, None), part(4, 0.25, 2, 0.75)
+    merged = merge([a, b])
+    stable = merged.endpoints["m/1"].roles["stable"]
+    assert stable.outcomes == [7, 2] and stable.rows == 7 and stable.duration.sum == 1.0
+    assert stable.last == {"3": 1.0, "4": 1.0}  # each worker's own time, never a sum
+    assert merged.endpoints["m/1"].pending == 2 and merged.rejected == {"m/1/size": 2}
+    assert merged.gauges["m/1"] == VersionGauges(ready=1, servable=1, load_seconds=0.75)
+    assert merged.load_failures == {"m": 4}  # every worker loads the same registry
+    assert merged.serving == ServingSection(4, 0.5, 2)
+    assert a.endpoints["m/1"].roles["stable"].outcomes == [3, 1]  # the parts are unchanged
+    assert WorkerSnapshot.from_json(merged.to_json()) == merged
 
 
 def test_merge_keeps_labels_and_reference_as_they_are() -> None:
@@ -334,7 +363,7 @@ def test_merge_keeps_labels_and_reference_as_they_are() -> None:
         "classes": {"label": {"levels": [0, 1], "counts": [1, 1, 1]}},
         "total": [[10, 20]],
     }
-    merged = merge_snapshots([a, b])
+    merged = merge_monitor_states([a, b])
     assert merged["names"] == ["f0"] and merged["reference_ratio"] == [[0.5, 0.5]]
     assert merged["classes"]["label"] == {"levels": [0, 1], "counts": [4, 5, 1]}
     assert merged["total"] == [[11, 22]]

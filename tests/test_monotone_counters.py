@@ -37,7 +37,8 @@ from sklearn.preprocessing import StandardScaler
 from mlserve.monitoring import build_profile, save_profile
 from mlserve.monitoring import hub as hub_module
 from mlserve.monitoring.hub import MonitoringHub
-from mlserve.monitoring.metrics import RequestStats
+from mlserve.monitoring.request_stats import RequestStats
+from mlserve.monitoring.snapshot import EndpointState, WorkerSnapshot
 
 from .conftest import running_server, wait_for, write_version
 from .support.metrics import parse
@@ -194,13 +195,12 @@ def _hub(state_dir: Path) -> tuple[MonitoringHub, RequestStats]:
     return hub, hub.register("m", 1, None, None).roles["stable"]
 
 
-def _successes(snapshot: dict[str, Any]) -> int:
-    return int(snapshot["endpoints"]["m/1"]["roles"]["stable"]["outcomes"][0])
+def _successes(snapshot: WorkerSnapshot) -> int:
+    return snapshot.endpoints["m/1"].roles["stable"].outcomes[0]
 
 
-def _own_file(state_dir: Path) -> dict[str, Any]:
-    doc: dict[str, Any] = orjson.loads((state_dir / f"worker-{os.getpid()}.json").read_bytes())
-    return doc
+def _own_file(state_dir: Path) -> WorkerSnapshot:
+    return WorkerSnapshot.from_json((state_dir / f"worker-{os.getpid()}.json").read_bytes())
 
 
 def _other_worker(state_dir: Path, successes: int) -> Path:
@@ -208,9 +208,10 @@ def _other_worker(state_dir: Path, successes: int) -> Path:
     other, stats = _hub(state_dir / "elsewhere")
     for _ in range(successes):
         stats.success(0.001, 0.0, 0.001, 1)
-    snap = {**other.snapshot(), "pid": os.getppid()}
+    snap = other.snapshot()
+    snap.pid = os.getppid()
     path = state_dir / f"worker-{os.getppid()}.json"
-    path.write_bytes(orjson.dumps(snap))
+    path.write_bytes(snap.to_json())
     return path
 
 
@@ -220,7 +221,7 @@ def test_a_merge_publishes_what_it_exports_before_reading_the_others(tmp_path: P
     for _ in range(5):
         stats.success(0.001, 0.0, 0.001, 1)
     merged = hub.merged()
-    assert _successes(merged) == 12 and merged["workers"] == 2
+    assert _successes(merged) == 12 and merged.workers == 2
     assert _successes(_own_file(tmp_path)) == 5  # no later merge elsewhere sees less of us
 
 
@@ -263,6 +264,8 @@ def test_another_workers_file_that_cannot_be_read_counts_as_it_last_was(tmp_path
     path = _other_worker(tmp_path, 7)
     assert _successes(hub.merged()) == 7
     path.write_bytes(b'{"endpoints": {"m/1"')  # damaged
+    assert _successes(hub.merged()) == 7
+    path.write_bytes(b'{"endpoints": ["m/1"]}')  # JSON, but not a snapshot
     assert _successes(hub.merged()) == 7
     path.unlink()  # removed
     assert _successes(hub.merged()) == 7
@@ -310,19 +313,17 @@ def test_an_exited_workers_drift_window_stops_counting_its_totals_do_not(tmp_pat
         "total": [[7, 3, 0]],
         "window": {"counts": [[7, 3, 0]], "n_finite": [10]},
     }
-    snap = {
-        **hub.snapshot(),
-        "pid": dead.pid,
-        "endpoints": {
-            "m/1": {
-                "pending": 2,
-                "monitor": {"sections": {"inputs": section}, "segments": {"a": {}}},
-            }
-        },
+    snap = hub.snapshot()
+    snap.pid = dead.pid
+    snap.endpoints = {
+        "m/1": EndpointState(
+            pending=2, monitor={"sections": {"inputs": section}, "segments": {"a": {}}}
+        )
     }
-    (tmp_path / f"worker-{dead.pid}.json").write_bytes(orjson.dumps(snap))
+    (tmp_path / f"worker-{dead.pid}.json").write_bytes(snap.to_json())
     merged = hub.merged()
-    monitor = merged["endpoints"]["m/1"]["monitor"]
+    monitor = merged.endpoints["m/1"].monitor
+    assert monitor is not None
     assert monitor["sections"]["inputs"]["total"] == [[7, 3, 0]]
     assert "window" not in monitor["sections"]["inputs"] and "segments" not in monitor
-    assert merged["endpoints"]["m/1"]["pending"] == 0
+    assert merged.endpoints["m/1"].pending == 0

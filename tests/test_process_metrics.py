@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from mlserve.monitoring.metrics import render_text
+from mlserve.monitoring.exposition import render_text
 from mlserve.monitoring.process import process_families, process_state
 
 from .conftest import linear_model, running_server, wait_for, write_version

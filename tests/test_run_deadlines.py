@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mlserve.config import ExecutionConfig, InputPolicy
 from mlserve.errors import InferenceFailed, RunTimeout, ServerNotReady
-from mlserve.monitoring.metrics import ERROR, REJECTED
+from mlserve.monitoring.request_stats import ERROR, REJECTED
 from mlserve.runtime.session import ModelSession, terminate_runs
 from mlserve.serving.accounting import outcome_of
 

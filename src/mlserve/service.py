@@ -22,6 +22,7 @@ from .governance.audit import AuditLog
 from .governance.gate import gate_status
 from .governance.payloads import PayloadLogger
 from .monitoring.hub import MonitoringHub
+from .monitoring.snapshot import ServingSection
 from .registry.store import ModelStore
 from .serving.accounting import Accounting
 from .serving.endpoint import Endpoint, EndpointBuilder, InferResult
@@ -99,20 +100,16 @@ class InferenceService:
         self.infer = self.pipeline.infer
         self.infer_raw = self.pipeline.infer_raw
         self.explain = self.pipeline.explain
-        self.hub.shadow_sources.append(self.shadows.state)
-        self.hub.extra_sources.append(self.guardrails.state)
-        self.hub.extra_sources.append(self.accounting.state)
-        if self.payloads is not None:
-            self.hub.extra_sources.append(self.payloads.state)
-        shedder, store = self.shedder, self.store
-        self.hub.extra_sources.append(
-            lambda: {
-                "overload_rejections": shedder.refused,
-                "loop": {"delay_seconds": shedder.loop_delay_s},
-                # Every worker scans the same directory: merged by maximum, like load failures.
-                "registry": {"scan_failures": store.scan_failures},
-            }
+        self.hub.sources.extend(
+            (
+                self.shadows,
+                self.guardrails,
+                self.accounting,
+                _ServingFacts(self.shedder, self.store),
+            )
         )
+        if self.payloads is not None:
+            self.hub.sources.append(self.payloads)
 
     def audit_registry_changes(self, changes: list[str]) -> None:
         """Audit what a registry scan loaded, reloaded, failed or retired, and every change
@@ -138,3 +135,16 @@ class InferenceService:
             self.payloads.close()  # drains: what was queued is written
         if self.tracing is not None:
             self.tracing.shutdown()  # exports the spans still buffered
+
+
+class _ServingFacts:
+    """The monitoring hub's source for load shedding and the registry scan."""
+
+    def __init__(self, shedder: LoadShedder, store: ModelStore[Endpoint]) -> None:
+        self.shedder = shedder
+        self.store = store
+
+    def snapshot_section(self) -> ServingSection:
+        return ServingSection(
+            self.shedder.refused, self.shedder.loop_delay_s, self.store.scan_failures
+        )

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..config import BatchingConfig
 from ..errors import MLServeError, Overloaded, QueueTimeout, RunTimeout, ServerNotReady
-from ..monitoring.metrics import BATCH_BUCKETS, Histogram
+from ..monitoring.request_stats import BATCH_BUCKETS, Histogram
 from ..runtime.session import ModelSession
 from .base import Outputs
 

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from ..config import PayloadConfig
 from ..errors import ConfigError, InferenceFailed, InvalidInput, MLServeError
+from ..monitoring.snapshot import PayloadSection, PayloadState
 from ..runtime.tensors import encode_json
 
 __all__ = [
@@ -316,8 +317,17 @@ class PayloadLogger:
         self._queue.append(item)
 
     def state(self) -> dict[str, Any]:
-        """Counters per model, for the monitoring snapshot (merged by addition)."""
+        """Counters per model as plain data (the benchmarks read them)."""
         return {"payloads": {m: c.state() for m, c in list(self._counts.items())}}
+
+    def snapshot_section(self) -> PayloadSection:
+        """Counters per model, for the monitoring snapshot (merged by addition)."""
+        return PayloadSection(
+            {
+                m: PayloadState(c.logged, c.dropped, c.errors, c.bytes)
+                for m, c in list(self._counts.items())
+            }
+        )
 
     def close(self, timeout: float = 10.0) -> None:
         """Write everything queued so far, then stop the writer."""

@@ -18,7 +18,8 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import InvalidInput, Overloaded
 from ..governance import audit
-from ..monitoring.metrics import LATENCY_BUCKETS, OUTCOMES, quantile
+from ..monitoring.request_stats import LATENCY_BUCKETS, OUTCOMES, quantile
+from ..monitoring.snapshot import WorkerSnapshot
 from ..names import check_model_name, parse_version
 from ..service import InferenceService
 from .operations import Answer, Operation, json_ok, per_target
@@ -63,7 +64,6 @@ OPERATIONS = (
         parameters=("interval", "max_seconds"),
     ),
 )
-
 
 
 def routes(service: InferenceService) -> list[Route]:
@@ -211,7 +211,7 @@ async def _snapshots(
 ) -> AsyncIterator[bytes]:
     """Server-Sent Events: one ``snapshot`` event per interval; ends after ``limit`` seconds
     (EventSource clients reconnect) or when the server starts shutting down."""
-    previous: dict[str, Any] | None = None
+    previous: tuple[float, WorkerSnapshot] | None = None
     audit_seen: tuple[int, int, int] | None = None
     deadline = time.monotonic() + limit
     yield b"retry: 1000\n\n"
@@ -225,7 +225,7 @@ async def _snapshots(
         if previous is None or changed != audit_seen:
             event["audit"] = entries
             audit_seen = changed
-        previous = {"time": now, "merged": merged}
+        previous = (now, merged)
         yield b"event: snapshot\ndata: " + orjson.dumps(event) + b"\n\n"
         wake = time.monotonic() + interval
         while not service.views.shutting_down and time.monotonic() < wake:
@@ -253,38 +253,39 @@ def _audit_if_changed(
 
 
 def snapshot_event(
-    merged: dict[str, Any],
+    merged: WorkerSnapshot,
     reports: dict[str, Any],
-    previous: dict[str, Any] | None,
+    previous: tuple[float, WorkerSnapshot] | None,
     now: float,
 ) -> dict[str, Any]:
     """Per version and role: totals, request rate and latency quantiles since the previous
     snapshot (estimated from histogram buckets as PromQL's histogram_quantile does), the
     cumulative latency bucket counts (for clients that compute over their own windows), and
     drift: alerts, and every feature's PSI against its threshold."""
-    before = previous["merged"]["endpoints"] if previous else {}
-    elapsed = now - previous["time"] if previous else None
+    before = previous[1].endpoints if previous else {}
+    elapsed = now - previous[0] if previous else None
     endpoints: dict[str, Any] = {}
-    for key, entry in merged.get("endpoints", {}).items():
+    for key, entry in merged.endpoints.items():
         roles = {}
-        for role, state in entry.get("roles", {}).items():
-            old = before.get(key, {}).get("roles", {}).get(role)
-            counts = state["duration"]["counts"]
-            done = sum(state["outcomes"])
+        earlier = before.get(key)
+        for role, state in entry.roles.items():
+            old = earlier.roles.get(role) if earlier is not None else None
+            counts = state.duration.counts
+            done = sum(state.outcomes)
             if old is not None:
-                counts = [a - b for a, b in zip(counts, old["duration"]["counts"], strict=True)]
-                done -= sum(old["outcomes"])
+                counts = [a - b for a, b in zip(counts, old.duration.counts, strict=True)]
+                done -= sum(old.outcomes)
             roles[role] = {
-                "requests": dict(zip(OUTCOMES, state["outcomes"], strict=True)),
+                "requests": dict(zip(OUTCOMES, state.outcomes, strict=True)),
                 "rate_per_s": done / elapsed if elapsed else None,
                 "latency_s": {f"p{int(q * 100)}": quantile(counts, q) for q in (0.5, 0.9, 0.99)},
-                "duration_counts": state["duration"]["counts"],
+                "duration_counts": state.duration.counts,
             }
         report = reports.get(key)
         sections = (report or {}).get("sections", {})
         endpoints[key] = {
             "roles": roles,
-            "pending": entry.get("pending", 0),
+            "pending": entry.pending,
             "drift_alert": bool(report and report["alert"]),
             "alerting": {
                 section: [f["name"] for f in rep["features"] if f["alert"]]

@@ -2,7 +2,8 @@
 
 The hub holds what each loaded version records (``EndpointStats``: request stats per
 traffic role, the runner's queue and batch sizes, the ``ModelMonitor``). A scrape or a
-monitor request takes a snapshot; with several workers (``state_dir`` set) every worker
+monitor request takes a snapshot (a ``WorkerSnapshot``, with the sections of the registered
+``SnapshotSource``s: ``snapshot.py``); with several workers (``state_dir`` set) every worker
 also publishes its snapshot to ``state_dir`` once a second, and the answering worker sums
 its own fresh snapshot with the others' (counters of a worker that has exited still
 count; its gauges do not). Drift reports are computed from the merged windows, at most
@@ -17,7 +18,7 @@ others' files were written before that answer). Without this, a scrape answered 
 file) showed A's part going back to what A had published a second earlier. Each worker's
 file only grows: its snapshot and write are one step under a lock (two threads writing
 could otherwise replace a newer snapshot with an older one), and a file that cannot be
-read is taken as it last was.
+read (or is not a snapshot) is taken as it last was.
 """
 
 from __future__ import annotations
@@ -36,21 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.registry import Collector
 
-from .metrics import (
-    Family,
-    Histogram,
-    RequestStats,
-    collect_families,
-    merge_snapshots,
-    render_text,
-    to_metrics,
-)
+from .exposition import Family, collect_families, render_text, to_metrics
 from .monitor import ModelMonitor
 from .process import process_families, process_state
+from .request_stats import Histogram, RequestStats
+from .snapshot import EndpointState, SnapshotSource, VersionGauges, WorkerSnapshot, merge
 
 log = logging.getLogger("mlserve.monitoring")
 
@@ -98,17 +92,15 @@ class MonitoringHub:
         self._rejected: dict[str, int] = {}
         self._lock = threading.Lock()  # endpoints are registered from the loader thread
         self._reports: tuple[float, dict[str, Any]] | None = None
-        # Callables returning shadow comparisons ("model/version" → state), merged in.
-        self.shadow_sources: list[Callable[[], dict[str, Any]]] = []
         self._leader_fd: int | None = None
         # Snapshot and write of this worker's file as one step; what the file last got.
         self._publish_lock = threading.Lock()
-        self._published: dict[str, Any] | None = None
+        self._published: WorkerSnapshot | None = None
         self._publish_failed = False
         # The last bytes read of each other worker's file (pid → bytes), used when a read fails.
         self._seen: dict[int, bytes] = {}
-        # Callables returning further top-level snapshot entries (routing state).
-        self.extra_sources: list[Callable[[], dict[str, Any]]] = []
+        # Components whose sections go into every snapshot (shadows, guardrails, …).
+        self.sources: list[SnapshotSource] = []
         registry.register(_Collector(self))
 
     # ------------------------------------------------------------------ registration
@@ -169,7 +161,7 @@ class MonitoringHub:
             parts.append(_EOF)
         return parts
 
-    def families(self, merged: dict[str, Any]) -> list[Family]:
+    def families(self, merged: WorkerSnapshot) -> list[Family]:
         """Every family of a merged snapshot: mlserve's, then the process's and the GC's."""
         return [*collect_families(merged, self.reports(merged)), *process_families(merged)]
 
@@ -208,69 +200,59 @@ class MonitoringHub:
         return True
 
     # ------------------------------------------------------------------ snapshots
-    def snapshot(self) -> dict[str, Any]:
-        """This worker's state as plain data. Taken off the event loop's thread (a scrape,
-        the once-a-second publish), it hands the GIL to the loop every few milliseconds
+    def snapshot(self) -> WorkerSnapshot:
+        """This worker's state. Taken off the event loop's thread (a scrape, the
+        once-a-second publish), it hands the GIL to the loop every few milliseconds
         (``_Pacer``)."""
-        endpoints: dict[str, Any] = {}
+        endpoints: dict[str, EndpointState] = {}
         pace = _Pacer()
         for key, st in list(self._endpoints.items()):
             pace()
-            entry: dict[str, Any] = {
-                "roles": {r: s.state() for r, s in st.roles.items() if any(s.outcomes)},
-                "pending": int(getattr(st.runner, "pending", 0)),
-            }
             sizes = getattr(st.runner, "sizes", None)
-            if isinstance(sizes, Histogram):
-                entry["batch"] = sizes.state()
-            if st.monitor is not None:
-                entry["monitor"] = st.monitor.state()
-            endpoints[key] = entry
-        gauges: dict[str, Any] = {}
+            endpoints[key] = EndpointState(
+                roles={r: s.snapshot() for r, s in st.roles.items() if any(s.outcomes)},
+                pending=int(getattr(st.runner, "pending", 0)),
+                batch=sizes.snapshot() if isinstance(sizes, Histogram) else None,
+                monitor=st.monitor.state() if st.monitor is not None else None,
+            )
+        gauges: dict[str, VersionGauges] = {}
         failed_now: dict[str, int] = {}
         for model, version, state, load_s, gate, servable in self._versions():
-            gauges[f"{model}/{version}"] = {
-                "ready": 1 if state == "ready" else 0,
-                "load_seconds": load_s,
-                "servable": 1 if servable else 0,
-            }
-            if gate is not None:
-                gauges[f"{model}/{version}"]["gate_passed"] = 1 if gate else 0
+            gauges[f"{model}/{version}"] = VersionGauges(
+                ready=1 if state == "ready" else 0,
+                servable=1 if servable else 0,
+                load_seconds=load_s,
+                gate_passed=None if gate is None else 1 if gate else 0,
+            )
             failed_now.setdefault(model, 0)
             if state == "failed":
                 failed_now[model] += 1
-        failures = dict(self.load_failures())
-        shadows: dict[str, Any] = {}
-        for source in self.shadow_sources:
-            shadows.update(source())
-        extra: dict[str, Any] = {}
-        for source in self.extra_sources:
-            extra.update(source())
-        return {
-            **extra,
-            **process_state(),
-            "pid": os.getpid(),
-            "shadows": shadows,
-            "endpoints": endpoints,
-            "gauges": gauges,
-            "load_failures": failures,
-            "failed_versions": failed_now,
-            "rejected": dict(self._rejected),
-        }
+        snap = WorkerSnapshot(
+            pid=os.getpid(),
+            endpoints=endpoints,
+            gauges=gauges,
+            load_failures=dict(self.load_failures()),
+            failed_versions=failed_now,
+            rejected=dict(self._rejected),
+            process=process_state(),
+        )
+        for source in self.sources:
+            snap.place(source.snapshot_section())
+        return snap
 
     def publish(self) -> None:
         """Write this worker's snapshot for the other workers (atomically)."""
         if self.state_dir is not None:
             self._publish(self.state_dir)
 
-    def _publish(self, state_dir: Path) -> dict[str, Any]:
+    def _publish(self, state_dir: Path) -> WorkerSnapshot:
         """Take this worker's snapshot and write it to its file; return the snapshot.
 
         Under the lock, so the file only ever grows: a snapshot taken later is written
         later. The snapshot returned is not to be changed (it is what the file holds)."""
         with self._publish_lock:
             snap = self.snapshot()
-            data = orjson.dumps(snap)
+            data = snap.to_json()
             fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as fh:
@@ -283,7 +265,7 @@ class MonitoringHub:
             self._published = snap
             return snap
 
-    def _own_part(self, state_dir: Path) -> dict[str, Any]:
+    def _own_part(self, state_dir: Path) -> WorkerSnapshot:
         """This worker's part of a merge: its fresh snapshot, published first. When it cannot
         be written, what its file last got (the other workers see no more of it than that),
         or, before any publish succeeded, the fresh snapshot."""
@@ -296,17 +278,17 @@ class MonitoringHub:
             own = self._published if self._published is not None else self.snapshot()
         else:
             self._publish_failed = False
-        return dict(own)
+        return own
 
-    def merged(self) -> dict[str, Any]:
+    def merged(self) -> WorkerSnapshot:
         """All workers' snapshots summed (this worker's taken fresh, and published first so
-        that no later merge on any worker sees less of it)."""
+        that no later merge on any worker sees less of it); a new object each call."""
         if self.state_dir is None:
             own = self.snapshot()
-            own["workers"] = 1
+            own.workers = 1
             return own
         own = self._own_part(self.state_dir)
-        own["workers"] = 1
+        workers = 1
         pid_self = os.getpid()
         paths = {
             int(path.stem.split("-", 1)[1]): path for path in self.state_dir.glob("worker-*.json")
@@ -319,21 +301,15 @@ class MonitoringHub:
             if snap is None:
                 continue
             if _alive(pid):
-                snap["workers"] = 1
+                workers += 1
             else:  # its counters still count; its gauges, drift windows included, are stale
-                snap.pop("gauges", None)
-                snap.pop("loop", None)
-                snap.pop("process_now", None)  # its memory and descriptors are gone
-                snap.pop("process_max", None)
-                for entry in snap.get("endpoints", {}).values():
-                    entry["pending"] = 0
-                    _forget_windows(entry.get("monitor"))
+                snap.exited()
             parts.append(snap)
-        merged = merge_snapshots(parts)
-        merged.pop("pid", None)
+        merged = merge(parts)
+        merged.workers = workers
         return merged
 
-    def _read_worker(self, pid: int, path: Path | None) -> dict[str, Any] | None:
+    def _read_worker(self, pid: int, path: Path | None) -> WorkerSnapshot | None:
         """Another worker's snapshot; as last read when its file cannot be read now (files
         are replaced whole, so only a removed or damaged file reads wrong)."""
         data = None
@@ -342,16 +318,16 @@ class MonitoringHub:
                 data = path.read_bytes()
         if data is not None:
             try:
-                snap: dict[str, Any] = orjson.loads(data)
-            except orjson.JSONDecodeError:
+                snap = WorkerSnapshot.from_json(data)
+            except ValueError:
                 pass
             else:
                 self._seen[pid] = data
                 return snap
         seen = self._seen.get(pid)
-        return None if seen is None else dict(orjson.loads(seen))
+        return None if seen is None else WorkerSnapshot.from_json(seen)
 
-    def reports(self, merged: dict[str, Any]) -> dict[str, Any]:
+    def reports(self, merged: WorkerSnapshot) -> dict[str, Any]:
         """Drift reports per endpoint from merged state, recomputed at most once a second."""
         now = time.monotonic()
         cached = self._reports
@@ -361,7 +337,8 @@ class MonitoringHub:
         pace = _Pacer()
         for key, st in list(self._endpoints.items()):
             pace()
-            state = merged.get("endpoints", {}).get(key, {}).get("monitor")
+            entry = merged.endpoints.get(key)
+            state = entry.monitor if entry is not None else None
             if st.monitor is not None and state:
                 reports[key] = st.monitor.report(state)
         self._reports = (now, reports)
@@ -438,24 +415,12 @@ def _collections_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def _dismantle(tree: dict[str, Any]) -> None:
-    """Free a large snapshot a branch at a time (dropping it whole is one C call that frees
-    every object in it with the GIL held: tens of milliseconds for 200 versions)."""
-    for value in tree.values():
-        if isinstance(value, dict):
-            while value:
-                value.popitem()
-    tree.clear()
-
-
-def _forget_windows(monitor: dict[str, Any] | None) -> None:
-    """A dead worker's drift windows: what it saw in a window that has since moved on would
-    count for ever (its bin totals, counters, still count)."""
-    if not monitor:
-        return
-    monitor.pop("segments", None)
-    for section in monitor.get("sections", {}).values():
-        section.pop("window", None)
+def _dismantle(snapshot: WorkerSnapshot) -> None:
+    """Free a large snapshot a version at a time (dropping it whole is one C call that
+    frees every object in it with the GIL held: tens of milliseconds for 200 versions)."""
+    for branch in (snapshot.endpoints, snapshot.gauges, snapshot.shadows):
+        while branch:
+            branch.popitem()
 
 
 def _alive(pid: int) -> bool:

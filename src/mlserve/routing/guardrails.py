@@ -22,10 +22,11 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..config import GuardrailConfig, RoutingConfig
+from ..monitoring.snapshot import HistogramState, RoleStats
 
 log = logging.getLogger("mlserve.guardrails")
 
@@ -63,38 +64,36 @@ class Figures:
     @classmethod
     def of(
         cls,
-        state: Mapping[str, Any] | None,
+        state: RoleStats | None,
         quantile: Callable[[list[int], float], float | None],
     ) -> Figures:
         """From window statistics (``window_delta``): outcome counts and latency buckets."""
-        if not state:
+        if state is None or not state.outcomes:
             return cls(0, 0, None)
-        total = sum(state["outcomes"])
-        return cls(total, total - state["outcomes"][0], quantile(state["duration"]["counts"], 0.99))
+        total = sum(state.outcomes)
+        return cls(total, total - state.outcomes[0], quantile(state.duration.counts, 0.99))
 
 
-def window_delta(now: Mapping[str, Any], then: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Role statistics of one endpoint over a window: ``now`` minus ``then``."""
+def window_delta(now: RoleStats, then: RoleStats | None) -> RoleStats:
+    """Role statistics of one endpoint over a window: ``now`` minus ``then`` (outcomes and
+    request durations)."""
     if then is None:
-        return {k: v for k, v in now.items()}
-    return {
-        # Clamped: a worker that restarted makes merged counters go down for a while.
-        "outcomes": [max(a - b, 0) for a, b in zip(now["outcomes"], then["outcomes"], strict=True)],
-        "duration": {
-            "counts": [
-                max(a - b, 0)
-                for a, b in zip(now["duration"]["counts"], then["duration"]["counts"], strict=True)
-            ]
-        },
-    }
+        return now
+    # Clamped: a worker that restarted makes merged counters go down for a while.
+    return RoleStats(
+        outcomes=[max(a - b, 0) for a, b in zip(now.outcomes, then.outcomes, strict=True)],
+        duration=HistogramState(
+            [max(a - b, 0) for a, b in zip(now.duration.counts, then.duration.counts, strict=True)]
+        ),
+    )
 
 
 def decide(
     model: str,
     routing: RoutingConfig,
     stable_version: int,
-    canary: Mapping[str, Any] | None,
-    stable: Mapping[str, Any] | None,
+    canary: RoleStats | None,
+    stable: RoleStats | None,
     drift_alert: bool,
     config: GuardrailConfig,
     healthy_since: float | None,
@@ -180,15 +179,13 @@ class Guard:
     """Keeps the windows and the healthy-since times; ``check`` returns the verdicts."""
 
     def __init__(self) -> None:
-        self._history: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
+        self._history: dict[str, deque[tuple[float, RoleStats]]] = {}
         self.healthy_since: dict[str, float] = {}
         self.last: dict[str, Verdict] = {}
         # model → what the current window started from (canary version, weight, routing file)
         self.split_seen: dict[str, tuple[Any, ...]] = {}
 
-    def windowed(
-        self, key: str, state: dict[str, Any], window_s: float, now: float
-    ) -> dict[str, Any]:
+    def windowed(self, key: str, state: RoleStats, window_s: float, now: float) -> RoleStats:
         """The statistics of ``key`` over (about) the last ``window_s`` seconds.
 
         The history holds cumulative snapshots; the window is the newest minus the newest

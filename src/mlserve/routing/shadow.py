@@ -22,7 +22,7 @@ import numpy as np
 
 from ..execution.base import Runner
 from ..monitoring.hub import EndpointStats
-from ..monitoring.metrics import ERROR, LATENCY_BUCKETS, SHADOW_DIFF_BUCKETS, Histogram
+from ..monitoring.request_stats import ERROR, LATENCY_BUCKETS, SHADOW_DIFF_BUCKETS, Histogram
 
 log = logging.getLogger("mlserve.routing")
 
@@ -52,17 +52,6 @@ class Comparison:
     disagree: dict[str, int] = field(default_factory=dict)  # class outputs: rows that differ
     diff: dict[str, Histogram] = field(default_factory=dict)  # float outputs: |Δ| per value
     infer: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "dropped": self.dropped,
-            "rows": dict(self.rows),
-            "disagree": dict(self.disagree),
-            "diff": {k: h.state() for k, h in self.diff.items()},
-            "infer": self.infer.state(),
-        }
 
 
 @dataclass(eq=False)

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import InvalidInput, MLServeError, RunTimeout, Unavailable
 from ..monitoring.hub import MonitoringHub
-from ..monitoring.metrics import ERROR, INVALID, OUTCOMES, REFUSED, REJECTED
+from ..monitoring.request_stats import ERROR, INVALID, OUTCOMES, REFUSED, REJECTED
+from ..monitoring.snapshot import ExplainSection
 from ..registry.store import ModelStore
 from ..routing.policy import PINNED, STABLE
 from .endpoint import Endpoint, InferResult
@@ -104,9 +105,9 @@ class Accounting:
         key = f"{endpoint.model}/{endpoint.version}/{OUTCOMES[outcome]}"
         self.explained[key] = self.explained.get(key, 0) + 1
 
-    def state(self) -> dict[str, Any]:
+    def snapshot_section(self) -> ExplainSection:
         """The monitoring hub's source for ``mlserve_explain_requests_total``."""
-        return {"explain_requests": dict(self.explained)}
+        return ExplainSection(dict(self.explained))
 
 
 def outcome_of(exc: MLServeError) -> int:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from ..config import GuardrailConfig, ServerSettings
 from ..errors import MLServeError
 from ..governance.audit import AuditLog
 from ..monitoring.hub import MonitoringHub
-from ..monitoring.metrics import quantile
+from ..monitoring.request_stats import quantile
+from ..monitoring.snapshot import GuardrailSection
 from ..registry.store import ModelStore, RoutingChange
 from ..routing import controller
 from ..routing.controller import View
@@ -60,7 +60,7 @@ class GuardrailActions:
             return []
         merged = self.hub.merged()
         reports = self.hub.reports(merged)
-        endpoints = merged.get("endpoints", {})
+        endpoints = merged.endpoints
         verdicts = []
         for name, record, rules in due:
             self._checked[name] = now
@@ -81,10 +81,11 @@ class GuardrailActions:
             c_key, s_key = f"{name}/{split.canary.version}", f"{name}/{split.stable.version}"
             windows = []
             for key, role in ((c_key, "canary"), (s_key, "stable")):
-                state = endpoints.get(key, {}).get("roles", {}).get(role)
+                entry = endpoints.get(key)
+                state = entry.roles.get(role) if entry is not None else None
                 windows.append(
                     self.guard.windowed(f"{key}:{role}", state, rules.window_seconds, now)
-                    if state
+                    if state is not None
                     else None
                 )
             stable_v, drift = int(split.stable.version), bool(reports.get(c_key, {}).get("alert"))
@@ -161,7 +162,7 @@ class GuardrailActions:
             source,
         )
 
-    def state(self) -> dict[str, Any]:
+    def snapshot_section(self) -> GuardrailSection:
         """The monitoring hub's source for the canary weights and the actions taken."""
         weights = {}
         for name in list(self.store.models):
@@ -170,7 +171,7 @@ class GuardrailActions:
             except MLServeError:
                 continue
             weights[name] = split.weight if split.canary is not None else 0.0
-        return {"canary_weight": weights, "guardrail_actions": dict(self.actions)}
+        return GuardrailSection(weights, dict(self.actions))
 
 
 def _file_identity(path: Path) -> tuple[int, int, int]:

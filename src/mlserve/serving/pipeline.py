@@ -15,7 +15,7 @@ import numpy as np
 
 from ..attribution import Explanation
 from ..errors import GateNotPassed, InvalidInput, MLServeError, NotExplainable
-from ..monitoring.metrics import ERROR, SUCCESS
+from ..monitoring.request_stats import ERROR, SUCCESS
 from ..registry.store import ModelStore
 from ..routing.policy import PINNED
 from .accounting import Accounting, outcome_of

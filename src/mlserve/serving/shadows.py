@@ -3,8 +3,7 @@ the answer was sent (``routing/shadow.py`` runs and compares them), one mirror p
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..monitoring.snapshot import HistogramState, ShadowSection, ShadowState
 from ..registry.store import ModelStore
 from ..routing.shadow import ShadowMirror
 from .endpoint import Endpoint, InferResult
@@ -36,13 +35,23 @@ class Shadows:
             shadows, split.shadow_sample, result.feeds, result.names, result.outputs, result.trace
         )
 
-    def state(self) -> dict[str, Any]:
+    def snapshot_section(self) -> ShadowSection:
         """The monitoring hub's source for the shadow comparisons."""
-        return {
-            key: comparison.state()
-            for mirror in list(self._mirrors.values())
-            for key, comparison in list(mirror.comparisons.items())
-        }
+        return ShadowSection(
+            {
+                key: ShadowState(
+                    c.requests,
+                    c.errors,
+                    c.dropped,
+                    dict(c.rows),
+                    dict(c.disagree),
+                    {k: HistogramState(list(h.counts), h.sum) for k, h in list(c.diff.items())},
+                    HistogramState(list(c.infer.counts), c.infer.sum),
+                )
+                for mirror in list(self._mirrors.values())
+                for key, c in list(mirror.comparisons.items())
+            }
+        )
 
     def stop(self) -> None:
         for mirror in self._mirrors.values():

@@ -8,10 +8,12 @@ the monitoring hub merges over workers. Transport-free: HTTP and gRPC render the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..config import VersionPolicy
-from ..monitoring.metrics import SUCCESS
+from ..monitoring.request_stats import SUCCESS
+from ..monitoring.snapshot import EndpointState, WorkerSnapshot
 from ..registry.store import ModelStore
 from ..runtime.tensors import TensorSpec
 from .endpoint import Endpoint
@@ -30,7 +32,7 @@ def triton_type(datatype: str) -> str:
 class TritonViews:
     """Model configuration and statistics in Triton's shapes; reads only."""
 
-    def __init__(self, store: ModelStore[Endpoint], merged: Any) -> None:
+    def __init__(self, store: ModelStore[Endpoint], merged: Callable[[], WorkerSnapshot]) -> None:
         self.store = store
         self._merged = merged  # () -> the hub's snapshot summed over workers
 
@@ -78,10 +80,10 @@ class TritonViews:
         else:
             self.store.version_record(model, version)
             targets.append((model, version))
-        endpoints = self._merged().get("endpoints", {}) if targets else {}
+        endpoints = self._merged().endpoints if targets else {}
         return {
             "model_stats": [
-                _version_stats(name, v, endpoints.get(f"{name}/{v}", {})) for name, v in targets
+                _version_stats(name, v, endpoints.get(f"{name}/{v}")) for name, v in targets
             ]
         }
 
@@ -98,7 +100,7 @@ def _ns(seconds: float) -> int:
     return round(seconds * 1e9)
 
 
-def _version_stats(model: str, version: int, entry: dict[str, Any]) -> dict[str, Any]:
+def _version_stats(model: str, version: int, entry: EndpointState | None) -> dict[str, Any]:
     """One version's counters, every traffic role (shadow copies included) summed.
 
     Triton's fields from mlserve's counters: ``success`` is the successful requests and
@@ -111,17 +113,19 @@ def _version_stats(model: str, version: int, entry: dict[str, Any]) -> dict[str,
     ok = failed = rows = 0
     total_s = queue_s = infer_s = 0.0
     last = 0.0
-    for state in entry.get("roles", {}).values():
-        outcomes = state["outcomes"]
+    if entry is None:
+        entry = EndpointState()
+    for state in entry.roles.values():
+        outcomes = state.outcomes
         ok += outcomes[SUCCESS]
         failed += sum(outcomes) - outcomes[SUCCESS]
-        rows += state["rows"]
-        total_s += state["duration"]["sum"]
-        queue_s += state["queue"]["sum"]
-        infer_s += state["inference"]["sum"]
-        last = max([last, *state.get("last", {}).values()])
-    batch = entry.get("batch")
-    executions = sum(batch["counts"]) if batch is not None else ok
+        rows += state.rows
+        total_s += state.duration.sum
+        queue_s += state.queue.sum
+        infer_s += state.inference.sum
+        last = max([last, *state.last.values()])
+    batch = entry.batch
+    executions = sum(batch.counts) if batch is not None else ok
 
     def duration(count: int, seconds: float) -> dict[str, int]:
         return {"count": count, "ns": _ns(seconds)}

@@ -12,8 +12,9 @@ from .. import __version__
 from ..config import ServerSettings
 from ..errors import MLServeError
 from ..monitoring.hub import MonitoringHub
-from ..monitoring.metrics import OUTCOMES
 from ..monitoring.monitor import REFERENCE_FILE
+from ..monitoring.request_stats import OUTCOMES
+from ..monitoring.snapshot import EndpointState
 from ..registry.store import ModelStore, VersionState
 from ..routing.guardrails import Verdict
 from .endpoint import Endpoint
@@ -149,25 +150,29 @@ class Views:
             out["guardrails"] = dataclasses.asdict(verdict)
         for v in versions:
             key = f"{model}/{v}"
-            entry = merged.get("endpoints", {}).get(key, {})
+            entry = merged.endpoints.get(key) or EndpointState()
             stats = self.hub.endpoint(model, v)
             traffic = {
                 role: {
-                    "outcomes": dict(zip(OUTCOMES, state["outcomes"], strict=True)),
-                    "rows": state["rows"],
+                    "outcomes": dict(zip(OUTCOMES, state.outcomes, strict=True)),
+                    "rows": state.rows,
                 }
-                for role, state in entry.get("roles", {}).items()
+                for role, state in entry.roles.items()
             }
-            item: dict[str, Any] = {"requests": traffic, "pending": entry.get("pending", 0)}
+            item: dict[str, Any] = {"requests": traffic, "pending": entry.pending}
             vrec = record.versions.get(v)
             if vrec is not None and vrec.gate is not None:
                 item["gate"] = {"passed": vrec.gate.passed, "reason": vrec.gate.reason}
             if vrec is not None and vrec.lineage is not None:  # where the version came from
                 item["lineage"] = {k: vrec.lineage.get(k) for k in _LINEAGE_SUMMARY}
-            shadow = merged.get("shadows", {}).get(key)
+            shadow = merged.shadows.get(key)
             if shadow is not None:  # this version runs as a shadow: how it compares
                 item["shadow"] = {
-                    k: shadow[k] for k in ("requests", "errors", "dropped", "rows", "disagree")
+                    "requests": shadow.requests,
+                    "errors": shadow.errors,
+                    "dropped": shadow.dropped,
+                    "rows": shadow.rows,
+                    "disagree": shadow.disagree,
                 }
             if stats is None or stats.monitor is None:
                 item["drift"] = None
@@ -183,7 +188,7 @@ class Views:
                     name: dict(
                         zip([str(x) for x in [*cls["levels"], "other"]], cls["counts"], strict=True)
                     )
-                    for section in entry.get("monitor", {}).get("sections", {}).values()
+                    for section in (entry.monitor or {}).get("sections", {}).values()
                     for name, cls in section.get("classes", {}).items()
                 }
             out["versions"][str(v)] = item
