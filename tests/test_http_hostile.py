@@ -286,3 +286,32 @@ def test_a_chunk_extension_over_the_head_limit_is_refused(
     assert head.startswith(b"HTTP/1.1 400"), answer
     assert json.loads(body)["code"] == "invalid_http"
     assert b"chunk" in body
+
+
+@pytest.mark.parametrize("lane", LANES)
+@pytest.mark.parametrize(
+    ("line", "version"),
+    [
+        (b"GET /v2/health/live HTTP/2.0", "2.0"),
+        (b"POST " + INFER.encode() + b" HTTP/1.2", "1.2"),
+        (b"GET /v2/health/live HTTP/3.0", "3.0"),
+    ],
+)
+def test_an_http_version_other_than_1_is_refused_505(
+    servers: dict[str, ServerProcess], lane: str, line: bytes, version: str
+) -> None:
+    # llhttp parses any HTTP/x.y; answering 200 to "HTTP/2.0" in HTTP/1.1 framing would be a
+    # lie about the protocol spoken.
+    with connect(servers[lane].port) as s:
+        s.sendall(line + b"\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        answer = read_all(s)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 505"), answer
+    error = json.loads(body)
+    assert error["code"] == "http_version_not_supported"
+    assert "HTTP/1.1" in error["error"]
+    if version == "2.0":  # llhttp parses 2.0 and reports it; others it refuses unnamed
+        assert "HTTP/2.0" in error["error"]
+    with connect(servers[lane].port) as s:  # the server serves on
+        s.sendall(b"GET /v2/health/live HTTP/1.0\r\n\r\n")
+        assert read_all(s).startswith(b"HTTP/1.1 200")

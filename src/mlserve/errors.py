@@ -33,6 +33,7 @@ imports no web framework.
     ├── StorageFull               507 storage_full
     ├── ClientDisconnected        499 client_disconnected (never sent: nobody is listening)
     ├── InferenceFailed           500 inference_failed
+    ├── HttpVersionNotSupported   505 http_version_not_supported (the connection is closed)
     └── HttpError                 any other status a web framework raised: http_error
 
     ConfigError (ValueError)      a bad setting or model.toml; never reaches a client as such
@@ -117,6 +118,14 @@ class ModelInvalid(MLServeError):
 
     status_code = 409
     code = "model_invalid"
+
+
+class HttpVersionNotSupported(MLServeError):
+    """The request line names an HTTP version other than 1.1 or 1.0; the connection is
+    closed."""
+
+    status_code = 505
+    code = "http_version_not_supported"
 
 
 class HttpError(MLServeError):

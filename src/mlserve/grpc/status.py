@@ -34,6 +34,7 @@ CODES: dict[int, grpc.StatusCode] = {
     500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    505: grpc.StatusCode.UNIMPLEMENTED,  # HTTP only: a request line of another version
     507: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"

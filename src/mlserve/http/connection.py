@@ -29,6 +29,7 @@ import httptools
 
 from ..errors import (
     HeadersTooLarge,
+    HttpVersionNotSupported,
     InvalidHttp,
     MLServeError,
     Overloaded,
@@ -47,13 +48,14 @@ access_log = logging.getLogger("uvicorn.access")
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 256
+_VERSIONS = frozenset(("1.1", "1.0"))
 # An ASGI request's body buffered beyond this stops reading until the application reads it.
 HIGH_WATER = 64 * 1024
 # The error code of each status the connection answers itself (declared in openapi.py).
 _CONNECTION_CLOSE = b"connection: close\r\n"
 
 
-class HeadTooLarge(Exception):
+class HeadRefused(Exception):
     """Raised in a parser callback to stop parsing; answered with ``error``."""
 
     def __init__(self, error: MLServeError) -> None:
@@ -192,8 +194,14 @@ class HttpConnection(asyncio.Protocol):
                 self._upgrade = True  # bytes after an upgrade request's body: not parsed
                 self.pause_reading()
                 return
-            if isinstance(cause, HeadTooLarge):
+            if isinstance(cause, HeadRefused):
                 self.refuse(cause.error)
+            elif str(exc) == "Invalid HTTP version":  # llhttp's words for HTTP/1.2, 3.0, ...
+                self.refuse(
+                    HttpVersionNotSupported(
+                        "the request line's HTTP version is not supported: send HTTP/1.1"
+                    )
+                )
             else:
                 self.refuse(InvalidHttp("invalid HTTP request"))
             return
@@ -296,7 +304,7 @@ class HttpConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._head_size += len(url)
         if self._head_size > self.max_head_bytes:
-            raise HeadTooLarge(
+            raise HeadRefused(
                 UriTooLong(f"the request URL is over the limit of {self.max_head_bytes} bytes")
             )
         self._url += url
@@ -308,8 +316,8 @@ class HttpConnection(asyncio.Protocol):
         if size > self.max_head_bytes or count > MAX_HEADERS:
             if count > MAX_HEADERS:
                 too_many = f"the request has more than {MAX_HEADERS} headers"
-                raise HeadTooLarge(HeadersTooLarge(too_many))
-            raise HeadTooLarge(
+                raise HeadRefused(HeadersTooLarge(too_many))
+            raise HeadRefused(
                 HeadersTooLarge(
                     f"the request headers are over the limit of {self.max_head_bytes} bytes"
                 )
@@ -341,6 +349,14 @@ class HttpConnection(asyncio.Protocol):
             fast = self._is_fast()
         url = self._url
         http_version = parser.get_http_version()
+        if http_version not in _VERSIONS:
+            # llhttp parses any HTTP/x.y; an HTTP/2.0 request line on a plain connection
+            # is not one this server can frame its answer for (RFC 9110 section 15.6.6).
+            raise HeadRefused(
+                HttpVersionNotSupported(
+                    f"HTTP/{http_version} is not supported: send HTTP/1.1 (or HTTP/1.0)"
+                )
+            )
         if fast:
             method, path, raw_path, query = "POST", url.decode("ascii"), url, b""
         else:

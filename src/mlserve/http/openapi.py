@@ -74,9 +74,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(OPENAPI_PATH, "GET", "This document", "meta", json_ok("OpenAPI 3.0", "Object")),
     *docs.OPERATIONS,
 )
-# Possible on every request: a request head over the server's limits (answered before the
-# application sees it) and a bug.
-_ALWAYS = (414, 431, 500)
+# Possible on every request: a request head over the server's limits or of another HTTP
+# version (answered before the application sees it) and a bug.
+_ALWAYS = (414, 431, 500, 505)
 
 
 def _resolve(value: Any) -> Any:
