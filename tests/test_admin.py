@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import httpx
@@ -32,6 +34,36 @@ def test_admin_is_refused_without_a_configured_token(two_version_registry: Path)
     with running_server(two_version_registry) as srv:
         r = httpx.get(srv.url + "/v2/admin/models/m/routing", headers=AUTH)
         assert r.status_code == 403 and "MLSERVE_ADMIN_TOKEN" in r.json()["error"]
+
+
+@pytest.mark.slow
+def test_admin_bodies_may_be_compressed_within_the_same_limit(
+    two_version_registry: Path,
+) -> None:
+    """Only /infer inflated Content-Encoding: a gzip routing change was 'malformed JSON'."""
+    url = "/v2/admin/models/m/routing"
+    with (
+        running_server(two_version_registry, env={"MLSERVE_ADMIN_TOKEN": TOKEN}) as srv,
+        httpx.Client(base_url=srv.url) as c,
+    ):
+        change = json.dumps({"canary": 2, "canary_weight": 40}).encode()
+        for name, packed in (("gzip", gzip.compress(change)), ("deflate", zlib.compress(change))):
+            r = c.put(url, headers={**AUTH, "content-encoding": name}, content=packed)
+            assert r.status_code == 200 and r.json()["effective"]["canary_weight"] == 40, r.text
+        huge = b'{"canary": 2, "pad": "' + b"x" * (2 << 20) + b'"}'  # over the 1 MiB limit
+        for method, target in (("PUT", url), ("POST", "/v2/repository/index")):
+            headers = {**AUTH, "content-encoding": "gzip"}
+            r = c.request(method, target, headers=headers, content=gzip.compress(huge))
+            assert r.status_code == 413 and "decompressed (gzip)" in r.json()["error"], r.text
+            headers["content-encoding"] = "br"
+            r = c.request(method, target, headers=headers, content=b"{}")
+            assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type"
+        index = c.post(
+            "/v2/repository/index",
+            headers={**AUTH, "content-encoding": "gzip"},
+            content=gzip.compress(b'{"ready": true}'),
+        )
+        assert index.status_code == 200 and len(index.json()) == 2
 
 
 @pytest.mark.slow

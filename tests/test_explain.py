@@ -8,7 +8,9 @@ baseline and the predictions to float32: 1e-5 relative to the prediction's magni
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,6 +232,14 @@ def test_linear_float64_attributions_are_coef_times_distance_to_median(
     assert again.content == r.content  # deterministic
     pinned = client.post("/v2/models/reg64/versions/1/explain", json=_request(x, id="why-1"))
     assert pinned.headers["mlserve-route"] == "pinned" and pinned.json() == body
+    # A compressed body explains alike (it was malformed JSON: only /infer inflated).
+    plain = json.dumps(_request(x, id="why-1")).encode()
+    for name, packed in (("gzip", gzip.compress(plain)), ("deflate", zlib.compress(plain))):
+        headers = {"content-encoding": name, "content-type": "application/json"}
+        r = client.post("/v2/models/reg64/explain", content=packed, headers=headers)
+        assert r.status_code == 200 and r.content == again.content, (name, r.text)
+    r = client.post("/v2/models/reg64/explain", content=plain, headers={"content-encoding": "br"})
+    assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type"
 
 
 def test_linear_float32_within_float32_rounding(

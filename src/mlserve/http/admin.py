@@ -32,7 +32,7 @@ from ..names import check_model_name
 from ..registry.store import RoutingChange
 from ..routing import controller
 from ..service import InferenceService
-from .explain import read_body
+from .bodies import read_body
 from .operations import Body, Operation, json_ok
 from .v2 import JSONResponse
 
@@ -59,7 +59,7 @@ OPERATIONS = (
         "Change the routing (persisted beside model.toml, audited)",
         "admin",
         _STATE,
-        (*_CHANGE, 409, 413),
+        (*_CHANGE, 409, 413, 415),
         body=Body((("application/json", "RoutingChange"),)),
         admin=True,
     ),
@@ -96,7 +96,7 @@ OPERATIONS = (
         "Every version and its state (model_repository extension)",
         "admin",
         json_ok("The index", "RepositoryIndex"),
-        (400, 401, 403, 413),
+        (400, 401, 403, 413, 415),
         body=Body((("application/json", "RepositoryIndexQuery"),), required=False),
         admin=True,
     ),
@@ -181,7 +181,7 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
         actor = authorize(request)
         model = check_model_name(request.path_params["model"])
         try:
-            body = orjson.loads(await read_body(request, ADMIN_MAX_BODY))
+            body = orjson.loads(await read_body(request, ADMIN_MAX_BODY, asyncio.to_thread))
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"malformed JSON body: {exc}", reason="json") from None
         if not isinstance(body, dict):
@@ -206,7 +206,7 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
 
     async def repository_index(request: Request) -> Response:
         authorize(request)
-        raw = await read_body(request, ADMIN_MAX_BODY)
+        raw = await read_body(request, ADMIN_MAX_BODY, asyncio.to_thread)
         ready_only = False
         if raw.strip():
             try:

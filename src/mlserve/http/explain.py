@@ -7,6 +7,7 @@ an inference answer. JSON only: the binary tensor extension belongs to ``/infer`
 
 from __future__ import annotations
 
+import asyncio
 from time import perf_counter
 
 import orjson
@@ -14,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import InvalidInput, PayloadTooLarge
+from ..errors import InvalidInput
 from ..names import check_model_name, parse_version
 from ..service import InferenceService
+from .bodies import read_body
 from .operations import Body, Operation, json_ok, per_target
 
 _TIMING = "queue;dur=%.3f, infer;dur=%.3f, total;dur=%.3f"
@@ -28,7 +30,7 @@ OPERATIONS = tuple(
         f"Feature attributions by occlusion on {which}",
         "explain",
         json_ok("The explanation", "ExplainResponse", "answer"),
-        (400, 404, 409, 413, 503, 504),
+        (400, 404, 409, 413, 415, 503, 504),
         parameters=("mlserve-routing-key",),
         body=Body(
             (("application/json", "InferenceRequest"),),
@@ -56,7 +58,7 @@ def routes(service: InferenceService, max_body_bytes: int) -> list[Route]:
                 "explain takes a JSON body; the binary tensor extension is for /infer",
                 reason="binary",
             )
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes, asyncio.to_thread)
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -81,23 +83,3 @@ def routes(service: InferenceService, max_body_bytes: int) -> list[Route]:
         Route("/v2/models/{model}/explain", explain, methods=["POST"]),
         Route("/v2/models/{model}/versions/{version}/explain", explain, methods=["POST"]),
     ]
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) beyond ``limit`` bytes whether declared or streamed."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidInput("invalid Content-Length header", reason="http")
-        if int(declared) > limit:
-            raise PayloadTooLarge(
-                f"request body of {int(declared)} bytes is over the limit of {limit} bytes"
-            )
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

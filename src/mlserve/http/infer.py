@@ -11,7 +11,6 @@ write. Everything else is Starlette's.
 from __future__ import annotations
 
 import os
-import zlib
 from asyncio import CancelledError, Semaphore, current_task, to_thread
 from collections.abc import Callable
 from time import perf_counter
@@ -26,13 +25,13 @@ from ..errors import (
     MLServeError,
     NotFound,
     PayloadTooLarge,
-    UnsupportedEncoding,
 )
 from ..names import check_model_name, parse_version
 from ..registry.store import ModelStore
 from ..runtime.binary import MAX_BYTES_ELEMENTS
 from ..runtime.tensors import json_counts
 from ..service import Endpoint, InferenceService, InferResult
+from .bodies import inflate, request_coding
 from .body_timeout import BodyDeadlines
 from .errors import JSON_HEADERS, error_payload
 
@@ -70,12 +69,6 @@ _ENCODE_OFF_LOOP_FROM = 100_000
 # Big bodies decoded at once: they hold the GIL nearly throughout, so a second thread would
 # add no throughput, only lateness for the loop; nor can they take every worker thread.
 _OFF_LOOP_AT_ONCE = 1
-# Content-Encoding → zlib's wbits: gzip (RFC 1952) and HTTP's deflate, the zlib format (RFC
-# 1950), what tritonclient's request_compression_algorithm sends. A compressed body is
-# inflated on the loop up to _INFLATE_INLINE bytes, the rest in a worker thread, never past
-# max_body: a 1 KB bomb cannot become more than the limit.
-_CODINGS = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}
-_INFLATE_INLINE = 256 * 1024
 
 T = TypeVar("T")
 
@@ -174,7 +167,7 @@ class InferHandler:
             if shedder.share and shedder.shed_this():
                 self._accounting.count_shed(*target)
                 return error_reply(shedder.refuse())
-            declared = header_length = routing_key = encoding = None
+            declared = header_length = routing_key = codings = None
             for key, value in headers:
                 if key == b"content-length":
                     declared = value
@@ -183,11 +176,8 @@ class InferHandler:
                 elif key == b"mlserve-routing-key":
                     routing_key = value.decode("latin-1")
                 elif key == b"content-encoding":
-                    coding = _coding(value)
-                    if coding is not None:
-                        if encoding is not None:  # a list of codings, split over headers
-                            raise UnsupportedEncoding(_ONE_CODING)
-                        encoding = coding
+                    codings = [value] if codings is None else [*codings, value]
+            encoding = None if codings is None else request_coding(codings)
             length = None
             if declared is not None:
                 if not declared.isdigit():
@@ -225,7 +215,7 @@ class InferHandler:
         pipeline = self._pipeline
         try:
             if request.encoding is not None:
-                body = await self._inflate(request.encoding, body)
+                body = await inflate(request.encoding, body, self.max_body, self._offload)
             if header_length is None:
                 offload = self._offload if len(body) >= _OFF_LOOP_FROM else None
                 document = await self._parse(request, body, offload)
@@ -281,41 +271,6 @@ class InferHandler:
             (b"server-timing", timing),
         ]
         return Reply(200, headers, payload, result, request.start)
-
-    async def _inflate(self, coding: bytes, body: bytes | bytearray) -> bytes:
-        """``body`` decompressed, at most ``max_body`` bytes (past it: 413)."""
-        name = coding.decode("ascii")
-        inflater = zlib.decompressobj(_CODINGS[coding])
-        limit = self.max_body
-        try:
-            out = inflater.decompress(body, min(limit + 1, _INFLATE_INLINE))
-            if not inflater.eof and len(out) == _INFLATE_INLINE <= limit:  # more to come
-                rest = await self._offload(
-                    inflater.decompress, inflater.unconsumed_tail, limit + 1 - len(out)
-                )
-                out += rest
-        except zlib.error as exc:
-            raise InvalidInput(
-                f"request body is not valid {name} data ({exc}): compress it with {name}, "
-                "or send it without Content-Encoding",
-                reason="encoding",
-            ) from None
-        if len(out) > limit:
-            raise PayloadTooLarge(
-                f"request body decompressed ({name}) is over the limit of {limit} bytes"
-            )
-        if not inflater.eof:
-            raise InvalidInput(
-                f"request body's {name} data ends before its end of stream (truncated)",
-                reason="encoding",
-            )
-        if inflater.unused_data:
-            raise InvalidInput(
-                f"request body has {len(inflater.unused_data)} bytes after the end of its "
-                f"{name} data (one {name} stream is accepted)",
-                reason="encoding",
-            )
-        return out
 
     async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker thread, at most ``_OFF_LOOP_AT_ONCE`` at a time."""
@@ -522,20 +477,6 @@ def _endpoint_bound(endpoint: Endpoint) -> tuple[int, int]:
             containers += column + 4
             tokens += 3 * column + 70
     return containers, tokens
-
-
-def _coding(value: bytes) -> bytes | None:
-    """The body's coding from its Content-Encoding (None: identity)."""
-    coding = value.strip(b" \t").lower()
-    if coding in _CODINGS:
-        return coding
-    if coding in (b"identity", b""):
-        return None
-    shown = value.decode("latin-1")[:64]
-    raise UnsupportedEncoding(f"Content-Encoding {shown!r} is not supported: {_ONE_CODING}")
-
-
-_ONE_CODING = "send the body as identity (no Content-Encoding), gzip or deflate, one coding"
 
 
 def _header_length(value: bytes) -> int:
