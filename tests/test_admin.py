@@ -10,6 +10,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -88,7 +89,16 @@ def test_routing_changes_are_authenticated_persisted_and_audited(
             "canary",
         )
         bad = c.put(url, headers=AUTH, json={"canary": 7})
-        assert bad.status_code == 400 and "not ready" in bad.json()["error"]
+        assert bad.status_code == 400, bad.text
+        assert "canary version 7 of 'm' does not exist in the registry" in bad.json()["error"]
+        bad = c.put(url, headers=AUTH, json={"shadows": [7]})
+        assert bad.status_code == 400 and "[7] of 'm' do not exist" in bad.json()["error"]
+        # Versions as the protocol writes them (metadata and this GET show "2"): taken.
+        same = c.put(url, headers=AUTH, json={"canary": "2", "canary_weight": 100})
+        assert same.status_code == 200 and same.json()["effective"]["canary"] == 2, same.text
+        for wrong in ("two", "-2", "2.0", " 2", "٢"):  # the last: an Arabic-Indic two
+            bad = c.put(url, headers=AUTH, json={"canary": wrong})
+            assert bad.status_code == 400 and "must be an integer" in bad.json()["error"], wrong
         bad = c.put(url, headers=AUTH, json={"canary_weight": 250})
         assert bad.status_code == 400 and "canary_weight" in bad.json()["error"]
         assert c.put(url, headers=AUTH, content=b"{").status_code == 400
@@ -303,3 +313,38 @@ def test_repository_actions_are_not_done_when_their_audit_record_cannot_be_writt
         assert c.get("/v2/admin/models/m/routing", headers=AUTH).json()["override"] is None
     # Only the stable pin is there (it records what serves, and moves nothing).
     assert json.loads((two_version_registry / "m" / "routing.json").read_text())["override"] is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "taken"),
+    [
+        ({"stable": "2"}, {"stable": 2}),
+        ({"canary": "02", "canary_weight": 5}, {"canary": 2, "canary_weight": 5}),
+        ({"shadows": ["3", 4]}, {"shadows": [3, 4]}),
+        ({"canary": 0}, {"canary": 0}),
+    ],
+)
+def test_routing_versions_may_be_decimal_strings(
+    sent: dict[str, Any], taken: dict[str, Any]
+) -> None:
+    from mlserve.routing.controller import check_changes
+
+    assert check_changes(sent) == taken
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        {"stable": "two"},
+        {"canary": "-1"},
+        {"shadows": ["3.0"]},
+        {"stable": True},
+        {"canary": "9" * 19},
+    ],
+)
+def test_routing_versions_that_are_not_numbers_are_refused(sent: dict[str, Any]) -> None:
+    from mlserve.errors import InvalidInput
+    from mlserve.routing.controller import check_changes
+
+    with pytest.raises(InvalidInput):
+        check_changes(sent)

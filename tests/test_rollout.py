@@ -168,7 +168,7 @@ def test_publish_and_validate_never_move_traffic(
     r = c.put("/v2/admin/models/cancer/routing", headers=AUTH, json={"canary": 1})
     assert r.status_code == 400 and "it is the stable version" in r.json()["error"]
     r = c.put("/v2/admin/models/cancer/routing", headers=AUTH, json={"canary": 9})
-    assert r.status_code == 400 and "is not ready" in r.json()["error"]
+    assert r.status_code == 400 and "does not exist in the registry" in r.json()["error"]
     assert srv.proc.poll() is None
 
 

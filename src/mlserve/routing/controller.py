@@ -146,6 +146,7 @@ def check_changes(changes: Any) -> dict[str, Any]:
                 f"unknown routing key {_brief(repr(key), 64)} (known: {', '.join(ROUTING_KEYS)})",
                 reason="routing",
             )
+    changes = {key: _version_number(key, value) for key, value in changes.items()}
     if "shadows" in changes:
         problem = shadows_problem(changes["shadows"])
         if problem is not None:
@@ -155,6 +156,23 @@ def check_changes(changes: Any) -> dict[str, Any]:
     except ConfigError as exc:
         raise InvalidInput(_message(exc), reason="routing") from None
     return dict(changes)
+
+
+def _version_number(key: str, value: Any) -> Any:
+    """A version given as the protocol writes versions, a decimal string ("2", as metadata
+    and the routing GET show them), as the number routing keys hold; anything else as is,
+    for the type check to refuse."""
+    if key in ("stable", "canary"):
+        return _digits(value)
+    if key == "shadows" and isinstance(value, list):
+        return [_digits(v) for v in value]
+    return value
+
+
+def _digits(value: Any) -> Any:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return value
 
 
 def _message(exc: ConfigError) -> str:
@@ -272,7 +290,8 @@ def _checked(state: RoutingState, view: View) -> RoutingState:
             )
         if v not in view.ready:
             raise InvalidInput(
-                f"{role} version {v} of {view.model!r} is not ready (ready: {sorted(view.ready)})",
+                f"{role} version {v} of {view.model!r} does not exist in the registry "
+                f"(ready: {sorted(view.ready)})",
                 reason="routing",
             )
         refusal = view.gate_refusals.get(v)
@@ -289,7 +308,9 @@ def _checked(state: RoutingState, view: View) -> RoutingState:
         )
     if missing:
         raise InvalidInput(
-            f"shadow versions {missing} of {view.model!r} are not ready", reason="routing"
+            f"shadow versions {missing} of {view.model!r} do not exist in the registry "
+            f"(ready: {sorted(view.ready)})",
+            reason="routing",
         )
     serving = view.serving(state)
     if routing.canary and serving is not None and routing.canary == serving.stable:
