@@ -683,6 +683,11 @@ def test_unavailable_carries_retry_info_and_bugs_are_internal(caplog: Any) -> No
     assert _DecodeVarint  # the decoder used by _fields
     code, message, _ = grpc_status(RuntimeError("/secret/path exploded"))
     assert (code, message) == (grpc.StatusCode.INTERNAL, "internal server error")
+    # A failed load is UNAVAILABLE with no advice to retry, as HTTP sends no Retry-After.
+    failed = errors.ModelNotReady("m version 2 failed to load: bad", retry=False)
+    code, _, metadata = grpc_status(failed)
+    assert code is grpc.StatusCode.UNAVAILABLE and STATUS_DETAILS_KEY not in dict(metadata)
+    assert ("mlserve-error-code", "model_not_ready") in metadata
 
 
 def _fields(data: bytes) -> dict[int, list[Any]]:

@@ -1,6 +1,7 @@
 """``GET /v2/models/{m}[/versions/{v}]/ready``: 200 when ready; when not, the status code it
-always had (503 not ready, 404 unknown) with ``"ready": false`` and the reason, which is what
-an inference request to the same target is told. Against a real server."""
+always had (503 not ready, 404 unknown) with ``"ready": false``, the reason and the error
+body (message and code) an inference request to the same target is told, Retry-After only
+where waiting helps. Against a real server."""
 
 from __future__ import annotations
 
@@ -31,8 +32,18 @@ def test_a_failed_version_says_why(client: httpx.Client) -> None:
     failure = client.get("/v2/models/mixed").json()["parameters"]["versions"]["2"]["reason"]
     assert r.status_code == 503
     reason = f"model 'mixed' version 2 failed to load: {failure}"
-    assert r.json() == {"name": "mixed", "version": "2", "ready": False, "reason": reason}
+    assert r.json() == {
+        "name": "mixed",
+        "version": "2",
+        "ready": False,
+        "reason": reason,
+        "error": reason,
+        "code": "model_not_ready",
+    }
     assert infer_error(client, "mixed/versions/2") == (503, reason)
+    # A failed load stays failed until its files change: no Retry-After to retry on.
+    infer = client.post("/v2/models/mixed/versions/2/infer", json={"inputs": [X]})
+    assert "retry-after" not in r.headers and "retry-after" not in infer.headers
 
 
 @pytest.mark.parametrize(
@@ -70,7 +81,13 @@ def test_a_gate_refusal_says_why(tmp_path: Path) -> None:
         status, error = infer_error(client, "gated")
         assert (r.status_code, status) == (503, 409)
         assert "validation gate" in error
-        assert r.json() == {"name": "gated", "ready": False, "reason": error}
+        assert r.json() == {
+            "name": "gated",
+            "ready": False,
+            "reason": error,
+            "error": error,
+            "code": "gate_not_passed",  # the 409 an unpinned request gets
+        }
         # The version is loaded, but a pinned request is refused by the gate too (409): not
         # ready, and why, in the words the pinned request gets.
         pinned_status, pinned_error = infer_error(client, "gated/versions/1")
@@ -78,4 +95,11 @@ def test_a_gate_refusal_says_why(tmp_path: Path) -> None:
         assert "no validation.json: run `mlserve validate`" in pinned_error
         r = client.get("/v2/models/gated/versions/1/ready")
         assert r.status_code == 503
-        assert r.json() == {"name": "gated", "ready": False, "version": "1", "reason": pinned_error}
+        assert r.json() == {
+            "name": "gated",
+            "ready": False,
+            "version": "1",
+            "reason": pinned_error,
+            "error": pinned_error,
+            "code": "gate_not_passed",  # what the pinned request is answered
+        }

@@ -215,13 +215,20 @@ class Unavailable(MLServeError):
 
     status_code = 503
     code = "unavailable"
-    headers = ((b"retry-after", b"1"),)
+    headers: tuple[tuple[bytes, bytes], ...] = ((b"retry-after", b"1"),)
 
 
 class ModelNotReady(Unavailable):
-    """The model or version exists but is loading, failed or draining."""
+    """The model or version exists but is loading, failed or draining. ``retry=False``
+    where waiting does not help (a failed load stays failed until its files change): no
+    Retry-After then."""
 
     code = "model_not_ready"
+
+    def __init__(self, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        if not retry:
+            self.headers = ()
 
 
 class Overloaded(Unavailable):

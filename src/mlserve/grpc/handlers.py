@@ -106,14 +106,14 @@ class InferenceRpcs:
         unknown model or version is not ready (OK, ready=false, as Triton answers: its
         client's ``is_model_ready`` expects a bool), with HTTP's 404 message as the reason."""
         try:
-            ready, reason = self._views.model_ready(*target(request.name, request.version))
+            why = self._views.model_ready(*target(request.name, request.version))
         except NotFound as exc:
-            ready, reason = False, str(exc)
+            why = exc
         except Exception as exc:
             await _abort(context, exc)
-        if reason is not None:
-            context.set_trailing_metadata(((NOT_READY_REASON, reason[:1024]),))
-        return pb.ModelReadyResponse(ready=ready)
+        if why is not None:
+            context.set_trailing_metadata(((NOT_READY_REASON, why.message[:1024]),))
+        return pb.ModelReadyResponse(ready=why is None)
 
     async def server_metadata(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]

@@ -53,7 +53,7 @@ def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str, Metadata]:
         return grpc.StatusCode.INTERNAL, "internal server error", ((ERROR_CODE_KEY, "internal"),)
     code = CODES.get(exc.status_code, grpc.StatusCode.INTERNAL)
     metadata: Metadata = ((ERROR_CODE_KEY, exc.code),)
-    if code is grpc.StatusCode.UNAVAILABLE:
+    if code is grpc.StatusCode.UNAVAILABLE and exc.headers:  # HTTP's Retry-After
         retry = RpcRetryInfo(retry_delay=RpcDuration(seconds=_RETRY_AFTER_S))
         details = RpcStatus(
             code=code.value[0],

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import codes_by_status
+from ..errors import GateNotPassed, codes_by_status
 from ..names import VERSION_RE
 from ..registry.store import ModelStore
 from ..runtime.tensors import V2_TO_NUMPY, TensorSpec
@@ -58,7 +58,8 @@ _DERIVED: dict[str, Any] = {
     "triton_datatypes": sorted(map(triton_type, V2_TO_NUMPY)),
     "platforms": [PLATFORM],
     "backends": [BACKEND],
-    "model_ready_codes": sorted({*_CODES[404], *_CODES[503]}),
+    # A not-ready answer carries the code a request would get: unknown, not ready, gated.
+    "model_ready_codes": sorted({*_CODES[404], *_CODES[503], GateNotPassed.code}),
     # names.is_valid_model_name as one pattern: NAME_RE, not starting with a dot.
     "model_name_pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$",
     "version_pattern": f"^{VERSION_RE.pattern}$",

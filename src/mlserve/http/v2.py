@@ -166,25 +166,28 @@ def routes(service: InferenceService) -> list[Route]:
         return JSONResponse(views.model_metadata(model, version))
 
     async def model_ready(request: Request) -> Response:
-        """200 ready; 503 not ready, with the reason; an unknown model or version (404) or
-        a model whose files cannot be read (503) answers the error body with the reason
-        and ``"ready": false`` besides."""
+        """200 ready; 503 not ready; 404 unknown. Not ready, the body is the error body of
+        what a request to it would get (its code: loading or failed, refused by its gate,
+        ...) with ``"ready": false`` and the ``reason`` besides, and Retry-After only where
+        waiting helps."""
         model, version = _target(request)
         body: dict[str, Any] = {"name": model}
         if version is not None:
             body["version"] = str(version)
         try:
-            ok, reason = views.model_ready(model, version)
+            why = views.model_ready(model, version)
         except MLServeError as exc:
             if exc.status_code not in (404, 503):
                 raise
-            body.update(ready=False, reason=exc.message, error=exc.message, code=exc.code)
-            headers = {k.decode(): v.decode() for k, v in exc.headers}
-            return JSONResponse(body, status_code=exc.status_code, headers=headers)
-        body["ready"] = ok
-        if not ok:
-            body["reason"] = reason
-        return JSONResponse(body, status_code=200 if ok else 503)
+            why = exc
+        if why is None:
+            body["ready"] = True
+            return JSONResponse(body)
+        body.update(ready=False, reason=why.message, error=why.message, code=why.code)
+        headers = {k.decode(): v.decode() for k, v in why.headers}
+        return JSONResponse(
+            body, status_code=404 if why.status_code == 404 else 503, headers=headers
+        )
 
     async def model_config(request: Request) -> Response:
         model, version = _target(request)

@@ -318,7 +318,9 @@ class ModelStore(Generic[E]):
         if vrec is None:
             return VersionNotFound(f"model {model!r} has no version {version}")
         if vrec.state is VersionState.FAILED:
-            return ModelNotReady(f"model {model!r} version {version} failed to load: {vrec.reason}")
+            return ModelNotReady(
+                f"model {model!r} version {version} failed to load: {vrec.reason}", retry=False
+            )
         return ModelNotReady(f"model {model!r} version {version} is {vrec.state.value}")
 
     def record(self, model: str) -> ModelRecord:

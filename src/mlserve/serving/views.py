@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import ServerSettings
-from ..errors import MLServeError
+from ..errors import GateNotPassed, MLServeError, ModelNotReady
 from ..monitoring.hub import MonitoringHub
 from ..monitoring.monitor import REFERENCE_FILE
 from ..monitoring.request_stats import OUTCOMES
@@ -62,32 +62,32 @@ class Views:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "mlserve", "version": __version__, "extensions": EXTENSIONS}
 
-    def model_ready(self, model: str, version: int | None) -> tuple[bool, str | None]:
-        """Whether the model (any version: unpinned requests have a version to go to) or the
-        given version serves, and why not when it does not (loading, failed with its reason,
-        refused by its gate, ...). An unknown model or version raises (404), as does a model
-        whose files cannot be read (503)."""
+    def model_ready(self, model: str, version: int | None) -> MLServeError | None:
+        """None when the model (any version: unpinned requests have a version to go to) or
+        the given version serves; else why not, as the error a request to it would get
+        (loading, failed with its reason, refused by its gate, ...). An unknown model or
+        version raises (404), as does a model whose files cannot be read (503)."""
         if version is None:
             self.store.record(model)
             try:
                 self.store.split(model)
             except MLServeError as exc:
-                return False, exc.message
-            return True, None
+                return exc
+            return None
         vrec = self.store.version_record(model, version)
         if vrec.state is VersionState.READY:
             blocked = self.store.gate_blocked.get(model, {})
             if version in blocked:  # a pinned request would be refused (409)
-                return False, (
+                return GateNotPassed(
                     f"model {model!r} version {version} may serve only as a shadow "
                     f"(require_gate = true): {blocked[version]}"
                 )
-            return True, None
+            return None
         try:
             self.store.resolve(model, version)
         except MLServeError as exc:
-            return False, exc.message
-        return False, f"model {model!r} version {version} is {vrec.state.value}"
+            return exc
+        return ModelNotReady(f"model {model!r} version {version} is {vrec.state.value}")
 
     def model_metadata(self, model: str, version: int | None) -> dict[str, Any]:
         """V2 model metadata; ``parameters`` carry each version's state, runtime and lineage."""
