@@ -27,8 +27,8 @@ from .registry.store import ModelStore
 from .serving.accounting import Accounting
 from .serving.endpoint import Endpoint, EndpointBuilder, InferResult
 from .serving.guardrail_actions import GuardrailActions
+from .serving.mirroring import Shadows
 from .serving.pipeline import Pipeline
-from .serving.shadows import Shadows
 from .serving.shedder import LoadShedder
 from .serving.views import Views, version_facts
 from .tracing import start as start_tracing

@@ -22,7 +22,7 @@ from google.protobuf import json_format
 
 from ..errors import InvalidInput, MLServeError, NotFound
 from ..service import InferenceService
-from ..serving.stats import TritonViews
+from ..serving.triton import TritonViews
 from . import _protocol as pb
 from .codec import check_outline, message_bound, request_document, response_message, target
 from .status import CODES, decoding, grpc_status, refusing_undecodable

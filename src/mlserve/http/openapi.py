@@ -32,7 +32,7 @@ from ..names import VERSION_RE
 from ..registry.store import ModelStore
 from ..runtime.tensors import V2_TO_NUMPY, TensorSpec
 from ..serving.endpoint import Endpoint
-from ..serving.stats import BACKEND, triton_type
+from ..serving.triton import BACKEND, triton_type
 from ..serving.views import PLATFORM
 from . import admin, dashboard, docs, explain, monitor, v2
 from .operations import MODEL, VERSION, Answer, Body, Operation, json_ok

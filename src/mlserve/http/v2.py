@@ -16,7 +16,7 @@ from starlette.routing import Route
 from ..errors import MLServeError
 from ..names import check_model_name, parse_version
 from ..service import InferenceService
-from ..serving.stats import TritonViews
+from ..serving.triton import TritonViews
 from .operations import Answer, Body, Operation, json_ok, per_target
 
 

@@ -400,7 +400,7 @@ class ProcessState:
 
 @dataclass(slots=True)
 class ShadowSection:
-    """Shadow comparisons, ``"model/version"`` → state (``serving/shadows.py``)."""
+    """Shadow comparisons, ``"model/version"`` → state (``serving/mirroring.py``)."""
 
     comparisons: dict[str, ShadowState] = field(default_factory=dict)
 

@@ -28,7 +28,7 @@ from .codec import (
     routing_key_of,
 )
 from .endpoint import Endpoint, InferResult
-from .shadows import Shadows
+from .mirroring import Shadows
 
 if TYPE_CHECKING:
     from ..tracing.spans import RequestTrace
