@@ -71,6 +71,21 @@ def test_the_map_parses() -> None:
     assert "__main__.py" in paths and "http/static/" in paths
 
 
+def test_the_layer_order_is_the_enforced_one() -> None:
+    """The layer order the map's page writes is ``[tool.importlinter]``'s, top to bottom."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (layers,) = [
+        c["layers"] for c in config["tool"]["importlinter"]["contracts"] if c["id"] == "layers"
+    ]
+    text = MAP.read_text(encoding="utf-8")
+    paragraph = text[text.index("**Layers.**") :].split("\n\n", 1)[0]
+    chain = paragraph[paragraph.index("`__main__`") : paragraph.index("`errors`") + len("`errors`")]
+    written = [step.strip().strip("`") for step in chain.replace("\n", " ").split("→")]
+    assert written == [" | ".join(part.strip() for part in layer.split("|")) for layer in layers]
+
+
 def test_every_module_named_exists() -> None:
     missing = [p for p in named_paths() if not matches(p)]
     assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
