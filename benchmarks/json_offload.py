@@ -5,7 +5,7 @@
 For V2 JSON bodies of a 20-feature FP32 input (flat and nested ``data``) of growing rows,
 the CPU time of ``orjson.loads`` plus the tensor decode (``runtime.tensors.decode_json``,
 what the codec runs for a model's own input), best of several runs, in ms and ns per body
-byte. ``http/infer.py``'s ``_OFF_LOOP_FROM`` is the body size where this reaches ~2 ms.
+byte. ``serving/codec.py``'s ``DECODE_OFF_LOOP_FROM`` is the body size where this reaches ~2 ms.
 """
 
 from __future__ import annotations

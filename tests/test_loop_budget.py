@@ -246,7 +246,7 @@ def test_largest_request_is_parsed_and_decoded_off_the_loop(
 ) -> None:
     # The largest request the model takes: max_rows (10,000) x 20 features, with an id of
     # 2 MB of brackets and commas (the scan skips strings, so none of them counts against
-    # the bound). Above http/infer.py's _OFF_LOOP_FROM the body is parsed and its tensors
+    # the bound). Above serving/codec.py's DECODE_OFF_LOOP_FROM the body is parsed and its tensors
     # decoded in a worker thread: the loop waits for the longest step (orjson's parse holds
     # the GIL) instead of the whole request.
     port = hostile_server.port

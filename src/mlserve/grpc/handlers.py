@@ -4,7 +4,7 @@ core (the pipeline for ModelInfer, the views for the rest), as a ``grpc`` generi
 ModelInfer does what the HTTP infer core does, in the same order: load shedding, the
 target checked and admitted, the message's outline (``wire``: read from its bytes, before
 any parse) held to what the model can take, the message parsed (in a thread from
-``_OFF_LOOP_FROM``) and mapped onto a V2 document (``codec``), the
+``DECODE_OFF_LOOP_FROM``) and mapped onto a V2 document (``codec``), the
 pipeline's ``infer`` (route by ``mlserve-routing-key`` metadata or the ``routing_key``
 parameter, run, record failures), and ``record`` for a success. Errors become statuses
 through ``status.grpc_status``.
@@ -22,6 +22,7 @@ from google.protobuf import json_format
 
 from ..errors import InvalidInput, MLServeError, NotFound
 from ..service import InferenceService
+from ..serving.codec import DECODE_OFF_LOOP_FROM
 from ..serving.triton import TritonViews
 from . import _protocol as pb
 from .codec import check_outline, message_bound, request_document, response_message, target
@@ -37,10 +38,6 @@ NOT_READY_REASON = "mlserve-not-ready-reason"
 # ModelInfer's span (tracing on), by OpenTelemetry's RPC conventions.
 _SPAN = f"{SERVICE}/ModelInfer"
 _RPC = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": "ModelInfer"}
-# Messages from this size on are outlined (compiled: without the GIL) and parsed and mapped
-# in a worker thread, as HTTP decodes its big bodies: the loop waits for the longest step
-# that holds the GIL instead of all of them.
-_OFF_LOOP_FROM = 384 * 1024
 
 
 class InferenceRpcs:
@@ -170,7 +167,7 @@ class InferenceRpcs:
         model: str | None = None
         version: int | None = None
         try:
-            big = len(message) >= _OFF_LOOP_FROM
+            big = len(message) >= DECODE_OFF_LOOP_FROM
             seen = await to_thread(outline, message) if big and COMPILED else outline(message)
             if seen is None:
                 pb.ModelInferRequest.FromString(message)  # raises, saying what is wrong

@@ -31,6 +31,7 @@ from ..registry.store import ModelStore
 from ..runtime.binary import MAX_BYTES_ELEMENTS
 from ..runtime.tensors import json_counts
 from ..service import Endpoint, InferenceService, InferResult
+from ..serving.codec import DECODE_OFF_LOOP_FROM
 from .bodies import inflate, request_coding
 from .body_timeout import BodyDeadlines
 from .errors import JSON_HEADERS, error_payload
@@ -57,11 +58,6 @@ _SLACK_TOKENS = 4096
 _MAX_DEPTH = 1024  # orjson's nesting limit
 # The compiled scan runs without the GIL; its Python twin (no extension) only in a thread.
 _COMPILED_SCAN = json_counts.__module__.endswith("._decode")
-# JSON bodies from this size on are parsed, and their tensors decoded, in a worker thread:
-# below it both take under ~2 ms on the loop (benchmarks/RESULTS.md). orjson and numpy hold
-# the GIL while they run, but a thread hands the loop the GIL between the steps (parse,
-# each tensor's decode), so the loop waits for the longest step instead of their sum.
-_OFF_LOOP_FROM = 384 * 1024
 # Answers of this many output elements on are encoded in a worker thread, the same way:
 # orjson takes 16-22 ns an FP32/FP64 element, 7 an INT64 one (~2 ms at this count). orjson
 # holds the GIL for a whole call, so the data is encoded that many elements a call.
@@ -217,7 +213,7 @@ class InferHandler:
             if request.encoding is not None:
                 body = await inflate(request.encoding, body, self.max_body, self._offload)
             if header_length is None:
-                offload = self._offload if len(body) >= _OFF_LOOP_FROM else None
+                offload = self._offload if len(body) >= DECODE_OFF_LOOP_FROM else None
                 document = await self._parse(request, body, offload)
                 served = True
                 result = await pipeline.infer(

@@ -80,6 +80,11 @@ def decode_raw(session: ModelSession, model: str, body: memoryview) -> dict[str,
 
 # Triton's output parameters that mlserve does not implement: refused, not ignored, so that a
 # client never takes a full score tensor for its top-k classes or looks in a region it named.
+# A request body (HTTP) or message (gRPC) from this size on is parsed and decoded in a worker
+# thread: below it both take under ~2 ms on the loop (benchmarks/RESULTS.md). orjson, protobuf
+# and numpy hold the GIL while they run, but a thread hands the loop the GIL between the steps
+# (parse, each tensor's decode), so the loop waits for the longest step instead of their sum.
+DECODE_OFF_LOOP_FROM = 384 * 1024
 UNSUPPORTED_OUTPUT_PARAMETERS = {
     "classification": "Triton's classification extension",
     "shared_memory_region": "Triton's shared-memory extension",
