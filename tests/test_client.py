@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -330,9 +332,28 @@ def test_cli_predict_drops_named_columns(
     base = ["predict", "--url", server.url, "--model", "cancer", "--version", "1"]
     data = ["--data", str(tmp_path / "heldout.csv")]
     assert main([*base, *data]) == 1  # the extra columns go to the server, which says so
-    assert "row_id" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "row_id" in err and "leave it out with --drop" in err
     assert main([*base, *data, "--drop", "label", "--drop", "row_id"]) == 0
     assert_same_columns(read_csv(capsys.readouterr().out), cancer.expected(X))
     assert main([*base, *data, "--drop", "lable"]) == 2
     err = capsys.readouterr().err
     assert "no column 'lable' to drop" in err and "row_id" in err
+
+
+def test_cli_predict_into_a_closed_pipe_exits_quietly(
+    server: ServerProcess, cancer: Cancer, tmp_path: Path
+) -> None:
+    """`mlserve predict ... | head -1`: the reader stops early; no BrokenPipeError traceback."""
+    np.savez(tmp_path / "data.npz", X=rows(cancer, 3000, seed=5))
+    command = [
+        sys.executable, "-m", "mlserve", "predict", "--url", server.url, "--model", "cancer",
+        "--data", str(tmp_path / "data.npz"),
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # what head does after its line
+        err = proc.stderr.read().decode()
+        assert proc.wait(60) == 0, err
+    assert first and "Traceback" not in err and "BrokenPipe" not in err, err

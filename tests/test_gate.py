@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -553,6 +554,20 @@ def test_unusable_labels_are_refused(
         y = d["y"]
     with pytest.raises(GateError, match=message):
         _fairness_report(gated, tmp_path, y=labels(y))
+
+
+def test_text_labels_in_a_csv_say_what_to_do(gated: tuple[Path, Path], tmp_path: Path) -> None:
+    """A new user's CSV with "malignant"/"benign" labels got "could not convert string to
+    float"; it is told that the model predicts numbers."""
+    from mlserve.governance.gate import GateError
+
+    registry, data = gated
+    with np.load(data) as d:
+        frame = pd.DataFrame(d["X"], columns=[f"f{j}" for j in range(d["X"].shape[1])])
+        frame["label"] = np.where(d["y"] == 1, "malignant", "benign")
+    frame.to_csv(tmp_path / "eval.csv", index=False)
+    with pytest.raises(GateError, match=r"label column holds text .*encode them"):
+        validate_version(registry, "acc", 1, tmp_path / "eval.csv", write=False)
 
 
 def test_an_evaluation_set_without_labels_exits_2_and_writes_nothing(

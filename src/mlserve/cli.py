@@ -615,13 +615,21 @@ def _predict(args: argparse.Namespace) -> int:
                 drop=args.drop,
             )
     except ClientError as exc:
-        print(f"mlserve: {args.url}: {exc}", file=sys.stderr)
+        hint = ""
+        if "unknown input" in str(exc) and args.data.suffix.lower() != ".npz":
+            hint = " (a column that is not a feature, a label or an id: leave it out with --drop)"
+        print(f"mlserve: {args.url}: {exc}{hint}", file=sys.stderr)
         return 1
     except (ValueError, OSError, ImportError) as exc:
         print(f"mlserve: {exc}", file=sys.stderr)
         return 2
     if args.out is None:
-        write_outputs(outputs, sys.stdout)
+        try:
+            write_outputs(outputs, sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `mlserve predict ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     rows = next(iter(outputs.values())).shape[0] if outputs else 0
     where = f" to {args.out}" if args.out is not None else ""
     print(

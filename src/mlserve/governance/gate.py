@@ -422,7 +422,15 @@ def _numbers(col: NDArray[Any]) -> NDArray[Any]:
 
 def _labels(col: NDArray[Any]) -> NDArray[Any]:
     """A label column as integers when every value is integral, else floats."""
-    values = col.astype(np.float64)
+    try:
+        values = col.astype(np.float64)
+    except ValueError:
+        shown = sorted({str(v) for v in col[:1000]})[:3]
+        raise GateError(
+            f"the label column holds text ({', '.join(map(repr, shown))}, ...): labels are "
+            "compared with the model's predicted labels, which are numbers; encode them as the "
+            "model was trained (e.g. 0 and 1)"
+        ) from None
     if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
         return values.astype(np.int64)
     return values

@@ -655,7 +655,15 @@ class ModelStore(Generic[E]):
         for v, rec in record.versions.items():
             vdir = mdir.versions.get(v)
             if vdir is not None and rec.state is VersionState.READY:
+                before = rec.gate
                 rec.gate = self._read_gate(vdir.path, config.gate, vdir.expected_sha256())
+                if before is not None and before.passed and not rec.gate.passed:
+                    log.warning(
+                        "model %s version %s fails the edited [gate]: %s",
+                        record.name,
+                        v,
+                        rec.gate.reason,
+                    )
 
     def _state_dir(self, record: ModelRecord) -> Path:
         return state_dir_of(record.name, record.path, self.settings.state_dir)

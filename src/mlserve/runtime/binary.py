@@ -85,7 +85,8 @@ def decode_binary(
         raise InvalidInput(f"input {spec.name!r}: BOOL bytes must be 0 or 1", reason="binary")
     if spec.dtype.kind == "f" and not limits.allow_nan and count and not np.isfinite(array).all():
         raise InvalidInput(
-            f"input {spec.name!r} holds NaN or infinite values, which this model does not allow",
+            f"input {spec.name!r} holds NaN or infinite values, which this model does not allow "
+            "(model.toml [inputs] allow_nan = true allows them)",
             reason="nan",
         )
     return array

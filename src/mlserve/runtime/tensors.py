@@ -344,7 +344,7 @@ def _wrong_kind(spec: TensorSpec) -> InvalidInput:
 def _not_finite(spec: TensorSpec) -> InvalidInput:
     return InvalidInput(
         f"input {spec.name!r} holds NaN or infinite values (out of {spec.datatype} range), "
-        "which this model does not allow",
+        "which this model does not allow (model.toml [inputs] allow_nan = true allows them)",
         reason="nan",
     )
 
