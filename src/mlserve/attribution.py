@@ -1,27 +1,9 @@
 """Per-row feature attributions by occlusion against the reference profile's baseline.
 
-For a version whose features are the columns of its one input, a 2-D floating-point tensor
-``[rows, F]``, an explanation runs ONE batch through the version's runner: each row
-``x_r`` followed by F copies of it with feature ``j`` set to the baseline value ``b_j``,
-then the baseline itself, ``rows × (F + 1) + 1`` rows in all. For every floating-point
-output ``f`` (or those the request names),
-
-    a[r, j, ...] = f(x_r)[...] − f(x_r with x_j := b_j)[...]
-
-in float64, from the outputs the model computed in its own precision. The baseline comes
-from the version's reference profile (``reference.json``): a numeric feature's median (its
-mean in profiles written before medians were stored), a categorical feature's most frequent
-level (numeric levels only: a string cannot go into a floating-point tensor).
-
-A model with one input per feature (``runtime/columns.py``: e.g. skl2onnx's
-ColumnTransformer with ``[n, 1]`` inputs, text ones included) is explained the same way over
-its feature table (``FeatureSchema.table``: rows × features in the profile's column order);
-the occlusion rows are split back into the model's inputs (``FeatureSchema.split``) for the
-one batched run, and a text feature's baseline is its most frequent level.
-
-Everything that does not depend on the request is decided once, at load (``plan``): the
-input, the baseline cast to the input's dtype, the outputs, or the reason the version
-cannot be explained, which is what an explain request for it is answered.
+Owns the baseline taken from a version's reference profile (``baseline_from_profile``), the
+one occlusion batch run through the version's runner (``occlusion_batch``) and the attributions
+from its outputs (``attributions``), for a model whose features are one 2-D floating-point
+input or one input per feature, and what a version needs, decided once at load (``plan``).
 """
 
 from __future__ import annotations
@@ -80,6 +62,11 @@ class Baseline:
         }
 
 
+# The baseline comes from the version's reference profile (``reference.json``): a numeric
+# feature's median (its mean in profiles written before medians were stored), a categorical
+# feature's most frequent level (numeric levels only: a string cannot go into a floating-point
+# tensor; for a model with one input per feature, a text feature's baseline is its most
+# frequent level).
 def baseline_from_profile(
     profile: Mapping[str, Any], width: int | None = None, schema: FeatureSchema | None = None
 ) -> Baseline:
@@ -152,6 +139,14 @@ def baseline_from_profile(
     return Baseline(array, tuple(names), tuple(statistics))
 
 
+# For a version whose features are the columns of its one input, a 2-D floating-point tensor
+# ``[rows, F]``, an explanation runs ONE batch through the version's runner: each row ``x_r``
+# followed by F copies of it with feature ``j`` set to the baseline value ``b_j``, then the
+# baseline itself, ``rows × (F + 1) + 1`` rows in all. A model with one input per feature
+# (``runtime/columns.py``: e.g. skl2onnx's ColumnTransformer with ``[n, 1]`` inputs, text ones
+# included) is explained the same way over its feature table (``FeatureSchema.table``: rows ×
+# features in the profile's column order); the occlusion rows are split back into the model's
+# inputs (``FeatureSchema.split``) for the one batched run.
 def occlusion_batch(x: NDArray[Any], baseline: NDArray[Any]) -> NDArray[Any]:
     """The rows to run for ``x`` [rows, F]: per row, the row itself then F copies with
     feature j at ``baseline[j]`` (block ``r`` is rows ``r·(F+1) … r·(F+1)+F``); last, the
@@ -165,6 +160,9 @@ def occlusion_batch(x: NDArray[Any], baseline: NDArray[Any]) -> NDArray[Any]:
     return np.concatenate([blocks.reshape(rows * (f + 1), f), b[None, :]])
 
 
+# For every floating-point output ``f`` (or those the request names),
+#     a[r, j, ...] = f(x_r)[...] − f(x_r with x_j := b_j)[...]
+# in float64, from the outputs the model computed in its own precision.
 def attributions(
     y: NDArray[Any], rows: int, f: int
 ) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[Any]]:
@@ -307,6 +305,9 @@ class Occlusion:
         return body, queue_s, infer_s
 
 
+# Everything that does not depend on the request is decided once, at load: the input, the
+# baseline cast to the input's dtype, the outputs, or the reason the version cannot be
+# explained, which is what an explain request for it is answered.
 def plan(
     session: ModelSession,
     config: MonitoringConfig,

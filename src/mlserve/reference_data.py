@@ -2,23 +2,9 @@
 
 ``profile_from_file`` reads reference data (``.npz``, ``.csv`` or ``.parquet``), optionally
 runs an ONNX model on it to profile the predictions too, and returns the profile built by
-``mlserve.monitoring.build_profile`` (DESIGN.md §7). Every problem with the inputs is a
-``ValueError`` whose message names the file, array, column or option at fault.
-
-Values are profiled as the model receives them: with a model, each column is cast to its
-input's datatype by ``runtime.columns.cast_column`` (the rule requests go through) before
-binning, so edges, min/max and counts are those of the cast values; without one, numeric
-columns are cast to ``dtype`` (``FP32`` by default, what skl2onnx exports). The same values
-from CSV, parquet, npz or a DataFrame therefore give the same profile.
-
-Feature names come from the data (an npz ``feature_names`` array, a CSV header, the parquet
-or DataFrame column names, the keys of a dict of columns) or else from ``feature_names``, or
-else are ``f0``..``f<N-1>``; names given both ways must agree. A model whose features are
-named (one input per column) takes the data's columns by name, in its own order; missing or
-unknown columns are refused, named. CSV cells: a column whose non-empty cells all parse as
-numbers is numeric (an empty cell is missing, NaN); any other column is categorical, its
-cells kept as strings (an empty cell is missing). A numeric column named in ``categorical``
-keeps numeric levels, which match the values of a float input tensor.
+``mlserve.monitoring.build_profile`` (format: docs/file-formats.md). Every problem with the
+inputs is a ``ValueError`` naming the file, array, column or option at fault. The casting and
+naming rules are in the comments above ``profile_from_file`` and ``read_data``.
 """
 
 from __future__ import annotations
@@ -70,6 +56,11 @@ class ReferenceData:
         return _stack(list(self.columns.values()), self.rows)
 
 
+# Values are profiled as the model receives them: with a model, each column is cast to its
+# input's datatype by ``runtime.columns.cast_column`` (the rule requests go through) before
+# binning, so edges, min/max and counts are those of the cast values; without one, numeric
+# columns are cast to ``dtype`` (``FP32`` by default, what skl2onnx exports). The same values
+# from CSV, parquet, npz or a DataFrame therefore give the same profile.
 def profile_from_file(
     data: Path | Any,
     *,
@@ -126,6 +117,14 @@ def read_reference(
     return X, _names(X.shape[1], names, feature_names, str(path))
 
 
+# Feature names come from the data (an npz ``feature_names`` array, a CSV header, the parquet
+# or DataFrame column names, the keys of a dict of columns) or else from ``feature_names``, or
+# else are ``f0``..``f<N-1>``; names given both ways must agree. A model whose features are
+# named (one input per column) takes the data's columns by name, in its own order; missing or
+# unknown columns are refused, named. CSV cells: a column whose non-empty cells all parse as
+# numbers is numeric (an empty cell is missing, NaN); any other column is categorical, its
+# cells kept as strings (an empty cell is missing). A numeric column named in ``categorical``
+# keeps numeric levels, which match the values of a float input tensor.
 def read_data(
     data: Any, *, input_key: str | None = None, feature_names: Sequence[str] | None = None
 ) -> ReferenceData:

@@ -1,3 +1,3 @@
-"""Governance: publishing with lineage (``publish``), the validation gate (``gate``), the
-audit trail of changes (``audit``), payload logs and their export (``payloads``,
-``payload_export``), and the counters they keep (``metrics``)."""
+"""Governance: publishing with lineage (``publish``), the validation gate (``gate``) and the
+quality and fairness metrics it checks (``quality``), the audit trail of changes (``audit``),
+and payload logs and their export (``payloads``, ``payload_export``)."""

@@ -2,26 +2,8 @@
 
 From a scikit-learn estimator (an object, or a joblib/pickle file loaded only from the path
 the caller names — unpickling runs code, so only publish files you trust) or an existing
-ONNX file, plus reference data (``.npz``, ``.csv``, ``.parquet``, a pandas DataFrame, a dict
-of columns, or a 2-D array with ``feature_names``):
-
-1. match the data's columns to the features the estimator was fitted on
-   (``feature_names_in_``) or the model's named inputs, by name (reordering; missing and
-   unknown columns are refused, named), and cast them to the model's input datatypes (the
-   rule requests go through), so the profile holds the values the server will see;
-2. convert with skl2onnx (plain tensor outputs: no ZipMap) unless an ONNX file is given:
-   one 2-D float input ``X``, or, when the estimator selects columns by name
-   (``ColumnTransformer``), one ``[n, 1]`` input per column named as the column
-   (float for numbers, string for text). A converter failure is a short ``PublishError``
-   naming the step and the converter's own last message;
-3. check that onnxruntime's outputs equal the estimator's on the reference data within
-   ``tolerance`` (refuse otherwise);
-4. write ``model.onnx``, ``reference.json`` (the drift profile of the data and of the
-   model's outputs on it), ``samples.npz`` (golden inputs and outputs) and
-   ``lineage.json`` (hashes, code revision, parent version, metrics, tags, library versions)
-   into a hidden temporary directory of the model, then rename it to the next version
-   number under a lock file, so readers never see half a version and two publishers never
-   take the same number.
+ONNX file, plus reference data: the model, its drift profile, golden samples and lineage,
+checked and written as one new version that readers never see half-written (``publish``).
 """
 
 from __future__ import annotations
@@ -98,7 +80,28 @@ def publish(
     code_dir: str | os.PathLike[str] | None = None,
     target_opset: int = 17,
 ) -> Published:
-    """Publish the next version of ``model`` in ``registry`` (see the module doc).
+    """Publish the next version of ``model`` in ``registry``.
+
+    From the estimator or ONNX file and the reference data (``.npz``, ``.csv``, ``.parquet``, a
+    pandas DataFrame, a dict of columns, or a 2-D array with ``feature_names``):
+
+    1. match the data's columns to the features the estimator was fitted on
+       (``feature_names_in_``) or the model's named inputs, by name (reordering; missing and
+       unknown columns are refused, named), and cast them to the model's input datatypes (the
+       rule requests go through), so the profile holds the values the server will see;
+    2. convert with skl2onnx (plain tensor outputs: no ZipMap) unless an ONNX file is given:
+       one 2-D float input ``X``, or, when the estimator selects columns by name
+       (``ColumnTransformer``), one ``[n, 1]`` input per column named as the column
+       (float for numbers, string for text). A converter failure is a short ``PublishError``
+       naming the step and the converter's own last message;
+    3. check that onnxruntime's outputs equal the estimator's on the reference data within
+       ``tolerance`` (refuse otherwise);
+    4. write ``model.onnx``, ``reference.json`` (the drift profile of the data and of the
+       model's outputs on it), ``samples.npz`` (golden inputs and outputs) and
+       ``lineage.json`` (hashes, code revision, parent version, metrics, tags, library
+       versions) into a hidden temporary directory of the model, then rename it to the next
+       version number under a lock file, so readers never see half a version and two
+       publishers never take the same number.
 
     ``reference`` is a path (.npz/.csv/.parquet), a pandas DataFrame, a mapping of column
     name → values, or a 2-D array (named by ``feature_names``, else by the estimator's

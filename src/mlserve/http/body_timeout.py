@@ -1,11 +1,9 @@
-"""The request-body timeout: a body that has not fully arrived in time gets 408.
+"""The ASGI lane's request-body timeout: a body that has not fully arrived in time gets 408.
 
-One sweep a tick over the requests that are waiting for body bytes, instead of a timer
-per request: entering a read costs a dict insert and leaving it a dict pop (no
-``asyncio.wait_for``, no timer handle), so the infer hot path stays lean. The deadline
-counts from the request's start (its head complete), so a body dribbled one byte at a
-time is cut off as surely as one that never comes. An expired read is cancelled; the
-reader turns that cancellation, and only that one, into ``RequestTimeout``.
+``BodyDeadlines`` times the body reads of the ASGI lane (the infer handler's, and Starlette
+routes' through ``guard``) with one sweep a tick and turns an expired one into
+``RequestTimeout``. The fast lane's body timeout is swept in ``timers.py`` (with this
+``timeout`` and the same ``late`` error).
 """
 
 from __future__ import annotations
@@ -20,6 +18,12 @@ from ..errors import RequestTimeout
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
+# One sweep a tick over the requests that are waiting for body bytes, instead of a timer per
+# request: entering a read costs a dict insert and leaving it a dict pop (no
+# ``asyncio.wait_for``, no timer handle), so the infer hot path stays lean. The deadline counts
+# from the request's start (its head complete), so a body dribbled one byte at a time is cut
+# off as surely as one that never comes. An expired read is cancelled; the reader turns that
+# cancellation, and only that one, into ``RequestTimeout``.
 class BodyDeadlines:
     """Reads in progress (task → start, ``perf_counter`` seconds) and their sweeper."""
 

@@ -4,7 +4,7 @@ A reference profile (``profile.py``) fixes per-feature bins from reference data;
 are counted into the same bins by a compiled kernel (``kernel.py``: Cython, or its numpy
 twin) in time-bucketed windows (``drift.WindowedCounts``); drift statistics and calibrated
 alerts are computed from the counts alone (``drift.py``), so counts from workers and
-replicas merge by addition. See DESIGN.md §7.
+replicas merge by addition. See docs/monitoring.md (profile format: docs/file-formats.md).
 """
 
 from .binning import Binning, encode_levels

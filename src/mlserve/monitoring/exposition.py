@@ -3,8 +3,9 @@
 ``collect_families`` turns a snapshot (``snapshot.py``) and the drift reports computed from
 it into metric families (plain tuples, cheap to build); ``render_text`` writes them in the
 text format or OpenMetrics directly, ``to_metrics`` hands them to a ``CollectorRegistry``.
-Families (all ``mlserve_``-prefixed, base units, histograms never summaries) are listed in
-docs/metrics.md; labels are ``model``, ``version`` and, for traffic, ``role``.
+Families (all ``mlserve_``-prefixed, base units, histograms never summaries) are defined in
+``catalogue.py`` (docs/metrics.md's table is generated from it); labels are ``model``,
+``version`` and, for traffic, ``role``.
 """
 
 from __future__ import annotations

@@ -2,23 +2,9 @@
 
 The hub holds what each loaded version records (``EndpointStats``: request stats per
 traffic role, the runner's queue and batch sizes, the ``ModelMonitor``). A scrape or a
-monitor request takes a snapshot (a ``WorkerSnapshot``, with the sections of the registered
-``SnapshotSource``s: ``snapshot.py``); with several workers (``state_dir`` set) every worker
-also publishes its snapshot to ``state_dir`` once a second, and the answering worker sums
-its own fresh snapshot with the others' (counters of a worker that has exited still
-count; its gauges do not). Drift reports are computed from the merged windows, at most
-once a second, and reused by scrapes in between.
-
-Counters never go backwards, whichever worker answers: a merge first publishes the fresh
-snapshot it is about to export, then reads the others' files. So a worker's file always
-holds at least what any merge has exported of that worker, and a merge that starts after
-another has answered reads at least as much of every worker (its own part is fresh, the
-others' files were written before that answer). Without this, a scrape answered by A
-(A fresh + B's file, up to a second old) followed by one answered by B (B fresh + A's
-file) showed A's part going back to what A had published a second earlier. Each worker's
-file only grows: its snapshot and write are one step under a lock (two threads writing
-could otherwise replace a newer snapshot with an older one), and a file that cannot be
-read (or is not a snapshot) is taken as it last was.
+monitor request takes a snapshot (``WorkerSnapshot``, with the registered ``SnapshotSource``s'
+sections: ``snapshot.py``); with several workers (``state_dir`` set) each publishes its own to
+``state_dir`` once a second, and the answering worker sums them (``merged``).
 """
 
 from __future__ import annotations
@@ -250,6 +236,8 @@ class MonitoringHub:
 
         Under the lock, so the file only ever grows: a snapshot taken later is written
         later. The snapshot returned is not to be changed (it is what the file holds)."""
+        # Each worker's file only grows: its snapshot and write are one step under this lock
+        # (two threads writing could otherwise replace a newer snapshot with an older one).
         with self._publish_lock:
             snap = self.snapshot()
             data = snap.to_json()
@@ -287,6 +275,14 @@ class MonitoringHub:
             own = self.snapshot()
             own.workers = 1
             return own
+        # Counters never go backwards, whichever worker answers: a merge first publishes the
+        # fresh snapshot it is about to export, then reads the others' files. So a worker's
+        # file always holds at least what any merge has exported of that worker, and a merge
+        # that starts after another has answered reads at least as much of every worker (its
+        # own part is fresh, the others' files were written before that answer). Without this,
+        # a scrape answered by A (A fresh + B's file, up to a second old) followed by one
+        # answered by B (B fresh + A's file) showed A's part going back to what A had published
+        # a second earlier. The answering worker sums its own fresh snapshot with the others'.
         own = self._own_part(self.state_dir)
         workers = 1
         pid_self = os.getpid()
@@ -319,7 +315,7 @@ class MonitoringHub:
         if data is not None:
             try:
                 snap = WorkerSnapshot.from_json(data)
-            except ValueError:
+            except ValueError:  # not a snapshot: taken as it last was, like an unreadable file
                 pass
             else:
                 self._seen[pid] = data
@@ -331,6 +327,7 @@ class MonitoringHub:
         """Drift reports per endpoint from merged state, recomputed at most once a second."""
         now = time.monotonic()
         cached = self._reports
+        # Computed from the merged windows at most once a second; scrapes in between reuse them.
         if cached is not None and now - cached[0] < 1.0:
             return cached[1]
         reports: dict[str, Any] = {}

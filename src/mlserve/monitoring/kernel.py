@@ -3,23 +3,8 @@
 The choice is made once, at import (yarl's ``_quoting.py`` pattern):
 ``MLSERVE_NO_EXTENSIONS=1`` forces the numpy twin; otherwise the compiled module is used
 when it imports, and the twin with a logged warning when it does not. ``IMPLEMENTATION``
-says which one runs (``"cython"`` or ``"numpy"``).
-
-Bin layout, the contract both implementations keep. A numeric feature ``j`` has
-``n_edges[j]`` strictly increasing finite edges (rows of ``edges`` are padded with +inf);
-a value ``x`` falls in bin ``#{edges ≤ x}``, so bins ``0 .. n_edges[j]`` are
-``(-inf, e0), [e0, e1), …, [e_last, +inf]``. NaN goes to the missing bin, the last column
-of ``counts`` (``B - 1``); ``B = E_max + 2`` fits the widest feature. ``x < ref_min`` counts
-as out of range low, ``x > ref_max`` as high; finite values add to ``n_finite``, ``sums``
-and ``sumsq``, so ±Inf land in the outer bins, count as out of range and stay out of the
-moments. A categorical feature is counted from level codes: code ``c`` in
-``0 .. n_levels[j]-1`` is bin ``c``, a code ≥ ``n_levels[j]`` is bin ``n_levels[j]``
-("other"), a negative code is the missing bin. ``bin_values`` counts a categorical feature
-with numeric levels from its values directly (equal to a level: its bin; to none: "other";
-NaN: missing), without codes.
-
-Kernels add to their outputs and never allocate; the wrappers here (``count_rows``,
-``count_codes``) validate and convert the inputs and allocate outputs when none are given.
+says which one runs (``"cython"`` or ``"numpy"``). The bin layout both keep, and what the
+kernels and the wrappers here do, are set out in the comment above ``pad_edges``.
 """
 
 from __future__ import annotations
@@ -150,6 +135,21 @@ class BinCounts:
             )
 
 
+# Bin layout, the contract both implementations keep. A numeric feature ``j`` has
+# ``n_edges[j]`` strictly increasing finite edges (rows of ``edges`` are padded with +inf);
+# a value ``x`` falls in bin ``#{edges ≤ x}``, so bins ``0 .. n_edges[j]`` are
+# ``(-inf, e0), [e0, e1), …, [e_last, +inf]``. NaN goes to the missing bin, the last column
+# of ``counts`` (``B - 1``); ``B = E_max + 2`` fits the widest feature. ``x < ref_min`` counts
+# as out of range low, ``x > ref_max`` as high; finite values add to ``n_finite``, ``sums``
+# and ``sumsq``, so ±Inf land in the outer bins, count as out of range and stay out of the
+# moments. A categorical feature is counted from level codes: code ``c`` in
+# ``0 .. n_levels[j]-1`` is bin ``c``, a code ≥ ``n_levels[j]`` is bin ``n_levels[j]``
+# ("other"), a negative code is the missing bin. ``bin_values`` counts a categorical feature
+# with numeric levels from its values directly (equal to a level: its bin; to none: "other";
+# NaN: missing), without codes.
+#
+# Kernels add to their outputs and never allocate; the wrappers here (``count_rows``,
+# ``count_codes``) validate and convert the inputs and allocate outputs when none are given.
 def pad_edges(edges: Sequence[ArrayLike]) -> tuple[NDArray[np.float64], NDArray[np.int32]]:
     """Per-feature edge lists → the kernel's ``edges[f, E_max]`` (+inf padded) and ``n_edges``.
 

@@ -1,23 +1,9 @@
 """ONNX external data: tensors whose bytes live in another file must stay in the version.
 
-An ONNX initializer (or a tensor in a node attribute, a subgraph, a function, a sparse
-tensor) may keep its data in a file named by its ``external_data`` ``location`` entry,
-relative to the model file. A hostile model could name ``../../etc/shadow``, an absolute
-path, or a symlink beside it that leads out of the registry. onnxruntime ≥ 1.17 refuses
-most of these itself, but its message carries absolute server paths and older builds do
-not check at all, so every version is checked here before onnxruntime opens it.
-
-The check reads ``model.onnx``'s protobuf wire format directly (``onnx`` is not a runtime
-dependency): a model with no ``location`` bytes anywhere (nearly every model) costs one
-``mmap.find``; only the others are walked, and only along the messages that can hold
-tensors. Fields the walker does not know (groups included) are skipped; a file that names
-``location`` somewhere but cannot be walked is refused, since where its external data lives
-cannot be verified (onnxruntime might still read it).
-
-The files a version names are read into memory at load (``read_external_data``) and the
-session is built from those bytes: onnxruntime would otherwise map them, and a file
-truncated under a live session kills the process (SIGBUS) while one rewritten in place
-changes the served weights with no reload.
+``check_external_data`` refuses a model whose tensors keep their data outside the version
+directory (an absolute location, ``..``, a symlink leading out), reading ``model.onnx``'s
+protobuf wire format itself; ``read_external_data`` reads the files a version names into
+memory at load, and ``inline_external_data`` writes their bytes into the model's tensors.
 """
 
 from __future__ import annotations
@@ -55,6 +41,19 @@ class _Malformed(Exception):
     """Not a protobuf this walker can read."""
 
 
+# An ONNX initializer (or a tensor in a node attribute, a subgraph, a function, a sparse
+# tensor) may keep its data in a file named by its ``external_data`` ``location`` entry,
+# relative to the model file. A hostile model could name ``../../etc/shadow``, an absolute
+# path, or a symlink beside it that leads out of the registry. onnxruntime ≥ 1.17 refuses
+# most of these itself, but its message carries absolute server paths and older builds do
+# not check at all, so every version is checked here before onnxruntime opens it.
+#
+# The check reads ``model.onnx``'s protobuf wire format directly (``onnx`` is not a runtime
+# dependency): a model with no ``location`` bytes anywhere (nearly every model) costs one
+# ``mmap.find``; only the others are walked, and only along the messages that can hold
+# tensors. Fields the walker does not know (groups included) are skipped; a file that names
+# ``location`` somewhere but cannot be walked is refused, since where its external data lives
+# cannot be verified (onnxruntime might still read it).
 def check_external_data(model_file: Path) -> tuple[str, ...]:
     """The external data locations ``model_file`` names (relative to its directory, each
     once, in order; empty for nearly every model). Raise ``ModelLoadError`` when a tensor
@@ -101,6 +100,9 @@ class ExternalFile:
     signature: FileSignature
 
 
+# The files a version names are read into memory at load and the session is built from those
+# bytes: onnxruntime would otherwise map them, and a file truncated under a live session kills
+# the process (SIGBUS) while one rewritten in place changes the served weights with no reload.
 def read_external_data(model_file: Path, locations: tuple[str, ...]) -> list[ExternalFile]:
     """Read each external data file ``locations`` name (as ``check_external_data`` returned
     them) whole. A location that is not a regular file (a FIFO, a device, a directory) or

@@ -1,9 +1,8 @@
-"""Whether this process traces, and the tracer when it does (``--tracing``, ``OTEL_*``).
-
-Tracing is off by default. ``--tracing on`` (``MLSERVE_TRACING``) turns it on; ``auto``, the
-default, turns it on when the standard OpenTelemetry variables ask for traces. Off, nothing
-here imports OpenTelemetry and no part of the request path holds a tracer; on, ``start``
-builds one from the SDK (``spans.py``, the ``otel`` extra).
+"""Tracing's entry point: ``start``, which builds the process's tracer from the SDK when
+tracing is on (``spans.py``, the ``otel`` extra) and returns None when it is off; and,
+re-exported from ``base``, the mode check (``wanted``, ``check``), ``exporters`` and the span
+attribute names.
+Off, nothing here imports OpenTelemetry and no part of the request path holds a tracer.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""The part of tracing that needs no OpenTelemetry: whether this process traces
-(``--tracing``, the ``OTEL_*`` variables), which exporters it makes, and the attribute names
-its spans carry. The package re-exports it; ``spans.py`` (the ``otel`` extra) builds on it."""
+"""The part of tracing that needs no OpenTelemetry: whether this process traces (off by
+default: ``--tracing on``, ``MLSERVE_TRACING``, turns it on; ``auto``, the default, turns it
+on when the standard ``OTEL_*`` variables ask for traces), which exporters it makes, the
+check before a server starts, and the attribute names its spans carry. The package
+re-exports it; ``spans.py`` (the ``otel`` extra) builds on it."""
 
 from __future__ import annotations
 
