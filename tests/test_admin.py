@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from .conftest import linear_model, running_server, write_version
+from .support.waiting import wait_for
 
 TOKEN = "s3cret-token-for-tests"
 X = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.25] * 20}
@@ -348,3 +349,50 @@ def test_routing_versions_that_are_not_numbers_are_refused(sent: dict[str, Any])
 
     with pytest.raises(InvalidInput):
         check_changes(sent)
+
+
+@pytest.mark.slow
+def test_an_admin_change_overrides_only_the_keys_it_sets(two_version_registry: Path) -> None:
+    """A new user's finding: a PUT of canary and its weight stored every routing key, so a
+    later model.toml edit of another key (shadow_sample) silently did nothing until DELETE."""
+    url = "/v2/admin/models/m/routing"
+    toml = two_version_registry / "m" / "model.toml"
+    with (
+        running_server(
+            two_version_registry, "--poll-seconds", "0.1", env={"MLSERVE_ADMIN_TOKEN": TOKEN}
+        ) as srv,
+        httpx.Client(base_url=srv.url, headers=AUTH) as c,
+    ):
+        r = c.put(url, json={"canary": 2, "canary_weight": 20})
+        assert r.status_code == 200, r.text
+        assert r.json()["override"] == {"canary": 2, "canary_weight": 20.0}
+        toml.write_text(toml.read_text() + "shadow_sample = 0.5\n")
+        wait_for(
+            lambda: c.get(url).json()["effective"]["shadow_sample"] == 0.5,
+            15,
+            what="model.toml's shadow_sample in force under the override",
+        )
+        effective = c.get(url).json()["effective"]
+        assert (effective["canary"], effective["canary_weight"], effective["stable"]) == (2, 20, 1)
+        r = c.post("/v2/admin/models/m/promote")  # takes over stable, canary and the weight
+        assert set(r.json()["override"]) == {"stable", "canary", "canary_weight"}, r.json()
+        saved = json.loads((two_version_registry / "m" / "routing.json").read_text())
+        assert saved["override_keys"] == ["canary", "canary_weight", "stable"]
+
+
+def test_a_routing_file_from_before_override_keys_overrides_every_key() -> None:
+    from mlserve.config import RoutingConfig
+    from mlserve.routing.state import RoutingState
+
+    configured = RoutingConfig(stable=1, shadow_sample=0.5)
+    old = RoutingState.from_json(
+        {"schema": 2, "override": {"stable": 1, "canary": 2, "canary_weight": 20.0}}
+    )
+    assert old.override_keys is None and old.routing(configured).shadow_sample == 1.0
+    new = RoutingState().overriding(
+        RoutingConfig(stable=1, canary=2, canary_weight=20.0), ["canary"]
+    )
+    assert new.routing(configured) == RoutingConfig(stable=1, canary=2, shadow_sample=0.5)
+    assert RoutingState.from_json(new.to_json()) == new
+    with pytest.raises(ValueError, match="override_keys"):
+        RoutingState.from_json({"schema": 2, "override": {}, "override_keys": ["nope"]})

@@ -558,7 +558,7 @@ def serving_versions(
         state = read_state(state_dir_of(model_dir.name, model_dir, state_dir) / ROUTING_FILE)
     except (OSError, ValueError):
         state = RoutingState()
-    routing = state.override if state.override is not None else config.routing
+    routing = state.routing(config.routing)
     stable = routing.stable or (state.pinned_stable if routing.auto_promote == "off" else 0)
     return stable, routing.canary if routing.canary_weight > 0 else 0
 

@@ -31,6 +31,7 @@ from ..governance.audit import AuditLog, actor_id
 from ..names import check_model_name
 from ..registry.store import RoutingChange
 from ..routing import controller
+from ..routing.state import RoutingState
 from ..service import InferenceService
 from .bodies import read_body
 from .operations import Body, Operation, json_ok
@@ -146,9 +147,8 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
             "model": model,
             "ready_versions": [str(v) for v in record.ready_versions()],
             "model_toml": dataclasses.asdict(record.config.routing) if record.config else None,
-            "override": dataclasses.asdict(record.routing_override)
-            if record.routing_override
-            else None,
+            # The keys set through this API (or a promote, a guardrail step) over model.toml's.
+            "override": _overridden(record.state),
             "effective": dataclasses.asdict(record.routing),
             "pinned_stable": record.state.pinned_stable or None,
             "previous_stable": record.state.previous_stable or None,
@@ -277,3 +277,12 @@ def routes(service: InferenceService, token: str, audit: AuditLog) -> list[Route
         Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
         Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
     ]
+
+
+def _overridden(state: RoutingState) -> dict[str, Any] | None:
+    if state.override is None:
+        return None
+    keys = state.override_keys
+    return {
+        k: v for k, v in dataclasses.asdict(state.override).items() if keys is None or k in keys
+    }

@@ -158,14 +158,10 @@ class ModelRecord:
         return "; ".join(p for p in parts if p) or None
 
     @property
-    def routing_override(self) -> RoutingConfig | None:
-        return self.state.override
-
-    @property
     def routing(self) -> RoutingConfig:
-        if self.state.override is not None:
-            return self.state.override
-        return self.config.routing if self.config is not None else RoutingConfig()
+        return self.state.routing(
+            self.config.routing if self.config is not None else RoutingConfig()
+        )
 
     def ready_versions(self) -> list[int]:
         return sorted(v for v, r in self.versions.items() if r.state is VersionState.READY)

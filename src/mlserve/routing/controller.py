@@ -76,7 +76,7 @@ class View:
     present: frozenset[int] = frozenset()
 
     def routing(self, state: RoutingState) -> RoutingConfig:
-        return state.override if state.override is not None else self.config_routing
+        return state.routing(self.config_routing)
 
     def serving(self, state: RoutingState) -> Serving | None:
         return resolve(self.routing(state), state, self.eligible, self.ready)
@@ -127,6 +127,8 @@ def resolve(
 
 
 ROUTING_KEYS = tuple(f.name for f in dataclasses.fields(RoutingConfig))
+# What a promote or a rollback decides: the keys it takes over from model.toml.
+_TRAFFIC = ("stable", "canary", "canary_weight")
 MAX_MESSAGE_CHARS = 300  # a refusal quotes at most this much of what it refuses
 
 
@@ -195,14 +197,14 @@ def set_routing(changes: Mapping[str, Any]) -> Transition:
             new = parse_routing({**current, **changes})
         except ConfigError as exc:
             raise InvalidInput(_message(exc), reason="routing") from None
-        return _checked(dataclasses.replace(state, override=new), view)
+        return _checked(state.overriding(new, changes), view)
 
     return transition
 
 
 def reset(state: RoutingState, view: View) -> RoutingState:
     """Drop the override: ``model.toml``'s routing again (the pin is kept)."""
-    return _checked(dataclasses.replace(state, override=None), view)
+    return _checked(dataclasses.replace(state, override=None, override_keys=None), view)
 
 
 def promote(state: RoutingState, view: View) -> RoutingState:
@@ -213,7 +215,10 @@ def promote(state: RoutingState, view: View) -> RoutingState:
         raise InvalidInput(f"{view.model!r} has no canary to promote", reason="routing")
     new = dataclasses.replace(routing, stable=routing.canary, canary=0, canary_weight=0.0)
     previous = serving.stable if serving is not None else 0
-    return _checked(RoutingState(new, routing.canary, previous), view)
+    moved = state.overriding(new, _TRAFFIC)
+    return _checked(
+        dataclasses.replace(moved, pinned_stable=routing.canary, previous_stable=previous), view
+    )
 
 
 def rollback(state: RoutingState, view: View) -> RoutingState:
@@ -221,10 +226,13 @@ def rollback(state: RoutingState, view: View) -> RoutingState:
     routing = view.routing(state)
     if routing.canary:
         cleared = dataclasses.replace(routing, canary=0, canary_weight=0.0)
-        return pin(dataclasses.replace(state, override=cleared), view)
+        return pin(state.overriding(cleared, _TRAFFIC), view)
     if state.previous_stable:
         new = dataclasses.replace(routing, stable=state.previous_stable)
-        return _checked(RoutingState(new, state.previous_stable, 0), view)
+        back = state.overriding(new, _TRAFFIC)
+        return _checked(
+            dataclasses.replace(back, pinned_stable=state.previous_stable, previous_stable=0), view
+        )
     raise InvalidInput(
         f"{view.model!r} has no canary to roll back and no promotion to undo", reason="routing"
     )
@@ -235,9 +243,8 @@ def step(weight: float) -> Transition:
 
     def transition(state: RoutingState, view: View) -> RoutingState:
         routing = view.routing(state)
-        return dataclasses.replace(
-            state, override=dataclasses.replace(routing, canary_weight=float(weight))
-        )
+        stepped = dataclasses.replace(routing, canary_weight=float(weight))
+        return state.overriding(stepped, ("canary_weight",))
 
     return transition
 

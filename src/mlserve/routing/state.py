@@ -9,7 +9,7 @@ durable writes under a lock: ``registry/store.py``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,14 +42,39 @@ class RoutingState:
     override: RoutingConfig | None = None
     pinned_stable: int = 0  # the stable version while the routing names none (0: not yet)
     previous_stable: int = 0  # the stable version before the last promote (0: none)
+    # The keys the override sets (the admin API's, a promote's, the guardrails'): model.toml's
+    # [routing] keeps the others, later edits included. None: every key (files written before).
+    override_keys: frozenset[str] | None = None
+
+    def routing(self, configured: RoutingConfig) -> RoutingConfig:
+        """The routing in force over ``configured`` (``model.toml``'s)."""
+        if self.override is None:
+            return configured
+        if self.override_keys is None:
+            return self.override
+        taken = {k: getattr(self.override, k) for k in self.override_keys}
+        return dataclasses.replace(configured, **taken)
+
+    def overriding(self, routing: RoutingConfig, keys: Iterable[str]) -> RoutingState:
+        """This state with ``routing`` in force, ``keys`` among those it overrides."""
+        if self.override is None:
+            known: frozenset[str] | None = frozenset(keys)
+        elif self.override_keys is None:
+            known = None
+        else:
+            known = self.override_keys | frozenset(keys)
+        return dataclasses.replace(self, override=routing, override_keys=known)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "schema": _STATE_SCHEMA,
             "override": routing_json(self.override) if self.override is not None else None,
             "pinned_stable": self.pinned_stable,
             "previous_stable": self.previous_stable,
         }
+        if self.override is not None and self.override_keys is not None:
+            doc["override_keys"] = sorted(self.override_keys)
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any) -> RoutingState:
@@ -64,7 +89,8 @@ class RoutingState:
                 f"routing.json: schema {doc.get('schema')!r} is not supported (this mlserve "
                 f"reads schema {_STATE_SCHEMA})"
             )
-        unknown = sorted(set(doc) - {"schema", "override", "pinned_stable", "previous_stable"})
+        known = {"schema", "override", "pinned_stable", "previous_stable", "override_keys"}
+        unknown = sorted(set(doc) - known)
         if unknown:
             raise ConfigError(f"routing.json: unknown key {unknown[0]!r}")
         numbers = {}
@@ -74,7 +100,17 @@ class RoutingState:
                 raise ConfigError(f"routing.json: {key} must be a version (>= 0), got {value!r}")
             numbers[key] = value
         override = doc.get("override")
-        return cls(None if override is None else _parsed(override), **numbers)
+        keys = doc.get("override_keys")
+        fields = {f.name for f in dataclasses.fields(RoutingConfig)}
+        if keys is not None and (
+            not isinstance(keys, list) or not all(isinstance(k, str) and k in fields for k in keys)
+        ):
+            raise ConfigError("routing.json: override_keys must be a list of routing keys")
+        return cls(
+            None if override is None else _parsed(override),
+            **numbers,
+            override_keys=None if keys is None or override is None else frozenset(keys),
+        )
 
 
 def _parsed(table: Any) -> RoutingConfig:
