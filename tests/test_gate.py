@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -349,6 +350,40 @@ def test_editing_a_gate_threshold_keeps_a_passing_version_serving(
 
 
 @pytest.mark.slow
+def test_a_validation_linked_from_outside_the_registry_is_not_read(
+    gated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A hostile review: a validation.json symlink to a forged file outside the registry,
+    placed beside a loaded version, opened its gate at the next scan (the no-reload path
+    skipped the check the load makes)."""
+    _, data = gated
+    registry = tmp_path / "registry"
+    (registry / "m").mkdir(parents=True)
+    (registry / "m" / "model.toml").write_text("[gate]\nrequire_gate = true\nmin_accuracy = 0.8\n")
+    d = _classification(seed=5)
+    publish(registry, "m", reference=data, estimator=LogisticRegression().fit(d["X"], d["y"]))
+    assert validate_version(registry, "m", 1, data).passed
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.replace(registry / "m" / "1" / VALIDATION_FILE, outside / VALIDATION_FILE)
+    x = {"name": "X", "datatype": "FP32", "shape": [1, 5], "data": [0.5, 0.1, 0.0, 0.0, 1.0]}
+    with (
+        running_server(registry, "--poll-seconds", "0.1") as srv,
+        httpx.Client(base_url=srv.url) as c,
+    ):
+        assert c.post("/v2/models/m/infer", json={"inputs": [x]}).status_code == 409
+        (registry / "m" / "1" / VALIDATION_FILE).symlink_to(outside / VALIDATION_FILE)
+
+        def reason() -> str:
+            meta = c.get("/v2/models/m").json()["parameters"]["versions"]["1"]
+            return str(meta["gate"]["reason"])
+
+        wait_for(lambda: "leads out of the registry" in reason(), 15, what="the link refused")
+        r = c.post("/v2/models/m/infer", json={"inputs": [x]})
+        assert r.status_code == 409 and "leads out of the registry" in r.json()["error"]
+
+
+@pytest.mark.slow
 def test_validation_written_to_a_running_server_opens_the_gate(
     gated: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -476,6 +511,26 @@ def test_malformed_validation_never_raises(
     (vdir / VALIDATION_FILE).write_text(json.dumps(doc))
     status = gate_status(vdir, GateConfig(require_gate=True, min_accuracy=0.8))
     assert not status.passed and "malformed" in status.reason
+
+
+@pytest.mark.parametrize("gate", [None, [1], "x", 5, "missing"])
+@pytest.mark.parametrize("config", [GateConfig(), GateConfig(require_gate=True, min_accuracy=0.8)])
+def test_a_recorded_gate_that_is_not_a_table_never_raises(
+    gated: tuple[Path, Path], tmp_path: Path, gate: Any, config: GateConfig
+) -> None:
+    """A hostile review: {"gate": null} raised TypeError out of gate_status, which failed the
+    version's load even without require_gate."""
+    registry, _ = gated
+    vdir = tmp_path / "v"
+    shutil.copytree(registry / "acc" / "1", vdir)
+    doc = json.loads((vdir / VALIDATION_FILE).read_text())
+    if gate == "missing":
+        del doc["gate"]
+    else:
+        doc["gate"] = gate
+    (vdir / VALIDATION_FILE).write_text(json.dumps(doc))
+    status = gate_status(vdir, config)
+    assert not status.passed and "another [gate]" in status.reason
 
 
 def test_a_malformed_validation_leaves_the_server_serving(

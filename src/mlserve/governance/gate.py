@@ -187,7 +187,9 @@ def gate_status(version_dir: Path, gate: GateConfig, model_sha256: str | None = 
     # Keys a later mlserve added to [gate] count at their defaults in older files.
     defaults = gate_criteria(GateConfig())
     if not isinstance(recorded, dict) or {**defaults, **recorded} != current:
-        rejudged = _rejudged(doc, criteria, {**defaults, **recorded}, current)
+        rejudged = None
+        if isinstance(recorded, dict):
+            rejudged = _rejudged(doc, criteria, {**defaults, **recorded}, current)
         if rejudged is None:
             return GateStatus(
                 False,

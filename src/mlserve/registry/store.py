@@ -604,9 +604,7 @@ class ModelStore(Generic[E]):
                 if seen is not None and self._read_gate is not None:
                     # A validation written (or removed) beside a loaded version: its gate
                     # is judged again, the session kept.
-                    rec.gate = self._read_gate(
-                        mdir.versions[v].path, config.gate, mdir.versions[v].expected_sha256()
-                    )
+                    rec.gate = self._judge_gate(mdir.versions[v], config)
                     changes.append(f"{name} v{v}: validation read")
                 self._gate_fp[(name, v)] = gates[v]
         for v in to_load:
@@ -644,6 +642,29 @@ class ModelStore(Generic[E]):
                 changes.append(f"{name} v{v}: retired")
         return changes
 
+    def _judge_gate(self, vdir: VersionDir, config: ModelConfig) -> GateStatus:
+        """The version's gate as the reader judges its ``validation.json``. Never raises: one
+        that leads out of the registry is not read, and a reader's failure is a gate that
+        did not pass, logged; the version itself is not disturbed."""
+        assert self._read_gate is not None
+        if vdir.registry is not None and leaving_registry(
+            vdir.path, (VALIDATION_FILE,), vdir.registry
+        ):
+            return GateStatus(
+                False,
+                f"refused: {VALIDATION_FILE} leads out of the registry directory (a symlink); "
+                "nothing outside the registry is read",
+            )
+        try:
+            return self._read_gate(vdir.path, config.gate, vdir.expected_sha256())
+        except Exception as exc:
+            log.exception(
+                "model %s version %s: judging %s", vdir.model, vdir.version, VALIDATION_FILE
+            )
+            return GateStatus(
+                False, f"{VALIDATION_FILE} could not be judged ({type(exc).__name__})"
+            )
+
     def _reread_gates(self, record: ModelRecord, mdir: ModelDir, config: ModelConfig) -> None:
         """Judge the loaded versions' validations against an edited ``[gate]``."""
         if self._read_gate is None:
@@ -652,7 +673,7 @@ class ModelStore(Generic[E]):
             vdir = mdir.versions.get(v)
             if vdir is not None and rec.state is VersionState.READY:
                 before = rec.gate
-                rec.gate = self._read_gate(vdir.path, config.gate, vdir.expected_sha256())
+                rec.gate = self._judge_gate(vdir, config)
                 if before is not None and before.passed and not rec.gate.passed:
                     log.warning(
                         "model %s version %s fails the edited [gate]: %s",
@@ -917,7 +938,7 @@ class ModelStore(Generic[E]):
                 raise ModelLoadError(str(exc)) from exc
             # incomplete_reason() has just checked model.onnx against lineage's sha256
             if self._read_gate is not None:
-                rec.gate = self._read_gate(vdir.path, config.gate, vdir.expected_sha256())
+                rec.gate = self._judge_gate(vdir, config)
             # Outside the state lock (still one load at a time): a slow or runaway load
             # holds up neither routing changes nor views, only the next load.
             self.loading = (vdir.model, vdir.version, time.monotonic())
