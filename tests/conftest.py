@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +25,7 @@ import pytest
 import yaml
 from onnx import TensorProto, helper
 
-from .support.waiting import wait_for  # re-exported: the suite's one way to wait
+from .support.waiting import NOT_YET, wait_for  # wait_for re-exported: the one way to wait
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM = ROOT / "deploy" / "prometheus"
@@ -199,15 +198,12 @@ class ServerProcess:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
+            return httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200
+
+        wait_for(ready, timeout, what=f"{self.url} to be ready", detail=self.log, ignore=NOT_YET)
 
     def log(self) -> str:
         self._log.flush()

@@ -4,7 +4,6 @@ image set by kustomize, and the server started the way they start it)."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import os
 import re
@@ -26,6 +25,7 @@ from packaging.utils import canonicalize_name
 
 from .conftest import free_port, linear_model, running_server, write_version
 from .support.metrics import parse
+from .support.waiting import NOT_YET, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -40,14 +40,12 @@ def _tool(name: str) -> str:
 
 def _wait_answering(url: str, proc: subprocess.Popen[bytes], log: Path | None = None) -> None:
     """Poll ``url`` until it answers 200 (30 s at most) while ``proc`` keeps running."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
+
+    def answering() -> bool:
         assert proc.poll() is None, log.read_text() if log else proc.returncode
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer 200 within 30 s")
+        return httpx.get(url, timeout=1).status_code == 200
+
+    wait_for(answering, 30, what=f"{url} to answer 200", interval=0.1, ignore=NOT_YET)
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:

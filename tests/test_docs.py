@@ -33,9 +33,9 @@ INFER_PATH = "/v2/models/{model}/versions/{version}/infer"
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def docs_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``credit``: 4 named FP32 features (a reference profile), versions 1 and 2 (policy
-    all); ``echo``: every V2 datatype."""
+    all); ``echo``: every V2 datatype. Not conftest's ``registry``: other models."""
     root = tmp_path_factory.mktemp("docs") / "registry"
     rng = np.random.default_rng(0)
     for v in (1, 2):
@@ -47,8 +47,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(registry: Path) -> Any:
-    with running_server(registry, "--poll-seconds", "0") as srv:
+def docs_server(docs_registry: Path) -> Any:
+    with running_server(docs_registry, "--poll-seconds", "0") as srv:
         yield srv
 
 
@@ -60,11 +60,11 @@ def _ort_scores(registry: Path, version: int, x: np.ndarray) -> list[float]:
 
 
 def test_docs_page_tries_a_request_with_nothing_from_outside(
-    server: Any, registry: Path, tmp_path: Path
+    docs_server: Any, docs_registry: Path, tmp_path: Path
 ) -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does)")
-    origin = server.url
+    origin = docs_server.url
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -126,12 +126,12 @@ def test_docs_page_tries_a_request_with_nothing_from_outside(
     assert any(urlsplit(u).path == "/v2/models/credit/versions/2/infer" for u in seen), seen
     assert shown["model_name"] == "credit" and shown["model_version"] == "2"
     scores = next(o for o in shown["outputs"] if o["name"] == "scores")
-    expected = _ort_scores(registry, 2, np.zeros((1, len(FEATURES)), np.float32))
+    expected = _ort_scores(docs_registry, 2, np.zeros((1, len(FEATURES)), np.float32))
     assert np.allclose(scores["data"], expected, rtol=1e-6), (scores, expected)
 
 
-def test_document_has_one_schema_per_loaded_version(server: Any, registry: Path) -> None:
-    doc = httpx.get(server.url + "/v2/openapi.json").json()
+def test_document_has_one_schema_per_loaded_version(docs_server: Any, docs_registry: Path) -> None:
+    doc = httpx.get(docs_server.url + "/v2/openapi.json").json()
     schemas = doc["components"]["schemas"]
     ours = sorted(k for k in schemas if k.endswith(".InferenceRequest"))
     assert ours == [
@@ -167,18 +167,20 @@ def test_document_has_one_schema_per_loaded_version(server: Any, registry: Path)
         ("credit v2", "/v2/models/credit/versions/2/infer"),
         ("echo v1", "/v2/models/echo/versions/1/infer"),
     ):
-        r = httpx.post(server.url + path, json=examples[key]["value"])
+        r = httpx.post(docs_server.url + path, json=examples[key]["value"])
         assert r.status_code == 200, (key, r.text)
     r = httpx.post(
-        server.url + "/v2/models/credit/versions/1/infer", json=examples["credit v1"]["value"]
+        docs_server.url + "/v2/models/credit/versions/1/infer", json=examples["credit v1"]["value"]
     )
     scores = next(o for o in r.json()["outputs"] if o["name"] == "scores")["data"]
-    assert np.allclose(scores, _ort_scores(registry, 1, np.zeros((1, 4), np.float32)), rtol=1e-6)
+    assert np.allclose(
+        scores, _ort_scores(docs_registry, 1, np.zeros((1, 4), np.float32)), rtol=1e-6
+    )
 
 
-def test_assets_are_served_with_a_same_origin_policy(server: Any) -> None:
+def test_assets_are_served_with_a_same_origin_policy(docs_server: Any) -> None:
     for path in ("/docs", "/docs/docs.js", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"):
-        plain = httpx.get(server.url + path, headers={"accept-encoding": "identity"})
+        plain = httpx.get(docs_server.url + path, headers={"accept-encoding": "identity"})
         assert plain.status_code == 200, path
         csp = plain.headers["content-security-policy"]
         assert "default-src 'none'" in csp and "script-src 'self'" in csp, csp
@@ -186,26 +188,26 @@ def test_assets_are_served_with_a_same_origin_policy(server: Any) -> None:
         assert plain.headers.get("content-encoding") is None
         # The large assets go compressed to a client that takes gzip: the same bytes once
         # decoded (httpx decodes), fewer on the wire.
-        packed = httpx.get(server.url + path, headers={"accept-encoding": "gzip"})
+        packed = httpx.get(docs_server.url + path, headers={"accept-encoding": "gzip"})
         assert packed.content == plain.content, path
         if path.startswith("/docs/swagger-ui"):
             assert packed.headers["content-encoding"] == "gzip"
             assert packed.num_bytes_downloaded < len(plain.content) / 3
-    bundle = httpx.get(server.url + "/docs/swagger-ui-bundle.js")
+    bundle = httpx.get(docs_server.url + "/docs/swagger-ui-bundle.js")
     assert b"SwaggerUIBundle" in bundle.content
 
 
-def test_root_points_to_docs_dashboard_and_metrics(server: Any) -> None:
-    page = httpx.get(server.url + "/")
+def test_root_points_to_docs_dashboard_and_metrics(docs_server: Any) -> None:
+    page = httpx.get(docs_server.url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     links = re.findall(r'href="(/[^"]*)"', page.text)
     assert {"/docs", "/dashboard", "/metrics"} <= set(links), links
-    as_json = httpx.get(server.url + "/", headers={"accept": "application/json"})
+    as_json = httpx.get(docs_server.url + "/", headers={"accept": "application/json"})
     assert as_json.headers["content-type"] == "application/json"
     found = as_json.json()["links"]
     assert {"/docs", "/dashboard", "/metrics"} <= set(found.values()), found
     for link in {*links, *found.values()}:  # every link answers
-        assert httpx.get(server.url + link).status_code == 200, link
+        assert httpx.get(docs_server.url + link).status_code == 200, link
 
 
 def test_document_follows_the_loaded_versions(tmp_path: Path) -> None:
@@ -233,13 +235,15 @@ def test_document_follows_the_loaded_versions(tmp_path: Path) -> None:
         wait_for(lambda: loaded(srv.url) == ["credit.v2.InferenceRequest"])
 
 
-def test_document_is_compressed_for_clients_that_take_gzip(server: Any) -> None:
+def test_document_is_compressed_for_clients_that_take_gzip(docs_server: Any) -> None:
     """The same document, gzip on the wire when accepted (fewer bytes), plain otherwise."""
-    plain = httpx.get(server.url + "/v2/openapi.json", headers={"accept-encoding": "identity"})
+    plain = httpx.get(docs_server.url + "/v2/openapi.json", headers={"accept-encoding": "identity"})
     assert plain.status_code == 200 and plain.headers.get("content-encoding") is None
     assert "accept-encoding" in plain.headers["vary"]
     for _ in range(2):  # compressed once, then served from the cache
-        packed = httpx.get(server.url + "/v2/openapi.json", headers={"accept-encoding": "gzip"})
+        packed = httpx.get(
+            docs_server.url + "/v2/openapi.json", headers={"accept-encoding": "gzip"}
+        )
         assert packed.headers["content-encoding"] == "gzip"
         assert packed.json() == plain.json()
         assert packed.num_bytes_downloaded < len(plain.content) / 3

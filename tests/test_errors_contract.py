@@ -6,7 +6,6 @@ codes from those classes, and the server's answers (the connection's own refusal
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ from mlserve import errors
 from mlserve.http import openapi
 
 from .conftest import linear_model, running_server, write_version
+from .support.raw_http import exchange
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mlserve"
 
@@ -48,15 +48,6 @@ def test_no_error_code_is_written_outside_errors_py() -> None:
         assert not pattern.search(path.read_text()), path
 
 
-def _raw(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        out = b""
-        while chunk := sock.recv(65536):
-            out += chunk
-    return out
-
-
 def test_answers_carry_their_class_s_code_and_headers(tmp_path: Path) -> None:
     write_version(tmp_path / "registry", "m", 1, linear_model())
     with running_server(tmp_path / "registry", "--max-header-bytes", "4096") as srv:
@@ -69,7 +60,7 @@ def test_answers_carry_their_class_s_code_and_headers(tmp_path: Path) -> None:
             ),
         ]
         for data, cls in cases:
-            head, _, body = _raw(srv.port, data).partition(b"\r\n\r\n")
+            head, _, body = exchange(srv.port, data).partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 %d " % cls.status_code), head
             assert b'"code":"%s"' % cls.code.encode() in body, body
         with httpx.Client(base_url=srv.url) as client:

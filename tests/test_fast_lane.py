@@ -15,7 +15,6 @@ import contextlib
 import gzip
 import json
 import re
-import socket
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,8 @@ from sklearn.linear_model import LogisticRegression
 from mlserve.monitoring.profile import build_profile, save_profile
 
 from .conftest import ServerProcess, echo_model, running_server, slow_batch_model, write_version
+from .support.metrics import parse
+from .support.raw_http import connect
 
 MAX_BODY = 4096
 
@@ -95,7 +96,7 @@ def exchange(port: int, data: bytes | list[bytes], responses: int = 1) -> list[A
     headers without the varying ones, body) each, then whether the server closed."""
     parsed = _Responses()
     closed = False
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with connect(port, 10) as sock:
         for part in data if isinstance(data, list) else [data]:
             sock.sendall(part)
         while len([r for r in parsed.done if r[0] >= 200]) < responses:
@@ -315,14 +316,14 @@ def test_answers_are_the_models(lanes: tuple[ServerProcess, ServerProcess]) -> N
 def test_both_lanes_count_the_same(lanes: tuple[ServerProcess, ServerProcess]) -> None:
     """After the same cases, the two servers' request counters agree series for series."""
     fast, asgi = lanes
-    pattern = re.compile(rb"^(mlserve_requests_total|mlserve_input_rejected_total)\{.*$", re.M)
+    names = ("mlserve_requests_total", "mlserve_input_rejected_total")
 
-    def counters(server: ServerProcess) -> set[bytes]:
+    def counters(server: ServerProcess) -> set[tuple[object, float]]:
         (status, _h, body), _ = exchange(
             server.port, b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
         )
         assert status == 200
-        return set(pattern.findall(body) and [m.group(0) for m in pattern.finditer(body)])
+        return {(s.key(), s.value) for s in parse(body.decode()) if s.name in names and s.labels}
 
     for case in ("ok", "malformed-json", "too-large-declared", "binary"):  # more of both
         exchange(fast.port, CASES[case])

@@ -43,7 +43,9 @@ from .conftest import (
     wait_for,
     write_version,
 )
+from .support import raw_http
 from .support.metrics import parse
+from .support.raw_http import connect, read_all, read_response
 from .support.timing import baseline, bound
 
 X = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.25] * 20}
@@ -58,25 +60,6 @@ def slow_body(n: int) -> dict[str, Any]:
             {"name": "size", "datatype": "INT64", "shape": [2], "data": [n, n]},
         ]
     }
-
-
-def raw_request(port: int, head: bytes) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(head)
-    return sock
-
-
-def read_all(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------- model files go bad
@@ -352,7 +335,7 @@ def test_clients_disconnecting_mid_request_leave_the_server_healthy(tmp_path: Pa
     with running_server(root) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
         body = json.dumps(slow_body(1200)).encode()
         for _ in range(3):  # gone while its (slow) inference runs
-            s = raw_request(
+            s = raw_http.send(
                 srv.port,
                 b"POST /v2/models/slow/infer HTTP/1.1\r\nhost: x\r\n"
                 b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
@@ -361,7 +344,7 @@ def test_clients_disconnecting_mid_request_leave_the_server_healthy(tmp_path: Pa
             time.sleep(0.05)
             s.close()
         for _ in range(3):  # gone half-way through its body
-            s = raw_request(
+            s = raw_http.send(
                 srv.port,
                 b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n"
                 b'{"inputs": [',
@@ -410,12 +393,12 @@ def _half_body(t: TimeoutServer) -> None:
     """A body that stops half-way: 408 JSON after the timeout, then the connection closes."""
     body = json.dumps({"inputs": [X]}).encode()
     start = time.monotonic()
-    s = raw_request(
+    s = raw_http.send(
         t.srv.port,
         b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s"
         % (len(body), body[:20]),
     )
-    answer = read_all(s)
+    answer = read_all(s, reset_is_close=True)
     elapsed = time.monotonic() - start
     s.close()
     head, _, payload = answer.partition(b"\r\n\r\n")
@@ -428,7 +411,7 @@ def _half_body(t: TimeoutServer) -> None:
 def _dribbled_body(t: TimeoutServer) -> None:
     """A body dribbled a byte every 0.2 s: cut off all the same (the deadline is total)."""
     body = json.dumps({"inputs": [X]}).encode()
-    s = raw_request(
+    s = raw_http.send(
         t.srv.port,
         b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body),
     )
@@ -453,13 +436,13 @@ def _dribbled_body(t: TimeoutServer) -> None:
 
 def _unfinished_admin_body(t: TimeoutServer) -> None:
     """Starlette routes read bodies too: an admin change whose body never finishes."""
-    s = raw_request(
+    s = raw_http.send(
         t.srv.port,
         b"PUT /v2/admin/models/fast/routing HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
         + TOKEN.encode()
         + b"\r\ncontent-length: 100\r\n\r\n{",
     )
-    answer = read_all(s)
+    answer = read_all(s, reset_is_close=True)
     s.close()
     assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer
 
@@ -467,8 +450,8 @@ def _unfinished_admin_body(t: TimeoutServer) -> None:
 def _unfinished_head(t: TimeoutServer) -> None:
     """A head that never completes (slowloris): the connection is closed."""
     start = time.monotonic()
-    s = raw_request(t.srv.port, b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\n")
-    assert read_all(s) == b""
+    s = raw_http.send(t.srv.port, b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\n")
+    assert read_all(s, reset_is_close=True) == b""
     s.close()
     elapsed = time.monotonic() - start
     assert t.within_timeout(elapsed), (elapsed, t.slack)
@@ -476,8 +459,8 @@ def _unfinished_head(t: TimeoutServer) -> None:
 
 def _silent_connection(t: TimeoutServer) -> None:
     """A connection that sends nothing at all: closed too."""
-    s = socket.create_connection(("127.0.0.1", t.srv.port), timeout=10)
-    assert read_all(s) == b""
+    s = connect(t.srv.port, 10)
+    assert read_all(s, reset_is_close=True) == b""
     s.close()
 
 
@@ -729,27 +712,6 @@ def dribble(sock: socket.socket, data: bytes, every: float, limit: float) -> flo
     return limit
 
 
-def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One response with a content-length: its head and its body."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        assert chunk, buf
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":")[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, head + body
-        body += chunk
-    assert len(body) == length, (head, body)
-    return head, body
-
-
 @pytest.mark.slow
 def test_bytes_that_start_no_request_time_out_but_keep_alive_and_slow_answers_do_not(
     tmp_path: Path,
@@ -764,7 +726,7 @@ def test_bytes_that_start_no_request_time_out_but_keep_alive_and_slow_answers_do
     ) as srv:
         # An idle keep-alive connection: closed by uvicorn's keep-alive timeout (5 s), not
         # by the head timeout; watched while the rest runs.
-        idle = raw_request(srv.port, live)
+        idle = raw_http.send(srv.port, live)
         assert read_response(idle)[0].startswith(b"HTTP/1.1 200")
         idle_since = time.monotonic()
         idle_closed: list[float] = []
@@ -779,14 +741,14 @@ def test_bytes_that_start_no_request_time_out_but_keep_alive_and_slow_answers_do
         watcher.start()
 
         # Blank lines after a response (llhttp skips them: no request begins).
-        s = raw_request(srv.port, live)
+        s = raw_http.send(srv.port, live)
         assert read_response(s)[0].startswith(b"HTTP/1.1 200")
         assert 0.9 < dribble(s, b"\r\n", 0.2, 5.0) < 2.0
         s.close()
 
         # A body answered early (413), and the body of a GET that the application never
         # reads: the answer ends the connection (the rest would be taken for a request).
-        s = raw_request(
+        s = raw_http.send(
             srv.port,
             b"POST /v2/models/fast/infer HTTP/1.1\r\nhost: x\r\n"
             b"content-length: 100000000000\r\n\r\n{",
@@ -795,7 +757,7 @@ def test_bytes_that_start_no_request_time_out_but_keep_alive_and_slow_answers_do
         assert head.startswith(b"HTTP/1.1 413") and b"connection: close" in head.lower(), head
         assert dribble(s, b"0", 0.2, 5.0) < 0.9
         s.close()
-        s = raw_request(
+        s = raw_http.send(
             srv.port, b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n"
         )
         head, body = read_response(s)
@@ -806,7 +768,7 @@ def test_bytes_that_start_no_request_time_out_but_keep_alive_and_slow_answers_do
         # A keep-alive client, each head sent in two parts, requests spaced under the timeout
         # and once over it (idle time between requests is the keep-alive timeout's): served
         # throughout.
-        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s = connect(srv.port, 10)
         start = time.monotonic()
         for gap in (0.2, 0.5, 1.5):
             s.sendall(live[:20])
@@ -832,7 +794,7 @@ def test_bytes_that_start_no_request_time_out_but_keep_alive_and_slow_answers_do
             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
         )
         start = time.monotonic()
-        s = raw_request(srv.port, slow + live[:20])
+        s = raw_http.send(srv.port, slow + live[:20])
         head, payload = read_response(s)
         elapsed = time.monotonic() - start
         assert head.startswith(b"HTTP/1.1 200"), (head, payload)

@@ -50,9 +50,9 @@ from mlserve.governance.publish import publish
 
 from .conftest import PROM, Prometheus, free_port, prometheus
 from .fleet_support import Fleet, haproxy
+from .support.drift_statistics import Window, statistics
 from .support.metrics import scrape as scrape_metrics
 from .support.waiting import NOT_YET, wait_for
-from .test_prometheus_rules import Window, statistics
 
 # Slow (replicas behind haproxy, and a real Prometheus): deselected by -m "not slow".
 pytestmark = pytest.mark.slow

@@ -47,6 +47,7 @@ from .conftest import (
     wait_for,
     write_version,
 )
+from .support.metrics import parse
 
 MAX_BODY = 1024 * 1024
 X = load_breast_cancer().data.astype(np.float32)
@@ -168,9 +169,8 @@ def _refused(server: GrpcServer, request: Any) -> grpc.RpcError:
 
 def _pending(server: GrpcServer, model: str) -> float:
     """The server's mlserve_pending_requests for ``model`` (queued or running on threads)."""
-    pattern = rf'^mlserve_pending_requests{{model="{model}",[^}}]*}} (\S+)$'
-    found = re.findall(pattern, _http(server, "/metrics").text, re.MULTILINE)
-    return sum(float(value) for value in found)
+    metrics = parse(_http(server, "/metrics").text)
+    return metrics.value("mlserve_pending_requests", 0.0, model=model)
 
 
 def _still_serving(server: GrpcServer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from mlserve.routing.guardrails import decide
 
 from .conftest import gather_model, running_server, write_version
 from .support.metrics import parse
+from .support.waiting import wait_for
 
 # Slow: every test here starts real servers and waits on them (-m "not slow" skips them).
 pytestmark = pytest.mark.slow
@@ -76,14 +76,12 @@ def test_a_failing_canary_is_rolled_back(tmp_path: Path) -> None:
     )
     rng = np.random.default_rng(0)
     with running_server(root) as srv, httpx.Client(base_url=srv.url) as c:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def rolled_back() -> bool:
             post(c, [int(rng.integers(0, 10))])
-            routing = c.get("/v2/models/m").json()["parameters"]["routing"]
-            if routing["canary"] is None:
-                break
-        else:
-            raise AssertionError("the failing canary was not rolled back")
+            return c.get("/v2/models/m").json()["parameters"]["routing"]["canary"] is None
+
+        wait_for(rolled_back, 20, what="the failing canary to be rolled back", interval=0)
         assert all(post(c, [i]).status_code == 200 for i in range(10))  # stable serves all
         metrics = c.get("/metrics").text
     assert (
@@ -110,15 +108,20 @@ def test_a_healthy_canary_is_stepped_up_then_promoted(tmp_path: Path) -> None:
     )
     seen = []
     with running_server(root) as srv, httpx.Client(base_url=srv.url) as c:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def promoted() -> bool:
             assert post(c, [3]).status_code == 200
             routing = c.get("/v2/models/m").json()["parameters"]["routing"]
             if not seen or seen[-1] != routing:
                 seen.append(routing)
-            if routing["stable"] == "2":
-                break
-        else:
-            raise AssertionError(f"not promoted: {seen}")
+            return routing["stable"] == "2"
+
+        wait_for(
+            promoted,
+            30,
+            what="the canary to be promoted",
+            detail=lambda: f"seen: {seen}",
+            interval=0,
+        )
     weights = [r["canary_weight"] for r in seen]
     assert weights[0] == 10.0 and 50.0 in weights and seen[-1]["canary"] is None

@@ -9,11 +9,9 @@ passes ``assert_clean``: no traceback, no server path.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import http.client
 import json
-import socket
 import statistics
 import time
 from collections.abc import Iterator
@@ -33,6 +31,7 @@ from mlserve.runtime.external_data import check_external_data
 from .conftest import ServerProcess, echo_model, linear_model, running_server, write_version
 from .support import asgi
 from .support.metrics import parse
+from .support.raw_http import exchange, first_answer
 
 TOKEN = "s3cret-admin-token-0123456789abcdef"
 W = np.arange(12, dtype=np.float32).reshape(4, 3)
@@ -744,36 +743,6 @@ def test_wrong_types_duplicates_and_unknown_fields(c: Client) -> None:
 # ------------------------------------------------------------------------------- request heads
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int | None, bytes]:
-    """Send ``data`` on a fresh connection; the status (None: closed without an answer)
-    and the body. The server may close while we still send: that is an answer too."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            s.sendall(data)
-        buf = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                head, sep, rest = buf.partition(b"\r\n\r\n")
-                if sep:
-                    length = [
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ]
-                    if length and len(rest) >= length[0]:
-                        break
-        except ConnectionResetError:
-            pass
-    if not buf:
-        return None, b""
-    head, _, body = buf.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body
-
-
 def test_request_heads_beyond_limits(srv: ServerProcess, base: Path) -> None:
     get = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
     many = b"".join(b"X-H%d: a\r\n" % i for i in range(5000))
@@ -793,7 +762,7 @@ def test_request_heads_beyond_limits(srv: ServerProcess, base: Path) -> None:
     ]
     for what, data, status, code in cases:
         start = time.perf_counter()
-        got, body = raw_exchange(srv.port, data)
+        got, body = first_answer(srv.port, data)
         assert time.perf_counter() - start < 5, what
         assert got == status, (what, got, body[:200])
         assert_clean(body, base)
@@ -802,7 +771,7 @@ def test_request_heads_beyond_limits(srv: ServerProcess, base: Path) -> None:
             expected = "uri_too_long" if code == "uri" else "headers_too_large"
             assert doc["code"] == expected, (what, doc)
         # ...and the server still serves everyone else.
-        assert raw_exchange(srv.port, get + b"\r\n")[0] == 200, what
+        assert first_answer(srv.port, get + b"\r\n")[0] == 200, what
     for what, data in [
         ("a control byte in a header name", get + b"X-A\x01: b\r\n\r\n"),
         ("a NUL in a header value", get + b"X-A: b\x00c\r\n\r\n"),
@@ -810,10 +779,10 @@ def test_request_heads_beyond_limits(srv: ServerProcess, base: Path) -> None:
         ("a non-ASCII path", b"GET /v2/models/\xff\xfe/ready HTTP/1.1\r\nHost: x\r\n\r\n"),
         ("not HTTP at all", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64),
     ]:
-        got, body = raw_exchange(srv.port, data)
+        got, body = first_answer(srv.port, data)
         assert got in (400, None), (what, got, body[:200])
         assert_clean(body, base)
-        assert raw_exchange(srv.port, get + b"\r\n")[0] == 200, what
+        assert first_answer(srv.port, get + b"\r\n")[0] == 200, what
     assert srv.proc.poll() is None
 
 
@@ -829,11 +798,7 @@ def test_unparsable_requests_get_a_json_400(srv: ServerProcess, base: Path) -> N
             b"POST /v2/health/live HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         ),
     ]:
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-            s.sendall(data)
-            answer = b""
-            while chunk := s.recv(65536):
-                answer += chunk
+        answer = exchange(srv.port, data)
         head, _, body = answer.partition(b"\r\n\r\n")
         lines = head.lower().split(b"\r\n")
         assert lines[0] == b"http/1.1 400 bad request", (what, answer)
@@ -841,7 +806,7 @@ def test_unparsable_requests_get_a_json_400(srv: ServerProcess, base: Path) -> N
         assert b"connection: close" in lines, (what, answer)
         assert orjson.loads(body) == {"error": "invalid HTTP request", "code": "invalid_http"}
         assert_clean(body, base)
-    assert raw_exchange(srv.port, get + b"\r\n")[0] == 200
+    assert first_answer(srv.port, get + b"\r\n")[0] == 200
 
 
 def test_header_limit_is_a_setting(base: Path) -> None:
@@ -849,8 +814,8 @@ def test_header_limit_is_a_setting(base: Path) -> None:
         base / "registry", "--poll-seconds", "0", "--max-header-bytes", "2048"
     ) as server:
         get = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
-        assert raw_exchange(server.port, get + b"X-A: " + b"a" * 1500 + b"\r\n\r\n")[0] == 200
-        got, body = raw_exchange(server.port, get + b"X-A: " + b"a" * 4000 + b"\r\n\r\n")
+        assert first_answer(server.port, get + b"X-A: " + b"a" * 1500 + b"\r\n\r\n")[0] == 200
+        got, body = first_answer(server.port, get + b"X-A: " + b"a" * 4000 + b"\r\n\r\n")
         assert got == 431
         assert orjson.loads(body) == {
             "error": "the request headers are over the limit of 2048 bytes",
@@ -898,11 +863,7 @@ def admin_request(port: int, method: str, path: str, body: bytes | None, auth: b
         head += b"Authorization: " + auth + b"\r\n"
     payload = body or b""
     head += b"Content-Length: %d\r\n\r\n" % len(payload)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(head + payload)
-        buf = b""
-        while chunk := s.recv(65536):
-            buf += chunk
+    buf = exchange(port, head + payload)
     head_bytes, _, body_bytes = buf.partition(b"\r\n\r\n")
     lines = head_bytes.split(b"\r\n")
     headers = {

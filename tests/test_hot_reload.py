@@ -139,13 +139,13 @@ def test_counters_survive_a_reload(tmp_path: Path) -> None:
             assert scores(c) == before
         write_version(root, "m", 1, linear_model(seed=3))  # same version, new files
         served = 5
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def reloaded() -> bool:
+            nonlocal served
             served += 1
-            if scores(c) != before:  # the reloaded session answers
-                break
-        else:
-            raise AssertionError("version 1 was not reloaded")
+            return scores(c) != before  # the reloaded session answers
+
+        wait_for(reloaded, 15, what="version 1 to be reloaded", interval=0)
         text = c.get("/metrics").text
     counted = parse(text).value(
         "mlserve_requests_total", model="m", version="1", role="stable", outcome="success"

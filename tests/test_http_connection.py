@@ -19,98 +19,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import h11
-import numpy as np
 import pytest
 
-from .conftest import ServerProcess, linear_model, matmul_model, running_server, write_version
+from .conftest import ServerProcess, running_server
+from .support.fast_slow import infer_body, write_fast_slow
+from .support.raw_http import Reader, connect, read_all, request_bytes
 
-X = {"name": "X", "datatype": "FP32", "shape": [1, 20], "data": [0.5] * 20}
 INFER = "/v2/models/fast/infer"
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("connection")
-    write_version(root, "fast", 1, linear_model())
-    write_version(root, "slow", 1, matmul_model(fixed=None))
-    (root / "slow" / "model.toml").write_text('[execution]\nmode = "thread"\n')
-    return root
+    return write_fast_slow(tmp_path_factory.mktemp("connection"))
 
 
 @pytest.fixture(scope="module")
 def srv(root: Path) -> Iterator[ServerProcess]:
     with running_server(root, "--poll-seconds", "0") as server:
         yield server
-
-
-def request_bytes(method: str, target: str, body: bytes | None = None, **headers: str) -> bytes:
-    """One request as h11 writes it (Content-Length framing unless headers say otherwise)."""
-    conn = h11.Connection(h11.CLIENT)
-    fields = [("host", "x"), *((k.replace("_", "-"), v) for k, v in headers.items())]
-    if body is not None and "transfer-encoding" not in dict(fields):
-        fields.append(("content-length", str(len(body))))
-    out = conn.send(h11.Request(method=method, target=target, headers=fields)) or b""
-    if body:
-        out += conn.send(h11.Data(data=body)) or b""
-    return out + (conn.send(h11.EndOfMessage()) or b"")
-
-
-class Reader:
-    """Responses to requests sent on one socket, parsed by h11 in order."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.conn = h11.Connection(h11.CLIENT)
-        self.first = True
-
-    def expect(self, method: str, target: str) -> tuple[int, dict[bytes, bytes], bytes, bool]:
-        """The response to the next request (method, target): status, headers, body, and
-        whether it was chunked; informational (1xx) responses are skipped."""
-        if not self.first:
-            self.conn.start_next_cycle()
-        self.first = False
-        # The request as h11 must have sent it to read the answer (the bytes were sent
-        # before, by the test).
-        self.conn.send(h11.Request(method=method, target=target, headers=[("host", "x")]))
-        self.conn.send(h11.EndOfMessage())
-        response: Any = None
-        body = b""
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                data = self.sock.recv(65536)
-                self.conn.receive_data(data)
-                continue
-            if isinstance(event, h11.InformationalResponse):
-                continue
-            if isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise AssertionError("closed before the response")
-        headers_ = {bytes(k): bytes(v) for k, v in response.headers}
-        chunked = headers_.get(b"transfer-encoding") == b"chunked"
-        return response.status_code, headers_, body, chunked
-
-    def closed(self, timeout: float = 2.0) -> bool:
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(1) == b""
-        except TimeoutError:
-            return False
-
-
-def connect(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=30)
-
-
-def infer_body(rows: int = 1) -> bytes:
-    data = np.random.default_rng(rows).normal(size=(rows, 20)).round(3).tolist()
-    return json.dumps({"inputs": [{**X, "shape": [rows, 20], "data": data}]}).encode()
 
 
 def test_head_answers_have_no_body(srv: ServerProcess) -> None:
@@ -215,9 +141,7 @@ def test_http_1_0_is_answered_then_closed(srv: ServerProcess) -> None:
         data = request_bytes(method, target, body).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
         with connect(srv.port) as s:
             s.sendall(data)
-            answer = b""
-            while chunk := s.recv(65536):
-                answer += chunk
+            answer = read_all(s, 30)  # connect's timeout
         head, _, payload = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), answer
         assert b"connection: close" in head.lower()
@@ -252,9 +176,7 @@ def test_bodies_in_many_reads_and_chunked_bodies(srv: ServerProcess) -> None:
 def test_smuggling_shapes_are_refused(srv: ServerProcess, shape: bytes) -> None:
     with connect(srv.port) as s:
         s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nhost: x\r\n" + shape)
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
+        answer = read_all(s, 30)  # connect's timeout
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
     assert answer.count(b"HTTP/1.1") == 1  # nothing smuggled was answered
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "invalid_http"
@@ -267,9 +189,7 @@ def test_websocket_upgrade_is_answered_as_http_then_closed(srv: ServerProcess) -
             b"upgrade: websocket\r\nsec-websocket-version: 13\r\n"
             b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n\x81\x85garbage"
         )
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
+        answer = read_all(s, 30)  # connect's timeout
     head = answer.partition(b"\r\n\r\n")[0].lower()
     assert head.startswith(b"http/1.1 200") and b"connection: close" in head, answer
     assert answer.count(b"HTTP/1.1") == 1

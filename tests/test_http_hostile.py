@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ServerProcess, linear_model, matmul_model, running_server, write_version
-from .test_http_connection import Reader, connect, infer_body, request_bytes
+from .conftest import ServerProcess, running_server
+from .support.fast_slow import infer_body, write_fast_slow
+from .support.raw_http import Reader, connect, read_all, request_bytes
 
 INFER = "/v2/models/fast/infer"
 SLOW = "/v2/models/slow/infer"
@@ -48,11 +49,7 @@ def tagged(tag: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("hostile")
-    write_version(root, "fast", 1, linear_model())
-    write_version(root, "slow", 1, matmul_model(fixed=None))
-    (root / "slow" / "model.toml").write_text('[execution]\nmode = "thread"\n')
-    return root
+    return write_fast_slow(tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +59,6 @@ def servers(root: Path) -> Iterator[dict[str, ServerProcess]]:
         running_server(root, "--poll-seconds", "0", "--fast-lane", "off") as asgi,
     ):
         yield {"on": fast, "off": asgi}
-
-
-def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    """Everything until the server closes (fails if it does not within ``timeout``)."""
-    sock.settimeout(timeout)
-    out = b""
-    while chunk := sock.recv(65536):
-        out += chunk
-    return out
 
 
 def rss_kib(pid: int) -> int:

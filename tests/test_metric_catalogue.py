@@ -15,7 +15,7 @@ from mlserve.monitoring.exposition import family
 from mlserve.monitoring.hub import MonitoringHub
 from mlserve.monitoring.request_stats import BATCH_BUCKETS, Histogram
 
-from .test_monitor import NAMES, make_monitor
+from .support.monitors import NAMES, make_monitor
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from mlserve.monitoring.snapshot import (
 
 from .conftest import linear_model, running_server, wait_for, write_version
 from .support.metrics import scrape
+from .support.raw_http import connect
 
 N_FEATURES = 20
 NAMES = [f"f{i}" for i in range(N_FEATURES)]
@@ -66,7 +66,7 @@ def body(x: np.ndarray, outputs: list[str] | None = None) -> dict[str, Any]:
 
 def raw_status(port: int, headers: dict[str, str], hang_up: bool = False) -> int | None:
     """Send only the headers of a POST; return the status, or hang up without waiting."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with connect(port, 10) as sock:
         lines = ["POST /v2/models/watched/infer HTTP/1.1", "Host: x"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

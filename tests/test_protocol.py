@@ -309,8 +309,8 @@ def test_bad_requests_get_precise_errors(
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
     assert message in r.json()["error"]
-    if status == 503:
-        assert r.headers["retry-after"] == "1"
+    if status == 503:  # waiting helps a bad model.toml (edited), not a failed load
+        assert r.headers.get("retry-after") == (None if "failed to load" in message else "1")
     # ...and the server still serves
     assert client.post("/v2/models/linear/infer", json={"inputs": [_x()]}).status_code == 200
 

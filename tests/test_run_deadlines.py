@@ -22,8 +22,8 @@ from mlserve.runtime.session import ModelSession, terminate_runs
 from mlserve.serving.accounting import outcome_of
 
 from .conftest import ServerProcess, linear_model, write_version
+from .support.loop_model import TRIPS, loop_model
 from .support.metrics import parse
-from .test_load_deadlines import TRIPS, loop_model
 
 X = {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]}
 

@@ -11,19 +11,10 @@ import onnxruntime as ort
 import pytest
 
 from .conftest import linear_model, running_server, slow_batch_model, wait_for, write_version
-from .support.metrics import Metrics, scrape
+from .support.metrics import scrape, wait_metric
 
 # Slow: every test here starts real servers and waits on them (-m "not slow" skips them).
 pytestmark = pytest.mark.slow
-
-
-def wait_metric(url: str, name: str, at_least: float, **labels: str) -> Metrics:
-    """The first scrape where the samples of ``name`` with ``labels`` add up to ``at_least``."""
-    return wait_for(
-        lambda: (m := scrape(url)).value(name, 0.0, **labels) >= at_least and m,
-        20,
-        what=f"{name} {labels} to reach {at_least}",
-    )
 
 
 def test_shadow_disagreement_matches_an_independent_count(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@
     m = scrape(server.url)
     assert m.value("mlserve_requests_total", model="m", outcome="success") == 3
     assert m.value("mlserve_pending_requests") == 0  # summed over every model
+
+``wait_metric(url, name, at_least, **labels)`` scrapes until such a sum reaches ``at_least``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from .waiting import wait_for
 
 _MISSING: Any = object()
 
@@ -90,3 +94,12 @@ def scrape(url: str, *, client: httpx.Client | None = None, timeout: float = 10)
     )
     assert r.status_code == 200, (r.status_code, r.text[:500])
     return Metrics(r.text)
+
+
+def wait_metric(url: str, name: str, at_least: float, **labels: str) -> Metrics:
+    """The first scrape where the samples of ``name`` with ``labels`` add up to ``at_least``."""
+    return wait_for(
+        lambda: (m := scrape(url)).value(name, 0.0, **labels) >= at_least and m,
+        20,
+        what=f"{name} {labels} to reach {at_least}",
+    )

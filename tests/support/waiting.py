@@ -2,7 +2,8 @@
 
 It polls a condition until it returns something truthy and returns that, or fails naming
 what it waited for (``what``) with whatever ``detail()`` adds (a server's log, say).
-Everything else that waits says what for in its own name (``wait_ready``, ``wait_metric``).
+Everything else that waits says what for in its own name (``ServerProcess.wait_ready`` in
+``conftest``, ``wait_metric`` in :mod:`.metrics`).
 """
 
 from __future__ import annotations
