@@ -1065,6 +1065,7 @@ def test_health_check_is_serving_and_an_unknown_service_is_not_found(srv: GrpcSe
         ("/inference.GRPCInferenceService/ServerLive", "inference.ServerLiveRequest", False),
         ("/inference.GRPCInferenceService/ModelReady", "inference.ModelReadyRequest", False),
         ("/inference.GRPCInferenceService/ModelConfig", "inference.ModelConfigRequest", False),
+        ("/inference.GRPCInferenceService/ModelInfer", "inference.ModelInferRequest", False),
     ],
 )
 def test_bytes_that_are_not_the_request_message_are_invalid_argument(
@@ -1080,7 +1081,7 @@ def test_bytes_that_are_not_the_request_message_are_invalid_argument(
         else:
             srv.channel.unary_unary(method)(garbage, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
-    assert f"the message is not a {message}" in (info.value.details() or "")
+    assert f"the message is not a valid {message}" in (info.value.details() or "")
     trailing = dict(info.value.trailing_metadata() or ())
     assert trailing.get("mlserve-error-code") == "invalid_input"
     _still_serving(srv)

@@ -169,9 +169,9 @@ class InferenceRpcs:
         try:
             big = len(message) >= DECODE_OFF_LOOP_FROM
             seen = await to_thread(outline, message) if big and COMPILED else outline(message)
-            if seen is None:
-                pb.ModelInferRequest.FromString(message)  # raises, saying what is wrong
-                raise InvalidInput("the message is not a ModelInferRequest")
+            if seen is None:  # not a ModelInferRequest: protobuf's parse says what is wrong
+                _document(message, 0)
+                raise InvalidInput("the message is not a valid inference.ModelInferRequest")
             model, version = target(seen.model_name, seen.model_version)
             shedder = self._shedder
             if shedder.share and shedder.shed_this():
@@ -216,7 +216,9 @@ def _document(message: bytes, max_elements: int) -> tuple[dict[str, Any], memory
     try:
         request = pb.ModelInferRequest.FromString(message)
     except Exception as exc:  # protobuf's DecodeError
-        raise InvalidInput(f"the message is not a ModelInferRequest: {exc}") from None
+        raise InvalidInput(
+            f"the message is not a valid inference.ModelInferRequest: {exc}"
+        ) from None
     return request_document(request, max_elements)
 
 

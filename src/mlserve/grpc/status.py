@@ -86,7 +86,7 @@ def decoding(cls: Any) -> Callable[[bytes], Any]:
         try:
             return cls.FromString(data)
         except Exception as exc:  # protobuf's DecodeError
-            return Undecodable(InvalidInput(f"the message is not a {name}: {exc}"))
+            return Undecodable(InvalidInput(f"the message is not a valid {name}: {exc}"))
 
     return parse
 
