@@ -267,6 +267,13 @@ def test_another_workers_file_that_cannot_be_read_counts_as_it_last_was(tmp_path
     assert _successes(hub.merged()) == 7
     path.write_bytes(b'{"endpoints": ["m/1"]}')  # JSON, but not a snapshot
     assert _successes(hub.merged()) == 7
+    # A snapshot's shape with a wrong type where a count goes (a hostile review: it was
+    # kept as the last good copy, and every later scrape raised TypeError, file or not).
+    for wrong in (b'{"overload_rejections": "1"}', b"[1, 2]", b'{"rejected": {"m": [true]}}'):
+        path.write_bytes(wrong)
+        merged = hub.merged()
+        assert _successes(merged) == 7 and merged.serving.overload_rejections == 0
+        assert b"mlserve_requests_total" in hub.exposition()  # the scrape renders
     path.unlink()  # removed
     assert _successes(hub.merged()) == 7
     _other_worker(tmp_path, 9)

@@ -565,6 +565,9 @@ class WorkerSnapshot:
         for what is not a snapshot (a damaged file)."""
         try:
             doc = orjson.loads(data)
+            if not isinstance(doc, dict):
+                raise TypeError("not a JSON object")
+            _check_values(doc)
             return cls.from_doc(doc)
         except (AttributeError, KeyError, TypeError) as exc:
             raise ValueError(f"not a worker snapshot: {exc}") from exc
@@ -592,6 +595,35 @@ class WorkerSnapshot:
             serving=serving,
             process=ProcessState.from_json(doc),
         )
+
+
+# The only keys whose values hold text: a monitor's feature names and category levels.
+_TEXT_KEYS = frozenset(("names", "levels"))
+_LIST_KINDS = frozenset((int, float, type(None), list, dict))
+
+
+def _check_values(doc: Any) -> None:
+    """Every value of a published snapshot a number (or null), bar the text of
+    ``_TEXT_KEYS``: a file of the right shape with a string where a count goes would
+    otherwise merge (``"1" + "1"``) or fail in the middle of a scrape (``TypeError``)."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _TEXT_KEYS and isinstance(value, list):
+                    continue
+                if isinstance(value, (dict, list)):
+                    stack.append(value)
+                elif not (value is None or type(value) in (int, float)):
+                    raise TypeError(f"{key!r} holds {type(value).__name__}, not a number")
+        else:  # lists are most of a snapshot: their types gathered at C speed
+            kinds = set(map(type, node))
+            if not kinds <= _LIST_KINDS:
+                wrong = sorted(k.__name__ for k in kinds - _LIST_KINDS)
+                raise TypeError(f"a list holds {', '.join(wrong)}, not numbers")
+            if list in kinds or dict in kinds:
+                stack.extend(v for v in node if isinstance(v, (dict, list)))
 
 
 def merge(parts: list[WorkerSnapshot]) -> WorkerSnapshot:
