@@ -118,7 +118,7 @@ OPERATIONS = (
                 f"Triton's model configuration of {which}",
                 "triton",
                 json_ok("The model configuration", "TritonModelConfig"),
-                _MODEL_ERRORS,
+                (*_MODEL_ERRORS, 409),  # 409: no version may serve unpinned (its gate)
             ),
             Operation(
                 path + "/stats",
