@@ -63,6 +63,8 @@ class RoutingState:
             known = None
         else:
             known = self.override_keys | frozenset(keys)
+        if known is not None and not known:  # an empty change: nothing overridden
+            return dataclasses.replace(self, override=None, override_keys=None)
         return dataclasses.replace(self, override=routing, override_keys=known)
 
     def to_json(self) -> dict[str, Any]:
