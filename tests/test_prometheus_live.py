@@ -130,6 +130,41 @@ def stack(credit_registry: Path) -> Iterator[Stack]:
             )
             st.timings["start"] = time.monotonic() - started
             rng = np.random.default_rng(22)
+            # One request to each version first, and Prometheus holding every role's series
+            # before the rest: a counter whose series is born with its final value between
+            # two scrapes (the shadow's copies, mirrored after the answers, can all land so)
+            # has no increase to rate, and the rules would never see that role's traffic.
+            warm = {}
+            for i in range(1000):
+                key = f"warm-{i}"
+                warm.setdefault("2" if bucket(key) < CANARY_WEIGHT * 100 else "1", key)
+                if len(warm) == 2:
+                    break
+            for v, key in sorted(warm.items()):
+                x = rng.standard_normal((ROWS, N_FEATURES)).astype(np.float32)
+                st.rows[v] = st.rows.get(v, 0) + ROWS
+                r = httpx.post(
+                    server.url + "/v2/models/credit/infer",
+                    json=_body(x),
+                    headers={"mlserve-routing-key": key},
+                    timeout=10,
+                )
+                assert r.status_code == 200 and r.headers["mlserve-model-version"] == v, r.text
+            wait_for(
+                lambda: (
+                    {("stable",), ("canary",), ("shadow",)}
+                    <= set(
+                        prom.values(
+                            'sum by (role) (mlserve_requests_total{model="credit"})', "role"
+                        )
+                    )
+                ),
+                30,
+                what="Prometheus to scrape every role's first request",
+                detail=prom.log,
+                interval=0.25,
+                ignore=NOT_YET,
+            )
             for phase in ("steady", "shifted"):
                 for i in range(REQUESTS):
                     x = rng.standard_normal((ROWS, N_FEATURES)).astype(np.float32)
@@ -183,12 +218,18 @@ def stack(credit_registry: Path) -> Iterator[Stack]:
                 interval=0.25,
                 ignore=NOT_YET,
             )
+            settled_at = time.time()
 
             def evaluated() -> bool:
                 # The rules evaluate every second, but a busy machine delays evaluations:
                 # wait for one that has every recording and sees every role's traffic,
                 # then one more second so that queries 2 s back land on a whole evaluation.
                 at = time.time() - 2
+                # An evaluation over scrapes taken after the settled one: workers publish to
+                # each other once a second, so the scrape that settled may hold one worker's
+                # last requests (the invalid ones) a second late.
+                if at < settled_at + 2:
+                    return False
                 if len(prom.values(PSI, "version", "feature", at=at)) != 2 * (N_FEATURES + 4):
                     return False
                 rates = prom.values("model_role:mlserve_requests:rate5m", "role", at=at)
