@@ -115,8 +115,16 @@ def test_a_pinned_version_failing_at_start_keeps_its_pin_and_comes_back(tmp_path
         assert "v1 is failed" in moved[-1]["cause"]
         (root / "r" / "1" / "model.onnx").write_bytes(model)  # repaired: v1 serves again
         wait_for(lambda: who(c) == "1")
-        back = audit(root, "serving")[-1]
-        assert (back["before"]["serving"]["stable"], back["after"]["serving"]["stable"]) == (2, 1)
+
+        def moved_back() -> list[dict[str, Any]]:  # audited just after the swap is in force
+            return [
+                e
+                for e in audit(root, "serving")
+                if (e["before"]["serving"]["stable"], e["after"]["serving"]["stable"]) == (2, 1)
+            ]
+
+        wait_for(lambda: bool(moved_back()), what="the move back to v1 audited")
+        back = moved_back()[-1]
         assert "r v1: reloaded" in back["cause"]
 
 
