@@ -228,12 +228,23 @@ def test_a_model_toml_edit_reloads_versions_only_when_it_changes_how_they_are_bu
         for n, text in enumerate(edits, start=1):
             (root / "m" / "model.toml").write_text(text)
             wait_for(
-                lambda n=n: synced().count("m: model.toml changed") == n,
+                lambda n=n: sum("m: model.toml changed" in s for s in synced()) == n,
                 15,
                 what=f"edit {n} read",
             )
             assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200
         assert not [s for s in synced() if "reloaded" in s], synced()
+        # Each edit's record says what it changed (the third undoes the first two).
+        said = [s for s in synced() if "model.toml changed" in s]
+        assert said[0] == (
+            "m: model.toml changed ([guardrails] enabled False -> True; "
+            "[guardrails] min_requests 200 -> 50)"
+        ), said
+        assert said[1] == (
+            "m: model.toml changed ([guardrails] enabled True -> False; [guardrails] "
+            "min_requests 50 -> 200; [gate] min_accuracy None -> 0.9)"
+        ), said
+        assert "[versions] policy" in said[2] and "[gate] min_accuracy 0.9 -> None" in said[2]
         (root / "m" / "model.toml").write_text('[execution]\nmode = "thread"\n')
         wait_for(lambda: "m v1: reloaded" in synced(), 15, what="the execution change")
         assert c.post("/v2/models/m/infer", json={"inputs": [X]}).status_code == 200

@@ -10,6 +10,7 @@ one. It knows neither HTTP nor metric objects.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -559,7 +560,7 @@ class ModelStore(Generic[E]):
                 self.models[name] = record
             else:
                 record.config, record.toml_error = config, None
-                changes.append(f"{name}: model.toml changed")
+                changes.append(f"{name}: model.toml changed{_config_diff(before, config)}")
         if record is None or record.config is None:
             return changes  # still the same invalid model.toml
         if record.unloaded:
@@ -1045,6 +1046,34 @@ def _released(lock: threading.Lock) -> Iterator[None]:
         yield
     finally:
         lock.acquire()
+
+
+def _config_diff(before: ModelConfig | None, after: ModelConfig) -> str:
+    """What a ``model.toml`` edit changed, for its log line and audit record: `` ([gate]
+    min_accuracy 0.92 -> 0.935; ...)``, at most 12 keys, each value at most 40 characters."""
+    if before is None:
+        return ""
+    parts = []
+    for section in dataclasses.fields(after):
+        old, new = getattr(before, section.name), getattr(after, section.name)
+        if old == new:
+            continue
+        if not dataclasses.is_dataclass(new):
+            parts.append(f"[{section.name}] changed")
+            continue
+        for key in dataclasses.fields(new):
+            a, b = getattr(old, key.name), getattr(new, key.name)
+            if a != b:
+                parts.append(f"[{section.name}] {key.name} {_brief(a)} -> {_brief(b)}")
+    if not parts:
+        return ""
+    more = f"; and {len(parts) - 12} more" if len(parts) > 12 else ""
+    return " (" + "; ".join(parts[:12]) + more + ")"
+
+
+def _brief(value: Any) -> str:
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _build_key(config: ModelConfig) -> tuple[Any, ...]:
