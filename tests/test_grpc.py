@@ -361,14 +361,14 @@ def test_shadow_gets_mirrored_copies(srv: GrpcServer) -> None:
 
 def test_requests_are_counted_as_http_ones(srv: GrpcServer) -> None:
     def count() -> float:
-        text = _http(srv, "/metrics").text
-        found = re.search(
-            r'^mlserve_requests_total\{model="cancer",version="1",role="stable",'
-            r'outcome="success"\} (\S+)$',
-            text,
-            re.M,
+        return parse(_http(srv, "/metrics").text).value(
+            "mlserve_requests_total",
+            0.0,
+            model="cancer",
+            version="1",
+            role="stable",
+            outcome="success",
         )
-        return float(found[1]) if found else 0.0
 
     before = count()
     for _ in range(3):
