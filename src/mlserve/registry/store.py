@@ -994,6 +994,7 @@ class ModelStore(Generic[E]):
                 found.weight,
                 tuple(endpoints[v] for v in found.shadows),
                 routing.shadow_sample,
+                routing.shadow_queue,
             )
         moved = [
             (name, self._serving.get(name), serving.get(name))

@@ -32,6 +32,7 @@ class Split(Generic[E]):
     weight: float = 0.0
     shadows: tuple[E, ...] = ()  # ready shadow versions, mirrored after the answer
     shadow_sample: float = 1.0
+    shadow_queue: int = 256  # mirrored copies waiting at most
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_threshold", round(self.weight * _SCALE / 100))

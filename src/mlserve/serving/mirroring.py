@@ -24,8 +24,7 @@ class Shadows:
         shadows = [e for e in split.shadows if e is not endpoint]
         if not shadows:
             return
-        record = self.store.models.get(endpoint.model)
-        size = record.routing.shadow_queue if record is not None else 256
+        size = split.shadow_queue
         mirror = self._mirrors.get(endpoint.model)
         if mirror is None or mirror.max_queue != size:  # new, or resized by a routing change
             if mirror is not None:
